@@ -1,0 +1,116 @@
+/**
+ * Per-method MQTT settings: how a method's messages travel. Resolved with the
+ * precedence method > service > file > plugin parameter > runtime default;
+ * protoc-gen-mqrpc writes the first four levels into `*_mqrpc.ts`, and the
+ * runtime fills in its defaults.
+ */
+import { type DescMethod, type DescService, getOption, hasOption } from "@bufbuild/protobuf";
+import {
+  type ContextValues,
+  createContextKey,
+  createContextValues,
+  type Transport,
+} from "@connectrpc/connect";
+import { file_options, type MqttOptions, method_options, service_options } from "./gen/mqrpc/v1/options_pb.js";
+
+/** The MQTT settings of one method, fully resolved. */
+export interface MethodSettings {
+  /**
+   * Pack stream messages into Batch frames. Many small messages then cost few
+   * publishes; a batch never waits longer than {@link batchLingerMs}.
+   */
+  readonly batchedStream: boolean;
+  /** The longest a batched message waits for company, in milliseconds. */
+  readonly batchLingerMs: number;
+}
+
+/** The runtime defaults: unbatched, 5 ms linger when batching is switched on. */
+export const defaultMethodSettings: MethodSettings = Object.freeze({
+  batchedStream: false,
+  batchLingerMs: 5,
+});
+
+/**
+ * Settings for every method of a service, keyed by the method's local name
+ * (as in `ServiceImpl`). Unset fields fall back to the runtime default. This
+ * is the shape of the constant that protoc-gen-mqrpc generates per service.
+ */
+export type ServiceSettings<S extends DescService = DescService> = {
+  readonly [K in keyof S["method"]]?: Partial<MethodSettings>;
+};
+
+/** Carries a method's settings from a bound client to the transport. */
+export const methodSettingsKey = createContextKey<Partial<MethodSettings> | undefined>(undefined, {
+  description: "mqrpc method settings",
+});
+
+/** Fills unset fields of `partial` with the runtime defaults. */
+export function completeMethodSettings(partial: Partial<MethodSettings> | undefined): MethodSettings {
+  if (partial === undefined) {
+    return defaultMethodSettings;
+  }
+  return {
+    batchedStream: partial.batchedStream ?? defaultMethodSettings.batchedStream,
+    batchLingerMs: partial.batchLingerMs ?? defaultMethodSettings.batchLingerMs,
+  };
+}
+
+/**
+ * Resolves settings from the custom options embedded in a method's
+ * descriptor (method > service > file > runtime default). Used when a client
+ * or service comes without generated settings, e.g. plain
+ * `createClient(Service, transport)`; generated settings also include the
+ * plugin parameter level.
+ */
+export function settingsFromDescriptor(method: DescMethod): MethodSettings {
+  const levels: MqttOptions[] = [];
+  if (hasOption(method, method_options)) levels.push(getOption(method, method_options));
+  if (hasOption(method.parent, service_options)) levels.push(getOption(method.parent, service_options));
+  if (hasOption(method.parent.file, file_options)) levels.push(getOption(method.parent.file, file_options));
+  const pick = <K extends "batchedStream" | "batchLingerMs">(key: K): MqttOptions[K] | undefined =>
+    levels.find((o) => o[key] !== undefined)?.[key];
+  return completeMethodSettings({
+    ...(pick("batchedStream") !== undefined ? { batchedStream: pick("batchedStream") as boolean } : {}),
+    ...(pick("batchLingerMs") !== undefined ? { batchLingerMs: pick("batchLingerMs") as number } : {}),
+  });
+}
+
+/**
+ * Resolves the settings of a call: generated settings carried in the context
+ * values win; otherwise the descriptor's options apply.
+ */
+export function settingsForCall(method: DescMethod, values: ContextValues | undefined): MethodSettings {
+  const bound = values?.get(methodSettingsKey);
+  return bound !== undefined ? completeMethodSettings(bound) : settingsFromDescriptor(method);
+}
+
+/**
+ * Wraps a transport so that every call of `service` carries the settings
+ * generated for it. Generated `create<Service>Client` functions use this; it
+ * works with any transport and leaves interceptors untouched.
+ */
+export function bindServiceSettings<S extends DescService>(
+  transport: Transport,
+  service: S,
+  settings: ServiceSettings<S>,
+): Transport {
+  const lookup = new Map<string, Partial<MethodSettings>>();
+  for (const method of service.methods) {
+    const s = (settings as Record<string, Partial<MethodSettings> | undefined>)[method.localName];
+    if (s !== undefined) lookup.set(method.name, s);
+  }
+  const withSettings = (method: DescMethod, values: ContextValues | undefined): ContextValues => {
+    const out = values ?? createContextValues();
+    if (method.parent.typeName === service.typeName && out.get(methodSettingsKey) === undefined) {
+      const s = lookup.get(method.name);
+      if (s !== undefined) out.set(methodSettingsKey, s);
+    }
+    return out;
+  };
+  return {
+    unary: (method, signal, timeoutMs, header, input, values) =>
+      transport.unary(method, signal, timeoutMs, header, input, withSettings(method, values)),
+    stream: (method, signal, timeoutMs, header, input, values) =>
+      transport.stream(method, signal, timeoutMs, header, input, withSettings(method, values)),
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * The MQTT topic layout of mqrpc (docs/PROTOCOL.md, "Topics"). Every name that
+ * becomes a topic level goes through {@link encodeTopicSegment}, so server ids,
+ * client ids and proto names are safe on every broker: NATS rejects `.` and
+ * spaces, RabbitMQ treats `.` as a separator, and `+`, `#`, `/` and a leading
+ * `$` mean something to MQTT itself.
+ */
+
+const UNRESERVED = /^[A-Za-z0-9_-]$/;
+const HEX = "0123456789ABCDEF";
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Encodes one topic level into the portable alphabet `A-Z a-z 0-9 _ - ~ =`.
+ *
+ * Letters, digits, `_` and `-` stay as they are; `.` becomes `~` so that proto
+ * names such as `acme.device.v1.DeviceService` stay readable in ACL files
+ * (`acme~device~v1~DeviceService`); every other UTF-8 byte becomes `=XX` in
+ * upper-case hex. The encoding is a bijection, so {@link decodeTopicSegment}
+ * recovers the original.
+ */
+export function encodeTopicSegment(value: string): string {
+  if (value.length === 0) {
+    throw new Error("topic segment must not be empty");
+  }
+  let out = "";
+  let plain = true;
+  for (const ch of value) {
+    if (UNRESERVED.test(ch)) {
+      out += ch;
+    } else if (ch === ".") {
+      out += "~";
+      plain = false;
+    } else {
+      plain = false;
+      for (const byte of textEncoder.encode(ch)) {
+        out += `=${HEX[byte >> 4]}${HEX[byte & 15]}`;
+      }
+    }
+  }
+  return plain ? value : out;
+}
+
+/**
+ * Reverses {@link encodeTopicSegment}. Throws on a level that no encoder
+ * could have produced, so a forged topic never maps onto a real name.
+ */
+export function decodeTopicSegment(segment: string): string {
+  if (segment.length === 0) {
+    throw new Error("topic segment must not be empty");
+  }
+  if (/^[A-Za-z0-9_-]+$/.test(segment)) {
+    return segment;
+  }
+  const bytes: number[] = [];
+  for (let i = 0; i < segment.length; i++) {
+    const ch = segment.charAt(i);
+    if (ch === "~") {
+      bytes.push(0x2e);
+    } else if (ch === "=") {
+      const hex = segment.slice(i + 1, i + 3);
+      if (!/^[0-9A-F]{2}$/.test(hex)) {
+        throw new Error(`invalid escape "=${hex}" in topic segment "${segment}"`);
+      }
+      bytes.push(Number.parseInt(hex, 16));
+      i += 2;
+    } else if (UNRESERVED.test(ch)) {
+      bytes.push(ch.charCodeAt(0));
+    } else {
+      throw new Error(`invalid character "${ch}" in topic segment "${segment}"`);
+    }
+  }
+  const decoded = textDecoder.decode(new Uint8Array(bytes));
+  if (encodeTopicSegment(decoded) !== segment) {
+    throw new Error(`non-canonical topic segment "${segment}"`);
+  }
+  return decoded;
+}
+
+/** Where a request frame was published, as parsed from its topic. */
+export interface RequestAddress {
+  /** Fully qualified proto service name, e.g. `acme.device.v1.DeviceService`. */
+  readonly service: string;
+  /** Proto method name, e.g. `GetInfo`. */
+  readonly method: string;
+  /** The caller's client key; replies go to its reply topic. */
+  readonly clientKey: string;
+  /** Set when the frame is addressed to one server instance (sticky streams). */
+  readonly instance: string | undefined;
+}
+
+/**
+ * Builds and parses the topics of one topic prefix. Pure: holds no state but
+ * the prefix, so clients and servers that agree on the prefix agree on every
+ * topic.
+ *
+ * - requests: `{prefix}/s/{serverId}/{service}/{method}/{clientKey}[/{instance}]`
+ * - replies:  `{prefix}/c/{clientKey}`
+ * - presence: `{prefix}/p/{serverId}/{instance}` (retained)
+ */
+export class TopicScheme {
+  /** The validated topic prefix, one or more plain levels. */
+  readonly prefix: string;
+
+  constructor(prefix = "mqrpc") {
+    if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(prefix)) {
+      throw new Error(
+        `topicPrefix "${prefix}" is invalid: use one or more levels of A-Z, a-z, 0-9, "_" and "-" separated by "/"`,
+      );
+    }
+    this.prefix = prefix;
+  }
+
+  /** The topic a client publishes a call's frames to. */
+  requestTopic(
+    serverId: string,
+    service: string,
+    method: string,
+    clientKey: string,
+    instance?: string,
+  ): string {
+    const base = `${this.requestBase(serverId)}${encodeTopicSegment(service)}/${encodeTopicSegment(method)}/${encodeTopicSegment(clientKey)}`;
+    return instance === undefined ? base : `${base}/${encodeTopicSegment(instance)}`;
+  }
+
+  /** `{prefix}/s/{serverId}/`: the part of every request topic that names the server. */
+  requestBase(serverId: string): string {
+    return `${this.prefix}/s/${encodeTopicSegment(serverId)}/`;
+  }
+
+  /** The one filter a non-shared server subscribes to. */
+  requestFilter(serverId: string): string {
+    return `${this.prefix}/s/${encodeTopicSegment(serverId)}/#`;
+  }
+
+  /**
+   * Parses a request topic of `serverId`. Returns undefined for anything that
+   * is not a well-formed request topic, so garbage is dropped, never thrown.
+   */
+  parseRequestTopic(serverId: string, topic: string): RequestAddress | undefined {
+    const base = this.requestBase(serverId);
+    if (!topic.startsWith(base)) {
+      return undefined;
+    }
+    const levels = topic.slice(base.length).split("/");
+    if (levels.length !== 3 && levels.length !== 4) {
+      return undefined;
+    }
+    try {
+      const [service, method, clientKey, instance] = levels.map(decodeTopicSegment);
+      if (service === undefined || method === undefined || clientKey === undefined) {
+        return undefined;
+      }
+      return { service, method, clientKey, instance };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The topic a server publishes a client's reply frames to. */
+  replyTopic(clientKey: string): string {
+    return `${this.prefix}/c/${encodeTopicSegment(clientKey)}`;
+  }
+
+  /** The retained presence topic of one server instance. */
+  presenceTopic(serverId: string, instance: string): string {
+    return `${this.prefix}/p/${encodeTopicSegment(serverId)}/${encodeTopicSegment(instance)}`;
+  }
+
+  /** The filter that sees the presence of every instance of `serverId`. */
+  presenceFilter(serverId: string): string {
+    return `${this.prefix}/p/${encodeTopicSegment(serverId)}/+`;
+  }
+
+  /** Extracts the instance from a presence topic of `serverId`, or undefined. */
+  parsePresenceTopic(serverId: string, topic: string): string | undefined {
+    const base = `${this.prefix}/p/${encodeTopicSegment(serverId)}/`;
+    if (!topic.startsWith(base)) {
+      return undefined;
+    }
+    try {
+      return decodeTopicSegment(topic.slice(base.length));
+    } catch {
+      return undefined;
+    }
+  }
+}
