@@ -1,0 +1,202 @@
+/**
+ * The client side of one call: sends the request frames, receives the reply
+ * frames through a {@link FrameReceiver}, and exposes response headers, the
+ * response messages and trailers to the transport. Cancels the server when
+ * the caller's signal aborts (deadline or cancellation).
+ */
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { DEFAULT_WINDOW } from "./flow-credit.js";
+import type { FrameKind } from "./frame-codec.js";
+import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
+import { FrameSender } from "./frame-sender.js";
+import type { Frame } from "./gen/mqrpc/v1/wire_pb.js";
+import { MessageQueue } from "./message-queue.js";
+import { entriesToHeaders, headersToEntries } from "./metadata.js";
+import type { MqttLink } from "./mqtt-link.js";
+import { publishError } from "./publish-error.js";
+import type { ReplyRouter, RoutedCall } from "./reply-router.js";
+import { endToError } from "./status.js";
+import type { TopicScheme } from "./topic-scheme.js";
+
+/** MQTT fixed header, topic length, packet id and properties, roughly. */
+const PACKET_OVERHEAD = 24;
+
+/** Everything a call needs from its transport. */
+export interface ClientCallInit {
+  readonly link: MqttLink;
+  readonly router: ReplyRouter;
+  readonly scheme: TopicScheme;
+  readonly serverId: string;
+  readonly method: DescMethod;
+  readonly signal: AbortSignal;
+  readonly timeoutMs: number | undefined;
+  readonly header: Headers;
+  readonly maxMessageBytes: number;
+  readonly maxPublishBytes: number;
+  /** Response frames the server may send ahead of the caller. */
+  readonly window: number;
+}
+
+/** See the module comment. */
+export class ClientCall implements RoutedCall {
+  readonly callId: number;
+  /** Response headers; filled when the server's first frame arrives. */
+  readonly header = new Headers();
+  /** Response trailers; filled by the End frame. */
+  readonly trailer = new Headers();
+  /** Serialized response messages in order; ends with the call's status. */
+  readonly responses: MessageQueue<Uint8Array>;
+  /** Resolves when headers (or the end) arrived; never rejects. */
+  readonly headerReceived: Promise<void>;
+  /** Settles with the call's status. */
+  readonly done: Promise<void>;
+
+  private readonly sender: FrameSender;
+  private readonly receiver: FrameReceiver;
+  private topic: string;
+  private finished = false;
+  private resolveHeader!: () => void;
+  private settle!: (error: ConnectError | undefined) => void;
+
+  constructor(private readonly init: ClientCallInit) {
+    this.callId = init.router.register(this);
+    this.topic = init.scheme.requestTopic(
+      init.serverId,
+      init.method.parent.typeName,
+      init.method.name,
+      init.router.clientKey,
+    );
+    this.headerReceived = new Promise((resolve) => {
+      this.resolveHeader = resolve;
+    });
+    this.done = new Promise((resolve, reject) => {
+      this.settle = (error) => (error ? reject(error) : resolve());
+    });
+    this.done.catch(() => {});
+    this.sender = new FrameSender(
+      this.callId,
+      { publish: (frame) => this.publish(frame), maxFrameBytes: () => this.maxFrameBytes() },
+      DEFAULT_WINDOW,
+    );
+    this.receiver = new FrameReceiver(init.window, init.maxMessageBytes, {
+      event: (event) => this.onEvent(event),
+      violation: (error) => this.abandon(error),
+      grant: (limit) => this.sender.sendUnsequenced({ case: "credit", value: { limit } }),
+    });
+    this.responses = new MessageQueue(
+      () => this.receiver.took(),
+      () => this.abandon(new ConnectError("the caller stopped reading the response stream", Code.Canceled)),
+    );
+    if (init.signal.aborted) {
+      this.onAbort();
+    } else {
+      init.signal.addEventListener("abort", this.onAbort, { once: true });
+    }
+  }
+
+  /** Sends the Open frame, with the first request message inline if given. */
+  open(message: Uint8Array | undefined, halfClose: boolean): Promise<void> {
+    return this.sender.sendOpen(
+      {
+        timeoutMs: this.init.timeoutMs ?? 0,
+        headers: headersToEntries(this.init.header),
+        window: this.init.window,
+      },
+      message,
+      halfClose,
+      this.init.signal,
+    );
+  }
+
+  /** Sends one request message, waiting for flow-control credit. */
+  send(message: Uint8Array): Promise<void> {
+    if (this.finished) return Promise.resolve();
+    return this.sender.sendMessage(message, this.init.signal);
+  }
+
+  /** Tells the server no more request messages follow. */
+  halfClose(): void {
+    if (!this.finished) this.sender.sendControl({ case: "halfClose", value: {} });
+  }
+
+  /** Ends the call from the caller's side, telling the server to stop. */
+  abandon(error: ConnectError): void {
+    if (this.finished) return;
+    this.sender.sendUnsequenced({ case: "cancel", value: {} });
+    this.finish(error);
+  }
+
+  /** Reply frames for this call, routed by call id. */
+  onFrame(frame: Frame & { kind: { case: FrameKind } }): void {
+    if (this.finished) return;
+    switch (frame.kind.case) {
+      case "credit":
+        this.sender.credit.grant(frame.kind.value.limit);
+        return;
+      case "pong":
+      case "ping":
+      case "cancel":
+      case "open":
+      case "halfClose":
+        return;
+      default:
+        this.receiver.accept(frame);
+    }
+  }
+
+  private onEvent(event: ReceivedEvent): void {
+    switch (event.type) {
+      case "headers":
+        entriesToHeaders(event.headers.headers, this.header);
+        if (event.headers.instance !== "") {
+          this.topic = this.init.scheme.requestTopic(
+            this.init.serverId,
+            this.init.method.parent.typeName,
+            this.init.method.name,
+            this.init.router.clientKey,
+            event.headers.instance,
+          );
+        }
+        if (event.headers.window > 0) this.sender.credit.grant(event.headers.window);
+        this.resolveHeader();
+        return;
+      case "message":
+        this.responses.push(event.data);
+        return;
+      case "end":
+        entriesToHeaders(event.end.headers, this.header);
+        entriesToHeaders(event.end.trailers, this.trailer);
+        this.finish(endToError(event.end));
+        return;
+      default:
+        return;
+    }
+  }
+
+  private readonly onAbort = (): void => {
+    const reason = this.init.signal.reason;
+    this.abandon(ConnectError.from(reason, Code.Canceled));
+  };
+
+  private finish(error: ConnectError | undefined): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.init.router.unregister(this.callId);
+    this.init.signal.removeEventListener("abort", this.onAbort);
+    if (error) this.responses.fail(error);
+    else this.responses.close();
+    this.resolveHeader();
+    this.settle(error);
+  }
+
+  private publish(frame: Uint8Array): void {
+    const topic = this.topic;
+    this.init.link.publish(topic, frame).catch((e: unknown) => this.finish(publishError(e, topic)));
+  }
+
+  private maxFrameBytes(): number {
+    const brokerMax = this.init.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
+    return Math.min(this.init.maxPublishBytes, brokerMax) - this.topic.length - PACKET_OVERHEAD;
+  }
+}

@@ -1,0 +1,336 @@
+/**
+ * `createMqttServer`: serves Connect service implementations to callers that
+ * reach this process through an MQTT broker. The server subscribes to its
+ * request topics once, announces itself with a retained presence and a last
+ * will, and runs each call as a {@link ServerCall}.
+ */
+import { create, type DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createServiceImplSpec,
+  type Interceptor,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import { CompletedCallRecord } from "./completed-call-record.js";
+import { DEFAULT_WINDOW } from "./flow-credit.js";
+import { decodeFrame } from "./frame-codec.js";
+import { encodeFrame } from "./frame-codec.js";
+import { Presence_State } from "./gen/mqrpc/v1/wire_pb.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES, MIN_PUBLISH_BYTES, positiveInteger } from "./limits.js";
+import {
+  completeMethodSettings,
+  type MethodSettings,
+  type ServiceSettings,
+  settingsFromDescriptor,
+} from "./method-settings.js";
+import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
+import { encodePresence } from "./presence.js";
+import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call.js";
+import { errorToEnd } from "./status.js";
+import { encodeTopicSegment, TopicScheme } from "./topic-scheme.js";
+
+/** Where the server reports what it drops; defaults to `console`. */
+export interface MqttServerLogger {
+  warn(message: string): void;
+}
+
+/** Options of {@link createMqttServer}. */
+export interface MqttServerOptions {
+  /** The broker: URL, MQTT.js options or an existing `MqttClient` to share. */
+  readonly mqtt: MqttConnectionInput;
+  /** The id callers address, e.g. a device id. Several replicas may share it (see `shared`). */
+  readonly serverId: string;
+  /** First topic levels of every mqrpc topic; default `mqrpc`. Must match the callers'. */
+  readonly topicPrefix?: string;
+  /** Connect interceptors run around every handler. */
+  readonly interceptors?: Interceptor[];
+  /** Largest request message accepted, in bytes (default 4 MiB); larger ones get RESOURCE_EXHAUSTED. */
+  readonly maxMessageBytes?: number;
+  /** Largest MQTT packet published (default 128 KiB); bigger responses are chunked. */
+  readonly maxPublishBytes?: number;
+  /**
+   * Serve through an MQTT shared subscription so that replicas with the same
+   * `serverId` split the calls. `true` uses the server id as the share
+   * group; a string names the group. Needs a broker with shared
+   * subscriptions (MQTT 5 brokers; Mosquitto also on 3.1.1).
+   */
+  readonly shared?: boolean | string;
+  /** Calls in progress at once before new ones get RESOURCE_EXHAUSTED (default 1000). */
+  readonly maxConcurrentCalls?: number;
+  /** Calls in progress at once from one caller (default 100). */
+  readonly maxCallsPerClient?: number;
+  /** Finished calls remembered to drop redelivered requests (default 10000, for 5 minutes). */
+  readonly completedCallMemory?: number;
+  /** Request frames a caller may send ahead of the handler (default 64). */
+  readonly receiveWindow?: number;
+  /** How long `close()` lets calls in progress finish before cancelling them, in ms (default 5000). */
+  readonly shutdownTimeoutMs?: number;
+  /** Receives one line per dropped frame; default `console`. */
+  readonly logger?: MqttServerLogger;
+}
+
+/** A running mqrpc server. */
+export interface MqttServer {
+  /** The id callers address. */
+  readonly serverId: string;
+  /** This replica's id (its MQTT client id), used for sticky streams and presence. */
+  readonly instanceId: string;
+  /**
+   * Registers a service implementation. Methods left out answer
+   * UNIMPLEMENTED. `settings` are the generated per-method MQTT settings;
+   * without them the descriptor's options apply.
+   */
+  service<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>, settings?: ServiceSettings<S>): MqttServer;
+  /**
+   * Stops taking calls (new ones get UNAVAILABLE), lets calls in progress
+   * finish for up to `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE,
+   * announces the server offline and releases the connection.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a server: connects, subscribes to the request topics and resolves
+ * when it can take calls. Presence is announced once the first service is
+ * registered, so callers never see the server before its methods exist.
+ */
+export async function createMqttServer(options: MqttServerOptions): Promise<MqttServer> {
+  const server = new MqttServerImpl(options);
+  await server.start();
+  return server;
+}
+
+const RECORD_TTL_MS = 5 * 60_000;
+const PACKET_OVERHEAD = 24;
+
+class MqttServerImpl implements MqttServer, ServerCallHost {
+  readonly serverId: string;
+  readonly instanceId: string;
+  readonly shared: boolean;
+  readonly interceptors: Interceptor[];
+  readonly maxMessageBytes: number;
+  readonly receiveWindow: number;
+  private readonly maxPublishBytes: number;
+  private readonly maxConcurrentCalls: number;
+  private readonly maxCallsPerClient: number;
+  private readonly shutdownTimeoutMs: number;
+  private readonly shareGroup: string | undefined;
+  private readonly scheme: TopicScheme;
+  private readonly link: MqttLink;
+  private readonly logger: MqttServerLogger;
+  private readonly methods = new Map<string, Map<string, MethodEntry>>();
+  private readonly calls = new Map<string, ServerCall>();
+  private readonly callsPerClient = new Map<string, number>();
+  private readonly completed: CompletedCallRecord;
+  private readonly shutdown = new AbortController();
+  private readonly filters: string[] = [];
+  private announced = false;
+  private unroute: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: MqttServerOptions) {
+    if (typeof options.serverId !== "string" || options.serverId === "") {
+      throw new Error("serverId must be a non-empty string");
+    }
+    this.serverId = options.serverId;
+    this.scheme = new TopicScheme(options.topicPrefix);
+    this.interceptors = options.interceptors ?? [];
+    this.maxMessageBytes = positiveInteger("maxMessageBytes", options.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES);
+    this.maxPublishBytes = positiveInteger(
+      "maxPublishBytes",
+      options.maxPublishBytes,
+      DEFAULT_MAX_PUBLISH_BYTES,
+      MIN_PUBLISH_BYTES,
+    );
+    this.maxConcurrentCalls = positiveInteger("maxConcurrentCalls", options.maxConcurrentCalls, 1000);
+    this.maxCallsPerClient = positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 100);
+    this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
+    this.shutdownTimeoutMs = positiveInteger("shutdownTimeoutMs", options.shutdownTimeoutMs, 5000, 0);
+    this.completed = new CompletedCallRecord(
+      positiveInteger("completedCallMemory", options.completedCallMemory, 10_000),
+      RECORD_TTL_MS,
+    );
+    if (options.shared !== undefined && typeof options.shared !== "boolean") {
+      if (!/^[A-Za-z0-9_-]+$/.test(options.shared)) {
+        throw new Error(`shared: share group "${options.shared}" must use only A-Z, a-z, 0-9, "_" and "-"`);
+      }
+    }
+    this.shareGroup =
+      options.shared === true ? encodeTopicSegment(options.serverId) : options.shared || undefined;
+    this.shared = this.shareGroup !== undefined;
+    this.logger = options.logger ?? console;
+    this.link = MqttLink.acquire(options.mqtt, (clientId) => ({
+      topic: this.scheme.presenceTopic(this.serverId, clientId),
+      payload: encodePresence(clientId, Presence_State.OFFLINE, this.shared),
+    }));
+    this.instanceId = this.link.clientId;
+    if (this.instanceId === "") {
+      void this.link.release();
+      throw new Error("mqtt option: the MQTT client id is empty; the server needs it as its instance id");
+    }
+  }
+
+  get shutdownSignal(): AbortSignal {
+    return this.shutdown.signal;
+  }
+
+  async start(): Promise<void> {
+    const base = this.scheme.requestBase(this.serverId);
+    this.unroute = this.link.routePrefix(base, (topic, payload) => this.onRequest(topic, payload));
+    if (this.shareGroup === undefined) {
+      this.filters.push(this.scheme.requestFilter(this.serverId));
+    } else {
+      this.filters.push(`$share/${this.shareGroup}/${base}+/+/+`);
+      this.filters.push(`${base}+/+/+/${encodeTopicSegment(this.instanceId)}`);
+    }
+    try {
+      for (const filter of this.filters) await this.link.subscribe(filter);
+    } catch (e) {
+      this.unroute();
+      await this.link.release();
+      throw e;
+    }
+  }
+
+  service<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>, settings?: ServiceSettings<S>): MqttServer {
+    if (this.closing !== undefined) throw new Error("the server is closed");
+    if (this.methods.has(service.typeName)) {
+      throw new Error(`service ${service.typeName} is already registered`);
+    }
+    const spec = createServiceImplSpec(service, impl);
+    const entries = new Map<string, MethodEntry>();
+    for (const method of service.methods) {
+      const methodSpec = spec.methods[method.localName];
+      if (methodSpec === undefined) continue;
+      const generated = (settings as Record<string, Partial<MethodSettings> | undefined> | undefined)?.[
+        method.localName
+      ];
+      entries.set(method.name, {
+        spec: methodSpec,
+        settings: generated !== undefined ? completeMethodSettings(generated) : settingsFromDescriptor(method),
+      });
+    }
+    this.methods.set(service.typeName, entries);
+    if (!this.announced) {
+      this.announced = true;
+      queueMicrotask(() => this.announce(Presence_State.ONLINE));
+    }
+    return this;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdownGracefully();
+    return this.closing;
+  }
+
+  publishReply(clientKey: string, frame: Uint8Array): void {
+    const topic = this.scheme.replyTopic(clientKey);
+    this.link.publish(topic, frame).catch((e: unknown) => {
+      this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${String(e)}`);
+    });
+  }
+
+  maxReplyFrameBytes(clientKey: string): number {
+    const brokerMax = this.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
+    return Math.min(this.maxPublishBytes, brokerMax) - this.scheme.replyTopic(clientKey).length - PACKET_OVERHEAD;
+  }
+
+  private announce(state: Presence_State): Promise<void> {
+    return this.link
+      .publish(
+        this.scheme.presenceTopic(this.serverId, this.instanceId),
+        encodePresence(this.instanceId, state, this.shared),
+        { retain: true },
+      )
+      .catch((e: unknown) => {
+        this.logger.warn(`mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`);
+      });
+  }
+
+  private onRequest(topic: string, payload: Uint8Array): void {
+    const address = this.scheme.parseRequestTopic(this.serverId, topic);
+    if (address === undefined) {
+      this.logger.warn(`mqrpc server "${this.serverId}": dropped a publish on ${topic}: not a request topic`);
+      return;
+    }
+    let frame: ReturnType<typeof decodeFrame>;
+    try {
+      frame = decodeFrame(payload);
+    } catch (e) {
+      this.logger.warn(
+        `mqrpc server "${this.serverId}": dropped a malformed frame on ${topic}: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      return;
+    }
+    const key = `${address.clientKey}\n${frame.callId}`;
+    const call = this.calls.get(key);
+    if (call !== undefined) {
+      call.onFrame(frame);
+      return;
+    }
+    if (frame.kind.case !== "open" || this.completed.has(key)) {
+      // A late or redelivered frame of a call that is over: nothing to do.
+      return;
+    }
+    if (frame.seq !== 0) {
+      this.logger.warn(`mqrpc server "${this.serverId}": dropped an open frame with seq ${frame.seq} on ${topic}`);
+      return;
+    }
+    const entry = this.methods.get(address.service)?.get(address.method);
+    const refusal =
+      this.closing !== undefined
+        ? new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable)
+        : entry === undefined
+          ? new ConnectError(
+              this.methods.has(address.service)
+                ? `method ${address.service}/${address.method} is not implemented`
+                : `service ${address.service} is not served by "${this.serverId}"`,
+              Code.Unimplemented,
+            )
+          : this.calls.size >= this.maxConcurrentCalls
+            ? new ConnectError(`server "${this.serverId}" is at its limit of concurrent calls`, Code.ResourceExhausted)
+            : (this.callsPerClient.get(address.clientKey) ?? 0) >= this.maxCallsPerClient
+              ? new ConnectError(`too many concurrent calls from this caller`, Code.ResourceExhausted)
+              : undefined;
+    if (refusal !== undefined || entry === undefined) {
+      this.completed.add(key);
+      this.publishReply(
+        address.clientKey,
+        encodeFrame({ callId: frame.callId, seq: 0, kind: { case: "end", value: errorToEnd(refusal, new Headers()) } }),
+      );
+      return;
+    }
+    const started = new ServerCall(this, address, frame.callId, entry);
+    this.calls.set(key, started);
+    this.callsPerClient.set(address.clientKey, (this.callsPerClient.get(address.clientKey) ?? 0) + 1);
+    void started.finished.then(() => {
+      this.calls.delete(key);
+      const left = (this.callsPerClient.get(address.clientKey) ?? 1) - 1;
+      if (left > 0) this.callsPerClient.set(address.clientKey, left);
+      else this.callsPerClient.delete(address.clientKey);
+      this.completed.add(key);
+    });
+    started.onFrame(frame);
+  }
+
+  private async shutdownGracefully(): Promise<void> {
+    const inFlight = [...this.calls.values()].map((c) => c.finished);
+    if (inFlight.length > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(inFlight),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, this.shutdownTimeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    this.shutdown.abort(new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable));
+    await Promise.all([...this.calls.values()].map((c) => c.finished));
+    for (const filter of this.filters) await this.link.unsubscribe(filter);
+    this.unroute?.();
+    if (this.announced) await this.announce(Presence_State.OFFLINE);
+    await this.link.release();
+  }
+}

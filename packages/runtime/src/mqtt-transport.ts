@@ -1,0 +1,291 @@
+/**
+ * `createMqttTransport`: a Connect `Transport` that carries calls over MQTT,
+ * so `createClient`, interceptors and everything built on Connect work
+ * unchanged. Portable: no Node-only imports on this path.
+ */
+import { type DescMessage, type DescMethod, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createContextKey,
+  createContextValues,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
+import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
+import { ClientCall } from "./client-call.js";
+import { abortable } from "./abortable.js";
+import { DEFAULT_WINDOW } from "./flow-credit.js";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_PUBLISH_BYTES,
+  MIN_PUBLISH_BYTES,
+  positiveInteger,
+} from "./limits.js";
+import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
+import { PresenceWatch } from "./presence.js";
+import { ReplyRouter } from "./reply-router.js";
+import { TopicScheme } from "./topic-scheme.js";
+
+/** Options of {@link createMqttTransport}. */
+export interface MqttTransportOptions {
+  /** The broker: URL, MQTT.js options or an existing `MqttClient` to share. */
+  readonly mqtt: MqttConnectionInput;
+  /** The server id the calls go to (a device id, or a replicated service's id). */
+  readonly serverId: string;
+  /** First topic levels of every mqrpc topic; default `mqrpc`. Must match the server's. */
+  readonly topicPrefix?: string;
+  /** Connect interceptors, run for every call as with any Connect transport. */
+  readonly interceptors?: Interceptor[];
+  /**
+   * Largest response message accepted, in bytes (default 4 MiB). A larger
+   * one fails the call with RESOURCE_EXHAUSTED before it is buffered.
+   */
+  readonly maxMessageBytes?: number;
+  /**
+   * Largest MQTT packet published, in bytes (default 128 KiB); bigger
+   * request messages are chunked. Lowered to the broker's maximum packet size
+   * on MQTT 5.
+   */
+  readonly maxPublishBytes?: number;
+  /**
+   * Wait for the server to come online instead of failing fast with
+   * UNAVAILABLE (like gRPC's wait-for-ready). The call's deadline still
+   * applies. Per call: set {@link waitForServerKey} in `contextValues`.
+   */
+  readonly waitForServer?: boolean;
+  /**
+   * How long to wait for retained presence before deciding a server that has
+   * never announced itself is unavailable, in milliseconds (default 1000).
+   */
+  readonly presenceTimeoutMs?: number;
+  /** Response frames the server may send ahead of the reader (default 64). */
+  readonly receiveWindow?: number;
+}
+
+/** A Connect transport over MQTT that can also be closed. */
+export interface MqttTransport extends Transport {
+  /** Fails calls in flight with CANCELED and releases the MQTT connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Per-call override of {@link MqttTransportOptions.waitForServer}:
+ * `client.method(req, { contextValues: createContextValues().set(waitForServerKey, true) })`.
+ */
+export const waitForServerKey = createContextKey<boolean | undefined>(undefined, {
+  description: "mqrpc wait for server",
+});
+
+/**
+ * Creates a Connect `Transport` that calls `serverId` through an MQTT broker.
+ * The connection, reply subscription and presence watch start at once; calls
+ * made before they are ready wait for them.
+ */
+export function createMqttTransport(options: MqttTransportOptions): MqttTransport {
+  if (typeof options.serverId !== "string" || options.serverId === "") {
+    throw new Error("serverId must be a non-empty string");
+  }
+  const scheme = new TopicScheme(options.topicPrefix);
+  const maxMessageBytes = positiveInteger("maxMessageBytes", options.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES);
+  const maxPublishBytes = positiveInteger(
+    "maxPublishBytes",
+    options.maxPublishBytes,
+    DEFAULT_MAX_PUBLISH_BYTES,
+    MIN_PUBLISH_BYTES,
+  );
+  const presenceTimeoutMs = positiveInteger("presenceTimeoutMs", options.presenceTimeoutMs, 1000, 0);
+  const window = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
+  const link = MqttLink.acquire(options.mqtt);
+  const router = link.resource(`reply:${scheme.prefix}`, () => new ReplyRouter(link, scheme));
+  const presence = link.resource(`presence:${scheme.prefix}:${options.serverId}`, () => {
+    const watch = new PresenceWatch(link, scheme, options.serverId, presenceTimeoutMs);
+    watch.ready = watch.start();
+    return watch;
+  });
+  router.ready.catch(() => {});
+  presence.ready.catch(() => {});
+  const closing = new AbortController();
+  const serverLabel = `server "${options.serverId}"`;
+
+  async function startCall(
+    method: DescMethod,
+    signal: AbortSignal,
+    timeoutMs: number | undefined,
+    header: Headers,
+    values: ContextValues,
+  ): Promise<ClientCall> {
+    const linked = AbortSignal.any([signal, closing.signal]);
+    await abortable(Promise.all([router.ready, presence.ready]), linked).catch((e: unknown) => {
+      throw linked.aborted ? e : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
+    });
+    const wait = values.get(waitForServerKey) ?? options.waitForServer ?? false;
+    if (presence.availability !== "online") {
+      if (wait) {
+        await abortable(presence.online(), linked);
+      } else {
+        await abortable(presence.settle(), linked);
+        const availability = presence.availability;
+        if (availability === "offline") {
+          throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
+        }
+        if (availability === "unknown") {
+          throw new ConnectError(`${serverLabel} has not announced itself on this broker`, Code.Unavailable);
+        }
+      }
+    }
+    return new ClientCall({
+      link,
+      router,
+      scheme,
+      serverId: options.serverId,
+      method,
+      signal: linked,
+      timeoutMs,
+      header,
+      maxMessageBytes,
+      maxPublishBytes,
+      window,
+    });
+  }
+
+  function decoder<O extends DescMessage>(schema: O) {
+    return (bytes: Uint8Array) => {
+      try {
+        return fromBinary(schema, bytes);
+      } catch (e) {
+        throw new ConnectError(
+          `failed to parse ${schema.typeName}: ${e instanceof Error ? e.message : String(e)}`,
+          Code.Internal,
+        );
+      }
+    };
+  }
+
+  return {
+    unary(method, signal, timeoutMs, header, input, contextValues) {
+      const decode = decoder(method.output);
+      return runUnaryCall({
+        interceptors: options.interceptors ?? [],
+        ...(signal !== undefined ? { signal } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        req: {
+          stream: false,
+          service: method.parent,
+          method,
+          requestMethod: "POST",
+          url: methodUrl(options.serverId, method),
+          header: new Headers(header),
+          contextValues: contextValues ?? createContextValues(),
+          message: input,
+        },
+        next: async (req) => {
+          const call = await startCall(req.method, req.signal, timeoutMs, req.header, req.contextValues);
+          await call.open(toBinary(method.input, req.message), true);
+          let message: Uint8Array | undefined;
+          for await (const bytes of call.responses) {
+            if (message !== undefined) {
+              call.abandon(new ConnectError("protocol error: more than one response message", Code.Internal));
+            }
+            message = bytes;
+          }
+          await call.done;
+          if (message === undefined) {
+            throw new ConnectError("protocol error: missing response message", Code.Internal);
+          }
+          return {
+            stream: false,
+            service: method.parent,
+            method,
+            header: call.header,
+            message: decode(message),
+            trailer: call.trailer,
+          };
+        },
+      });
+    },
+
+    stream(method, signal, timeoutMs, header, input, contextValues) {
+      const decode = decoder(method.output);
+      return runStreamingCall({
+        interceptors: options.interceptors ?? [],
+        ...(signal !== undefined ? { signal } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        req: {
+          stream: true,
+          service: method.parent,
+          method,
+          requestMethod: "POST",
+          url: methodUrl(options.serverId, method),
+          header: new Headers(header),
+          contextValues: contextValues ?? createContextValues(),
+          message: input,
+        },
+        next: async (req) => {
+          const call = await startCall(req.method, req.signal, timeoutMs, req.header, req.contextValues);
+          if (method.methodKind === "server_streaming") {
+            const single = await firstOnly(req.message);
+            await call.open(toBinary(method.input, single), true);
+          } else {
+            await call.open(undefined, false);
+            pumpRequests(call, method.input, req.message);
+          }
+          await call.headerReceived;
+          return {
+            stream: true,
+            service: method.parent,
+            method,
+            header: call.header,
+            trailer: call.trailer,
+            message: mapMessages(call, decode),
+          };
+        },
+      });
+    },
+
+    async close() {
+      closing.abort(new ConnectError("the transport was closed", Code.Canceled));
+      await link.release();
+    },
+  };
+}
+
+/** Sends request messages as the caller produces them, then half-closes. */
+function pumpRequests<I extends DescMessage>(
+  call: ClientCall,
+  schema: I,
+  requests: AsyncIterable<Parameters<typeof toBinary<I>>[1]>,
+): void {
+  void (async () => {
+    try {
+      for await (const message of requests) {
+        await call.send(toBinary(schema, message));
+      }
+      call.halfClose();
+    } catch (e) {
+      call.abandon(ConnectError.from(e, Code.Canceled));
+    }
+  })();
+}
+
+async function* mapMessages<O>(call: ClientCall, decode: (bytes: Uint8Array) => O): AsyncIterable<O> {
+  for await (const bytes of call.responses) {
+    yield decode(bytes);
+  }
+  await call.done;
+}
+
+async function firstOnly<T>(messages: AsyncIterable<T>): Promise<T> {
+  const it = messages[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done === true) {
+    throw new ConnectError("protocol error: missing request message", Code.Internal);
+  }
+  await it.return?.();
+  return first.value;
+}
+
+function methodUrl(serverId: string, method: DescMethod): string {
+  return `mqtt://${encodeURIComponent(serverId)}/${method.parent.typeName}/${method.name}`;
+}

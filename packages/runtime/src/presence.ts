@@ -1,0 +1,120 @@
+/**
+ * Server presence (docs/PROTOCOL.md, "Liveness"). Each server instance keeps
+ * a retained Presence on `{prefix}/p/{serverId}/{instance}`: ONLINE while it
+ * serves, OFFLINE when it closes or, through its MQTT last will, when it
+ * vanishes. Clients watch these to fail fast instead of waiting for a
+ * deadline when nobody serves.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type Presence, Presence_State, PresenceSchema } from "./gen/mqrpc/v1/wire_pb.js";
+import type { MqttLink } from "./mqtt-link.js";
+import type { TopicScheme } from "./topic-scheme.js";
+
+/** Encodes a presence announcement. */
+export function encodePresence(instance: string, state: Presence_State, shared: boolean): Uint8Array {
+  return toBinary(PresenceSchema, create(PresenceSchema, { version: 1, state, instance, shared }));
+}
+
+/** Whether a server answers, as far as its presence tells. */
+export type Availability = "online" | "offline" | "unknown";
+
+/**
+ * Follows the presence of every instance of one server id. Shared by all
+ * transports on a connection that call that server.
+ */
+export class PresenceWatch {
+  private readonly instances = new Map<string, Presence>();
+  private readonly listeners = new Set<() => void>();
+  private settledAt: Promise<void> | undefined;
+  private settled = false;
+  /** The subscription, as started by {@link start}; set by the owner. */
+  ready: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly link: MqttLink,
+    private readonly scheme: TopicScheme,
+    private readonly serverId: string,
+    private readonly settleMs: number,
+  ) {}
+
+  /**
+   * Subscribes to the presence topics. Resolves when the subscription is
+   * granted; retained announcements follow it.
+   */
+  start(): Promise<void> {
+    const filter = this.scheme.presenceFilter(this.serverId);
+    this.link.routePrefix(filter.slice(0, -1), (topic, payload) => this.onMessage(topic, payload));
+    return this.link.subscribe(filter).then(() => {
+      this.settledAt = new Promise<void>((resolve) => {
+        if (this.settled) return resolve();
+        const timer = setTimeout(() => {
+          this.settled = true;
+          resolve();
+        }, this.settleMs);
+        const undo = this.onChange(() => {
+          undo();
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    });
+  }
+
+  /** What the announcements say now. */
+  get availability(): Availability {
+    let known = false;
+    for (const presence of this.instances.values()) {
+      if (presence.state === Presence_State.ONLINE) return "online";
+      known = true;
+    }
+    return known ? "offline" : "unknown";
+  }
+
+  /** Whether any instance serves through a shared subscription. */
+  get shared(): boolean {
+    for (const p of this.instances.values()) if (p.state === Presence_State.ONLINE && p.shared) return true;
+    return false;
+  }
+
+  /**
+   * Resolves once retained announcements had their chance to arrive: at the
+   * first announcement, or `settleMs` after the subscription was granted.
+   */
+  async settle(): Promise<void> {
+    await this.settledAt;
+  }
+
+  /** Resolves when some instance is online. */
+  online(): Promise<void> {
+    if (this.availability === "online") return Promise.resolve();
+    return new Promise((resolve) => {
+      const undo = this.onChange(() => {
+        if (this.availability !== "online") return;
+        undo();
+        resolve();
+      });
+    });
+  }
+
+  /** Calls `listener` after every change; returns the undo. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private onMessage(topic: string, payload: Uint8Array): void {
+    const instance = this.scheme.parsePresenceTopic(this.serverId, topic);
+    if (instance === undefined) return;
+    if (payload.byteLength === 0) {
+      this.instances.delete(instance);
+    } else {
+      try {
+        this.instances.set(instance, fromBinary(PresenceSchema, payload));
+      } catch {
+        return;
+      }
+    }
+    this.settled = true;
+    for (const listener of [...this.listeners]) listener();
+  }
+}

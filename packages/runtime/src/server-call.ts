@@ -1,0 +1,264 @@
+/**
+ * The server side of one call: receives the request frames in order, runs the
+ * handler through Connect's implementation helpers (so server interceptors
+ * and `HandlerContext` behave as in connect-node), and sends the response
+ * frames, ending every call with exactly one End frame unless the caller
+ * cancelled it.
+ */
+import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createHandlerContext,
+  type HandlerContext,
+  type Interceptor,
+  type MethodImplSpec,
+} from "@connectrpc/connect";
+import { invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
+import { abortable } from "./abortable.js";
+import { DEFAULT_WINDOW } from "./flow-credit.js";
+import type { FrameKind } from "./frame-codec.js";
+import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
+import { FrameSender } from "./frame-sender.js";
+import { type Frame, StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
+import { MessageQueue } from "./message-queue.js";
+import { entriesToHeaders, headersToEntries } from "./metadata.js";
+import type { MethodSettings } from "./method-settings.js";
+import type { RequestAddress } from "./topic-scheme.js";
+import { create } from "@bufbuild/protobuf";
+import { errorToEnd } from "./status.js";
+
+/** What a call needs from the server that runs it. */
+export interface ServerCallHost {
+  readonly serverId: string;
+  readonly instanceId: string;
+  readonly shared: boolean;
+  readonly interceptors: Interceptor[];
+  readonly maxMessageBytes: number;
+  readonly receiveWindow: number;
+  /** Aborts every handler when the server shuts down. */
+  readonly shutdownSignal: AbortSignal;
+  /** Publishes a frame to the caller's reply topic. */
+  publishReply(clientKey: string, frame: Uint8Array): void;
+  /** The largest frame that fits in a publish to the caller's reply topic. */
+  maxReplyFrameBytes(clientKey: string): number;
+}
+
+/** A registered method: Connect's spec of the user's implementation, plus its MQTT settings. */
+export interface MethodEntry {
+  readonly spec: MethodImplSpec;
+  readonly settings: MethodSettings;
+}
+
+/** See the module comment. */
+export class ServerCall {
+  /** Settles when the call is over and its End frame was handed to MQTT. */
+  readonly finished: Promise<void>;
+
+  private readonly sender: FrameSender;
+  private readonly receiver: FrameReceiver;
+  private readonly requests: MessageQueue<MessageShape<DescMessage>>;
+  private readonly cancelled = new AbortController();
+  private context: (HandlerContext & { abort(reason?: unknown): void }) | undefined;
+  private headersSent = false;
+  private ended = false;
+  private resolveFinished!: () => void;
+
+  constructor(
+    private readonly host: ServerCallHost,
+    private readonly address: RequestAddress,
+    private readonly callId: number,
+    private readonly entry: MethodEntry,
+  ) {
+    this.finished = new Promise((resolve) => {
+      this.resolveFinished = resolve;
+    });
+    this.sender = new FrameSender(
+      callId,
+      {
+        publish: (frame) => host.publishReply(address.clientKey, frame),
+        maxFrameBytes: () => host.maxReplyFrameBytes(address.clientKey),
+      },
+      DEFAULT_WINDOW,
+    );
+    this.receiver = new FrameReceiver(host.receiveWindow, host.maxMessageBytes, {
+      event: (event) => this.onEvent(event),
+      violation: (error) => this.fail(error),
+      grant: (limit) => this.sender.sendUnsequenced({ case: "credit", value: { limit } }),
+    });
+    this.requests = new MessageQueue(() => this.receiver.took());
+  }
+
+  /** A frame the caller published for this call. */
+  onFrame(frame: Frame & { kind: { case: FrameKind } }): void {
+    if (this.ended) return;
+    switch (frame.kind.case) {
+      case "cancel":
+        this.cancelled.abort(new ConnectError("the caller cancelled the call", Code.Canceled));
+        return;
+      case "credit":
+        this.sender.credit.grant(frame.kind.value.limit);
+        return;
+      case "ping":
+        this.sender.sendUnsequenced({ case: "pong", value: {} });
+        return;
+      case "pong":
+      case "headers":
+      case "end":
+        return;
+      default:
+        this.receiver.accept(frame);
+    }
+  }
+
+  private onEvent(event: ReceivedEvent): void {
+    switch (event.type) {
+      case "open": {
+        const { method, service } = { method: this.entry.spec.method, service: this.entry.spec.method.parent };
+        this.context = createHandlerContext({
+          service,
+          method,
+          protocolName: "mqrpc",
+          requestMethod: "POST",
+          url: `mqtt://${encodeURIComponent(this.host.serverId)}/${service.typeName}/${method.name}`,
+          ...(event.open.timeoutMs > 0 ? { timeoutMs: event.open.timeoutMs } : {}),
+          shutdownSignal: this.host.shutdownSignal,
+          requestSignal: this.cancelled.signal,
+          requestHeader: entriesToHeaders(event.open.headers),
+        });
+        if (event.open.window > 0) this.sender.credit.grant(event.open.window);
+        const kind = this.entry.spec.kind;
+        if (this.host.shared && (kind === "client_streaming" || kind === "bidi_streaming")) {
+          // Tell the caller which replica owns the call before it sends more.
+          this.sendHeaders(new Headers());
+        }
+        void this.run(this.context);
+        return;
+      }
+      case "message": {
+        let message: MessageShape<DescMessage>;
+        try {
+          message = fromBinary(this.entry.spec.method.input, event.data);
+        } catch (e) {
+          this.fail(
+            new ConnectError(
+              `failed to parse ${this.entry.spec.method.input.typeName}: ${e instanceof Error ? e.message : String(e)}`,
+              Code.InvalidArgument,
+            ),
+          );
+          return;
+        }
+        this.requests.push(message);
+        return;
+      }
+      case "halfClose":
+        this.requests.close();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async run(context: HandlerContext): Promise<void> {
+    const spec = this.entry.spec;
+    const output = spec.method.output;
+    try {
+      if (spec.kind === "unary") {
+        const input = await abortable(single(this.requests), context.signal);
+        const response = await abortable(
+          invokeUnaryImplementation(spec, context, input, this.host.interceptors),
+          context.signal,
+        );
+        await this.end(undefined, toBinary(output, response), context);
+        return;
+      }
+      const responses = transformInvokeImplementation(spec, context, this.host.interceptors)(this.requests);
+      const it = responses[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await abortable(it.next(), context.signal);
+        if (next.done === true) break;
+        const bytes = toBinary(output, next.value);
+        if (spec.kind === "client_streaming") {
+          await this.end(undefined, bytes, context);
+          void it.return?.();
+          return;
+        }
+        if (!this.headersSent) this.sendHeaders(context.responseHeader);
+        await this.sender.sendMessage(bytes, context.signal);
+      }
+      await this.end(undefined, undefined, context);
+    } catch (e) {
+      await this.end(e, undefined, context);
+    }
+  }
+
+  private sendHeaders(headers: Headers): void {
+    this.headersSent = true;
+    this.sender.sendControl({
+      case: "headers",
+      value: {
+        headers: headersToEntries(headers),
+        instance: this.host.shared ? this.host.instanceId : "",
+        window: this.host.receiveWindow,
+      },
+    });
+  }
+
+  /** Sends the End frame (unless the caller cancelled) and releases the call. */
+  private async end(error: unknown, message: Uint8Array | undefined, context: HandlerContext): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      if (!this.cancelled.signal.aborted) {
+        const headers = this.headersSent ? undefined : context.responseHeader;
+        if (error === undefined) {
+          await this.sender.sendEnd(
+            {
+              status: create(StatusSchema, { code: 0 }),
+              headers: headers ? headersToEntries(headers) : [],
+              trailers: headersToEntries(context.responseTrailer),
+            },
+            message,
+            this.host.shutdownSignal,
+          );
+        } else {
+          const reason = context.signal.aborted && !(error instanceof ConnectError) ? context.signal.reason : error;
+          const end = errorToEnd(reason, context.responseTrailer, headers);
+          this.sender.sendControl({ case: "end", value: end });
+        }
+      }
+    } catch {
+      // The reply could not be encoded or sent; nothing more can reach the caller.
+    } finally {
+      this.requests.close();
+      this.context?.abort();
+      this.resolveFinished();
+    }
+  }
+
+  /** Ends the call because of a protocol violation or bad input. */
+  private fail(error: ConnectError): void {
+    if (this.ended) return;
+    if (this.context === undefined) {
+      this.ended = true;
+      this.sender.sendControl({ case: "end", value: errorToEnd(error, new Headers()) });
+      this.resolveFinished();
+      return;
+    }
+    this.requests.fail(error);
+    void this.end(error, undefined, this.context);
+  }
+}
+
+async function single<T>(requests: AsyncIterable<T>): Promise<T> {
+  const it = requests[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done === true) {
+    throw new ConnectError("protocol error: missing request message for unary method", Code.InvalidArgument);
+  }
+  const second = await it.next();
+  if (second.done !== true) {
+    throw new ConnectError("protocol error: more than one request message for unary method", Code.InvalidArgument);
+  }
+  return first.value;
+}
