@@ -13,6 +13,7 @@ import { FrameSender } from "./frame-sender.js";
 import type { Frame } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageQueue } from "./message-queue.js";
 import { entriesToHeaders, headersToEntries } from "./metadata.js";
+import type { MethodSettings } from "./method-settings.js";
 import type { MqttLink } from "./mqtt-link.js";
 import { publishError } from "./publish-error.js";
 import type { ReplyRouter, RoutedCall } from "./reply-router.js";
@@ -36,6 +37,8 @@ export interface ClientCallInit {
   readonly maxPublishBytes: number;
   /** Response frames the server may send ahead of the caller. */
   readonly window: number;
+  /** The method's MQTT settings (batching of request messages). */
+  readonly settings: MethodSettings;
 }
 
 /** See the module comment. */
@@ -86,8 +89,12 @@ export class ClientCall implements RoutedCall {
     });
     this.responses = new MessageQueue(
       () => this.receiver.took(),
-      () => this.abandon(new ConnectError("the caller stopped reading the response stream", Code.Canceled)),
+      () =>
+        this.abandon(
+          new ConnectError("the caller stopped reading the response stream", Code.Canceled),
+        ),
     );
+    if (init.settings.batchedStream) this.sender.enableBatching(init.settings.batchLingerMs);
     if (init.signal.aborted) {
       this.onAbort();
     } else {
@@ -115,8 +122,9 @@ export class ClientCall implements RoutedCall {
     return this.sender.sendMessage(message, this.init.signal);
   }
 
-  /** Tells the server no more request messages follow. */
-  halfClose(): void {
+  /** Tells the server no more request messages follow, after any waiting batch. */
+  async halfClose(): Promise<void> {
+    await this.sender.flush(this.init.signal);
     if (!this.finished) this.sender.sendControl({ case: "halfClose", value: {} });
   }
 

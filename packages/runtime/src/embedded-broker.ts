@@ -29,7 +29,9 @@ export interface EmbeddedBroker {
  * delayed ACKs and takes tens of milliseconds instead of a fraction of one.
  * Speaks MQTT 3.1.1 (Aedes has no MQTT 5).
  */
-export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): Promise<EmbeddedBroker> {
+export async function startEmbeddedBroker(
+  options: EmbeddedBrokerOptions = {},
+): Promise<EmbeddedBroker> {
   const port = options.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new Error(`port must be an integer from 0 to 65535, got ${port}`);

@@ -37,6 +37,11 @@ export class SendCredit {
     for (const wake of waiters) wake();
   }
 
+  /** Calls `wake` once, at the next grant that raises the limit. */
+  onNextGrant(wake: () => void): void {
+    this.waiters.push(wake);
+  }
+
   /** Resolves once `seq` may be sent; rejects when `signal` aborts. */
   async waitFor(seq: number, signal: AbortSignal): Promise<void> {
     while (!this.allows(seq)) {

@@ -36,7 +36,9 @@ export function decodeFrame(bytes: Uint8Array): Frame & { kind: { case: FrameKin
   try {
     frame = fromBinary(FrameSchema, bytes);
   } catch (e) {
-    throw new FrameDecodeError(`not a protobuf Frame: ${e instanceof Error ? e.message : String(e)}`);
+    throw new FrameDecodeError(
+      `not a protobuf Frame: ${e instanceof Error ? e.message : String(e)}`,
+    );
   }
   if (frame.version !== PROTOCOL_VERSION) {
     throw new FrameDecodeError(`unsupported protocol version ${frame.version}`);

@@ -92,7 +92,8 @@ export class FrameReceiver {
       case "open":
         this.credit.processedFrame(frame.seq, kind.value.message !== undefined ? 1 : 0);
         this.sink.event({ type: "open", open: kind.value });
-        if (kind.value.message !== undefined) this.sink.event({ type: "message", data: kind.value.message });
+        if (kind.value.message !== undefined)
+          this.sink.event({ type: "message", data: kind.value.message });
         if (kind.value.halfClose) this.sink.event({ type: "halfClose" });
         return;
       case "headers":
@@ -126,7 +127,8 @@ export class FrameReceiver {
         return;
       case "end":
         this.credit.processedFrame(frame.seq, kind.value.message !== undefined ? 1 : 0);
-        if (kind.value.message !== undefined) this.sink.event({ type: "message", data: kind.value.message });
+        if (kind.value.message !== undefined)
+          this.sink.event({ type: "message", data: kind.value.message });
         this.sink.event({ type: "end", end: kind.value });
         return;
       default:

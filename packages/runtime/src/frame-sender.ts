@@ -1,10 +1,17 @@
 /**
  * The sending half of one call direction: numbers sequenced frames, puts a
  * message inline when it fits in one publish and in chunks when it does not,
- * and waits for flow-control credit before each message frame.
+ * packs stream messages into Batch frames when the method asks for it, and
+ * waits for flow-control credit before each frame that carries messages.
+ *
+ * A batch goes out when the next message would not fit in it, when the
+ * producer stops writing for the current event-loop turn, after the linger
+ * time at most, and before any control frame (HalfClose, End). So a fast
+ * producer fills publishes and a slow one sees no added latency.
  */
 import { splitIntoChunks } from "./chunk-assembler.js";
 import { SendCredit } from "./flow-credit.js";
+import { MessageBatcher } from "./message-batcher.js";
 import { encodeFrame, type FrameInit } from "./frame-codec.js";
 import type { MetadataEntry, Status } from "./gen/mqrpc/v1/wire_pb.js";
 
@@ -40,6 +47,11 @@ export class FrameSender {
   private nextSeq = 0;
   /** The peer's flow-control limit. */
   readonly credit: SendCredit;
+  private batcher: MessageBatcher | undefined;
+  private lingerMs = 0;
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  private turnScheduled = false;
+  private waitingForCredit = false;
 
   constructor(
     private readonly callId: number,
@@ -47,6 +59,34 @@ export class FrameSender {
     initialWindow: number,
   ) {
     this.credit = new SendCredit(initialWindow);
+  }
+
+  /** Packs subsequent stream messages into Batch frames. */
+  enableBatching(lingerMs: number): void {
+    this.batcher ??= new MessageBatcher();
+    this.lingerMs = lingerMs;
+  }
+
+  /** Messages waiting in the current batch. */
+  get pendingMessages(): number {
+    return this.batcher?.size ?? 0;
+  }
+
+  /**
+   * Sends the waiting batch, waiting for credit if needed. Call before a
+   * control frame so that sequence order matches the producer's order.
+   */
+  async flush(signal: AbortSignal): Promise<void> {
+    while (this.batcher !== undefined && this.batcher.size > 0) {
+      await this.credit.waitFor(this.nextSeq, signal);
+      this.publishBatch();
+    }
+  }
+
+  /** Drops a waiting batch (the call failed; its messages will not be read). */
+  discardBatch(): void {
+    this.batcher?.take();
+    this.clearLinger();
   }
 
   /** Sends a sequenced frame that carries no message (Headers, HalfClose). */
@@ -82,7 +122,10 @@ export class FrameSender {
         return;
       }
     }
-    this.sendControl({ case: "open", value: { ...open, halfClose: halfClose && message === undefined } });
+    this.sendControl({
+      case: "open",
+      value: { ...open, halfClose: halfClose && message === undefined },
+    });
     if (message !== undefined) {
       await this.sendMessage(message, signal);
       if (halfClose) this.sendControl({ case: "halfClose", value: {} });
@@ -92,17 +135,35 @@ export class FrameSender {
   /** Sends one message, waiting for credit frame by frame. */
   async sendMessage(message: Uint8Array, signal: AbortSignal): Promise<void> {
     const budget = this.output.maxFrameBytes() - FRAME_HEADROOM;
+    const batcher = this.batcher;
+    if (batcher !== undefined) {
+      if (message.byteLength < budget >> 1) {
+        while (batcher.size > 0 && !batcher.fits(message, budget)) await this.flush(signal);
+        batcher.add(message);
+        if (batcher.size === 1) this.scheduleFlush();
+        return;
+      }
+      await this.flush(signal);
+    }
     if (message.byteLength <= budget) {
       await this.credit.waitFor(this.nextSeq, signal);
       this.output.publish(
-        encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind: { case: "message", value: message } }),
+        encodeFrame({
+          callId: this.callId,
+          seq: this.nextSeq++,
+          kind: { case: "message", value: message },
+        }),
       );
       return;
     }
     for (const piece of splitIntoChunks(message, budget)) {
       await this.credit.waitFor(this.nextSeq, signal);
       this.output.publish(
-        encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind: { case: "chunk", value: piece } }),
+        encodeFrame({
+          callId: this.callId,
+          seq: this.nextSeq++,
+          kind: { case: "chunk", value: piece },
+        }),
       );
     }
   }
@@ -116,6 +177,7 @@ export class FrameSender {
     message: Uint8Array | undefined,
     signal: AbortSignal,
   ): Promise<void> {
+    await this.flush(signal);
     if (message !== undefined) {
       if (message.byteLength <= this.output.maxFrameBytes()) {
         const frame = encodeFrame({
@@ -133,4 +195,65 @@ export class FrameSender {
     }
     this.sendControl({ case: "end", value: end });
   }
+
+  private scheduleFlush(): void {
+    if (!this.turnScheduled) {
+      this.turnScheduled = true;
+      afterThisTurn(() => {
+        this.turnScheduled = false;
+        this.flushIfCredit();
+      });
+    }
+    if (this.lingerTimer === undefined && this.lingerMs > 0) {
+      this.lingerTimer = setTimeout(() => {
+        this.lingerTimer = undefined;
+        this.flushIfCredit();
+      }, this.lingerMs);
+    }
+  }
+
+  /** Sends the waiting batch now if credit allows, else at the next grant. */
+  private flushIfCredit(): void {
+    if (this.batcher === undefined || this.batcher.size === 0) return;
+    if (this.credit.allows(this.nextSeq)) {
+      this.publishBatch();
+    } else if (!this.waitingForCredit) {
+      this.waitingForCredit = true;
+      this.credit.onNextGrant(() => {
+        this.waitingForCredit = false;
+        this.flushIfCredit();
+      });
+    }
+  }
+
+  private publishBatch(): void {
+    this.clearLinger();
+    const messages = this.batcher?.take() ?? [];
+    if (messages.length === 0) return;
+    const kind: FrameKindInit =
+      messages.length === 1
+        ? { case: "message", value: messages[0] as Uint8Array }
+        : { case: "batch", value: { messages } };
+    this.output.publish(encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind }));
+  }
+
+  private clearLinger(): void {
+    if (this.lingerTimer !== undefined) {
+      clearTimeout(this.lingerTimer);
+      this.lingerTimer = undefined;
+    }
+  }
 }
+
+/**
+ * Runs `fn` once the current event-loop turn is over: after every pending
+ * microtask, so a producer writing in a loop of awaits fills the batch first.
+ */
+const afterThisTurn: (fn: () => void) => void =
+  typeof globalThis.setImmediate === "function"
+    ? (fn) => {
+        globalThis.setImmediate(fn);
+      }
+    : (fn) => {
+        setTimeout(fn, 0);
+      };

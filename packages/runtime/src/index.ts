@@ -2,20 +2,21 @@
  * @mqrpc/runtime: gRPC-style RPC over MQTT with Connect's API. Clients get a
  * Connect `Transport`; servers take Connect service implementations.
  */
-export { createMqttTransport, waitForServerKey } from "./mqtt-transport.js";
-export type { MqttTransport, MqttTransportOptions } from "./mqtt-transport.js";
-export { createMqttServer } from "./mqtt-server.js";
-export type { MqttServer, MqttServerLogger, MqttServerOptions } from "./mqtt-server.js";
-export { startEmbeddedBroker } from "./embedded-broker.js";
+
 export type { EmbeddedBroker, EmbeddedBrokerOptions } from "./embedded-broker.js";
-export type { MqttConnectionInput } from "./mqtt-link.js";
+export { startEmbeddedBroker } from "./embedded-broker.js";
+export { PROTOCOL_VERSION } from "./frame-codec.js";
+export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./limits.js";
+export type { MethodSettings, ServiceSettings } from "./method-settings.js";
 export {
   bindServiceSettings,
   defaultMethodSettings,
   methodSettingsKey,
   settingsFromDescriptor,
 } from "./method-settings.js";
-export type { MethodSettings, ServiceSettings } from "./method-settings.js";
-export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./limits.js";
+export type { MqttConnectionInput } from "./mqtt-link.js";
+export type { MqttServer, MqttServerLogger, MqttServerOptions } from "./mqtt-server.js";
+export { createMqttServer } from "./mqtt-server.js";
+export type { MqttTransport, MqttTransportOptions } from "./mqtt-transport.js";
+export { createMqttTransport, waitForServerKey } from "./mqtt-transport.js";
 export { decodeTopicSegment, encodeTopicSegment, TopicScheme } from "./topic-scheme.js";
-export { PROTOCOL_VERSION } from "./frame-codec.js";

@@ -20,7 +20,12 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 export const MIN_PUBLISH_BYTES = 512;
 
 /** Validates a positive integer option, naming it in the error. */
-export function positiveInteger(name: string, value: number | undefined, fallback: number, min = 1): number {
+export function positiveInteger(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  min = 1,
+): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < min) {
     throw new Error(`${name} must be an integer of at least ${min}, got ${value}`);

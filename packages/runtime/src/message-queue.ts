@@ -6,7 +6,9 @@
 export class MessageQueue<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
   private head = 0;
-  private waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined;
+  private waiter:
+    | { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }
+    | undefined;
   private ended = false;
   private error: { reason: unknown } | undefined;
   private iterated = false;

@@ -27,7 +27,10 @@ export function headersToEntries(headers: Headers): MetadataEntry[] {
 }
 
 /** Decodes wire entries into `target` (appending), returning it. */
-export function entriesToHeaders(entries: readonly MetadataEntry[], target = new Headers()): Headers {
+export function entriesToHeaders(
+  entries: readonly MetadataEntry[],
+  target = new Headers(),
+): Headers {
   for (const entry of entries) {
     try {
       if (entry.value.case === "binary") {

@@ -11,7 +11,12 @@ import {
   createContextValues,
   type Transport,
 } from "@connectrpc/connect";
-import { file_options, type MqttOptions, method_options, service_options } from "./gen/mqrpc/v1/options_pb.js";
+import {
+  file_options,
+  type MqttOptions,
+  method_options,
+  service_options,
+} from "./gen/mqrpc/v1/options_pb.js";
 
 /** The MQTT settings of one method, fully resolved. */
 export interface MethodSettings {
@@ -45,7 +50,9 @@ export const methodSettingsKey = createContextKey<Partial<MethodSettings> | unde
 });
 
 /** Fills unset fields of `partial` with the runtime defaults. */
-export function completeMethodSettings(partial: Partial<MethodSettings> | undefined): MethodSettings {
+export function completeMethodSettings(
+  partial: Partial<MethodSettings> | undefined,
+): MethodSettings {
   if (partial === undefined) {
     return defaultMethodSettings;
   }
@@ -65,13 +72,19 @@ export function completeMethodSettings(partial: Partial<MethodSettings> | undefi
 export function settingsFromDescriptor(method: DescMethod): MethodSettings {
   const levels: MqttOptions[] = [];
   if (hasOption(method, method_options)) levels.push(getOption(method, method_options));
-  if (hasOption(method.parent, service_options)) levels.push(getOption(method.parent, service_options));
-  if (hasOption(method.parent.file, file_options)) levels.push(getOption(method.parent.file, file_options));
+  if (hasOption(method.parent, service_options))
+    levels.push(getOption(method.parent, service_options));
+  if (hasOption(method.parent.file, file_options))
+    levels.push(getOption(method.parent.file, file_options));
   const pick = <K extends "batchedStream" | "batchLingerMs">(key: K): MqttOptions[K] | undefined =>
     levels.find((o) => o[key] !== undefined)?.[key];
   return completeMethodSettings({
-    ...(pick("batchedStream") !== undefined ? { batchedStream: pick("batchedStream") as boolean } : {}),
-    ...(pick("batchLingerMs") !== undefined ? { batchLingerMs: pick("batchLingerMs") as number } : {}),
+    ...(pick("batchedStream") !== undefined
+      ? { batchedStream: pick("batchedStream") as boolean }
+      : {}),
+    ...(pick("batchLingerMs") !== undefined
+      ? { batchLingerMs: pick("batchLingerMs") as number }
+      : {}),
   });
 }
 
@@ -79,7 +92,10 @@ export function settingsFromDescriptor(method: DescMethod): MethodSettings {
  * Resolves the settings of a call: generated settings carried in the context
  * values win; otherwise the descriptor's options apply.
  */
-export function settingsForCall(method: DescMethod, values: ContextValues | undefined): MethodSettings {
+export function settingsForCall(
+  method: DescMethod,
+  values: ContextValues | undefined,
+): MethodSettings {
   const bound = values?.get(methodSettingsKey);
   return bound !== undefined ? completeMethodSettings(bound) : settingsFromDescriptor(method);
 }

@@ -20,7 +20,10 @@ import {
  * reconnect settings. Transports and servers given the same `MqttClient`
  * share it; one made from a URL or options is owned and closed by mqrpc.
  */
-export type MqttConnectionInput = string | (IClientOptions & { readonly url?: string }) | MqttClient;
+export type MqttConnectionInput =
+  | string
+  | (IClientOptions & { readonly url?: string })
+  | MqttClient;
 
 /** Receives a message published on a routed topic. */
 export type TopicHandler = (topic: string, payload: Uint8Array, packet: IPublishPacket) => void;
@@ -206,7 +209,9 @@ function asBuffer(bytes: Uint8Array): Buffer {
 }
 
 function setNoDelay(client: MqttClient): void {
-  const stream = client.stream as unknown as { setNoDelay?: (noDelay: boolean) => void } | undefined;
+  const stream = client.stream as unknown as
+    | { setNoDelay?: (noDelay: boolean) => void }
+    | undefined;
   stream?.setNoDelay?.(true);
 }
 

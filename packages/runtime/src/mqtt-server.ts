@@ -4,7 +4,7 @@
  * request topics once, announces itself with a retained presence and a last
  * will, and runs each call as a {@link ServerCall}.
  */
-import { create, type DescService } from "@bufbuild/protobuf";
+import type { DescService } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -14,10 +14,14 @@ import {
 } from "@connectrpc/connect";
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
-import { decodeFrame } from "./frame-codec.js";
-import { encodeFrame } from "./frame-codec.js";
+import { decodeFrame, encodeFrame } from "./frame-codec.js";
 import { Presence_State } from "./gen/mqrpc/v1/wire_pb.js";
-import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES, MIN_PUBLISH_BYTES, positiveInteger } from "./limits.js";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_PUBLISH_BYTES,
+  MIN_PUBLISH_BYTES,
+  positiveInteger,
+} from "./limits.js";
 import {
   completeMethodSettings,
   type MethodSettings,
@@ -81,7 +85,11 @@ export interface MqttServer {
    * UNIMPLEMENTED. `settings` are the generated per-method MQTT settings;
    * without them the descriptor's options apply.
    */
-  service<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>, settings?: ServiceSettings<S>): MqttServer;
+  service<S extends DescService>(
+    service: S,
+    impl: Partial<ServiceImpl<S>>,
+    settings?: ServiceSettings<S>,
+  ): MqttServer;
   /**
    * Stops taking calls (new ones get UNAVAILABLE), lets calls in progress
    * finish for up to `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE,
@@ -136,24 +144,39 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.serverId = options.serverId;
     this.scheme = new TopicScheme(options.topicPrefix);
     this.interceptors = options.interceptors ?? [];
-    this.maxMessageBytes = positiveInteger("maxMessageBytes", options.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES);
+    this.maxMessageBytes = positiveInteger(
+      "maxMessageBytes",
+      options.maxMessageBytes,
+      DEFAULT_MAX_MESSAGE_BYTES,
+    );
     this.maxPublishBytes = positiveInteger(
       "maxPublishBytes",
       options.maxPublishBytes,
       DEFAULT_MAX_PUBLISH_BYTES,
       MIN_PUBLISH_BYTES,
     );
-    this.maxConcurrentCalls = positiveInteger("maxConcurrentCalls", options.maxConcurrentCalls, 1000);
+    this.maxConcurrentCalls = positiveInteger(
+      "maxConcurrentCalls",
+      options.maxConcurrentCalls,
+      1000,
+    );
     this.maxCallsPerClient = positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 100);
     this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
-    this.shutdownTimeoutMs = positiveInteger("shutdownTimeoutMs", options.shutdownTimeoutMs, 5000, 0);
+    this.shutdownTimeoutMs = positiveInteger(
+      "shutdownTimeoutMs",
+      options.shutdownTimeoutMs,
+      5000,
+      0,
+    );
     this.completed = new CompletedCallRecord(
       positiveInteger("completedCallMemory", options.completedCallMemory, 10_000),
       RECORD_TTL_MS,
     );
     if (options.shared !== undefined && typeof options.shared !== "boolean") {
       if (!/^[A-Za-z0-9_-]+$/.test(options.shared)) {
-        throw new Error(`shared: share group "${options.shared}" must use only A-Z, a-z, 0-9, "_" and "-"`);
+        throw new Error(
+          `shared: share group "${options.shared}" must use only A-Z, a-z, 0-9, "_" and "-"`,
+        );
       }
     }
     this.shareGroup =
@@ -167,7 +190,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.instanceId = this.link.clientId;
     if (this.instanceId === "") {
       void this.link.release();
-      throw new Error("mqtt option: the MQTT client id is empty; the server needs it as its instance id");
+      throw new Error(
+        "mqtt option: the MQTT client id is empty; the server needs it as its instance id",
+      );
     }
   }
 
@@ -193,7 +218,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
   }
 
-  service<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>, settings?: ServiceSettings<S>): MqttServer {
+  service<S extends DescService>(
+    service: S,
+    impl: Partial<ServiceImpl<S>>,
+    settings?: ServiceSettings<S>,
+  ): MqttServer {
     if (this.closing !== undefined) throw new Error("the server is closed");
     if (this.methods.has(service.typeName)) {
       throw new Error(`service ${service.typeName} is already registered`);
@@ -203,12 +232,15 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     for (const method of service.methods) {
       const methodSpec = spec.methods[method.localName];
       if (methodSpec === undefined) continue;
-      const generated = (settings as Record<string, Partial<MethodSettings> | undefined> | undefined)?.[
-        method.localName
-      ];
+      const generated = (
+        settings as Record<string, Partial<MethodSettings> | undefined> | undefined
+      )?.[method.localName];
       entries.set(method.name, {
         spec: methodSpec,
-        settings: generated !== undefined ? completeMethodSettings(generated) : settingsFromDescriptor(method),
+        settings:
+          generated !== undefined
+            ? completeMethodSettings(generated)
+            : settingsFromDescriptor(method),
       });
     }
     this.methods.set(service.typeName, entries);
@@ -233,7 +265,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
 
   maxReplyFrameBytes(clientKey: string): number {
     const brokerMax = this.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
-    return Math.min(this.maxPublishBytes, brokerMax) - this.scheme.replyTopic(clientKey).length - PACKET_OVERHEAD;
+    return (
+      Math.min(this.maxPublishBytes, brokerMax) -
+      this.scheme.replyTopic(clientKey).length -
+      PACKET_OVERHEAD
+    );
   }
 
   private announce(state: Presence_State): Promise<void> {
@@ -244,14 +280,18 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
         { retain: true },
       )
       .catch((e: unknown) => {
-        this.logger.warn(`mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`);
+        this.logger.warn(
+          `mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`,
+        );
       });
   }
 
   private onRequest(topic: string, payload: Uint8Array): void {
     const address = this.scheme.parseRequestTopic(this.serverId, topic);
     if (address === undefined) {
-      this.logger.warn(`mqrpc server "${this.serverId}": dropped a publish on ${topic}: not a request topic`);
+      this.logger.warn(
+        `mqrpc server "${this.serverId}": dropped a publish on ${topic}: not a request topic`,
+      );
       return;
     }
     let frame: ReturnType<typeof decodeFrame>;
@@ -274,7 +314,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       return;
     }
     if (frame.seq !== 0) {
-      this.logger.warn(`mqrpc server "${this.serverId}": dropped an open frame with seq ${frame.seq} on ${topic}`);
+      this.logger.warn(
+        `mqrpc server "${this.serverId}": dropped an open frame with seq ${frame.seq} on ${topic}`,
+      );
       return;
     }
     const entry = this.methods.get(address.service)?.get(address.method);
@@ -289,21 +331,34 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
               Code.Unimplemented,
             )
           : this.calls.size >= this.maxConcurrentCalls
-            ? new ConnectError(`server "${this.serverId}" is at its limit of concurrent calls`, Code.ResourceExhausted)
+            ? new ConnectError(
+                `server "${this.serverId}" is at its limit of concurrent calls`,
+                Code.ResourceExhausted,
+              )
             : (this.callsPerClient.get(address.clientKey) ?? 0) >= this.maxCallsPerClient
-              ? new ConnectError(`too many concurrent calls from this caller`, Code.ResourceExhausted)
+              ? new ConnectError(
+                  `too many concurrent calls from this caller`,
+                  Code.ResourceExhausted,
+                )
               : undefined;
     if (refusal !== undefined || entry === undefined) {
       this.completed.add(key);
       this.publishReply(
         address.clientKey,
-        encodeFrame({ callId: frame.callId, seq: 0, kind: { case: "end", value: errorToEnd(refusal, new Headers()) } }),
+        encodeFrame({
+          callId: frame.callId,
+          seq: 0,
+          kind: { case: "end", value: errorToEnd(refusal, new Headers()) },
+        }),
       );
       return;
     }
     const started = new ServerCall(this, address, frame.callId, entry);
     this.calls.set(key, started);
-    this.callsPerClient.set(address.clientKey, (this.callsPerClient.get(address.clientKey) ?? 0) + 1);
+    this.callsPerClient.set(
+      address.clientKey,
+      (this.callsPerClient.get(address.clientKey) ?? 0) + 1,
+    );
     void started.finished.then(() => {
       this.calls.delete(key);
       const left = (this.callsPerClient.get(address.clientKey) ?? 1) - 1;
@@ -326,7 +381,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       ]);
       clearTimeout(timer);
     }
-    this.shutdown.abort(new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable));
+    this.shutdown.abort(
+      new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable),
+    );
     await Promise.all([...this.calls.values()].map((c) => c.finished));
     for (const filter of this.filters) await this.link.unsubscribe(filter);
     this.unroute?.();

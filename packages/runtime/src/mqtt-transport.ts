@@ -14,8 +14,8 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
-import { ClientCall } from "./client-call.js";
 import { abortable } from "./abortable.js";
+import { ClientCall } from "./client-call.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -23,6 +23,7 @@ import {
   MIN_PUBLISH_BYTES,
   positiveInteger,
 } from "./limits.js";
+import { settingsForCall } from "./method-settings.js";
 import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
 import { PresenceWatch } from "./presence.js";
 import { ReplyRouter } from "./reply-router.js";
@@ -88,14 +89,23 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     throw new Error("serverId must be a non-empty string");
   }
   const scheme = new TopicScheme(options.topicPrefix);
-  const maxMessageBytes = positiveInteger("maxMessageBytes", options.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES);
+  const maxMessageBytes = positiveInteger(
+    "maxMessageBytes",
+    options.maxMessageBytes,
+    DEFAULT_MAX_MESSAGE_BYTES,
+  );
   const maxPublishBytes = positiveInteger(
     "maxPublishBytes",
     options.maxPublishBytes,
     DEFAULT_MAX_PUBLISH_BYTES,
     MIN_PUBLISH_BYTES,
   );
-  const presenceTimeoutMs = positiveInteger("presenceTimeoutMs", options.presenceTimeoutMs, 1000, 0);
+  const presenceTimeoutMs = positiveInteger(
+    "presenceTimeoutMs",
+    options.presenceTimeoutMs,
+    1000,
+    0,
+  );
   const window = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
   const link = MqttLink.acquire(options.mqtt);
   const router = link.resource(`reply:${scheme.prefix}`, () => new ReplyRouter(link, scheme));
@@ -118,7 +128,9 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   ): Promise<ClientCall> {
     const linked = AbortSignal.any([signal, closing.signal]);
     await abortable(Promise.all([router.ready, presence.ready]), linked).catch((e: unknown) => {
-      throw linked.aborted ? e : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
+      throw linked.aborted
+        ? e
+        : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
     });
     const wait = values.get(waitForServerKey) ?? options.waitForServer ?? false;
     if (presence.availability !== "online") {
@@ -131,7 +143,10 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
           throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
         }
         if (availability === "unknown") {
-          throw new ConnectError(`${serverLabel} has not announced itself on this broker`, Code.Unavailable);
+          throw new ConnectError(
+            `${serverLabel} has not announced itself on this broker`,
+            Code.Unavailable,
+          );
         }
       }
     }
@@ -147,6 +162,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       maxMessageBytes,
       maxPublishBytes,
       window,
+      settings: settingsForCall(method, values),
     });
   }
 
@@ -181,12 +197,20 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
           message: input,
         },
         next: async (req) => {
-          const call = await startCall(req.method, req.signal, timeoutMs, req.header, req.contextValues);
+          const call = await startCall(
+            req.method,
+            req.signal,
+            timeoutMs,
+            req.header,
+            req.contextValues,
+          );
           await call.open(toBinary(method.input, req.message), true);
           let message: Uint8Array | undefined;
           for await (const bytes of call.responses) {
             if (message !== undefined) {
-              call.abandon(new ConnectError("protocol error: more than one response message", Code.Internal));
+              call.abandon(
+                new ConnectError("protocol error: more than one response message", Code.Internal),
+              );
             }
             message = bytes;
           }
@@ -223,7 +247,13 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
           message: input,
         },
         next: async (req) => {
-          const call = await startCall(req.method, req.signal, timeoutMs, req.header, req.contextValues);
+          const call = await startCall(
+            req.method,
+            req.signal,
+            timeoutMs,
+            req.header,
+            req.contextValues,
+          );
           if (method.methodKind === "server_streaming") {
             const single = await firstOnly(req.message);
             await call.open(toBinary(method.input, single), true);
@@ -262,14 +292,17 @@ function pumpRequests<I extends DescMessage>(
       for await (const message of requests) {
         await call.send(toBinary(schema, message));
       }
-      call.halfClose();
+      await call.halfClose();
     } catch (e) {
       call.abandon(ConnectError.from(e, Code.Canceled));
     }
   })();
 }
 
-async function* mapMessages<O>(call: ClientCall, decode: (bytes: Uint8Array) => O): AsyncIterable<O> {
+async function* mapMessages<O>(
+  call: ClientCall,
+  decode: (bytes: Uint8Array) => O,
+): AsyncIterable<O> {
   for await (const bytes of call.responses) {
     yield decode(bytes);
   }

@@ -11,9 +11,16 @@ import type { MqttLink } from "./mqtt-link.js";
 import type { TopicScheme } from "./topic-scheme.js";
 
 /** Encodes a presence announcement. */
-export function encodePresence(instance: string, state: Presence_State, shared: boolean): Uint8Array {
+export function encodePresence(
+  instance: string,
+  state: Presence_State,
+  shared: boolean,
+): Uint8Array {
   return toBinary(PresenceSchema, create(PresenceSchema, { version: 1, state, instance, shared }));
 }
+
+/** Quiet time after the last retained announcement before deciding. */
+const QUIET_MS = 50;
 
 /** Whether a server answers, as far as its presence tells. */
 export type Availability = "online" | "offline" | "unknown";
@@ -26,7 +33,6 @@ export class PresenceWatch {
   private readonly instances = new Map<string, Presence>();
   private readonly listeners = new Set<() => void>();
   private settledAt: Promise<void> | undefined;
-  private settled = false;
   /** The subscription, as started by {@link start}; set by the owner. */
   ready: Promise<void> = Promise.resolve();
 
@@ -46,16 +52,20 @@ export class PresenceWatch {
     this.link.routePrefix(filter.slice(0, -1), (topic, payload) => this.onMessage(topic, payload));
     return this.link.subscribe(filter).then(() => {
       this.settledAt = new Promise<void>((resolve) => {
-        if (this.settled) return resolve();
-        const timer = setTimeout(() => {
-          this.settled = true;
-          resolve();
-        }, this.settleMs);
+        // Retained announcements of several instances arrive one by one: wait
+        // for a short quiet spell after the last one, or for an online one,
+        // or for settleMs when there are none at all.
+        let timer = setTimeout(done, this.settleMs);
         const undo = this.onChange(() => {
-          undo();
           clearTimeout(timer);
-          resolve();
+          if (this.availability === "online") done();
+          else timer = setTimeout(done, QUIET_MS);
         });
+        function done() {
+          clearTimeout(timer);
+          undo();
+          resolve();
+        }
       });
     });
   }
@@ -72,13 +82,15 @@ export class PresenceWatch {
 
   /** Whether any instance serves through a shared subscription. */
   get shared(): boolean {
-    for (const p of this.instances.values()) if (p.state === Presence_State.ONLINE && p.shared) return true;
+    for (const p of this.instances.values())
+      if (p.state === Presence_State.ONLINE && p.shared) return true;
     return false;
   }
 
   /**
-   * Resolves once retained announcements had their chance to arrive: at the
-   * first announcement, or `settleMs` after the subscription was granted.
+   * Resolves once retained announcements had their chance to arrive: when
+   * one says online, 50 ms after the last one, or `settleMs` after the
+   * subscription was granted when none came.
    */
   async settle(): Promise<void> {
     await this.settledAt;
@@ -114,7 +126,6 @@ export class PresenceWatch {
         return;
       }
     }
-    this.settled = true;
     for (const listener of [...this.listeners]) listener();
   }
 }

@@ -17,13 +17,22 @@ export function publishError(error: unknown, topic: string): ConnectError {
   const message = error instanceof Error ? error.message : String(error);
   switch (reason) {
     case NOT_AUTHORIZED:
-      return new ConnectError(`the broker denied the publish to ${topic} (not authorized)`, Code.PermissionDenied);
+      return new ConnectError(
+        `the broker denied the publish to ${topic} (not authorized)`,
+        Code.PermissionDenied,
+      );
     case PACKET_TOO_LARGE:
     case QUOTA_EXCEEDED:
-      return new ConnectError(`the broker refused the publish to ${topic}: ${message}`, Code.ResourceExhausted);
+      return new ConnectError(
+        `the broker refused the publish to ${topic}: ${message}`,
+        Code.ResourceExhausted,
+      );
     case TOPIC_NAME_INVALID:
     case PAYLOAD_FORMAT_INVALID:
-      return new ConnectError(`the broker refused the publish to ${topic}: ${message}`, Code.InvalidArgument);
+      return new ConnectError(
+        `the broker refused the publish to ${topic}: ${message}`,
+        Code.InvalidArgument,
+      );
     default:
       return new ConnectError(`publish to ${topic} failed: ${message}`, Code.Unavailable);
   }

@@ -45,7 +45,11 @@ export class ReorderWindow<T> {
     }
     const ready = [item];
     this.next++;
-    for (let held = this.early.get(this.next); held !== undefined; held = this.early.get(this.next)) {
+    for (
+      let held = this.early.get(this.next);
+      held !== undefined;
+      held = this.early.get(this.next)
+    ) {
       this.early.delete(this.next);
       ready.push(held);
       this.next++;

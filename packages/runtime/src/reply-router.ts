@@ -25,7 +25,9 @@ export class ReplyRouter {
   constructor(link: MqttLink, scheme: TopicScheme) {
     this.clientKey = link.clientId;
     if (this.clientKey === "") {
-      throw new Error("mqtt option: the MQTT client id is empty; mqrpc needs it to address replies");
+      throw new Error(
+        "mqtt option: the MQTT client id is empty; mqrpc needs it to address replies",
+      );
     }
     const topic = scheme.replyTopic(this.clientKey);
     link.routeExact(topic, (_topic, payload) => this.dispatch(payload));

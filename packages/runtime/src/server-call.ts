@@ -5,7 +5,13 @@
  * frames, ending every call with exactly one End frame unless the caller
  * cancelled it.
  */
-import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMessage,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -14,7 +20,10 @@ import {
   type Interceptor,
   type MethodImplSpec,
 } from "@connectrpc/connect";
-import { invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
+import {
+  invokeUnaryImplementation,
+  transformInvokeImplementation,
+} from "@connectrpc/connect/protocol";
 import { abortable } from "./abortable.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import type { FrameKind } from "./frame-codec.js";
@@ -24,9 +33,8 @@ import { type Frame, StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageQueue } from "./message-queue.js";
 import { entriesToHeaders, headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
-import type { RequestAddress } from "./topic-scheme.js";
-import { create } from "@bufbuild/protobuf";
 import { errorToEnd } from "./status.js";
+import type { RequestAddress } from "./topic-scheme.js";
 
 /** What a call needs from the server that runs it. */
 export interface ServerCallHost {
@@ -66,8 +74,8 @@ export class ServerCall {
 
   constructor(
     private readonly host: ServerCallHost,
-    private readonly address: RequestAddress,
-    private readonly callId: number,
+    address: RequestAddress,
+    callId: number,
     private readonly entry: MethodEntry,
   ) {
     this.finished = new Promise((resolve) => {
@@ -87,6 +95,7 @@ export class ServerCall {
       grant: (limit) => this.sender.sendUnsequenced({ case: "credit", value: { limit } }),
     });
     this.requests = new MessageQueue(() => this.receiver.took());
+    if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
   }
 
   /** A frame the caller published for this call. */
@@ -114,7 +123,10 @@ export class ServerCall {
   private onEvent(event: ReceivedEvent): void {
     switch (event.type) {
       case "open": {
-        const { method, service } = { method: this.entry.spec.method, service: this.entry.spec.method.parent };
+        const { method, service } = {
+          method: this.entry.spec.method,
+          service: this.entry.spec.method.parent,
+        };
         this.context = createHandlerContext({
           service,
           method,
@@ -172,7 +184,11 @@ export class ServerCall {
         await this.end(undefined, toBinary(output, response), context);
         return;
       }
-      const responses = transformInvokeImplementation(spec, context, this.host.interceptors)(this.requests);
+      const responses = transformInvokeImplementation(
+        spec,
+        context,
+        this.host.interceptors,
+      )(this.requests);
       const it = responses[Symbol.asyncIterator]();
       for (;;) {
         const next = await abortable(it.next(), context.signal);
@@ -205,7 +221,11 @@ export class ServerCall {
   }
 
   /** Sends the End frame (unless the caller cancelled) and releases the call. */
-  private async end(error: unknown, message: Uint8Array | undefined, context: HandlerContext): Promise<void> {
+  private async end(
+    error: unknown,
+    message: Uint8Array | undefined,
+    context: HandlerContext,
+  ): Promise<void> {
     if (this.ended) return;
     this.ended = true;
     try {
@@ -222,7 +242,10 @@ export class ServerCall {
             this.host.shutdownSignal,
           );
         } else {
-          const reason = context.signal.aborted && !(error instanceof ConnectError) ? context.signal.reason : error;
+          const reason =
+            context.signal.aborted && !(error instanceof ConnectError)
+              ? context.signal.reason
+              : error;
           const end = errorToEnd(reason, context.responseTrailer, headers);
           this.sender.sendControl({ case: "end", value: end });
         }
@@ -254,11 +277,17 @@ async function single<T>(requests: AsyncIterable<T>): Promise<T> {
   const it = requests[Symbol.asyncIterator]();
   const first = await it.next();
   if (first.done === true) {
-    throw new ConnectError("protocol error: missing request message for unary method", Code.InvalidArgument);
+    throw new ConnectError(
+      "protocol error: missing request message for unary method",
+      Code.InvalidArgument,
+    );
   }
   const second = await it.next();
   if (second.done !== true) {
-    throw new ConnectError("protocol error: more than one request message for unary method", Code.InvalidArgument);
+    throw new ConnectError(
+      "protocol error: more than one request message for unary method",
+      Code.InvalidArgument,
+    );
   }
   return first.value;
 }

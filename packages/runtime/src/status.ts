@@ -16,7 +16,9 @@ const validCodes = new Set<number>(Object.values(Code).filter((v) => typeof v ==
 export function errorToEnd(reason: unknown, trailers: Headers, headers?: Headers): End {
   const error = ConnectError.from(reason);
   const merged = new Headers(trailers);
-  error.metadata.forEach((value, key) => merged.append(key, value));
+  error.metadata.forEach((value, key) => {
+    merged.append(key, value);
+  });
   const details = error.details.map((d) =>
     "desc" in d
       ? create(ErrorDetailSchema, {

@@ -1,0 +1,101 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { ChunkAssembler, splitIntoChunks } from "./chunk-assembler.js";
+import { ChunkSchema } from "./gen/mqrpc/v1/wire_pb.js";
+
+const chunk = (totalSize: number, offset: number, data: Uint8Array) =>
+  create(ChunkSchema, { totalSize, offset, data });
+
+function codeOf(fn: () => unknown): Code | undefined {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConnectError);
+    return (e as ConnectError).code;
+  }
+  return undefined;
+}
+
+describe("splitIntoChunks and ChunkAssembler", () => {
+  it("round-trips any message at any chunk size", () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 1, maxLength: 3000 }),
+        fc.integer({ min: 1, max: 700 }),
+        (msg, size) => {
+          const pieces = splitIntoChunks(msg, size);
+          expect(pieces.every((p) => p.data.byteLength <= size)).toBe(true);
+          const asm = new ChunkAssembler(msg.byteLength);
+          let out: Uint8Array | undefined;
+          pieces.forEach((p, i) => {
+            out = asm.push(chunk(p.totalSize, p.offset, p.data));
+            expect(out === undefined).toBe(i < pieces.length - 1);
+          });
+          expect(out).toEqual(msg);
+          expect(asm.inProgress).toBe(false);
+        },
+      ),
+    );
+  });
+
+  it("refuses an oversize message at its first chunk, before buffering", () => {
+    const asm = new ChunkAssembler(100);
+    expect(codeOf(() => asm.push(chunk(101, 0, new Uint8Array(10))))).toBe(Code.ResourceExhausted);
+    expect(asm.bufferedBytes).toBe(0);
+  });
+
+  it("refuses inconsistent sequences with INVALID_ARGUMENT and forgets the partial message", () => {
+    const cases: Array<Array<[number, number, number]>> = [
+      [[10, 5, 5]],
+      [
+        [10, 0, 5],
+        [12, 5, 5],
+      ],
+      [
+        [10, 0, 5],
+        [10, 6, 4],
+      ],
+      [
+        [10, 0, 5],
+        [10, 5, 6],
+      ],
+      [[10, 0, 0]],
+    ];
+    for (const steps of cases) {
+      const asm = new ChunkAssembler(100);
+      const codes = steps.map(([t, o, n]) =>
+        codeOf(() => asm.push(chunk(t, o, new Uint8Array(n)))),
+      );
+      expect(codes.at(-1)).toBe(Code.InvalidArgument);
+      expect(asm.bufferedBytes).toBe(0);
+    }
+  });
+
+  it("never throws anything but ConnectError and never holds more than the cap", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            total: fc.integer({ min: 0, max: 400 }),
+            offset: fc.integer({ min: 0, max: 400 }),
+            len: fc.integer({ min: 0, max: 200 }),
+          }),
+          { maxLength: 30 },
+        ),
+        (steps) => {
+          const asm = new ChunkAssembler(256);
+          for (const s of steps) {
+            codeOf(() => asm.push(chunk(s.total, s.offset, new Uint8Array(s.len))));
+            expect(asm.bufferedBytes).toBeLessThanOrEqual(256);
+          }
+        },
+      ),
+    );
+  });
+
+  it("rejects a non-positive chunk size", () => {
+    expect(() => splitIntoChunks(new Uint8Array(3), 0)).toThrow(/maxChunkBytes/);
+  });
+});
