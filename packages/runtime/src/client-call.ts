@@ -131,7 +131,8 @@ export class ClientCall implements RoutedCall {
   /** Ends the call from the caller's side, telling the server to stop. */
   abandon(error: ConnectError): void {
     if (this.finished) return;
-    this.sender.sendUnsequenced({ case: "cancel", value: {} });
+    const code = error.code === Code.DeadlineExceeded ? Code.DeadlineExceeded : Code.Canceled;
+    this.sender.sendUnsequenced({ case: "cancel", value: { code } });
     this.finish(error);
   }
 

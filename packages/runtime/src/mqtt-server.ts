@@ -60,9 +60,9 @@ export interface MqttServerOptions {
    * subscriptions (MQTT 5 brokers; Mosquitto also on 3.1.1).
    */
   readonly shared?: boolean | string;
-  /** Calls in progress at once before new ones get RESOURCE_EXHAUSTED (default 1000). */
+  /** Calls in progress at once before new ones get RESOURCE_EXHAUSTED (default 10000). */
   readonly maxConcurrentCalls?: number;
-  /** Calls in progress at once from one caller (default 100). */
+  /** Calls in progress at once from one caller (default 1000). */
   readonly maxCallsPerClient?: number;
   /** Finished calls remembered to drop redelivered requests (default 10000, for 5 minutes). */
   readonly completedCallMemory?: number;
@@ -160,7 +160,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       options.maxConcurrentCalls,
       1000,
     );
-    this.maxCallsPerClient = positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 100);
+    this.maxCallsPerClient = positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 1000);
     this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
     this.shutdownTimeoutMs = positiveInteger(
       "shutdownTimeoutMs",

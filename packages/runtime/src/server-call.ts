@@ -103,7 +103,11 @@ export class ServerCall {
     if (this.ended) return;
     switch (frame.kind.case) {
       case "cancel":
-        this.cancelled.abort(new ConnectError("the caller cancelled the call", Code.Canceled));
+        this.cancelled.abort(
+          frame.kind.value.code === Code.DeadlineExceeded
+            ? new ConnectError("the caller's deadline expired", Code.DeadlineExceeded)
+            : new ConnectError("the caller cancelled the call", Code.Canceled),
+        );
         return;
       case "credit":
         this.sender.credit.grant(frame.kind.value.limit);
