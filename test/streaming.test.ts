@@ -3,17 +3,27 @@
  * gRPC interop streaming cases, cancellation both ways, deadlines, errors
  * mid-stream, batching and chunking.
  */
+
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, encodeBinaryHeader } from "@connectrpc/connect";
 import { connectAsync } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { bindServiceSettings } from "../packages/runtime/src/index.js";
 import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
-import { type StreamingOutputCallRequestSchema, TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import {
+  type StreamingOutputCallRequestSchema,
+  TestService,
+} from "./gen/mqrpc/interop/v1/test_pb.js";
 import { interopService } from "./support/interop-service.js";
 import { Pushable } from "./support/pushable.js";
-import { Closer, deferred, startServer, startTransport, uniqueServerId } from "./support/rpc-fixture.js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  Closer,
+  deferred,
+  startServer,
+  startTransport,
+  uniqueServerId,
+} from "./support/rpc-fixture.js";
 
 type OutReq = MessageInitShape<typeof StreamingOutputCallRequestSchema>;
 
@@ -67,7 +77,10 @@ forEachBroker((target) => {
       const expected = [31415, 9, 2653, 58979];
       const it = client.fullDuplexCall(requests)[Symbol.asyncIterator]();
       for (let i = 0; i < 4; i++) {
-        requests.push({ responseParameters: [{ size: expected[i] as number }], payload: body(sent[i] as number) });
+        requests.push({
+          responseParameters: [{ size: expected[i] as number }],
+          payload: body(sent[i] as number),
+        });
         const next = await it.next();
         expect(next.done).toBe(false);
         expect(next.value?.payload?.body.byteLength).toBe(expected[i]);
@@ -85,7 +98,9 @@ forEachBroker((target) => {
     it("cancel_after_begin: a client stream cancelled before any message ends CANCELED", async () => {
       const controller = new AbortController();
       const requests = new Pushable<{ payload: { body: Uint8Array } }>();
-      const call = client.streamingInputCall(requests, { signal: controller.signal }).catch((e: unknown) => e);
+      const call = client
+        .streamingInputCall(requests, { signal: controller.signal })
+        .catch((e: unknown) => e);
       controller.abort();
       expect(codeOf(await call)).toBe(Code.Canceled);
     });
@@ -94,7 +109,9 @@ forEachBroker((target) => {
       const controller = new AbortController();
       const requests = new Pushable<OutReq>();
       requests.push({ responseParameters: [{ size: 31415 }], payload: body(27182) });
-      const it = client.fullDuplexCall(requests, { signal: controller.signal })[Symbol.asyncIterator]();
+      const it = client
+        .fullDuplexCall(requests, { signal: controller.signal })
+        [Symbol.asyncIterator]();
       const first = await it.next();
       expect(first.value?.payload?.body.byteLength).toBe(31415);
       controller.abort();
@@ -110,7 +127,10 @@ forEachBroker((target) => {
       requests.end();
       const sizes: number[] = [];
       for await (const res of client.fullDuplexCall(requests, {
-        headers: { "x-grpc-test-echo-initial": "test_initial_metadata_value", "x-grpc-test-echo-trailing-bin": bin },
+        headers: {
+          "x-grpc-test-echo-initial": "test_initial_metadata_value",
+          "x-grpc-test-echo-trailing-bin": bin,
+        },
         onHeader: (h) => {
           header = h;
         },
@@ -157,7 +177,8 @@ forEachBroker((target) => {
       const client = createClient(TestService, startTransport(closer, target, { serverId }));
       const sizes: number[] = [];
       const err = await (async () => {
-        for await (const res of client.streamingOutputCall({})) sizes.push(res.payload?.body.byteLength ?? -1);
+        for await (const res of client.streamingOutputCall({}))
+          sizes.push(res.payload?.body.byteLength ?? -1);
       })().catch((e: unknown) => e);
       expect(sizes).toEqual([1, 2]);
       expect(codeOf(err)).toBe(Code.Aborted);
@@ -179,7 +200,8 @@ forEachBroker((target) => {
       requests.push({});
       requests.push({});
       const got: number[] = [];
-      for await (const res of client.fullDuplexCall(requests)) got.push(res.payload?.body.byteLength ?? -1);
+      for await (const res of client.fullDuplexCall(requests))
+        got.push(res.payload?.body.byteLength ?? -1);
       expect(got).toEqual([3]);
     });
 
@@ -217,7 +239,7 @@ forEachBroker((target) => {
       server.service(TestService, {
         async *streamingOutputCall(_req, ctx) {
           ctx.signal.addEventListener("abort", () => aborted.resolve(ctx.signal.reason));
-          for (let i = 0; ; i++) {
+          for (;;) {
             yield { payload: body(8) };
             await new Promise((r) => setTimeout(r, 5));
           }
@@ -243,7 +265,9 @@ forEachBroker((target) => {
 
     /** Counts publishes on one client's reply topic, seen by an observer. */
     async function replyCounter(clientKey: string) {
-      const observer = closer.add(await connectAsync(target.url, target.mqttOptions), (c) => c.endAsync());
+      const observer = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
+        c.endAsync(),
+      );
       const topic = new TopicScheme().replyTopic(clientKey);
       let count = 0;
       observer.on("message", (t) => {
@@ -253,7 +277,10 @@ forEachBroker((target) => {
       return () => count;
     }
 
-    async function streamCount(batched: boolean, n: number): Promise<{ publishes: number; received: number }> {
+    async function streamCount(
+      batched: boolean,
+      n: number,
+    ): Promise<{ publishes: number; received: number }> {
       const serverId = uniqueServerId(batched ? "batched" : "unbatched");
       const server = await startServer(closer, target, { serverId });
       server.service(TestService, interopService, {
@@ -267,7 +294,9 @@ forEachBroker((target) => {
       });
       const client = createClient(TestService, transport);
       let received = 0;
-      for await (const _ of client.streamingOutputCall({ responseParameters: Array.from({ length: n }, () => ({ size: 16 })) })) {
+      for await (const _ of client.streamingOutputCall({
+        responseParameters: Array.from({ length: n }, () => ({ size: 16 })),
+      })) {
         received++;
       }
       // The End frame is the last publish; wait until the observer saw it too.
@@ -314,9 +343,13 @@ forEachBroker((target) => {
       const serverId = uniqueServerId("clientbatch");
       const server = await startServer(closer, target, { serverId });
       server.service(TestService, interopService);
-      const transport = bindServiceSettings(startTransport(closer, target, { serverId }), TestService, {
-        streamingInputCall: { batchedStream: true },
-      });
+      const transport = bindServiceSettings(
+        startTransport(closer, target, { serverId }),
+        TestService,
+        {
+          streamingInputCall: { batchedStream: true },
+        },
+      );
       const client = createClient(TestService, transport);
       async function* many() {
         for (let i = 0; i < 5000; i++) yield { payload: body(4) };
@@ -335,7 +368,9 @@ forEachBroker((target) => {
       const server = await startServer(closer, target, { serverId, maxMessageBytes: 1024 * 1024 });
       server.service(TestService, interopService);
       const client = createClient(TestService, startTransport(closer, target, { serverId }));
-      const err = await client.unaryCall({ payload: body(2 * 1024 * 1024) }).catch((e: unknown) => e);
+      const err = await client
+        .unaryCall({ payload: body(2 * 1024 * 1024) })
+        .catch((e: unknown) => e);
       expect(codeOf(err)).toBe(Code.ResourceExhausted);
       // The server keeps serving.
       expect((await client.unaryCall({ responseSize: 4 })).payload?.body.byteLength).toBe(4);
@@ -357,7 +392,10 @@ forEachBroker((target) => {
       const serverId = uniqueServerId("interleave");
       const server = await startServer(closer, target, { serverId, maxPublishBytes: 4096 });
       server.service(TestService, interopService);
-      const client = createClient(TestService, startTransport(closer, target, { serverId, maxPublishBytes: 4096 }));
+      const client = createClient(
+        TestService,
+        startTransport(closer, target, { serverId, maxPublishBytes: 4096 }),
+      );
       const sizes = [100_000, 77_777, 50_001, 123_456];
       const res = await Promise.all(
         sizes.map((n) => client.unaryCall({ responseSize: n, payload: body(n) })),
@@ -374,10 +412,17 @@ forEachBroker((target) => {
         unaryCall(req) {
           received = req.payload?.body.byteLength ?? 0;
           const b = req.payload?.body;
-          return { payload: { body: b ? new Uint8Array([b[0] ?? 0, b[b.length - 1] ?? 0]) : new Uint8Array() } };
+          return {
+            payload: {
+              body: b ? new Uint8Array([b[0] ?? 0, b[b.length - 1] ?? 0]) : new Uint8Array(),
+            },
+          };
         },
       });
-      const client = createClient(TestService, startTransport(closer, target, { serverId, maxMessageBytes: cap }));
+      const client = createClient(
+        TestService,
+        startTransport(closer, target, { serverId, maxMessageBytes: cap }),
+      );
       const big = new Uint8Array(64 * 1024 * 1024);
       big[0] = 7;
       big[big.length - 1] = 9;
@@ -387,4 +432,3 @@ forEachBroker((target) => {
     }, 180_000);
   });
 });
-

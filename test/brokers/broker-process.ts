@@ -25,7 +25,11 @@ export interface BrokerProcess {
 }
 
 /** Starts `binary args` and resolves once `port` on 127.0.0.1 accepts connections. */
-export async function startBrokerProcess(binary: string, args: string[], port: number): Promise<BrokerProcess> {
+export async function startBrokerProcess(
+  binary: string,
+  args: string[],
+  port: number,
+): Promise<BrokerProcess> {
   const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
   running.add(child);
   let output = "";
@@ -35,12 +39,16 @@ export async function startBrokerProcess(binary: string, args: string[], port: n
   child.stderr?.on("data", (d: Buffer) => {
     output = (output + d.toString()).slice(-4000);
   });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => resolve(code)),
+  );
   exited.then(() => running.delete(child));
   const deadline = Date.now() + 15_000;
   for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
     if (child.exitCode !== null) {
-      throw new Error(`${binary} exited with ${child.exitCode} before listening on ${port}:\n${output}`);
+      throw new Error(
+        `${binary} exited with ${child.exitCode} before listening on ${port}:\n${output}`,
+      );
     }
     if (await canConnect(port)) break;
     if (Date.now() > deadline) {

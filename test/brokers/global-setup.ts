@@ -16,7 +16,9 @@ const stops: Array<() => Promise<void>> = [];
 let summary = "";
 
 export async function setup(project: TestProject): Promise<void> {
-  const wanted = (process.env.MQRPC_BROKERS ?? "aedes,mosquitto,nats").split(",").map((s) => s.trim());
+  const wanted = (process.env.MQRPC_BROKERS ?? "aedes,mosquitto,nats")
+    .split(",")
+    .map((s) => s.trim());
   const required = process.env.MQRPC_REQUIRE_BROKERS === "1";
   const targets: BrokerTarget[] = [];
   const skipped: string[] = [];
@@ -46,7 +48,9 @@ export async function setup(project: TestProject): Promise<void> {
         });
       }
     } else if (required) {
-      throw new Error("MQRPC_REQUIRE_BROKERS=1 but mosquitto is not installed (apt-get install mosquitto)");
+      throw new Error(
+        "MQRPC_REQUIRE_BROKERS=1 but mosquitto is not installed (apt-get install mosquitto)",
+      );
     } else {
       skipped.push("mosquitto (binary not found)");
     }
@@ -63,7 +67,9 @@ export async function setup(project: TestProject): Promise<void> {
         sharedSubscriptions: false,
       });
     } else if (required) {
-      throw new Error("MQRPC_REQUIRE_BROKERS=1 but nats-server is not installed (apt-get install nats-server)");
+      throw new Error(
+        "MQRPC_REQUIRE_BROKERS=1 but nats-server is not installed (apt-get install nats-server)",
+      );
     } else {
       skipped.push("nats (binary not found)");
     }

@@ -37,7 +37,10 @@ export function forEachBroker(fn: (target: BrokerTarget) => void): void {
 }
 
 /** Declares `fn`'s tests for the targets that satisfy `accept`. */
-export function forBrokersWhere(accept: (target: BrokerTarget) => boolean, fn: (target: BrokerTarget) => void): void {
+export function forBrokersWhere(
+  accept: (target: BrokerTarget) => boolean,
+  fn: (target: BrokerTarget) => void,
+): void {
   for (const target of brokerTargets().filter(accept)) {
     describe(`on ${target.name}`, () => fn(target));
   }

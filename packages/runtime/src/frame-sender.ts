@@ -11,9 +11,9 @@
  */
 import { splitIntoChunks } from "./chunk-assembler.js";
 import { SendCredit } from "./flow-credit.js";
-import { MessageBatcher } from "./message-batcher.js";
 import { encodeFrame, type FrameInit } from "./frame-codec.js";
 import type { MetadataEntry, Status } from "./gen/mqrpc/v1/wire_pb.js";
+import { MessageBatcher } from "./message-batcher.js";
 
 /** Room left in a publish for frame fields around a message or chunk. */
 const FRAME_HEADROOM = 64;

@@ -11,6 +11,7 @@ export type { MethodSettings, ServiceSettings } from "./method-settings.js";
 export {
   bindServiceSettings,
   defaultMethodSettings,
+  mergeServiceSettings,
   methodSettingsKey,
   settingsFromDescriptor,
 } from "./method-settings.js";

@@ -101,6 +101,26 @@ export function settingsForCall(
 }
 
 /**
+ * Merges per-method overrides over generated settings, field by field.
+ * Generated `create<Service>Client(transport, { settings })` uses it.
+ */
+export function mergeServiceSettings<S extends DescService>(
+  base: ServiceSettings<S>,
+  override: ServiceSettings<S> | undefined,
+): ServiceSettings<S> {
+  if (override === undefined) return base;
+  const merged: Record<string, Partial<MethodSettings>> = {
+    ...(base as Record<string, Partial<MethodSettings>>),
+  };
+  for (const [name, settings] of Object.entries(
+    override as Record<string, Partial<MethodSettings> | undefined>,
+  )) {
+    if (settings !== undefined) merged[name] = { ...merged[name], ...settings };
+  }
+  return merged as ServiceSettings<S>;
+}
+
+/**
  * Wraps a transport so that every call of `service` carries the settings
  * generated for it. Generated `create<Service>Client` functions use this; it
  * works with any transport and leaves interceptors untouched.
