@@ -1,11 +1,23 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
+const src = (path: string) =>
+  fileURLToPath(new URL(`./packages/runtime/src/${path}`, import.meta.url));
+
 export default defineConfig({
+  resolve: {
+    // Tests, generated code and the runtime's own modules must share one
+    // instance of @mqrpc/runtime (context keys are identities), so the
+    // package name points at the sources here too.
+    alias: [
+      { find: /^@mqrpc\/runtime\/proto$/, replacement: src("proto.ts") },
+      { find: /^@mqrpc\/runtime$/, replacement: src("index.ts") },
+    ],
+  },
   test: {
     include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     globalSetup: ["test/brokers/global-setup.ts"],
-    reporters: ["default"],
   },
 });

@@ -6,9 +6,9 @@
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, encodeBinaryHeader } from "@connectrpc/connect";
+import { bindServiceSettings } from "@mqrpc/runtime";
 import { connectAsync } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { bindServiceSettings } from "../packages/runtime/src/index.js";
 import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 import {

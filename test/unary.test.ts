@@ -9,14 +9,10 @@ import {
   createContextValues,
   encodeBinaryHeader,
 } from "@connectrpc/connect";
+import { createMqttServer, createMqttTransport, waitForServerKey } from "@mqrpc/runtime";
 import { connectAsync, type MqttClient } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { encodeFrame } from "../packages/runtime/src/frame-codec.js";
-import {
-  createMqttServer,
-  createMqttTransport,
-  waitForServerKey,
-} from "../packages/runtime/src/index.js";
 import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 import {

@@ -9,7 +9,7 @@ import {
   type MqttServerOptions,
   type MqttTransport,
   type MqttTransportOptions,
-} from "../../packages/runtime/src/index.js";
+} from "@mqrpc/runtime";
 import type { BrokerTarget } from "../brokers/targets.js";
 
 let serial = 0;

@@ -7,7 +7,7 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
-import type { FrameKind } from "./frame-codec.js";
+import { encodeFrame, type FrameKind } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
 import { FrameSender } from "./frame-sender.js";
 import type { Frame } from "./gen/mqrpc/v1/wire_pb.js";
@@ -39,6 +39,11 @@ export interface ClientCallInit {
   readonly window: number;
   /** The method's MQTT settings (batching of request messages). */
   readonly settings: MethodSettings;
+  /**
+   * Set when the server is load-balanced through a shared subscription:
+   * the online instances, any of which may have taken the call.
+   */
+  readonly sharedInstances?: () => string[];
 }
 
 /** See the module comment. */
@@ -58,18 +63,15 @@ export class ClientCall implements RoutedCall {
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
   private topic: string;
+  /** The server instance that owns the call, once it said so. */
+  private instance: string | undefined;
   private finished = false;
   private resolveHeader!: () => void;
   private settle!: (error: ConnectError | undefined) => void;
 
   constructor(private readonly init: ClientCallInit) {
     this.callId = init.router.register(this);
-    this.topic = init.scheme.requestTopic(
-      init.serverId,
-      init.method.parent.typeName,
-      init.method.name,
-      init.router.clientKey,
-    );
+    this.topic = this.requestTopic(undefined);
     this.headerReceived = new Promise((resolve) => {
       this.resolveHeader = resolve;
     });
@@ -116,10 +118,16 @@ export class ClientCall implements RoutedCall {
     );
   }
 
-  /** Sends one request message, waiting for flow-control credit. */
-  send(message: Uint8Array): Promise<void> {
-    if (this.finished) return Promise.resolve();
-    return this.sender.sendMessage(message, this.init.signal);
+  /**
+   * Sends one request message, waiting for flow-control credit. On a shared
+   * server, the first message waits until the instance that took the call
+   * names itself, so that every message reaches that instance.
+   */
+  async send(message: Uint8Array): Promise<void> {
+    if (this.instance === undefined && this.init.sharedInstances !== undefined)
+      await this.headerReceived;
+    if (this.finished) return;
+    await this.sender.sendMessage(message, this.init.signal);
   }
 
   /** Tells the server no more request messages follow, after any waiting batch. */
@@ -132,7 +140,21 @@ export class ClientCall implements RoutedCall {
   abandon(error: ConnectError): void {
     if (this.finished) return;
     const code = error.code === Code.DeadlineExceeded ? Code.DeadlineExceeded : Code.Canceled;
-    this.sender.sendUnsequenced({ case: "cancel", value: { code } });
+    const shared = this.init.sharedInstances;
+    if (this.instance === undefined && shared !== undefined) {
+      // Which replica took the call is not known yet: tell each of them.
+      for (const instance of shared()) {
+        const topic = this.requestTopic(instance);
+        this.init.link
+          .publish(
+            topic,
+            encodeFrame({ callId: this.callId, kind: { case: "cancel", value: { code } } }),
+          )
+          .catch(() => {});
+      }
+    } else {
+      this.sender.sendUnsequenced({ case: "cancel", value: { code } });
+    }
     this.finish(error);
   }
 
@@ -159,13 +181,8 @@ export class ClientCall implements RoutedCall {
       case "headers":
         entriesToHeaders(event.headers.headers, this.header);
         if (event.headers.instance !== "") {
-          this.topic = this.init.scheme.requestTopic(
-            this.init.serverId,
-            this.init.method.parent.typeName,
-            this.init.method.name,
-            this.init.router.clientKey,
-            event.headers.instance,
-          );
+          this.instance = event.headers.instance;
+          this.topic = this.requestTopic(event.headers.instance);
         }
         if (event.headers.window > 0) this.sender.credit.grant(event.headers.window);
         this.resolveHeader();
@@ -202,6 +219,17 @@ export class ClientCall implements RoutedCall {
   private publish(frame: Uint8Array): void {
     const topic = this.topic;
     this.init.link.publish(topic, frame).catch((e: unknown) => this.finish(publishError(e, topic)));
+  }
+
+  private requestTopic(instance: string | undefined): string {
+    const { scheme, serverId, method, router } = this.init;
+    return scheme.requestTopic(
+      serverId,
+      method.parent.typeName,
+      method.name,
+      router.clientKey,
+      instance,
+    );
   }
 
   private maxFrameBytes(): number {

@@ -36,6 +36,9 @@ export interface LinkWill {
 
 const links = new WeakMap<MqttClient, MqttLink>();
 
+/** How long closing waits for in-flight publishes before it forces the close. */
+const CLOSE_GRACE_MS = 2000;
+
 /** Thrown for an `mqtt` option that cannot be used. */
 function configError(message: string): Error {
   return new Error(`mqtt option: ${message}`);
@@ -181,7 +184,17 @@ export class MqttLink {
   async release(): Promise<void> {
     if (--this.refs > 0) return;
     if (this.owned) {
-      await this.client.endAsync().catch(() => {});
+      // Let publishes in flight finish, but never hang on one the broker
+      // will not acknowledge (a dead link): force the close after a grace.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const graceful = this.client.endAsync(false).catch(() => {});
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), CLOSE_GRACE_MS);
+      });
+      if (await Promise.race([graceful.then(() => false), timedOut])) {
+        await this.client.endAsync(true).catch(() => {});
+      }
+      clearTimeout(timer);
     } else {
       links.delete(this.client);
     }

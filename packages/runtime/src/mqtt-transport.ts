@@ -163,6 +163,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       maxPublishBytes,
       window,
       settings: settingsForCall(method, values),
+      ...(presence.shared ? { sharedInstances: () => presence.onlineInstances() } : {}),
     });
   }
 

@@ -87,6 +87,13 @@ export class PresenceWatch {
     return false;
   }
 
+  /** The ids of the instances that announce themselves online. */
+  onlineInstances(): string[] {
+    const ids: string[] = [];
+    for (const [id, p] of this.instances) if (p.state === Presence_State.ONLINE) ids.push(id);
+    return ids;
+  }
+
   /**
    * Resolves once retained announcements had their chance to arrive: when
    * one says online, 50 ms after the last one, or `settleMs` after the
