@@ -39,6 +39,31 @@ forBrokersWhere(
         }
         expect(next).toBe(50_000);
       }, 120_000);
+
+      it("a client stream of 20,000 messages into a slow handler arrives complete and in order", async () => {
+        const serverId = uniqueServerId("upflood");
+        const server = await startServer(closer, target, { serverId });
+        server.service(TestService, {
+          async streamingInputCall(requests) {
+            let next = 0;
+            for await (const r of requests) {
+              const b = r.payload?.body ?? new Uint8Array(2);
+              if (((b[0] ?? 0) | ((b[1] ?? 0) << 8)) !== next % 65536)
+                throw new Error(`message ${next} out of order`);
+              next++;
+              if (next % 250 === 0) await new Promise((res) => setTimeout(res, 5));
+            }
+            return { aggregatedPayloadSize: next };
+          },
+        });
+        const client = createClient(TestService, startTransport(closer, target, { serverId }));
+        async function* flood() {
+          for (let i = 0; i < 20_000; i++)
+            yield { payload: { body: new Uint8Array([i & 0xff, (i >> 8) & 0xff]) } };
+        }
+        const res = await client.streamingInputCall(flood(), { timeoutMs: 120_000 });
+        expect(res.aggregatedPayloadSize).toBe(20_000);
+      }, 120_000);
     });
 
     describe("replicas behind a shared subscription", () => {

@@ -335,6 +335,58 @@ forEachBroker((target) => {
       expect(warnings.join("\n")).toMatch(/malformed frame/);
     });
 
+    it("a request redelivered while its call runs, and after, runs the handler once", async () => {
+      const serverId = uniqueServerId("dedup-during");
+      const release = deferred();
+      const started = deferred();
+      let runs = 0;
+      const server = await startServer(closer, target, { serverId });
+      server.service(TestService, {
+        async emptyCall() {
+          runs++;
+          started.resolve();
+          await release.promise;
+          return {};
+        },
+      });
+      const raw = closer.add(
+        await connectAsync(target.url, { ...target.mqttOptions, clientId: `dupd-${Date.now()}` }),
+        (c) => c.endAsync(),
+      );
+      const scheme = new TopicScheme();
+      const replyTopic = scheme.replyTopic(raw.options.clientId ?? "");
+      let replies = 0;
+      raw.on("message", (topic) => {
+        if (topic === replyTopic) replies++;
+      });
+      await raw.subscribeAsync(replyTopic, { qos: 1 });
+      const topic = scheme.requestTopic(
+        serverId,
+        TestService.typeName,
+        "EmptyCall",
+        raw.options.clientId ?? "",
+      );
+      const open = Buffer.from(
+        encodeFrame({
+          callId: 7,
+          seq: 0,
+          kind: { case: "open", value: { message: new Uint8Array(0), halfClose: true } },
+        }),
+      );
+      await raw.publishAsync(topic, open, { qos: 1 });
+      await started.promise;
+      await raw.publishAsync(topic, open, { qos: 1 }); // during the call
+      release.resolve();
+      await expect.poll(() => replies).toBe(1);
+      await raw.publishAsync(topic, open, { qos: 1 }); // after the call
+      // A call from another client, after the duplicates, proves they were processed.
+      const probe = createClient(TestService, startTransport(closer, target, { serverId }));
+      const probeDone = probe.emptyCall({});
+      await expect.poll(() => runs).toBe(2);
+      await probeDone;
+      expect(replies).toBe(1);
+    });
+
     it("a request published twice runs the handler once", async () => {
       const serverId = uniqueServerId("dedup");
       let runs = 0;
