@@ -39,6 +39,8 @@ export interface ClientCallInit {
   readonly window: number;
   /** The method's MQTT settings (batching of request messages). */
   readonly settings: MethodSettings;
+  /** Ping interval while the call lasts; 0 for none. */
+  readonly heartbeatMs: number;
   /**
    * Set when the server is load-balanced through a shared subscription:
    * the online instances, any of which may have taken the call.
@@ -66,11 +68,12 @@ export class ClientCall implements RoutedCall {
   /** The server instance that owns the call, once it said so. */
   private instance: string | undefined;
   private finished = false;
+  private readonly startedAt = Date.now();
   private resolveHeader!: () => void;
   private settle!: (error: ConnectError | undefined) => void;
 
   constructor(private readonly init: ClientCallInit) {
-    this.callId = init.router.register(this);
+    this.callId = init.router.register(this, init.heartbeatMs);
     this.topic = this.requestTopic(undefined);
     this.headerReceived = new Promise((resolve) => {
       this.resolveHeader = resolve;
@@ -111,6 +114,7 @@ export class ClientCall implements RoutedCall {
         timeoutMs: this.init.timeoutMs ?? 0,
         headers: headersToEntries(this.init.header),
         window: this.init.window,
+        heartbeatMs: this.init.heartbeatMs,
       },
       message,
       halfClose,
@@ -156,6 +160,12 @@ export class ClientCall implements RoutedCall {
       this.sender.sendUnsequenced({ case: "cancel", value: { code } });
     }
     this.finish(error);
+  }
+
+  heartbeat(now: number, intervalMs: number): void {
+    if (!this.finished && now - this.startedAt >= intervalMs) {
+      this.sender.sendUnsequenced({ case: "ping", value: {} });
+    }
   }
 
   /** Reply frames for this call, routed by call id. */

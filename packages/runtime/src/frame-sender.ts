@@ -33,6 +33,7 @@ export interface OpenFields {
   readonly timeoutMs: number;
   readonly headers: MetadataEntry[];
   readonly window: number;
+  readonly heartbeatMs: number;
 }
 
 /** The fields of an End frame besides the inline message. */

@@ -110,6 +110,8 @@ export async function createMqttServer(options: MqttServerOptions): Promise<Mqtt
 }
 
 const RECORD_TTL_MS = 5 * 60_000;
+/** How often calls are checked for callers that went silent. */
+const SWEEP_MS = 1000;
 const PACKET_OVERHEAD = 24;
 
 class MqttServerImpl implements MqttServer, ServerCallHost {
@@ -134,6 +136,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly shutdown = new AbortController();
   private readonly filters: string[] = [];
   private announced = false;
+  private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private unroute: (() => void) | undefined;
   private closing: Promise<void> | undefined;
 
@@ -209,9 +212,12 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       this.filters.push(`$share/${this.shareGroup}/${base}+/+/+`);
       this.filters.push(`${base}+/+/+/${encodeTopicSegment(this.instanceId)}`);
     }
+    this.sweepTimer = setInterval(() => this.cancelSilentCallers(), SWEEP_MS);
+    (this.sweepTimer as { unref?: () => void }).unref?.();
     try {
       for (const filter of this.filters) await this.link.subscribe(filter);
     } catch (e) {
+      clearInterval(this.sweepTimer);
       this.unroute();
       await this.link.release();
       throw e;
@@ -309,10 +315,30 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       call.onFrame(frame);
       return;
     }
-    if (frame.kind.case !== "open" || this.completed.has(key)) {
+    if (this.completed.has(key)) {
       // A late or redelivered frame of a call that is over: nothing to do.
       return;
     }
+    if (frame.kind.case === "ping" && (address.instance !== undefined || !this.shared)) {
+      // The caller believes in a call this server does not have (it
+      // restarted, or the call was lost): say so instead of letting the
+      // caller wait for its deadline.
+      this.completed.add(key);
+      const lost = new ConnectError(
+        `server "${this.serverId}" does not know this call (did it restart?)`,
+        Code.Unavailable,
+      );
+      this.publishReply(
+        address.clientKey,
+        encodeFrame({
+          callId: frame.callId,
+          seq: 0,
+          kind: { case: "end", value: errorToEnd(lost, new Headers()) },
+        }),
+      );
+      return;
+    }
+    if (frame.kind.case !== "open") return;
     if (frame.seq !== 0) {
       this.logger.warn(
         `mqrpc server "${this.serverId}": dropped an open frame with seq ${frame.seq} on ${topic}`,
@@ -369,7 +395,17 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     started.onFrame(frame);
   }
 
+  private cancelSilentCallers(): void {
+    const now = Date.now();
+    for (const call of this.calls.values()) {
+      if (call.callerSilent(now)) {
+        call.cancel(new ConnectError("the caller stopped sending heartbeats", Code.Canceled));
+      }
+    }
+  }
+
   private async shutdownGracefully(): Promise<void> {
+    clearInterval(this.sweepTimer);
     const inFlight = [...this.calls.values()].map((c) => c.finished);
     if (inFlight.length > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;

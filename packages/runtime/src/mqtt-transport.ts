@@ -63,6 +63,14 @@ export interface MqttTransportOptions {
   readonly presenceTimeoutMs?: number;
   /** Response frames the server may send ahead of the reader (default 64). */
   readonly receiveWindow?: number;
+  /**
+   * How often each call in flight pings its server, in milliseconds (default
+   * 10000; 0 turns heartbeats off). A server cancels a call whose caller was
+   * silent for three intervals, so a caller that vanished frees the
+   * server's resources; a server that lost the call (restart) answers the
+   * ping with UNAVAILABLE.
+   */
+  readonly heartbeatMs?: number;
 }
 
 /** A Connect transport over MQTT that can also be closed. */
@@ -107,6 +115,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     0,
   );
   const window = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
+  const heartbeatMs = positiveInteger("heartbeatMs", options.heartbeatMs, 10_000, 0);
   const link = MqttLink.acquire(options.mqtt);
   const router = link.resource(`reply:${scheme.prefix}`, () => new ReplyRouter(link, scheme));
   const presence = link.resource(`presence:${scheme.prefix}:${options.serverId}`, () => {
@@ -163,6 +172,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       maxPublishBytes,
       window,
       settings: settingsForCall(method, values),
+      heartbeatMs,
       ...(presence.shared ? { sharedInstances: () => presence.onlineInstances() } : {}),
     });
   }

@@ -11,6 +11,8 @@ import type { TopicScheme } from "./topic-scheme.js";
 /** A call as the router sees it. */
 export interface RoutedCall {
   onFrame(frame: Frame & { kind: { case: FrameKind } }): void;
+  /** Sends a Ping if the call has lasted at least `intervalMs` by `now`. */
+  heartbeat(now: number, intervalMs: number): void;
 }
 
 /** See the module comment. */
@@ -21,6 +23,8 @@ export class ReplyRouter {
   readonly ready: Promise<void>;
   private readonly calls = new Map<number, RoutedCall>();
   private nextId: number;
+  private heartbeatMs = 0;
+  private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(link: MqttLink, scheme: TopicScheme) {
     this.clientKey = link.clientId;
@@ -42,18 +46,40 @@ export class ReplyRouter {
     return this.calls.size;
   }
 
-  /** Assigns a call id and starts routing replies for it. */
-  register(call: RoutedCall): number {
+  /**
+   * Assigns a call id and starts routing replies for it. With a heartbeat
+   * interval, every call in flight sends a Ping that often, so a server can
+   * tell a caller that went away from one that is merely waiting.
+   */
+  register(call: RoutedCall, heartbeatMs: number): number {
     let id = this.nextId;
     while (id === 0 || this.calls.has(id)) id = (id + 1) >>> 0;
     this.nextId = (id + 1) >>> 0;
     this.calls.set(id, call);
+    if (heartbeatMs > 0 && (this.heartbeatTimer === undefined || heartbeatMs < this.heartbeatMs)) {
+      this.startHeartbeat(heartbeatMs);
+    }
     return id;
   }
 
   /** Stops routing replies for a finished call. */
   unregister(callId: number): void {
     this.calls.delete(callId);
+    if (this.calls.size === 0 && this.heartbeatTimer !== undefined) {
+      clearInterval(this.heartbeatTimer);
+      this.heartbeatTimer = undefined;
+    }
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    if (this.heartbeatTimer !== undefined) clearInterval(this.heartbeatTimer);
+    this.heartbeatMs = intervalMs;
+    this.heartbeatTimer = setInterval(() => {
+      const now = Date.now();
+      for (const call of this.calls.values()) call.heartbeat(now, intervalMs);
+    }, intervalMs);
+    // Heartbeats alone never keep a process alive.
+    (this.heartbeatTimer as { unref?: () => void }).unref?.();
   }
 
   private dispatch(payload: Uint8Array): void {

@@ -69,6 +69,8 @@ export class ServerCall {
   private readonly cancelled = new AbortController();
   private context: (HandlerContext & { abort(reason?: unknown): void }) | undefined;
   private headersSent = false;
+  private heartbeatMs = 0;
+  private lastHeard = Date.now();
   private ended = false;
   private resolveFinished!: () => void;
 
@@ -98,9 +100,23 @@ export class ServerCall {
     if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
   }
 
+  /**
+   * Whether the caller has been silent for three heartbeat intervals by
+   * `now`: it vanished, and the call should be cancelled.
+   */
+  callerSilent(now: number): boolean {
+    return this.heartbeatMs > 0 && now - this.lastHeard > 3 * this.heartbeatMs;
+  }
+
+  /** Cancels the handler, as a Cancel frame from the caller would. */
+  cancel(reason: ConnectError): void {
+    this.cancelled.abort(reason);
+  }
+
   /** A frame the caller published for this call. */
   onFrame(frame: Frame & { kind: { case: FrameKind } }): void {
     if (this.ended) return;
+    this.lastHeard = Date.now();
     switch (frame.kind.case) {
       case "cancel":
         this.cancelled.abort(
@@ -143,6 +159,7 @@ export class ServerCall {
           requestHeader: entriesToHeaders(event.open.headers),
         });
         if (event.open.window > 0) this.sender.credit.grant(event.open.window);
+        this.heartbeatMs = event.open.heartbeatMs;
         const kind = this.entry.spec.kind;
         if (this.host.shared && (kind === "client_streaming" || kind === "bidi_streaming")) {
           // Tell the caller which replica owns the call before it sends more.
