@@ -55,6 +55,7 @@ export class MqttLink {
   private readonly prefixes = new Map<string, TopicHandler>();
   private refs = 0;
   private readonly resources = new Map<string, unknown>();
+  private readonly filters = new Set<string>();
 
   private constructor(
     readonly client: MqttClient,
@@ -157,6 +158,7 @@ export class MqttLink {
    * without an error.
    */
   async subscribe(filter: string): Promise<void> {
+    this.filters.add(filter);
     const grants = await this.client.subscribeAsync(filter, { qos: 1 });
     for (const grant of grants) {
       if (grant.qos >= 0x80) {
@@ -167,6 +169,7 @@ export class MqttLink {
 
   /** Unsubscribes, ignoring a connection that is already gone. */
   async unsubscribe(filter: string): Promise<void> {
+    this.filters.delete(filter);
     if (this.client.disconnecting || this.client.disconnected) return;
     await this.client.unsubscribeAsync(filter).catch(() => {});
   }
@@ -184,6 +187,11 @@ export class MqttLink {
   async release(): Promise<void> {
     if (--this.refs > 0) return;
     if (this.owned) {
+      // The session is persistent: leave nothing subscribed in it, so the
+      // broker queues nothing for a peer that is gone for good.
+      if (this.client.connected && this.filters.size > 0) {
+        await this.client.unsubscribeAsync([...this.filters]).catch(() => {});
+      }
       // Let publishes in flight finish, but never hang on one the broker
       // will not acknowledge (a dead link): force the close after a grace.
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -241,8 +249,21 @@ function resolveOptions(
     throw configError("give a URL string, options with url or host, or an MqttClient");
   }
   options.clientId ??= `mqrpc_${randomId()}`;
-  options.reconnectPeriod ??= 1000;
+  options.reconnectPeriod ??= 500;
   options.connectTimeout ??= 10_000;
+  // A dead link is noticed by the broker within 1.5 keepalives, which bounds
+  // how long a vanished server looks online.
+  options.keepalive ??= 15;
+  // Persistent sessions: while a peer reconnects, the broker keeps its
+  // subscriptions and queues the QoS 1 frames of its calls, so calls in
+  // flight survive a dropped link. The cost: a session outlives a process
+  // that never comes back, until it expires (MQTT 5: after
+  // sessionExpiryInterval, default 5 minutes here; MQTT 3.1.1: per broker
+  // settings, e.g. Mosquitto's persistent_client_expiration).
+  options.clean ??= false;
+  if (options.protocolVersion === 5 && options.clean === false) {
+    options.properties = { sessionExpiryInterval: 300, ...options.properties };
+  }
   if (will !== undefined && options.will === undefined) {
     const { topic, payload } = will(options.clientId);
     options.will = { topic, payload: asBuffer(payload), qos: 1, retain: true };

@@ -188,7 +188,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.logger = options.logger ?? console;
     this.link = MqttLink.acquire(options.mqtt, (clientId) => ({
       topic: this.scheme.presenceTopic(this.serverId, clientId),
-      payload: encodePresence(clientId, Presence_State.OFFLINE, this.shared),
+      payload: encodePresence(clientId, Presence_State.DISCONNECTED, this.shared),
     }));
     this.instanceId = this.link.clientId;
     if (this.instanceId === "") {
@@ -212,6 +212,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       this.filters.push(`$share/${this.shareGroup}/${base}+/+/+`);
       this.filters.push(`${base}+/+/+/${encodeTopicSegment(this.instanceId)}`);
     }
+    // The last will marks this instance offline whenever the link drops;
+    // announce it again on every reconnect.
+    this.link.client.on("connect", this.reannounce);
     this.sweepTimer = setInterval(() => this.cancelSilentCallers(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
     try {
@@ -395,6 +398,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     started.onFrame(frame);
   }
 
+  private readonly reannounce = (): void => {
+    if (this.announced && this.closing === undefined) void this.announce(Presence_State.ONLINE);
+  };
+
   private cancelSilentCallers(): void {
     const now = Date.now();
     for (const call of this.calls.values()) {
@@ -406,6 +413,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
 
   private async shutdownGracefully(): Promise<void> {
     clearInterval(this.sweepTimer);
+    this.link.client.off("connect", this.reannounce);
     const inFlight = [...this.calls.values()].map((c) => c.finished);
     if (inFlight.length > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;

@@ -71,6 +71,13 @@ export interface MqttTransportOptions {
    * ping with UNAVAILABLE.
    */
   readonly heartbeatMs?: number;
+  /**
+   * How long a server that was online may be offline before its calls fail
+   * with UNAVAILABLE, in milliseconds (default 3000). A server whose link
+   * drops and comes back within this time (its last will announces it
+   * offline meanwhile) keeps its calls, and new calls wait for it.
+   */
+  readonly offlineGraceMs?: number;
 }
 
 /** A Connect transport over MQTT that can also be closed. */
@@ -116,6 +123,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   );
   const window = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
   const heartbeatMs = positiveInteger("heartbeatMs", options.heartbeatMs, 10_000, 0);
+  const offlineGraceMs = positiveInteger("offlineGraceMs", options.offlineGraceMs, 3000, 0);
   const link = MqttLink.acquire(options.mqtt);
   const router = link.resource(`reply:${scheme.prefix}`, () => new ReplyRouter(link, scheme));
   const presence = link.resource(`presence:${scheme.prefix}:${options.serverId}`, () => {
@@ -127,6 +135,27 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   presence.ready.catch(() => {});
   const closing = new AbortController();
   const serverLabel = `server "${options.serverId}"`;
+  const inFlight = new Set<ClientCall>();
+  let offlineTimer: ReturnType<typeof setTimeout> | undefined;
+  const stopWatching = presence.onChange(() => {
+    if (presence.availability === "online") {
+      clearTimeout(offlineTimer);
+      offlineTimer = undefined;
+    } else if (offlineTimer === undefined && presence.offlineSince !== undefined) {
+      offlineTimer = setTimeout(() => {
+        offlineTimer = undefined;
+        if (presence.availability === "online") return;
+        const gone = new ConnectError(`${serverLabel} went offline`, Code.Unavailable);
+        for (const call of [...inFlight]) call.abandon(gone);
+      }, offlineGraceMs);
+    }
+  });
+
+  /** Whether `serverId` went offline so recently that it may be reconnecting. */
+  function recentlyOnline(): number {
+    const since = presence.offlineSince;
+    return since === undefined ? 0 : Math.max(0, since + offlineGraceMs - Date.now());
+  }
 
   async function startCall(
     method: DescMethod,
@@ -143,8 +172,15 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     });
     const wait = values.get(waitForServerKey) ?? options.waitForServer ?? false;
     if (presence.availability !== "online") {
+      const grace = recentlyOnline();
       if (wait) {
-        await abortable(presence.online(), linked);
+        await presence.online(linked);
+      } else if (grace > 0) {
+        const timeout = AbortSignal.timeout(grace);
+        await presence.online(AbortSignal.any([linked, timeout])).catch((e: unknown) => {
+          if (!timeout.aborted || linked.aborted) throw e;
+          throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
+        });
       } else {
         await abortable(presence.settle(), linked);
         const availability = presence.availability;
@@ -159,7 +195,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
         }
       }
     }
-    return new ClientCall({
+    const call = new ClientCall({
       link,
       router,
       scheme,
@@ -175,6 +211,12 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       heartbeatMs,
       ...(presence.shared ? { sharedInstances: () => presence.onlineInstances() } : {}),
     });
+    inFlight.add(call);
+    void call.done.then(
+      () => inFlight.delete(call),
+      () => inFlight.delete(call),
+    );
+    return call;
   }
 
   function decoder<O extends DescMessage>(schema: O) {
@@ -286,6 +328,8 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     },
 
     async close() {
+      stopWatching();
+      clearTimeout(offlineTimer);
       closing.abort(new ConnectError("the transport was closed", Code.Canceled));
       await link.release();
     },

@@ -33,6 +33,8 @@ export class PresenceWatch {
   private readonly instances = new Map<string, Presence>();
   private readonly listeners = new Set<() => void>();
   private settledAt: Promise<void> | undefined;
+  /** When the server stopped being online, if it was online before and is not now. */
+  offlineSince: number | undefined;
   /** The subscription, as started by {@link start}; set by the owner. */
   ready: Promise<void> = Promise.resolve();
 
@@ -103,15 +105,22 @@ export class PresenceWatch {
     await this.settledAt;
   }
 
-  /** Resolves when some instance is online. */
-  online(): Promise<void> {
+  /** Resolves when some instance is online; rejects with the reason when `signal` aborts first. */
+  online(signal: AbortSignal): Promise<void> {
     if (this.availability === "online") return Promise.resolve();
-    return new Promise((resolve) => {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        undo();
+        reject(signal.reason);
+      };
       const undo = this.onChange(() => {
         if (this.availability !== "online") return;
         undo();
+        signal.removeEventListener("abort", onAbort);
         resolve();
       });
+      signal.addEventListener("abort", onAbort, { once: true });
     });
   }
 
@@ -124,6 +133,7 @@ export class PresenceWatch {
   private onMessage(topic: string, payload: Uint8Array): void {
     const instance = this.scheme.parsePresenceTopic(this.serverId, topic);
     if (instance === undefined) return;
+    const wasOnline = this.availability === "online";
     if (payload.byteLength === 0) {
       this.instances.delete(instance);
     } else {
@@ -133,6 +143,12 @@ export class PresenceWatch {
         return;
       }
     }
+    const online = this.availability === "online";
+    // Only a dropped link (the last will) earns a grace period; an instance
+    // that closed on purpose is offline at once.
+    const dropped = this.instances.get(instance)?.state === Presence_State.DISCONNECTED;
+    if (wasOnline && !online && dropped) this.offlineSince = Date.now();
+    if (online || !dropped) this.offlineSince = undefined;
     for (const listener of [...this.listeners]) listener();
   }
 }
