@@ -64,7 +64,6 @@ forEachBroker((target) => {
       const serverId = uniqueServerId("restart");
       const clientId = `srv-${Math.random().toString(36).slice(2, 10)}`;
       const first = await connectAsync(target.url, { ...target.mqttOptions, clientId });
-      const started = deferred();
       const crashed = await createMqttServer({
         mqtt: first,
         serverId,
@@ -72,20 +71,19 @@ forEachBroker((target) => {
         logger: { warn: () => {} },
       });
       crashed.service(TestService, {
-        unaryCall: (_req, ctx) =>
-          new Promise((_resolve, reject) => {
-            started.resolve();
-            ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
-          }),
+        async *streamingOutputCall(_req, ctx) {
+          yield { payload: { body: new Uint8Array(1) } };
+          await new Promise((_resolve, reject) =>
+            ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)),
+          );
+        },
       });
       const client = createClient(
         TestService,
         startTransport(closer, target, { serverId, heartbeatMs: 100 }),
       );
-      const call = client
-        .unaryCall({}, { timeoutMs: 60_000 })
-        .catch((e: unknown) => ConnectError.from(e));
-      await started.promise;
+      const it = client.streamingOutputCall({}, { timeoutMs: 60_000 })[Symbol.asyncIterator]();
+      expect((await it.next()).done).toBe(false);
       // Crash: the connection goes away without a word, then the server comes back with no memory.
       await first.endAsync(true);
       await crashed.close();
@@ -94,10 +92,41 @@ forEachBroker((target) => {
         mqtt: mqttOptions(target, clientId),
       });
       restarted.service(TestService, {});
-      const err = await call;
+      const err = await it.next().catch((e: unknown) => ConnectError.from(e));
       expect(err).toBeInstanceOf(ConnectError);
       expect((err as ConnectError).code).toBe(Code.Unavailable);
-      expect((err as ConnectError).rawMessage).toContain("does not know this call");
+      expect((err as ConnectError).rawMessage).toContain("lost the call");
+    });
+
+    it("a call whose Open the broker lost is sent again when its heartbeat finds the server unaware", async () => {
+      const serverId = uniqueServerId("lostopen");
+      const server = await startServer(closer, target, { serverId });
+      let runs = 0;
+      server.service(TestService, {
+        emptyCall() {
+          runs++;
+          return {};
+        },
+      });
+      const transport = startTransport(closer, target, { serverId, heartbeatMs: 100 });
+      const client = createClient(TestService, transport);
+      await client.emptyCall({});
+      // Lose the next Open on its way: the server does not see it.
+      const internals = server as unknown as {
+        onRequest(topic: string, payload: Uint8Array): void;
+      };
+      const original = internals.onRequest.bind(server);
+      let dropped = 0;
+      internals.onRequest = (topic, payload) => {
+        if (dropped === 0) {
+          dropped++;
+          return;
+        }
+        original(topic, payload);
+      };
+      await client.emptyCall({}, { timeoutMs: 10_000 });
+      expect(dropped).toBe(1);
+      expect(runs).toBe(2);
     });
   });
 });

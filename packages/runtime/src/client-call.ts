@@ -68,6 +68,8 @@ export class ClientCall implements RoutedCall {
   /** The server instance that owns the call, once it said so. */
   private instance: string | undefined;
   private finished = false;
+  /** Whether the server said anything about this call yet. */
+  private heardFromServer = false;
   private readonly startedAt = Date.now();
   private resolveHeader!: () => void;
   private settle!: (error: ConnectError | undefined) => void;
@@ -90,7 +92,8 @@ export class ClientCall implements RoutedCall {
     this.receiver = new FrameReceiver(init.window, init.maxMessageBytes, {
       event: (event) => this.onEvent(event),
       violation: (error) => this.abandon(error),
-      grant: (limit) => this.sender.sendUnsequenced({ case: "credit", value: { limit } }),
+      grant: (limit, received, resend) =>
+        this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
     });
     this.responses = new MessageQueue(
       () => this.receiver.took(),
@@ -165,6 +168,7 @@ export class ClientCall implements RoutedCall {
   heartbeat(now: number, intervalMs: number): void {
     if (!this.finished && now - this.startedAt >= intervalMs) {
       this.sender.sendUnsequenced({ case: "ping", value: {} });
+      this.receiver.checkProgress(true);
     }
   }
 
@@ -172,16 +176,33 @@ export class ClientCall implements RoutedCall {
   onFrame(frame: Frame & { kind: { case: FrameKind } }): void {
     if (this.finished) return;
     switch (frame.kind.case) {
-      case "credit":
-        this.sender.credit.grant(frame.kind.value.limit);
+      case "credit": {
+        const { limit, received, resend } = frame.kind.value;
+        if (resend && received === 0 && this.heardFromServer) {
+          // The server asks for the call from its start although it spoke
+          // about it before: it restarted and lost the call.
+          this.abandon(
+            new ConnectError(
+              `server "${this.init.serverId}" lost the call (did it restart?)`,
+              Code.Unavailable,
+            ),
+          );
+          return;
+        }
+        this.heardFromServer ||= !resend;
+        this.sender.onCredit(limit, received, resend);
         return;
+      }
       case "pong":
+        this.heardFromServer = true;
+        return;
       case "ping":
       case "cancel":
       case "open":
       case "halfClose":
         return;
       default:
+        this.heardFromServer = true;
         this.receiver.accept(frame);
     }
   }

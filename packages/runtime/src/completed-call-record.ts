@@ -3,8 +3,11 @@
  * call completed (QoS 1 after a reconnect) is recognised and not run again.
  * Bounded in both entries and age: the oldest entry goes first.
  */
+/** End frames up to this size are kept; with 10,000 entries at most 10 MiB. */
+const MAX_KEPT_END_BYTES = 1024;
+
 export class CompletedCallRecord {
-  private readonly entries = new Map<string, number>();
+  private readonly entries = new Map<string, { expiry: number; end: Uint8Array | undefined }>();
 
   /**
    * @param maxEntries most calls remembered at once
@@ -22,29 +25,40 @@ export class CompletedCallRecord {
     return this.entries.size;
   }
 
-  /** Records that the call `key` finished. */
-  add(key: string): void {
+  /**
+   * Records that the call `key` finished, with its End frame when it is
+   * small enough to keep (a caller that missed it can ask again).
+   */
+  add(key: string, end?: Uint8Array): void {
     this.entries.delete(key);
-    this.entries.set(key, this.now() + this.ttlMs);
+    this.entries.set(key, {
+      expiry: this.now() + this.ttlMs,
+      end: end !== undefined && end.byteLength <= MAX_KEPT_END_BYTES ? end : undefined,
+    });
     this.evict();
   }
 
   /** Whether the call `key` finished recently. */
   has(key: string): boolean {
-    const expiry = this.entries.get(key);
-    if (expiry === undefined) {
-      return false;
+    return this.get(key) !== undefined;
+  }
+
+  /** The record of the call `key`, if it finished recently. */
+  get(key: string): { readonly end: Uint8Array | undefined } | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) {
+      return undefined;
     }
-    if (expiry <= this.now()) {
+    if (entry.expiry <= this.now()) {
       this.entries.delete(key);
-      return false;
+      return undefined;
     }
-    return true;
+    return entry;
   }
 
   private evict(): void {
     const now = this.now();
-    for (const [key, expiry] of this.entries) {
+    for (const [key, { expiry }] of this.entries) {
       if (this.entries.size <= this.maxEntries && expiry > now) {
         break;
       }

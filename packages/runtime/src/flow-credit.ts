@@ -96,6 +96,11 @@ export class ReceiveCredit {
       : this.processed;
   }
 
+  /** The last limit announced (or the initial window). */
+  get announced(): number {
+    return this.granted;
+  }
+
   /**
    * The new limit to announce, or undefined while the last announcement is
    * still good for at least half a window.

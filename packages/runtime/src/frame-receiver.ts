@@ -26,8 +26,11 @@ export interface ReceiverSink {
   event(event: ReceivedEvent): void;
   /** The peer broke the protocol or a limit; the call must end with `error`. */
   violation(error: ConnectError): void;
-  /** Announce a new flow-control limit to the peer. */
-  grant(limit: number): void;
+  /**
+   * Send the peer a Credit: the limit, the next seq awaited, and whether to
+   * send again what it sent from there on.
+   */
+  grant(limit: number, received: number, resend: boolean): void;
 }
 
 type SequencedFrame = Frame & { kind: { case: FrameKind } };
@@ -38,6 +41,7 @@ export class FrameReceiver {
   private readonly assembler: ChunkAssembler;
   private readonly credit: ReceiveCredit;
   private failed = false;
+  private lastCheckedExpected = -1;
 
   /**
    * @param window frames the peer may send beyond what the consumer released
@@ -79,11 +83,27 @@ export class FrameReceiver {
     }
   }
 
+  /**
+   * Called at intervals while the call lasts. When nothing arrived in order
+   * since the last check although more is due (a gap, or a stream that went
+   * silent), asks the peer to send again from the first missing frame: a
+   * broker that restarted may have lost a frame it had acknowledged.
+   */
+  checkProgress(moreExpected: boolean): void {
+    if (this.failed) return;
+    const expected = this.order.expected;
+    const stalled = expected === this.lastCheckedExpected;
+    this.lastCheckedExpected = expected;
+    if (stalled && (this.order.buffered > 0 || (moreExpected && expected > 0))) {
+      this.sink.grant(this.credit.announced, expected, true);
+    }
+  }
+
   /** The consumer took one message: release its frame and maybe grant credit. */
   took(): void {
     this.credit.took();
     const limit = this.credit.nextGrant();
-    if (limit !== undefined) this.sink.grant(limit);
+    if (limit !== undefined) this.sink.grant(limit, this.order.expected, false);
   }
 
   private process(frame: SequencedFrame): void {
@@ -140,7 +160,7 @@ export class FrameReceiver {
   /** A chunk that completes nothing is released at once; maybe grant. */
   private took0(): void {
     const limit = this.credit.nextGrant();
-    if (limit !== undefined) this.sink.grant(limit);
+    if (limit !== undefined) this.sink.grant(limit, this.order.expected, false);
   }
 
   private fail(error: ConnectError): void {

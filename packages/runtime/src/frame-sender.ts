@@ -53,6 +53,7 @@ export class FrameSender {
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
   private turnScheduled = false;
   private waitingForCredit = false;
+  private readonly retained = new Map<number, Uint8Array>();
 
   constructor(
     private readonly callId: number,
@@ -90,9 +91,11 @@ export class FrameSender {
     this.clearLinger();
   }
 
-  /** Sends a sequenced frame that carries no message (Headers, HalfClose). */
+  /** Sends a sequenced frame that carries no message (Headers, HalfClose, End). */
   sendControl(kind: FrameKindInit): void {
-    this.output.publish(encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind }));
+    const frame = encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind });
+    if (kind.case === "end") this.lastEnd = frame;
+    this.publishSequenced(frame);
   }
 
   /** Sends an unsequenced frame (Cancel, Credit, Ping, Pong). */
@@ -119,7 +122,7 @@ export class FrameSender {
       });
       if (frame.byteLength <= this.output.maxFrameBytes()) {
         this.nextSeq++;
-        this.output.publish(frame);
+        this.publishSequenced(frame);
         return;
       }
     }
@@ -148,7 +151,7 @@ export class FrameSender {
     }
     if (message.byteLength <= budget) {
       await this.credit.waitFor(this.nextSeq, signal);
-      this.output.publish(
+      this.publishSequenced(
         encodeFrame({
           callId: this.callId,
           seq: this.nextSeq++,
@@ -159,7 +162,7 @@ export class FrameSender {
     }
     for (const piece of splitIntoChunks(message, budget)) {
       await this.credit.waitFor(this.nextSeq, signal);
-      this.output.publish(
+      this.publishSequenced(
         encodeFrame({
           callId: this.callId,
           seq: this.nextSeq++,
@@ -188,13 +191,46 @@ export class FrameSender {
         });
         if (frame.byteLength <= this.output.maxFrameBytes()) {
           this.nextSeq++;
-          this.output.publish(frame);
+          this.publishSequenced(frame);
+          this.lastEnd = frame;
           return;
         }
       }
       await this.sendMessage(message, signal);
     }
     this.sendControl({ case: "end", value: end });
+  }
+
+  /**
+   * Applies the peer's Credit: raises the limit, forgets frames the peer
+   * has, and sends again what it asks for.
+   */
+  onCredit(limit: number, received: number, resend: boolean): void {
+    this.credit.grant(limit);
+    for (const seq of this.retained.keys()) {
+      if (seq >= received) break;
+      this.retained.delete(seq);
+    }
+    if (resend) {
+      for (const [seq, frame] of this.retained) if (seq >= received) this.output.publish(frame);
+    }
+  }
+
+  /** The End frame as published, once it was. */
+  get endFrame(): Uint8Array | undefined {
+    return this.lastEnd;
+  }
+
+  private lastEnd: Uint8Array | undefined;
+
+  /**
+   * Publishes a sequenced frame and keeps it until the peer acknowledges it
+   * (Credit.received), so a frame a broker lost can be sent again. At most
+   * a window of frames is kept: credit bounds what is unacknowledged.
+   */
+  private publishSequenced(frame: Uint8Array): void {
+    this.retained.set(this.nextSeq - 1, frame);
+    this.output.publish(frame);
   }
 
   private scheduleFlush(): void {
@@ -235,7 +271,7 @@ export class FrameSender {
       messages.length === 1
         ? { case: "message", value: messages[0] as Uint8Array }
         : { case: "batch", value: { messages } };
-    this.output.publish(encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind }));
+    this.publishSequenced(encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind }));
   }
 
   private clearLinger(): void {

@@ -215,7 +215,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     // The last will marks this instance offline whenever the link drops;
     // announce it again on every reconnect.
     this.link.client.on("connect", this.reannounce);
-    this.sweepTimer = setInterval(() => this.cancelSilentCallers(), SWEEP_MS);
+    this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
     try {
       for (const filter of this.filters) await this.link.subscribe(filter);
@@ -318,25 +318,26 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       call.onFrame(frame);
       return;
     }
-    if (this.completed.has(key)) {
-      // A late or redelivered frame of a call that is over: nothing to do.
+    const done = this.completed.get(key);
+    if (done !== undefined) {
+      // A late or redelivered frame of a call that is over. A caller that
+      // still asks about the call (Ping, or Credit asking to resend) missed
+      // the End: send it again when it was kept.
+      const asks =
+        frame.kind.case === "ping" || (frame.kind.case === "credit" && frame.kind.value.resend);
+      if (asks && done.end !== undefined) this.publishReply(address.clientKey, done.end);
       return;
     }
     if (frame.kind.case === "ping" && (address.instance !== undefined || !this.shared)) {
-      // The caller believes in a call this server does not have (it
-      // restarted, or the call was lost): say so instead of letting the
-      // caller wait for its deadline.
-      this.completed.add(key);
-      const lost = new ConnectError(
-        `server "${this.serverId}" does not know this call (did it restart?)`,
-        Code.Unavailable,
-      );
+      // The caller believes in a call this server does not have: its Open
+      // was lost on the way, or this server restarted. Ask for everything
+      // from seq 0 again; a caller that cannot resend (it heard from this
+      // server before) fails the call with UNAVAILABLE.
       this.publishReply(
         address.clientKey,
         encodeFrame({
           callId: frame.callId,
-          seq: 0,
-          kind: { case: "end", value: errorToEnd(lost, new Headers()) },
+          kind: { case: "credit", value: { limit: 0, received: 0, resend: true } },
         }),
       );
       return;
@@ -393,7 +394,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       const left = (this.callsPerClient.get(address.clientKey) ?? 1) - 1;
       if (left > 0) this.callsPerClient.set(address.clientKey, left);
       else this.callsPerClient.delete(address.clientKey);
-      this.completed.add(key);
+      this.completed.add(key, started.endFrame);
     });
     started.onFrame(frame);
   }
@@ -402,11 +403,13 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     if (this.announced && this.closing === undefined) void this.announce(Presence_State.ONLINE);
   };
 
-  private cancelSilentCallers(): void {
+  private sweepCalls(): void {
     const now = Date.now();
     for (const call of this.calls.values()) {
       if (call.callerSilent(now)) {
         call.cancel(new ConnectError("the caller stopped sending heartbeats", Code.Canceled));
+      } else {
+        call.checkProgress(now);
       }
     }
   }
@@ -431,7 +434,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     await Promise.all([...this.calls.values()].map((c) => c.finished));
     for (const filter of this.filters) await this.link.unsubscribe(filter);
     this.unroute?.();
-    if (this.announced) await this.announce(Presence_State.OFFLINE);
+    // Announce the departure if the broker can hear it; a dead link has left
+    // the last will (DISCONNECTED) in place already.
+    if (this.announced && this.link.client.connected) await this.announce(Presence_State.OFFLINE);
     await this.link.release();
   }
 }

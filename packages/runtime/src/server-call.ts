@@ -36,6 +36,9 @@ import type { MethodSettings } from "./method-settings.js";
 import { errorToEnd } from "./status.js";
 import type { RequestAddress } from "./topic-scheme.js";
 
+/** How often a call without heartbeats checks for lost request frames. */
+const DEFAULT_PROGRESS_CHECK_MS = 10_000;
+
 /** What a call needs from the server that runs it. */
 export interface ServerCallHost {
   readonly serverId: string;
@@ -71,6 +74,8 @@ export class ServerCall {
   private headersSent = false;
   private heartbeatMs = 0;
   private lastHeard = Date.now();
+  private lastProgressCheck = Date.now();
+  private requestsComplete = false;
   private ended = false;
   private resolveFinished!: () => void;
 
@@ -94,7 +99,8 @@ export class ServerCall {
     this.receiver = new FrameReceiver(host.receiveWindow, host.maxMessageBytes, {
       event: (event) => this.onEvent(event),
       violation: (error) => this.fail(error),
-      grant: (limit) => this.sender.sendUnsequenced({ case: "credit", value: { limit } }),
+      grant: (limit, received, resend) =>
+        this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
     });
     this.requests = new MessageQueue(() => this.receiver.took());
     if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
@@ -106,6 +112,22 @@ export class ServerCall {
    */
   callerSilent(now: number): boolean {
     return this.heartbeatMs > 0 && now - this.lastHeard > 3 * this.heartbeatMs;
+  }
+
+  /**
+   * Called by the server's sweep. Once per heartbeat interval, asks the
+   * caller to send again what seems lost (see FrameReceiver.checkProgress).
+   */
+  checkProgress(now: number): void {
+    const interval = this.heartbeatMs > 0 ? this.heartbeatMs : DEFAULT_PROGRESS_CHECK_MS;
+    if (now - this.lastProgressCheck < interval) return;
+    this.lastProgressCheck = now;
+    this.receiver.checkProgress(!this.requestsComplete);
+  }
+
+  /** The End frame as sent, for answering a caller that missed it. */
+  get endFrame(): Uint8Array | undefined {
+    return this.sender.endFrame;
   }
 
   /** Cancels the handler, as a Cancel frame from the caller would. */
@@ -125,9 +147,11 @@ export class ServerCall {
             : new ConnectError("the caller cancelled the call", Code.Canceled),
         );
         return;
-      case "credit":
-        this.sender.credit.grant(frame.kind.value.limit);
+      case "credit": {
+        const { limit, received, resend } = frame.kind.value;
+        this.sender.onCredit(limit, received, resend);
         return;
+      }
       case "ping":
         this.sender.sendUnsequenced({ case: "pong", value: {} });
         return;
@@ -185,6 +209,7 @@ export class ServerCall {
         return;
       }
       case "halfClose":
+        this.requestsComplete = true;
         this.requests.close();
         return;
       default:
