@@ -99,3 +99,20 @@ describe("splitIntoChunks and ChunkAssembler", () => {
     expect(() => splitIntoChunks(new Uint8Array(3), 0)).toThrow(/maxChunkBytes/);
   });
 });
+
+describe("ByteBudget across assemblers", () => {
+  it("refuses a chunk that would exceed the shared budget and returns bytes on completion and reset", async () => {
+    const { ByteBudget } = await import("./chunk-assembler.js");
+    const budget = new ByteBudget(100);
+    const a = new ChunkAssembler(1000, budget);
+    const b = new ChunkAssembler(1000, budget);
+    expect(a.push(chunk(200, 0, new Uint8Array(60)))).toBeUndefined();
+    expect(codeOf(() => b.push(chunk(200, 0, new Uint8Array(60))))).toBe(Code.ResourceExhausted);
+    expect(budget.inUse).toBe(60);
+    a.reset();
+    expect(budget.inUse).toBe(0);
+    expect(b.push(chunk(80, 0, new Uint8Array(50)))).toBeUndefined();
+    expect(b.push(chunk(80, 50, new Uint8Array(30)))).toHaveLength(80);
+    expect(budget.inUse).toBe(0);
+  });
+});

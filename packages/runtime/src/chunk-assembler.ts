@@ -33,6 +33,34 @@ export function splitIntoChunks(message: Uint8Array, maxChunkBytes: number): Chu
 }
 
 /**
+ * Bytes that all reassemblies of one server or transport may hold together.
+ * A peer that opens many calls and leaves a large message half-sent in each
+ * meets this bound, not the process's memory limit.
+ */
+export class ByteBudget {
+  private used = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Bytes currently held. */
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Takes `n` bytes if they are available. */
+  reserve(n: number): boolean {
+    if (this.used + n > this.limit) return false;
+    this.used += n;
+    return true;
+  }
+
+  /** Gives back `n` bytes. */
+  release(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+}
+
+/**
  * Reassembles one message at a time from Chunk frames that arrive in
  * sequence order (the {@link ReorderWindow} runs first). Memory held is what
  * has arrived, never more than `maxMessageBytes`: a chunk announcing a larger
@@ -43,7 +71,14 @@ export class ChunkAssembler {
   private totalSize = 0;
   private received = 0;
 
-  constructor(private readonly maxMessageBytes: number) {}
+  /**
+   * @param maxMessageBytes cap on one message
+   * @param budget shared cap on the bytes all reassemblies hold
+   */
+  constructor(
+    private readonly maxMessageBytes: number,
+    private readonly budget?: ByteBudget,
+  ) {}
 
   /** True while a message is partly received. */
   get inProgress(): boolean {
@@ -72,6 +107,7 @@ export class ChunkAssembler {
 
   /** Drops a partly received message. */
   reset(): void {
+    this.budget?.release(this.received);
     this.pieces = [];
     this.totalSize = 0;
     this.received = 0;
@@ -106,6 +142,12 @@ export class ChunkAssembler {
       throw new ConnectError(
         `chunk data runs past the announced size of ${this.totalSize} bytes`,
         Code.InvalidArgument,
+      );
+    }
+    if (this.budget !== undefined && !this.budget.reserve(chunk.data.byteLength)) {
+      throw new ConnectError(
+        `reassembly memory is exhausted (${this.budget.limit} bytes across calls)`,
+        Code.ResourceExhausted,
       );
     }
     this.pieces.push(chunk.data);

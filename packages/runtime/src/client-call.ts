@@ -6,6 +6,7 @@
  */
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { encodeFrame, type FrameKind } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
@@ -39,6 +40,8 @@ export interface ClientCallInit {
   readonly window: number;
   /** The method's MQTT settings (batching of request messages). */
   readonly settings: MethodSettings;
+  /** Shared cap on the bytes of partly received response messages. */
+  readonly reassemblyBudget: ByteBudget;
   /** Ping interval while the call lasts; 0 for none. */
   readonly heartbeatMs: number;
   /**
@@ -89,12 +92,17 @@ export class ClientCall implements RoutedCall {
       { publish: (frame) => this.publish(frame), maxFrameBytes: () => this.maxFrameBytes() },
       DEFAULT_WINDOW,
     );
-    this.receiver = new FrameReceiver(init.window, init.maxMessageBytes, {
-      event: (event) => this.onEvent(event),
-      violation: (error) => this.abandon(error),
-      grant: (limit, received, resend) =>
-        this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
-    });
+    this.receiver = new FrameReceiver(
+      init.window,
+      init.maxMessageBytes,
+      {
+        event: (event) => this.onEvent(event),
+        violation: (error) => this.abandon(error),
+        grant: (limit, received, resend) =>
+          this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
+      },
+      init.reassemblyBudget,
+    );
     this.responses = new MessageQueue(
       () => this.receiver.took(),
       () =>
@@ -239,6 +247,7 @@ export class ClientCall implements RoutedCall {
   private finish(error: ConnectError | undefined): void {
     if (this.finished) return;
     this.finished = true;
+    this.receiver.dispose();
     this.init.router.unregister(this.callId);
     this.init.signal.removeEventListener("abort", this.onAbort);
     if (error) this.responses.fail(error);

@@ -6,7 +6,7 @@
  * exception or unbounded memory.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ChunkAssembler } from "./chunk-assembler.js";
+import { type ByteBudget, ChunkAssembler } from "./chunk-assembler.js";
 import { ReceiveCredit } from "./flow-credit.js";
 import type { FrameKind } from "./frame-codec.js";
 import type { End, Frame, Headers as HeadersFrame, Open } from "./gen/mqrpc/v1/wire_pb.js";
@@ -51,16 +51,23 @@ export class FrameReceiver {
     window: number,
     maxMessageBytes: number,
     private readonly sink: ReceiverSink,
+    reassemblyBudget?: ByteBudget,
   ) {
     // End and HalfClose may travel without credit: room for them on top.
     this.order = new ReorderWindow(window + 2);
-    this.assembler = new ChunkAssembler(maxMessageBytes);
+    this.assembler = new ChunkAssembler(maxMessageBytes, reassemblyBudget);
     this.credit = new ReceiveCredit(window);
   }
 
   /** Bytes held for a message in reassembly. */
   get bufferedBytes(): number {
     return this.assembler.bufferedBytes;
+  }
+
+  /** Releases what a partly received message holds; the call is over. */
+  dispose(): void {
+    this.failed = true;
+    this.assembler.reset();
   }
 
   /** Offers a sequenced frame of this call and direction. */

@@ -32,3 +32,11 @@ export function positiveInteger(
   }
   return value;
 }
+
+/**
+ * Default cap on the bytes all partly received messages of one server or
+ * transport hold together: 64 MiB, and never less than two whole messages.
+ */
+export function defaultReassemblyBytes(maxMessageBytes: number): number {
+  return Math.max(64 * 1024 * 1024, 2 * maxMessageBytes);
+}

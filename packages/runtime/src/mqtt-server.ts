@@ -12,6 +12,7 @@ import {
   type Interceptor,
   type ServiceImpl,
 } from "@connectrpc/connect";
+import { ByteBudget } from "./chunk-assembler.js";
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { decodeFrame, encodeFrame } from "./frame-codec.js";
@@ -19,6 +20,7 @@ import { Presence_State } from "./gen/mqrpc/v1/wire_pb.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_PUBLISH_BYTES,
+  defaultReassemblyBytes,
   MIN_PUBLISH_BYTES,
   positiveInteger,
 } from "./limits.js";
@@ -66,6 +68,12 @@ export interface MqttServerOptions {
   readonly maxCallsPerClient?: number;
   /** Finished calls remembered to drop redelivered requests (default 10000, for 5 minutes). */
   readonly completedCallMemory?: number;
+  /**
+   * Bytes that partly received (chunked) request messages may hold across
+   * all calls (default 64 MiB, at least twice maxMessageBytes); a chunk
+   * beyond it fails its call with RESOURCE_EXHAUSTED.
+   */
+  readonly maxReassemblyBytes?: number;
   /** Request frames a caller may send ahead of the handler (default 64). */
   readonly receiveWindow?: number;
   /** How long `close()` lets calls in progress finish before cancelling them, in ms (default 5000). */
@@ -121,6 +129,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   readonly interceptors: Interceptor[];
   readonly maxMessageBytes: number;
   readonly receiveWindow: number;
+  readonly reassemblyBudget: ByteBudget;
   private readonly maxPublishBytes: number;
   private readonly maxConcurrentCalls: number;
   private readonly maxCallsPerClient: number;
@@ -165,6 +174,13 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     );
     this.maxCallsPerClient = positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 1000);
     this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
+    this.reassemblyBudget = new ByteBudget(
+      positiveInteger(
+        "maxReassemblyBytes",
+        options.maxReassemblyBytes,
+        defaultReassemblyBytes(this.maxMessageBytes),
+      ),
+    );
     this.shutdownTimeoutMs = positiveInteger(
       "shutdownTimeoutMs",
       options.shutdownTimeoutMs,

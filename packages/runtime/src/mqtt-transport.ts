@@ -15,11 +15,13 @@ import {
 } from "@connectrpc/connect";
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import { abortable } from "./abortable.js";
+import { ByteBudget } from "./chunk-assembler.js";
 import { ClientCall } from "./client-call.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_PUBLISH_BYTES,
+  defaultReassemblyBytes,
   MIN_PUBLISH_BYTES,
   positiveInteger,
 } from "./limits.js";
@@ -61,6 +63,12 @@ export interface MqttTransportOptions {
    * never announced itself is unavailable, in milliseconds (default 1000).
    */
   readonly presenceTimeoutMs?: number;
+  /**
+   * Bytes that partly received (chunked) response messages may hold across
+   * all calls of this transport (default 64 MiB, at least twice
+   * maxMessageBytes).
+   */
+  readonly maxReassemblyBytes?: number;
   /** Response frames the server may send ahead of the reader (default 64). */
   readonly receiveWindow?: number;
   /**
@@ -122,6 +130,13 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     0,
   );
   const window = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
+  const reassemblyBudget = new ByteBudget(
+    positiveInteger(
+      "maxReassemblyBytes",
+      options.maxReassemblyBytes,
+      defaultReassemblyBytes(maxMessageBytes),
+    ),
+  );
   const heartbeatMs = positiveInteger("heartbeatMs", options.heartbeatMs, 10_000, 0);
   const offlineGraceMs = positiveInteger("offlineGraceMs", options.offlineGraceMs, 3000, 0);
   const link = MqttLink.acquire(options.mqtt);
@@ -209,6 +224,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       window,
       settings: settingsForCall(method, values),
       heartbeatMs,
+      reassemblyBudget,
       ...(presence.shared ? { sharedInstances: () => presence.onlineInstances() } : {}),
     });
     inFlight.add(call);

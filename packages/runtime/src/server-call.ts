@@ -25,6 +25,7 @@ import {
   transformInvokeImplementation,
 } from "@connectrpc/connect/protocol";
 import { abortable } from "./abortable.js";
+import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import type { FrameKind } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
@@ -47,6 +48,8 @@ export interface ServerCallHost {
   readonly interceptors: Interceptor[];
   readonly maxMessageBytes: number;
   readonly receiveWindow: number;
+  /** Shared cap on the bytes of partly received request messages. */
+  readonly reassemblyBudget: ByteBudget;
   /** Aborts every handler when the server shuts down. */
   readonly shutdownSignal: AbortSignal;
   /** Publishes a frame to the caller's reply topic. */
@@ -96,12 +99,17 @@ export class ServerCall {
       },
       DEFAULT_WINDOW,
     );
-    this.receiver = new FrameReceiver(host.receiveWindow, host.maxMessageBytes, {
-      event: (event) => this.onEvent(event),
-      violation: (error) => this.fail(error),
-      grant: (limit, received, resend) =>
-        this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
-    });
+    this.receiver = new FrameReceiver(
+      host.receiveWindow,
+      host.maxMessageBytes,
+      {
+        event: (event) => this.onEvent(event),
+        violation: (error) => this.fail(error),
+        grant: (limit, received, resend) =>
+          this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
+      },
+      host.reassemblyBudget,
+    );
     this.requests = new MessageQueue(() => this.receiver.took());
     if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
   }
@@ -299,6 +307,7 @@ export class ServerCall {
     } catch {
       // The reply could not be encoded or sent; nothing more can reach the caller.
     } finally {
+      this.receiver.dispose();
       this.requests.close();
       this.context?.abort();
       this.resolveFinished();
@@ -310,6 +319,7 @@ export class ServerCall {
     if (this.ended) return;
     if (this.context === undefined) {
       this.ended = true;
+      this.receiver.dispose();
       this.sender.sendControl({ case: "end", value: errorToEnd(error, new Headers()) });
       this.resolveFinished();
       return;

@@ -1,0 +1,296 @@
+/**
+ * Nothing a hostile or broken peer publishes crashes a server or a client,
+ * grows memory without bound, or fails another caller's call. Frames are
+ * random bytes and mutations of valid frames (fast-check, fixed seed), sent
+ * onto a server's request topics and onto a caller's reply topic while
+ * legitimate calls run. Limits answer RESOURCE_EXHAUSTED.
+ */
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import fc from "fast-check";
+import { connectAsync } from "mqtt";
+import { afterEach, describe, expect, it } from "vitest";
+import { encodeFrame, type FrameInit } from "../packages/runtime/src/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import { forBrokersWhere } from "./brokers/targets.js";
+import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import { interopService } from "./support/interop-service.js";
+import {
+  Closer,
+  deferred,
+  mqttOptions,
+  startServer,
+  startTransport,
+  uniqueServerId,
+} from "./support/rpc-fixture.js";
+
+const FUZZ_FRAMES = 100_000;
+
+/** Valid frames of every kind, the seeds that mutations start from. */
+function seeds(): Uint8Array[] {
+  const inits: FrameInit[] = [
+    {
+      callId: 3,
+      seq: 0,
+      kind: {
+        case: "open",
+        value: { message: new Uint8Array([8, 1]), halfClose: true, timeoutMs: 500 },
+      },
+    },
+    { callId: 4, seq: 0, kind: { case: "open", value: { window: 3, heartbeatMs: 50 } } },
+    { callId: 4, seq: 1, kind: { case: "message", value: new Uint8Array([10, 2, 1, 2]) } },
+    {
+      callId: 4,
+      seq: 2,
+      kind: { case: "batch", value: { messages: [new Uint8Array([1]), new Uint8Array(0)] } },
+    },
+    {
+      callId: 4,
+      seq: 3,
+      kind: { case: "chunk", value: { totalSize: 1 << 30, offset: 0, data: new Uint8Array(64) } },
+    },
+    { callId: 4, seq: 4, kind: { case: "halfClose", value: {} } },
+    { callId: 5, seq: 0, kind: { case: "end", value: { status: { code: 2, message: "x" } } } },
+    { callId: 5, seq: 0, kind: { case: "headers", value: { instance: "x", window: 1 } } },
+    {
+      callId: 6,
+      kind: { case: "credit", value: { limit: 4_000_000_000, received: 0, resend: true } },
+    },
+    { callId: 6, kind: { case: "cancel", value: { code: 4 } } },
+    { callId: 7, kind: { case: "ping", value: {} } },
+    { callId: 7, kind: { case: "pong", value: {} } },
+  ];
+  return inits.map(encodeFrame);
+}
+
+/** Random payloads: pure noise, and valid frames with bytes flipped, cut or repeated. */
+function fuzzPayloads(count: number): Uint8Array[] {
+  const valid = seeds();
+  const mutated = fc
+    .tuple(
+      fc.constantFrom(...valid),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }),
+      fc.nat(),
+      fc.boolean(),
+    )
+    .map(([seed, flips, cut, twice]) => {
+      const out = Uint8Array.from(twice ? [...seed, ...seed] : seed);
+      for (const [at, value] of flips) out[at % out.length] = value;
+      return cut % 5 === 0 ? out.subarray(0, cut % (out.length + 1)) : out;
+    });
+  const noise = fc.uint8Array({ maxLength: 64 });
+  return fc.sample(fc.oneof({ arbitrary: mutated, weight: 3 }, { arbitrary: noise, weight: 1 }), {
+    numRuns: count,
+    seed: 42,
+  });
+}
+
+forBrokersWhere(
+  (t) => t.kind === "aedes" || t.name === "mosquitto-5",
+  (target) => {
+    describe("hostile input", () => {
+      const closer = new Closer();
+      afterEach(() => closer.closeAll());
+
+      it(`${FUZZ_FRAMES.toLocaleString("en")} fuzzed frames on request and reply topics: no crash, bounded memory, legit calls succeed`, async () => {
+        const serverId = uniqueServerId("fuzz");
+        let delivered = 0;
+        const server = await startServer(closer, target, {
+          serverId,
+          maxCallsPerClient: 50,
+          shutdownTimeoutMs: 0,
+          logger: { warn: () => {} },
+        });
+        server.service(TestService, interopService);
+        const internals = server as unknown as {
+          onRequest(topic: string, payload: Uint8Array): void;
+        };
+        const onRequest = internals.onRequest.bind(server);
+        internals.onRequest = (topic, payload) => {
+          delivered++;
+          onRequest(topic, payload);
+        };
+        const legitKey = `legit-${Math.random().toString(36).slice(2, 8)}`;
+        const client = createClient(
+          TestService,
+          startTransport(closer, target, { serverId, mqtt: mqttOptions(target, legitKey) }),
+        );
+        const attacker = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
+          c.endAsync(),
+        );
+        const scheme = new TopicScheme();
+        const topics = [
+          ...["EmptyCall", "UnaryCall", "StreamingInputCall", "FullDuplexCall", "Nope"].flatMap(
+            (m) =>
+              ["fuzzer-1", "fuzzer-2", "fuzzer 3"].map((key) =>
+                scheme.requestTopic(serverId, TestService.typeName, m, key),
+              ),
+          ),
+          scheme.requestTopic(
+            serverId,
+            TestService.typeName,
+            "EmptyCall",
+            "fuzzer-1",
+            "no-such-instance",
+          ),
+          `${scheme.requestBase(serverId)}bad.level/x/y`,
+          scheme.replyTopic(legitKey),
+        ];
+        const payloads = fuzzPayloads(FUZZ_FRAMES);
+
+        const base = process.memoryUsage().heapUsed;
+        let peak = base;
+        const sampler = setInterval(() => {
+          peak = Math.max(peak, process.memoryUsage().heapUsed);
+        }, 50);
+        let legitCalls = 0;
+        const fuzzDone = deferred();
+        const legit = (async () => {
+          let done = false;
+          void fuzzDone.promise.then(() => {
+            done = true;
+          });
+          while (!done || legitCalls < 50) {
+            const n = legitCalls++;
+            const res = await client.unaryCall({
+              responseSize: n % 100,
+              payload: { body: new Uint8Array(n % 300) },
+            });
+            expect(res.payload?.body.byteLength).toBe(n % 100);
+            if (n % 10 === 0) {
+              let count = 0;
+              for await (const _ of client.streamingOutputCall({
+                responseParameters: [{ size: 3 }, { size: 4 }],
+              }))
+                count++;
+              expect(count).toBe(2);
+            }
+          }
+        })();
+        try {
+          for (let i = 0; i < payloads.length; i += 500) {
+            await Promise.all(
+              payloads
+                .slice(i, i + 500)
+                .map((payload, j) =>
+                  attacker.publishAsync(
+                    topics[(i + j) % topics.length] as string,
+                    Buffer.from(payload),
+                    { qos: 1 },
+                  ),
+                ),
+            );
+          }
+        } finally {
+          fuzzDone.resolve();
+        }
+        await legit;
+        clearInterval(sampler);
+        const growthMiB = (peak - base) / (1024 * 1024);
+        console.log(
+          `fuzz on ${target.name}: ${payloads.length} frames published, ${delivered} reached the server, ` +
+            `${legitCalls} legitimate calls succeeded, peak heap growth ${growthMiB.toFixed(1)} MiB`,
+        );
+        expect(legitCalls).toBeGreaterThanOrEqual(50);
+        expect(delivered).toBeGreaterThan(payloads.length * 0.8);
+        expect(growthMiB).toBeLessThan(256);
+      }, 180_000);
+    });
+  },
+);
+
+forBrokersWhere(
+  (t) => t.kind === "aedes",
+  (target) => {
+    describe("limits answer RESOURCE_EXHAUSTED", () => {
+      const closer = new Closer();
+      afterEach(() => closer.closeAll());
+
+      it("concurrent calls per caller", async () => {
+        const serverId = uniqueServerId("percaller");
+        const release = deferred();
+        const server = await startServer(closer, target, {
+          serverId,
+          maxCallsPerClient: 3,
+          shutdownTimeoutMs: 0,
+        });
+        server.service(TestService, {
+          async emptyCall() {
+            await release.promise;
+            return {};
+          },
+        });
+        const client = createClient(TestService, startTransport(closer, target, { serverId }));
+        const calls = Array.from({ length: 5 }, () =>
+          client.emptyCall({}).then(
+            () => Code.Ok as number,
+            (e: unknown) => ConnectError.from(e).code,
+          ),
+        );
+        const other = createClient(TestService, startTransport(closer, target, { serverId }));
+        const otherCall = other.emptyCall({});
+        await expect
+          .poll(async () => (await Promise.race([calls[3], calls[4], Promise.resolve(-1)])) ?? -1)
+          .not.toBe(-1);
+        release.resolve();
+        const codes = await Promise.all(calls);
+        expect(codes.filter((c) => c === Code.ResourceExhausted)).toHaveLength(2);
+        expect(codes.filter((c) => c === Code.Ok)).toHaveLength(3);
+        await expect(otherCall).resolves.toBeDefined();
+      });
+
+      it("concurrent calls in total", async () => {
+        const serverId = uniqueServerId("total");
+        const release = deferred();
+        const server = await startServer(closer, target, {
+          serverId,
+          maxConcurrentCalls: 2,
+          shutdownTimeoutMs: 0,
+        });
+        server.service(TestService, {
+          async emptyCall() {
+            await release.promise;
+            return {};
+          },
+        });
+        const a = createClient(TestService, startTransport(closer, target, { serverId }));
+        const b = createClient(TestService, startTransport(closer, target, { serverId }));
+        const first = [a.emptyCall({}), b.emptyCall({})];
+        await expect
+          .poll(() => (server as unknown as { calls: Map<string, unknown> }).calls.size)
+          .toBe(2);
+        const err = await a.emptyCall({}).catch((e: unknown) => ConnectError.from(e));
+        expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+        release.resolve();
+        await Promise.all(first);
+      });
+
+      it("bytes held by partly received messages across calls", async () => {
+        const serverId = uniqueServerId("reassembly");
+        const server = await startServer(closer, target, {
+          serverId,
+          maxReassemblyBytes: 300_000,
+          maxMessageBytes: 1024 * 1024,
+        });
+        server.service(TestService, interopService);
+        const client = createClient(TestService, startTransport(closer, target, { serverId }));
+        // Alone, a 250 KB message fits; four at once cannot all be held.
+        expect(
+          (await client.unaryCall({ payload: { body: new Uint8Array(250_000) } })).$typeName,
+        ).toBeDefined();
+        const codes = await Promise.all(
+          Array.from({ length: 4 }, () =>
+            client.unaryCall({ payload: { body: new Uint8Array(250_000) } }).then(
+              () => Code.Ok as number,
+              (e: unknown) => ConnectError.from(e).code,
+            ),
+          ),
+        );
+        expect(codes).toContain(Code.ResourceExhausted);
+        // And the budget is returned: the server takes large messages again.
+        expect(
+          (await client.unaryCall({ payload: { body: new Uint8Array(250_000) } })).$typeName,
+        ).toBeDefined();
+      });
+    });
+  },
+);
