@@ -3,7 +3,8 @@
  * TCP_NODELAY on, default queue limits, optional ACL and persistence, and a
  * restart on the same port for broker-restart tests.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrokerProcess, binaryPresent, startBrokerProcess } from "./broker-process.js";
@@ -17,6 +18,8 @@ export interface MosquittoOptions {
   readonly acl?: string;
   /** Keep sessions and retained messages across restarts. */
   readonly persistence?: boolean;
+  /** Users and passwords; anonymous clients are refused when set. */
+  readonly users?: Readonly<Record<string, string>>;
   /** More configuration lines. */
   readonly extraConfig?: string;
 }
@@ -36,10 +39,13 @@ export function mosquittoAvailable(): boolean {
 
 export async function startMosquitto(options: MosquittoOptions = {}): Promise<MosquittoBroker> {
   const dir = mkdtempSync(join(tmpdir(), "mqrpc-mosquitto-"));
+  // Started as root, Mosquitto drops to its own user: let it read the
+  // config files and write its persistence here.
+  chmodSync(dir, 0o777);
   const port = await freePort();
   const lines = [
     `listener ${port} 127.0.0.1`,
-    "allow_anonymous true",
+    `allow_anonymous ${options.users === undefined ? "true" : "false"}`,
     "set_tcp_nodelay true",
     "log_type error",
     "log_dest stderr",
@@ -49,6 +55,15 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
   if (options.acl !== undefined) {
     writeFileSync(join(dir, "acl"), options.acl);
     lines.push(`acl_file ${join(dir, "acl")}`);
+  }
+  if (options.users !== undefined) {
+    const file = join(dir, "passwd");
+    writeFileSync(file, "");
+    for (const [user, password] of Object.entries(options.users)) {
+      execFileSync("/usr/bin/mosquitto_passwd", ["-b", file, user, password]);
+    }
+    chmodSync(file, 0o644);
+    lines.push(`password_file ${file}`);
   }
   if (options.extraConfig) lines.push(options.extraConfig);
   const conf = join(dir, "mosquitto.conf");

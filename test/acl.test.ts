@@ -1,0 +1,149 @@
+/**
+ * The documented Mosquitto ACL (docs/mosquitto-acl.conf) confines each
+ * caller to its own topics: another client can neither read its replies nor
+ * inject frames into its calls, and a caller without publish rights on a
+ * method gets PERMISSION_DENIED on MQTT 5 (and its deadline on 3.1.1, where
+ * brokers drop refused publishes silently).
+ */
+import { readFileSync } from "node:fs";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { connectAsync } from "mqtt";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { encodeFrame } from "../packages/runtime/src/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import { type MosquittoBroker, mosquittoAvailable, startMosquitto } from "./brokers/mosquitto.js";
+import type { BrokerTarget } from "./brokers/targets.js";
+import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import { interopService } from "./support/interop-service.js";
+import { Closer, startServer, startTransport } from "./support/rpc-fixture.js";
+
+const documentedAcl = readFileSync(new URL("../docs/mosquitto-acl.conf", import.meta.url), "utf8");
+const users = { "dev-42": "server-secret", alice: "alice-secret", bob: "bob-secret" };
+const SERVER = "dev-42";
+const scheme = new TopicScheme();
+
+/** The documented ACL with callers allowed to call EmptyCall only. */
+const emptyCallOnlyAcl = documentedAcl
+  .replace(
+    "pattern write mqrpc/s/+/+/+/%c\n",
+    "pattern write mqrpc/s/dev-42/mqrpc~interop~v1~TestService/EmptyCall/%c\n",
+  )
+  .replace("pattern write mqrpc/s/+/+/+/%c/+\n", "");
+
+describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
+  let broker: MosquittoBroker;
+  let restricted: MosquittoBroker;
+  const closer = new Closer();
+  beforeAll(async () => {
+    broker = await startMosquitto({ acl: documentedAcl, users });
+    restricted = await startMosquitto({ acl: emptyCallOnlyAcl, users });
+  });
+  afterEach(() => closer.closeAll());
+  afterAll(async () => {
+    await broker.stop();
+    await restricted.stop();
+  });
+
+  for (const protocolVersion of [4, 5] as const) {
+    describe(`MQTT ${protocolVersion === 4 ? "3.1.1" : "5"}`, () => {
+      const target = (b: MosquittoBroker): BrokerTarget => ({
+        name: "mosquitto-acl",
+        kind: "mosquitto",
+        url: b.url,
+        mqttOptions: { protocolVersion },
+        sharedSubscriptions: true,
+      });
+      const as = (b: MosquittoBroker, username: keyof typeof users, clientId: string) => ({
+        url: b.url,
+        protocolVersion,
+        username,
+        password: users[username],
+        clientId,
+        reconnectPeriod: 200,
+      });
+
+      async function serve(b: MosquittoBroker) {
+        const server = await startServer(closer, target(b), {
+          serverId: SERVER,
+          mqtt: as(b, "dev-42", `dev-42-${protocolVersion}`),
+        });
+        server.service(TestService, interopService);
+      }
+
+      it("lets a caller call, and keeps another client out of its replies and its calls", async () => {
+        await serve(broker);
+        const aliceId = `alice-phone-${protocolVersion}`;
+        const alice = createClient(
+          TestService,
+          startTransport(closer, target(broker), {
+            serverId: SERVER,
+            mqtt: as(broker, "alice", aliceId),
+          }),
+        );
+        await alice.emptyCall({});
+
+        // Bob tries to read Alice's replies.
+        const bob = closer.add(
+          await connectAsync(broker.url, as(broker, "bob", `bob-laptop-${protocolVersion}`)),
+          (c) => c.endAsync(),
+        );
+        const stolen: string[] = [];
+        bob.on("message", (topic) => stolen.push(topic));
+        // Mosquitto grants the subscription and applies the read ACL to each
+        // message, so the proof is that nothing arrives (checked below).
+        await bob.subscribeAsync(scheme.replyTopic(aliceId), { qos: 1 });
+        await bob.subscribeAsync("mqrpc/c/#", { qos: 1 });
+
+        // Bob tries to inject an End into Alice's calls and to call with Alice's key.
+        const forged = (id: number) =>
+          Buffer.from(
+            encodeFrame({
+              callId: id,
+              seq: 0,
+              kind: { case: "end", value: { status: { code: 7, message: "forged" } } },
+            }),
+          );
+        const inject = [
+          ...Array.from({ length: 20 }, (_, i) =>
+            bob.publishAsync(scheme.replyTopic(aliceId), forged(i + 1), { qos: 1 }),
+          ),
+          bob.publishAsync(
+            scheme.requestTopic(SERVER, TestService.typeName, "EmptyCall", aliceId),
+            forged(1),
+            { qos: 1 },
+          ),
+        ];
+        const outcomes = await Promise.allSettled(inject);
+        if (protocolVersion === 5) {
+          // MQTT 5 says so: PUBACK "not authorized".
+          expect(outcomes.every((o) => o.status === "rejected")).toBe(true);
+        }
+        // Alice's calls are untouched, and Bob saw none of her replies.
+        const results = await Promise.all(
+          Array.from({ length: 20 }, () => alice.unaryCall({ responseSize: 8 })),
+        );
+        expect(results.every((r) => r.payload?.body.byteLength === 8)).toBe(true);
+        expect(stolen).toEqual([]);
+      });
+
+      it("a caller without publish rights on a method gets a clear error", async () => {
+        await serve(restricted);
+        const alice = createClient(
+          TestService,
+          startTransport(closer, target(restricted), {
+            serverId: SERVER,
+            mqtt: as(restricted, "alice", `alice-restricted-${protocolVersion}`),
+          }),
+        );
+        await alice.emptyCall({});
+        const err = await alice
+          .unaryCall({}, { timeoutMs: 1500 })
+          .catch((e: unknown) => ConnectError.from(e));
+        expect(err).toBeInstanceOf(ConnectError);
+        expect((err as ConnectError).code).toBe(
+          protocolVersion === 5 ? Code.PermissionDenied : Code.DeadlineExceeded,
+        );
+      });
+    });
+  }
+});
