@@ -146,8 +146,11 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     watch.ready = watch.start();
     return watch;
   });
-  router.ready.catch(() => {});
-  presence.ready.catch(() => {});
+  let started = false;
+  const ready = Promise.all([router.ready, presence.ready]).then(() => {
+    started = true;
+  });
+  ready.catch(() => {});
   const closing = new AbortController();
   const serverLabel = `server "${options.serverId}"`;
   const inFlight = new Set<ClientCall>();
@@ -179,12 +182,19 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     header: Headers,
     values: ContextValues,
   ): Promise<ClientCall> {
-    const linked = AbortSignal.any([signal, closing.signal]);
-    await abortable(Promise.all([router.ready, presence.ready]), linked).catch((e: unknown) => {
-      throw linked.aborted
-        ? e
-        : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
-    });
+    if (closing.signal.aborted) throw closing.signal.reason;
+    // Only calls that must wait for the connection or presence link their
+    // signal to the transport's closing; calls in flight are tracked and
+    // cancelled by close() directly, which keeps the hot path listener-free.
+    const fast = started && presence.availability === "online";
+    const linked = fast ? signal : AbortSignal.any([signal, closing.signal]);
+    if (!started) {
+      await abortable(ready, linked).catch((e: unknown) => {
+        throw linked.aborted
+          ? e
+          : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
+      });
+    }
     const wait = values.get(waitForServerKey) ?? options.waitForServer ?? false;
     if (presence.availability !== "online") {
       const grace = recentlyOnline();
@@ -216,7 +226,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       scheme,
       serverId: options.serverId,
       method,
-      signal: linked,
+      signal,
       timeoutMs,
       header,
       maxMessageBytes,
@@ -346,7 +356,9 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     async close() {
       stopWatching();
       clearTimeout(offlineTimer);
-      closing.abort(new ConnectError("the transport was closed", Code.Canceled));
+      const closed = new ConnectError("the transport was closed", Code.Canceled);
+      closing.abort(closed);
+      for (const call of [...inFlight]) call.abandon(closed);
       await link.release();
     },
   };

@@ -37,6 +37,9 @@ import type { MethodSettings } from "./method-settings.js";
 import { errorToEnd } from "./status.js";
 import type { RequestAddress } from "./topic-scheme.js";
 
+/** The reason the handler's signal carries after the call finished normally. */
+const CALL_FINISHED = new ConnectError("the call finished", Code.Canceled);
+
 /** How often a call without heartbeats checks for lost request frames. */
 const DEFAULT_PROGRESS_CHECK_MS = 10_000;
 
@@ -309,7 +312,9 @@ export class ServerCall {
     } finally {
       this.receiver.dispose();
       this.requests.close();
-      this.context?.abort();
+      // Connect's contract: the handler's signal also fires when the call is
+      // done. A reason object avoids a DOMException per call.
+      this.context?.abort(CALL_FINISHED);
       this.resolveFinished();
     }
   }

@@ -7,6 +7,8 @@
  */
 
 const UNRESERVED = /^[A-Za-z0-9_-]$/;
+/** Bound of each cache in a TopicScheme; a full cache starts over. */
+const CACHE_LIMIT = 4096;
 const HEX = "0123456789ABCDEF";
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
@@ -102,6 +104,10 @@ export interface RequestAddress {
 export class TopicScheme {
   /** The validated topic prefix, one or more plain levels. */
   readonly prefix: string;
+  /** Parsed request topics; callers reuse few topics, so parsing is cached. */
+  private readonly parsed = new Map<string, RequestAddress | undefined>();
+  /** Encoded segments of proto names and client keys, which repeat on every call. */
+  private readonly encoded = new Map<string, string>();
 
   constructor(prefix = "mqrpc") {
     if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(prefix)) {
@@ -120,13 +126,23 @@ export class TopicScheme {
     clientKey: string,
     instance?: string,
   ): string {
-    const base = `${this.requestBase(serverId)}${encodeTopicSegment(service)}/${encodeTopicSegment(method)}/${encodeTopicSegment(clientKey)}`;
-    return instance === undefined ? base : `${base}/${encodeTopicSegment(instance)}`;
+    const base = `${this.requestBase(serverId)}${this.segment(service)}/${this.segment(method)}/${this.segment(clientKey)}`;
+    return instance === undefined ? base : `${base}/${this.segment(instance)}`;
   }
 
   /** `{prefix}/s/{serverId}/`: the part of every request topic that names the server. */
   requestBase(serverId: string): string {
-    return `${this.prefix}/s/${encodeTopicSegment(serverId)}/`;
+    return `${this.prefix}/s/${this.segment(serverId)}/`;
+  }
+
+  private segment(name: string): string {
+    let encoded = this.encoded.get(name);
+    if (encoded === undefined) {
+      encoded = encodeTopicSegment(name);
+      if (this.encoded.size >= CACHE_LIMIT) this.encoded.clear();
+      this.encoded.set(name, encoded);
+    }
+    return encoded;
   }
 
   /** The one filter a non-shared server subscribes to. */
@@ -139,6 +155,14 @@ export class TopicScheme {
    * is not a well-formed request topic, so garbage is dropped, never thrown.
    */
   parseRequestTopic(serverId: string, topic: string): RequestAddress | undefined {
+    if (this.parsed.has(topic)) return this.parsed.get(topic);
+    const address = this.parseUncached(serverId, topic);
+    if (this.parsed.size >= CACHE_LIMIT) this.parsed.clear();
+    this.parsed.set(topic, address);
+    return address;
+  }
+
+  private parseUncached(serverId: string, topic: string): RequestAddress | undefined {
     const base = this.requestBase(serverId);
     if (!topic.startsWith(base)) {
       return undefined;
@@ -160,7 +184,7 @@ export class TopicScheme {
 
   /** The topic a server publishes a client's reply frames to. */
   replyTopic(clientKey: string): string {
-    return `${this.prefix}/c/${encodeTopicSegment(clientKey)}`;
+    return `${this.prefix}/c/${this.segment(clientKey)}`;
   }
 
   /** The retained presence topic of one server instance. */

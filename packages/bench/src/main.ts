@@ -1,0 +1,377 @@
+/**
+ * `npm run bench`: mqrpc next to raw MQTT.js (the floor), @grpc/grpc-js over
+ * HTTP/2 loopback and mqtt-json-rpc, on the same brokers (embedded Aedes, and
+ * Mosquitto with set_tcp_nodelay when installed), with the same process
+ * layout for every contender: broker and server side in child processes,
+ * the measuring client here. Medians of several rounds after a warm-up.
+ * Prints the table, writes docs/bench-results.json, docs/benchmarks.svg and
+ * docs/BENCHMARKS.md.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { createMqttTransport } from "@mqrpc/runtime";
+import { connectAsync, type MqttClient } from "mqtt";
+import MqttJsonRpc from "mqtt-json-rpc";
+import { mosquittoAvailable, startMosquitto } from "../../../test/brokers/mosquitto.js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  SimpleRequestSchema,
+  SimpleResponseSchema,
+  TestService,
+} from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
+import { ECHO_BYTES, INTEROP_PROTO, LARGE_BYTES, PROTO_ROOT } from "./echo-service.js";
+import { renderReport, type Results } from "./report.js";
+
+const ROUNDS = 3;
+const LATENCY_CALLS = 2000;
+const THROUGHPUT_MS = 1500;
+const STREAM_MESSAGES = 100_000;
+const docs = (name: string) => fileURLToPath(new URL(`../../../docs/${name}`, import.meta.url));
+
+// ---- processes ------------------------------------------------------------
+
+interface Peer {
+  readonly info: Record<string, unknown>;
+  rss(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function peer(role: string, config: object = {}): Promise<Peer> {
+  const child: ChildProcess = fork(fileURLToPath(new URL("./peer.ts", import.meta.url)), [role, JSON.stringify(config)], {
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`${role} exited with ${code}`)));
+    child.on("message", (m) => {
+      if ((m as { ready?: boolean }).ready) resolve(m as Record<string, unknown>);
+    });
+  });
+  return {
+    info,
+    rss: () =>
+      new Promise((resolve) => {
+        const on = (m: unknown) => {
+          const rss = (m as { rss?: number }).rss;
+          if (rss !== undefined) {
+            child.off("message", on);
+            resolve(rss);
+          }
+        };
+        child.on("message", on);
+        child.send("rss");
+      }),
+    stop: () =>
+      new Promise((resolve) => {
+        child.removeAllListeners("exit");
+        child.once("exit", () => resolve());
+        child.send("stop");
+      }),
+  };
+}
+
+// ---- measuring ------------------------------------------------------------
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+const percentile = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] as number;
+
+type Call = () => Promise<unknown>;
+
+async function latency(call: Call, calls: number): Promise<{ p50: number; p99: number }> {
+  for (let i = 0; i < Math.min(300, calls); i++) await call();
+  const p50s: number[] = [];
+  const p99s: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const samples: number[] = [];
+    for (let i = 0; i < calls; i++) {
+      const t = performance.now();
+      await call();
+      samples.push(performance.now() - t);
+    }
+    p50s.push(percentile(samples, 0.5));
+    p99s.push(percentile(samples, 0.99));
+  }
+  return { p50: median(p50s), p99: median(p99s) };
+}
+
+async function throughput(call: Call, concurrency = 64): Promise<number> {
+  const rates: number[] = [];
+  for (let r = 0; r <= ROUNDS; r++) {
+    let done = 0;
+    const end = performance.now() + THROUGHPUT_MS;
+    const t = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (performance.now() < end) {
+          await call();
+          done++;
+        }
+      }),
+    );
+    if (r > 0) rates.push(done / ((performance.now() - t) / 1000)); // round 0 warms up
+  }
+  return median(rates);
+}
+
+async function rounds(run: () => Promise<number>): Promise<number> {
+  await run();
+  const xs: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) xs.push(await run());
+  return median(xs);
+}
+
+// ---- contenders -----------------------------------------------------------
+
+async function rawPair(url: string) {
+  const echo = await peer("raw-echo", { url });
+  const client = await connectAsync(url);
+  (client.stream as unknown as { setNoDelay(b: boolean): void }).setNoDelay(true);
+  const topic = "raw/echo/a";
+  await client.subscribeAsync(`${topic}/reply`, { qos: 1 });
+  let nextId = 0;
+  const waiting = new Map<number, () => void>();
+  client.on("message", (_t, payload) => {
+    const id = payload.readUInt32LE(0);
+    waiting.get(id)?.();
+    waiting.delete(id);
+  });
+  const body = Buffer.alloc(ECHO_BYTES);
+  const call: Call = () =>
+    new Promise<void>((resolve) => {
+      const id = nextId++ >>> 0;
+      const payload = Buffer.from(body);
+      payload.writeUInt32LE(id, 0);
+      waiting.set(id, resolve);
+      client.publish(topic, payload, { qos: 1 });
+    });
+  return { call, client, close: async () => (await client.endAsync(), await echo.stop()) };
+}
+
+async function mqrpcPair(url: string, batched = false) {
+  const server = await peer("mqrpc-server", { url, batched });
+  const transport = createMqttTransport({ mqtt: url, serverId: "bench", maxMessageBytes: 64 << 20 });
+  const client = createClient(TestService, transport);
+  const body = new Uint8Array(ECHO_BYTES);
+  const call: Call = () => client.unaryCall({ payload: { body } });
+  return { call, client, server, close: async () => (await transport.close(), await server.stop()) };
+}
+
+async function grpcPair() {
+  const server = await peer("grpc-server");
+  const definition = protoLoader.loadSync(INTEROP_PROTO, { includeDirs: [PROTO_ROOT] });
+  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+    mqrpc: { interop: { v1: { TestService: grpc.ServiceClientConstructor } } };
+  };
+  const client = new pkg.mqrpc.interop.v1.TestService(
+    `127.0.0.1:${server.info.port as number}`,
+    grpc.credentials.createInsecure(),
+  ) as unknown as grpc.Client & {
+    unaryCall(req: unknown, cb: (e: Error | null, res: unknown) => void): void;
+  };
+  const body = Buffer.alloc(ECHO_BYTES);
+  const call: Call = () =>
+    new Promise((resolve, reject) => client.unaryCall({ payload: { body } }, (e, res) => (e ? reject(e) : resolve(res))));
+  return { call, close: async () => (client.close(), await server.stop()) };
+}
+
+async function jsonRpcPair(url: string) {
+  const server = await peer("jsonrpc-server", { url });
+  const mqtt: MqttClient = await connectAsync(url);
+  const rpc = new MqttJsonRpc(mqtt);
+  const body = "x".repeat(ECHO_BYTES);
+  // Calls that time out (its default is 10 s) count as failures of the run.
+  const call: Call = () => rpc.call("bench/echo", body);
+  return { call, close: async () => (await mqtt.endAsync(), await server.stop()) };
+}
+
+// ---- scenarios ------------------------------------------------------------
+
+async function unaryScenarios(url: string, results: Results["brokers"][number]) {
+  for (const [name, make, calls] of [
+    ["raw MQTT.js ping-pong", () => rawPair(url), LATENCY_CALLS],
+    ["mqrpc", () => mqrpcPair(url), LATENCY_CALLS],
+    ["@grpc/grpc-js (HTTP/2)", () => grpcPair(), LATENCY_CALLS],
+    // ~44 ms per call (its QoS 2 request and per-call subscriptions): fewer samples.
+    ["mqtt-json-rpc", () => jsonRpcPair(url), 60],
+  ] as const) {
+    const pair = await make();
+    try {
+      const lat = await latency(pair.call, calls);
+      const rate = await throughput(pair.call);
+      results.unary.push({ contender: name, p50Ms: lat.p50, p99Ms: lat.p99, callsPerSecond: rate });
+      console.log(`  ${name}: p50 ${lat.p50.toFixed(3)} ms, p99 ${lat.p99.toFixed(3)} ms, ${rate.toFixed(0)} calls/s at 64`);
+    } catch (e) {
+      console.log(`  ${name}: failed: ${String(e)}`);
+    } finally {
+      await pair.close();
+    }
+  }
+}
+
+async function streamScenarios(url: string, results: Results["brokers"][number]) {
+  for (const batched of [false, true]) {
+    const pair = await mqrpcPair(url, batched);
+    const rate = await rounds(async () => {
+      const t = performance.now();
+      let n = 0;
+      for await (const _ of pair.client.streamingOutputCall({ responseParameters: [{ size: STREAM_MESSAGES }] })) n++;
+      if (n !== STREAM_MESSAGES) throw new Error(`stream delivered ${n}`);
+      return n / ((performance.now() - t) / 1000);
+    });
+    results.stream.push({ contender: batched ? "mqrpc batched" : "mqrpc unbatched", messagesPerSecond: rate });
+    console.log(`  stream ${batched ? "batched" : "unbatched"}: ${rate.toFixed(0)} msg/s`);
+    await pair.close();
+  }
+  const publisher = await peer("raw-stream", { url, count: STREAM_MESSAGES });
+  const client = await connectAsync(url);
+  await client.subscribeAsync("raw/stream", { qos: 1 });
+  let received = 0;
+  let onAll: () => void = () => {};
+  client.on("message", () => {
+    if (++received === STREAM_MESSAGES) onAll();
+  });
+  const rate = await rounds(async () => {
+    received = 0;
+    const all = new Promise<void>((resolve) => {
+      onAll = resolve;
+    });
+    const t = performance.now();
+    await client.publishAsync("raw/stream/start", "go", { qos: 1 });
+    await all;
+    return STREAM_MESSAGES / ((performance.now() - t) / 1000);
+  });
+  results.stream.push({ contender: "raw MQTT.js QoS 1 publishes", messagesPerSecond: rate });
+  console.log(`  raw stream: ${rate.toFixed(0)} msg/s`);
+  await client.endAsync();
+  await publisher.stop();
+}
+
+async function largeScenarios(url: string, results: Results["brokers"][number]) {
+  // mqrpc: a 16 MiB unary request, chunked.
+  const pair = await mqrpcPair(url);
+  const big = new Uint8Array(LARGE_BYTES);
+  await pair.call();
+  const idleClient = process.memoryUsage().rss;
+  const idleServer = await pair.server.rss();
+  let peakClient = idleClient;
+  const sampler = setInterval(() => {
+    peakClient = Math.max(peakClient, process.memoryUsage().rss);
+  }, 5);
+  let peakServer = idleServer;
+  const serverSampler = setInterval(() => {
+    void pair.server.rss().then((r) => {
+      peakServer = Math.max(peakServer, r);
+    });
+  }, 5);
+  const mbps = await rounds(async () => {
+    const t = performance.now();
+    await pair.client.unaryCall({ payload: { body: big } }, { timeoutMs: 60_000 });
+    return LARGE_BYTES / 1e6 / ((performance.now() - t) / 1000);
+  });
+  clearInterval(sampler);
+  clearInterval(serverSampler);
+  await pair.close();
+  // Raw: the same bytes in 128 KiB QoS 1 publishes to an echo that acks each.
+  const raw = await rawPair(url);
+  await raw.client.subscribeAsync("raw/sink", { qos: 1 });
+  const chunk = 128 * 1024 - 200;
+  const rawMbps = await rounds(async () => {
+    const t = performance.now();
+    const pending: Promise<unknown>[] = [];
+    for (let off = 0; off < LARGE_BYTES; off += chunk) {
+      pending.push(raw.client.publishAsync("raw/sink", Buffer.from(big.subarray(off, off + chunk)), { qos: 1 }));
+    }
+    await Promise.all(pending);
+    return LARGE_BYTES / 1e6 / ((performance.now() - t) / 1000);
+  });
+  await raw.close();
+  results.large = results.large ?? [];
+  results.large.push(
+    { contender: "mqrpc", megabytesPerSecond: mbps, clientPeakAboveIdle: peakClient - idleClient, serverPeakAboveIdle: peakServer - idleServer },
+    { contender: "raw MQTT.js chunks", megabytesPerSecond: rawMbps },
+  );
+  console.log(
+    `  16 MiB: mqrpc ${mbps.toFixed(1)} MB/s (client +${((peakClient - idleClient) / 2 ** 20).toFixed(1)} MiB, server +${((peakServer - idleServer) / 2 ** 20).toFixed(1)} MiB), raw ${rawMbps.toFixed(1)} MB/s`,
+  );
+}
+
+/** Frame overhead on the wire of a real unary call: publish size minus the serialized message. */
+async function wireBytes(url: string, results: Results) {
+  const server = await peer("mqrpc-server", { url });
+  const mqtt = await connectAsync(url, { clientId: "bench-wire" });
+  const sizes: number[] = [];
+  const publish = mqtt.publish.bind(mqtt);
+  (mqtt as { publish: unknown }).publish = (topic: string, payload: Uint8Array, ...rest: unknown[]) => {
+    if (topic.startsWith("mqrpc/s/")) sizes.push(payload.byteLength);
+    return (publish as (...a: unknown[]) => MqttClient)(topic, payload, ...rest);
+  };
+  const replies: number[] = [];
+  const observer = await connectAsync(url);
+  observer.on("message", (_t, payload) => replies.push(payload.byteLength));
+  await observer.subscribeAsync("mqrpc/c/bench-wire", { qos: 1 });
+  const transport = createMqttTransport({ mqtt, serverId: "bench" });
+  const client = createClient(TestService, transport);
+  const request = { payload: { body: new Uint8Array(ECHO_BYTES) } };
+  await client.unaryCall(request, { timeoutMs: 5000 });
+  while (replies.length === 0) await new Promise((r) => setTimeout(r, 5));
+  const requestMessage = toBinary(SimpleRequestSchema, create(SimpleRequestSchema, request)).byteLength;
+  const responseMessage = toBinary(SimpleResponseSchema, create(SimpleResponseSchema, request)).byteLength;
+  results.wire = {
+    requestOverheadBytes: (sizes[0] ?? 0) - requestMessage,
+    responseOverheadBytes: (replies[0] ?? 0) - responseMessage,
+  };
+  console.log(`  frame overhead: request ${results.wire.requestOverheadBytes} B, response ${results.wire.responseOverheadBytes} B`);
+  await transport.close();
+  await mqtt.endAsync();
+  await observer.endAsync();
+  await server.stop();
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const results: Results = {
+    command: "npm run bench",
+    date: new Date().toISOString(),
+    machine: `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
+    brokers: [],
+    wire: { requestOverheadBytes: 0, responseOverheadBytes: 0 },
+  };
+  const brokers: Array<{ name: string; url: string; stop(): Promise<void> }> = [];
+  const aedes = await peer("aedes");
+  brokers.push({ name: "aedes", url: aedes.info.url as string, stop: () => aedes.stop() });
+  if (mosquittoAvailable()) {
+    const mosquitto = await startMosquitto();
+    brokers.push({ name: "mosquitto", url: mosquitto.url, stop: () => mosquitto.stop() });
+  }
+  for (const broker of brokers) {
+    console.log(`broker ${broker.name}`);
+    const entry: Results["brokers"][number] = { broker: broker.name, unary: [], stream: [] };
+    results.brokers.push(entry);
+    await unaryScenarios(broker.url, entry);
+    await streamScenarios(broker.url, entry);
+    await largeScenarios(broker.url, entry);
+  }
+  await wireBytes(brokers[0]?.url as string, results);
+  for (const broker of brokers) await broker.stop();
+  results.durationSeconds = (Date.now() - started) / 1000;
+  const report = renderReport(results);
+  writeFileSync(docs("bench-results.json"), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(docs("benchmarks.svg"), report.svg);
+  writeFileSync(docs("BENCHMARKS.md"), report.markdown);
+  console.log(`\n${report.table}\n\nwrote docs/BENCHMARKS.md, docs/bench-results.json, docs/benchmarks.svg in ${results.durationSeconds.toFixed(0)} s`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
