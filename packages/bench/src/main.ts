@@ -11,6 +11,7 @@ import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -18,14 +19,13 @@ import { createMqttTransport } from "@mqrpc/runtime";
 import { connectAsync, type MqttClient } from "mqtt";
 import MqttJsonRpc from "mqtt-json-rpc";
 import { mosquittoAvailable, startMosquitto } from "../../../test/brokers/mosquitto.js";
-import { create, toBinary } from "@bufbuild/protobuf";
 import {
   SimpleRequestSchema,
   SimpleResponseSchema,
   TestService,
 } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { ECHO_BYTES, INTEROP_PROTO, LARGE_BYTES, PROTO_ROOT } from "./echo-service.js";
-import { renderReport, type Results } from "./report.js";
+import { type Results, renderReport } from "./report.js";
 
 const ROUNDS = 3;
 const LATENCY_CALLS = 2000;
@@ -42,10 +42,14 @@ interface Peer {
 }
 
 async function peer(role: string, config: object = {}): Promise<Peer> {
-  const child: ChildProcess = fork(fileURLToPath(new URL("./peer.ts", import.meta.url)), [role, JSON.stringify(config)], {
-    execArgv: ["--import", "tsx"],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
+  const child: ChildProcess = fork(
+    fileURLToPath(new URL("./peer.ts", import.meta.url)),
+    [role, JSON.stringify(config)],
+    {
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    },
+  );
   const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
     child.once("error", reject);
     child.once("exit", (code) => reject(new Error(`${role} exited with ${code}`)));
@@ -151,16 +155,35 @@ async function rawPair(url: string) {
       waiting.set(id, resolve);
       client.publish(topic, payload, { qos: 1 });
     });
-  return { call, client, close: async () => (await client.endAsync(), await echo.stop()) };
+  return {
+    call,
+    client,
+    close: async () => {
+      await client.endAsync();
+      await echo.stop();
+    },
+  };
 }
 
 async function mqrpcPair(url: string, batched = false) {
   const server = await peer("mqrpc-server", { url, batched });
-  const transport = createMqttTransport({ mqtt: url, serverId: "bench", maxMessageBytes: 64 << 20 });
+  const transport = createMqttTransport({
+    mqtt: url,
+    serverId: "bench",
+    maxMessageBytes: 64 << 20,
+  });
   const client = createClient(TestService, transport);
   const body = new Uint8Array(ECHO_BYTES);
   const call: Call = () => client.unaryCall({ payload: { body } });
-  return { call, client, server, close: async () => (await transport.close(), await server.stop()) };
+  return {
+    call,
+    client,
+    server,
+    close: async () => {
+      await transport.close();
+      await server.stop();
+    },
+  };
 }
 
 async function grpcPair() {
@@ -177,8 +200,16 @@ async function grpcPair() {
   };
   const body = Buffer.alloc(ECHO_BYTES);
   const call: Call = () =>
-    new Promise((resolve, reject) => client.unaryCall({ payload: { body } }, (e, res) => (e ? reject(e) : resolve(res))));
-  return { call, close: async () => (client.close(), await server.stop()) };
+    new Promise((resolve, reject) =>
+      client.unaryCall({ payload: { body } }, (e, res) => (e ? reject(e) : resolve(res))),
+    );
+  return {
+    call,
+    close: async () => {
+      client.close();
+      await server.stop();
+    },
+  };
 }
 
 async function jsonRpcPair(url: string) {
@@ -188,7 +219,13 @@ async function jsonRpcPair(url: string) {
   const body = "x".repeat(ECHO_BYTES);
   // Calls that time out (its default is 10 s) count as failures of the run.
   const call: Call = () => rpc.call("bench/echo", body);
-  return { call, close: async () => (await mqtt.endAsync(), await server.stop()) };
+  return {
+    call,
+    close: async () => {
+      await mqtt.endAsync();
+      await server.stop();
+    },
+  };
 }
 
 // ---- scenarios ------------------------------------------------------------
@@ -206,7 +243,9 @@ async function unaryScenarios(url: string, results: Results["brokers"][number]) 
       const lat = await latency(pair.call, calls);
       const rate = await throughput(pair.call);
       results.unary.push({ contender: name, p50Ms: lat.p50, p99Ms: lat.p99, callsPerSecond: rate });
-      console.log(`  ${name}: p50 ${lat.p50.toFixed(3)} ms, p99 ${lat.p99.toFixed(3)} ms, ${rate.toFixed(0)} calls/s at 64`);
+      console.log(
+        `  ${name}: p50 ${lat.p50.toFixed(3)} ms, p99 ${lat.p99.toFixed(3)} ms, ${rate.toFixed(0)} calls/s at 64`,
+      );
     } catch (e) {
       console.log(`  ${name}: failed: ${String(e)}`);
     } finally {
@@ -221,11 +260,17 @@ async function streamScenarios(url: string, results: Results["brokers"][number])
     const rate = await rounds(async () => {
       const t = performance.now();
       let n = 0;
-      for await (const _ of pair.client.streamingOutputCall({ responseParameters: [{ size: STREAM_MESSAGES }] })) n++;
+      for await (const _ of pair.client.streamingOutputCall({
+        responseParameters: [{ size: STREAM_MESSAGES }],
+      }))
+        n++;
       if (n !== STREAM_MESSAGES) throw new Error(`stream delivered ${n}`);
       return n / ((performance.now() - t) / 1000);
     });
-    results.stream.push({ contender: batched ? "mqrpc batched" : "mqrpc unbatched", messagesPerSecond: rate });
+    results.stream.push({
+      contender: batched ? "mqrpc batched" : "mqrpc unbatched",
+      messagesPerSecond: rate,
+    });
     console.log(`  stream ${batched ? "batched" : "unbatched"}: ${rate.toFixed(0)} msg/s`);
     await pair.close();
   }
@@ -286,7 +331,11 @@ async function largeScenarios(url: string, results: Results["brokers"][number]) 
     const t = performance.now();
     const pending: Promise<unknown>[] = [];
     for (let off = 0; off < LARGE_BYTES; off += chunk) {
-      pending.push(raw.client.publishAsync("raw/sink", Buffer.from(big.subarray(off, off + chunk)), { qos: 1 }));
+      pending.push(
+        raw.client.publishAsync("raw/sink", Buffer.from(big.subarray(off, off + chunk)), {
+          qos: 1,
+        }),
+      );
     }
     await Promise.all(pending);
     return LARGE_BYTES / 1e6 / ((performance.now() - t) / 1000);
@@ -294,7 +343,12 @@ async function largeScenarios(url: string, results: Results["brokers"][number]) 
   await raw.close();
   results.large = results.large ?? [];
   results.large.push(
-    { contender: "mqrpc", megabytesPerSecond: mbps, clientPeakAboveIdle: peakClient - idleClient, serverPeakAboveIdle: peakServer - idleServer },
+    {
+      contender: "mqrpc",
+      megabytesPerSecond: mbps,
+      clientPeakAboveIdle: peakClient - idleClient,
+      serverPeakAboveIdle: peakServer - idleServer,
+    },
     { contender: "raw MQTT.js chunks", megabytesPerSecond: rawMbps },
   );
   console.log(
@@ -308,7 +362,11 @@ async function wireBytes(url: string, results: Results) {
   const mqtt = await connectAsync(url, { clientId: "bench-wire" });
   const sizes: number[] = [];
   const publish = mqtt.publish.bind(mqtt);
-  (mqtt as { publish: unknown }).publish = (topic: string, payload: Uint8Array, ...rest: unknown[]) => {
+  (mqtt as { publish: unknown }).publish = (
+    topic: string,
+    payload: Uint8Array,
+    ...rest: unknown[]
+  ) => {
     if (topic.startsWith("mqrpc/s/")) sizes.push(payload.byteLength);
     return (publish as (...a: unknown[]) => MqttClient)(topic, payload, ...rest);
   };
@@ -321,13 +379,21 @@ async function wireBytes(url: string, results: Results) {
   const request = { payload: { body: new Uint8Array(ECHO_BYTES) } };
   await client.unaryCall(request, { timeoutMs: 5000 });
   while (replies.length === 0) await new Promise((r) => setTimeout(r, 5));
-  const requestMessage = toBinary(SimpleRequestSchema, create(SimpleRequestSchema, request)).byteLength;
-  const responseMessage = toBinary(SimpleResponseSchema, create(SimpleResponseSchema, request)).byteLength;
+  const requestMessage = toBinary(
+    SimpleRequestSchema,
+    create(SimpleRequestSchema, request),
+  ).byteLength;
+  const responseMessage = toBinary(
+    SimpleResponseSchema,
+    create(SimpleResponseSchema, request),
+  ).byteLength;
   results.wire = {
     requestOverheadBytes: (sizes[0] ?? 0) - requestMessage,
     responseOverheadBytes: (replies[0] ?? 0) - responseMessage,
   };
-  console.log(`  frame overhead: request ${results.wire.requestOverheadBytes} B, response ${results.wire.responseOverheadBytes} B`);
+  console.log(
+    `  frame overhead: request ${results.wire.requestOverheadBytes} B, response ${results.wire.responseOverheadBytes} B`,
+  );
   await transport.close();
   await mqtt.endAsync();
   await observer.endAsync();
@@ -365,7 +431,9 @@ async function main(): Promise<void> {
   writeFileSync(docs("bench-results.json"), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(docs("benchmarks.svg"), report.svg);
   writeFileSync(docs("BENCHMARKS.md"), report.markdown);
-  console.log(`\n${report.table}\n\nwrote docs/BENCHMARKS.md, docs/bench-results.json, docs/benchmarks.svg in ${results.durationSeconds.toFixed(0)} s`);
+  console.log(
+    `\n${report.table}\n\nwrote docs/BENCHMARKS.md, docs/bench-results.json, docs/benchmarks.svg in ${results.durationSeconds.toFixed(0)} s`,
+  );
 }
 
 main().then(

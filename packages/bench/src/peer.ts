@@ -12,7 +12,12 @@ import { TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { INTEROP_PROTO, PROTO_ROOT, STREAM_MESSAGE_BYTES } from "./echo-service.js";
 
 const [role = "", configJson = "{}"] = process.argv.slice(2);
-const config = JSON.parse(configJson) as { url?: string; batched?: boolean; count?: number; chunk?: number };
+const config = JSON.parse(configJson) as {
+  url?: string;
+  batched?: boolean;
+  count?: number;
+  chunk?: number;
+};
 const send = (m: unknown) => process.send?.(m);
 let stop: () => Promise<void> = async () => {};
 process.on("message", (m) => {
@@ -29,12 +34,20 @@ async function main(): Promise<void> {
       return;
     }
     case "mqrpc-server": {
-      const server = await createMqttServer({ mqtt: config.url as string, serverId: "bench", maxMessageBytes: 64 << 20 });
+      const server = await createMqttServer({
+        mqtt: config.url as string,
+        serverId: "bench",
+        maxMessageBytes: 64 << 20,
+      });
       const body = new Uint8Array(STREAM_MESSAGE_BYTES);
       server.service(
         TestService,
         {
-          unaryCall: (req) => ({ payload: { body: req.payload?.body.byteLength === 32 ? req.payload.body : new Uint8Array(0) } }),
+          unaryCall: (req) => ({
+            payload: {
+              body: req.payload?.body.byteLength === 32 ? req.payload.body : new Uint8Array(0),
+            },
+          }),
           async *streamingOutputCall(req) {
             const n = req.responseParameters[0]?.size ?? 0;
             for (let i = 0; i < n; i++) yield { payload: { body } };
@@ -84,11 +97,15 @@ async function main(): Promise<void> {
       };
       const server = new grpc.Server();
       server.addService(pkg.mqrpc.interop.v1.TestService.service, {
-        unaryCall: (call: grpc.ServerUnaryCall<{ payload?: { body: Buffer } }, unknown>, cb: grpc.sendUnaryData<unknown>) =>
-          cb(null, { payload: call.request.payload }),
+        unaryCall: (
+          call: grpc.ServerUnaryCall<{ payload?: { body: Buffer } }, unknown>,
+          cb: grpc.sendUnaryData<unknown>,
+        ) => cb(null, { payload: call.request.payload }),
       });
       const port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+        server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+          e ? reject(e) : resolve(p),
+        ),
       );
       stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));
       send({ ready: true, port });
@@ -111,4 +128,3 @@ main().catch((e: unknown) => {
   console.error(e);
   process.exit(1);
 });
-

@@ -45,13 +45,34 @@ export function ratios(results: Results): Row[] {
     const json = u("mqtt-json-rpc");
     const push = (measure: string, value: number, target: string, met: boolean) =>
       rows.push({ broker: b.broker, measure, value, target, met });
-    if (mq && raw) push("unary p50, mqrpc / raw ping-pong", mq.p50Ms / raw.p50Ms, "≤ 1.3", mq.p50Ms / raw.p50Ms <= 1.3);
     if (mq && raw)
-      push("calls/s at 64, mqrpc / raw pairs", mq.callsPerSecond / raw.callsPerSecond, "≥ 0.6", mq.callsPerSecond / raw.callsPerSecond >= 0.6);
+      push(
+        "unary p50, mqrpc / raw ping-pong",
+        mq.p50Ms / raw.p50Ms,
+        "≤ 1.3",
+        mq.p50Ms / raw.p50Ms <= 1.3,
+      );
+    if (mq && raw)
+      push(
+        "calls/s at 64, mqrpc / raw pairs",
+        mq.callsPerSecond / raw.callsPerSecond,
+        "≥ 0.6",
+        mq.callsPerSecond / raw.callsPerSecond >= 0.6,
+      );
     if (mq && grpc)
-      push("calls/s at 64, mqrpc / grpc-js", mq.callsPerSecond / grpc.callsPerSecond, "≥ 2", mq.callsPerSecond / grpc.callsPerSecond >= 2);
+      push(
+        "calls/s at 64, mqrpc / grpc-js",
+        mq.callsPerSecond / grpc.callsPerSecond,
+        "≥ 2",
+        mq.callsPerSecond / grpc.callsPerSecond >= 2,
+      );
     if (mq && json)
-      push("calls/s at 64, mqrpc / mqtt-json-rpc", mq.callsPerSecond / json.callsPerSecond, "≥ 5", mq.callsPerSecond / json.callsPerSecond >= 5);
+      push(
+        "calls/s at 64, mqrpc / mqtt-json-rpc",
+        mq.callsPerSecond / json.callsPerSecond,
+        "≥ 5",
+        mq.callsPerSecond / json.callsPerSecond >= 5,
+      );
     const batched = s("mqrpc batched");
     const unbatched = s("mqrpc unbatched");
     const rawStream = s("raw");
@@ -88,7 +109,9 @@ function fmt(n: number): string {
 
 function svg(results: Results): string {
   // One bar group per broker: calls/s at concurrency 64 per contender.
-  const bars = results.brokers.flatMap((b) => b.unary.map((u) => ({ label: `${b.broker}: ${u.contender}`, value: u.callsPerSecond })));
+  const bars = results.brokers.flatMap((b) =>
+    b.unary.map((u) => ({ label: `${b.broker}: ${u.contender}`, value: u.callsPerSecond })),
+  );
   const max = Math.max(1, ...bars.map((b) => b.value));
   const rowH = 22;
   const width = 760;
@@ -98,17 +121,18 @@ function svg(results: Results): string {
     .map((b, i) => {
       const y = 40 + i * rowH;
       const w = Math.max(1, ((width - left - 80) * b.value) / max);
-      return `<text x="${left - 8}" y="${y + 14}" text-anchor="end" font-size="12">${escape(b.label)}</text><rect x="${left}" y="${y + 2}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.label.includes("mqrpc") ? "#2b6cb0" : "#a0aec0"}"/><text x="${(left + w + 6).toFixed(1)}" y="${y + 14}" font-size="12">${fmt(b.value)}</text>`;
+      return `<text x="${left - 8}" y="${y + 14}" text-anchor="end" font-size="12">${escapeXml(b.label)}</text><rect x="${left}" y="${y + 2}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.label.includes("mqrpc") ? "#2b6cb0" : "#a0aec0"}"/><text x="${(left + w + 6).toFixed(1)}" y="${y + 14}" font-size="12">${fmt(b.value)}</text>`;
     })
     .join("\n");
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" role="img">
+<title>Unary calls per second at concurrency 64</title>
 <text x="10" y="22" font-size="15" font-weight="bold">Unary 32-byte echo, calls per second at concurrency 64 (higher is better)</text>
 ${rows}
 </svg>
 `;
 }
 
-function escape(s: string): string {
+function escapeXml(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
@@ -118,7 +142,10 @@ export function renderReport(results: Results): { table: string; svg: string; ma
   const table = [
     "| broker | measure | ratio | target | met |",
     "| --- | --- | --- | --- | --- |",
-    ...rows.map((r) => `| ${r.broker} | ${r.measure} | ${fmt(r.value)} | ${r.target} | ${r.met ? "yes" : "no"} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.broker} | ${r.measure} | ${fmt(r.value)} | ${r.target} | ${r.met ? "yes" : "no"} |`,
+    ),
   ].join("\n");
   const raw = results.brokers
     .map((b) =>
@@ -127,7 +154,10 @@ export function renderReport(results: Results): { table: string; svg: string; ma
         "",
         "| contender | p50 ms | p99 ms | calls/s at 64 |",
         "| --- | --- | --- | --- |",
-        ...b.unary.map((u) => `| ${u.contender} | ${u.p50Ms.toFixed(3)} | ${u.p99Ms.toFixed(3)} | ${u.callsPerSecond.toFixed(0)} |`),
+        ...b.unary.map(
+          (u) =>
+            `| ${u.contender} | ${u.p50Ms.toFixed(3)} | ${u.p99Ms.toFixed(3)} | ${u.callsPerSecond.toFixed(0)} |`,
+        ),
         "",
         "| stream of 100,000 × 64 B | messages/s |",
         "| --- | --- |",

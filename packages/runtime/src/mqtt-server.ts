@@ -444,9 +444,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       ]);
       clearTimeout(timer);
     }
-    this.shutdown.abort(
-      new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable),
-    );
+    const reason = new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable);
+    this.shutdown.abort(reason);
+    for (const call of this.calls.values()) call.shutdown(reason);
     await Promise.all([...this.calls.values()].map((c) => c.finished));
     for (const filter of this.filters) await this.link.unsubscribe(filter);
     this.unroute?.();

@@ -159,6 +159,11 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     if (presence.availability === "online") {
       clearTimeout(offlineTimer);
       offlineTimer = undefined;
+    } else if (presence.availability === "offline" && presence.offlineSince === undefined) {
+      // Closed on purpose: it finished what it had taken, so calls still in
+      // flight reached it too late and will not be answered.
+      const gone = new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
+      for (const call of [...inFlight]) call.abandon(gone);
     } else if (offlineTimer === undefined && presence.offlineSince !== undefined) {
       offlineTimer = setTimeout(() => {
         offlineTimer = undefined;

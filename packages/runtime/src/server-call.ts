@@ -141,6 +141,15 @@ export class ServerCall {
     return this.sender.endFrame;
   }
 
+  /**
+   * Aborts the handler because the server shuts down; the caller gets an End
+   * with `reason`. (The server calls this per call rather than linking every
+   * handler to one shared signal.)
+   */
+  shutdown(reason: ConnectError): void {
+    this.context?.abort(reason);
+  }
+
   /** Cancels the handler, as a Cancel frame from the caller would. */
   cancel(reason: ConnectError): void {
     this.cancelled.abort(reason);
@@ -189,7 +198,6 @@ export class ServerCall {
           requestMethod: "POST",
           url: `mqtt://${encodeURIComponent(this.host.serverId)}/${service.typeName}/${method.name}`,
           ...(event.open.timeoutMs > 0 ? { timeoutMs: event.open.timeoutMs } : {}),
-          shutdownSignal: this.host.shutdownSignal,
           requestSignal: this.cancelled.signal,
           requestHeader: entriesToHeaders(event.open.headers),
         });
