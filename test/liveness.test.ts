@@ -17,6 +17,7 @@ import {
   startServer,
   startTransport,
   uniqueServerId,
+  untilAborted,
 } from "./support/rpc-fixture.js";
 
 forEachBroker((target) => {
@@ -30,12 +31,7 @@ forEachBroker((target) => {
       const server = await startServer(closer, target, { serverId });
       server.service(TestService, {
         async *fullDuplexCall(_requests, ctx) {
-          await new Promise((_r, reject) =>
-            ctx.signal.addEventListener("abort", () => {
-              aborted.resolve(ctx.signal.reason);
-              reject(ctx.signal.reason);
-            }),
-          );
+          yield await untilAborted(ctx.signal, aborted);
         },
       });
       // A caller that opens a stream, promises pings every 100 ms, then vanishes.

@@ -15,6 +15,7 @@ import {
   startServer,
   startTransport,
   uniqueServerId,
+  untilAborted,
 } from "./support/rpc-fixture.js";
 
 /** Reconnect fast: the faults come every few hundred milliseconds. */
@@ -130,11 +131,10 @@ forBrokersWhere(
           logger: { warn: () => {} },
         });
         server.service(TestService, {
-          unaryCall: (_req, ctx) =>
-            new Promise((_resolve, reject) => {
-              started.resolve();
-              ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
-            }),
+          unaryCall: (_req, ctx) => {
+            started.resolve();
+            return untilAborted(ctx.signal);
+          },
         });
         const client = createClient(
           TestService,
@@ -158,12 +158,7 @@ forBrokersWhere(
         const server = await startServer(closer, target, { serverId });
         server.service(TestService, {
           async *fullDuplexCall(_requests, ctx) {
-            await new Promise((_r, reject) =>
-              ctx.signal.addEventListener("abort", () => {
-                aborted.resolve(ctx.signal.reason);
-                reject(ctx.signal.reason);
-              }),
-            );
+            yield await untilAborted(ctx.signal, aborted);
           },
         });
         const transport = startTransport(closer, target, {

@@ -23,6 +23,7 @@ import {
   startServer,
   startTransport,
   uniqueServerId,
+  untilAborted,
 } from "./support/rpc-fixture.js";
 
 type OutReq = MessageInitShape<typeof StreamingOutputCallRequestSchema>;
@@ -212,12 +213,7 @@ forEachBroker((target) => {
       server.service(TestService, {
         async *streamingOutputCall(_req, ctx) {
           yield { payload: body(1) };
-          await new Promise((_r, reject) =>
-            ctx.signal.addEventListener("abort", () => {
-              aborted.resolve(ctx.signal.reason);
-              reject(ctx.signal.reason);
-            }),
-          );
+          await untilAborted(ctx.signal, aborted);
         },
       });
       const client = createClient(TestService, startTransport(closer, target, { serverId }));

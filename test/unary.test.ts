@@ -28,6 +28,7 @@ import {
   startServer,
   startTransport,
   uniqueServerId,
+  untilAborted,
 } from "./support/rpc-fixture.js";
 
 function codeOf(e: unknown): Code {
@@ -132,13 +133,7 @@ forEachBroker((target) => {
       const handlerAborted = deferred<unknown>();
       const server = await startServer(closer, target, { serverId });
       server.service(TestService, {
-        unaryCall: (_req, ctx) =>
-          new Promise((_resolve, reject) => {
-            ctx.signal.addEventListener("abort", () => {
-              handlerAborted.resolve(ctx.signal.reason);
-              reject(ctx.signal.reason);
-            });
-          }),
+        unaryCall: (_req, ctx) => untilAborted(ctx.signal, handlerAborted),
       });
       const client = createClient(TestService, startTransport(closer, target, { serverId }));
       const err = await client.unaryCall({}, { timeoutMs: 300 }).catch((e: unknown) => e);
@@ -152,14 +147,10 @@ forEachBroker((target) => {
       const handlerAborted = deferred<unknown>();
       const server = await startServer(closer, target, { serverId });
       server.service(TestService, {
-        unaryCall: (_req, ctx) =>
-          new Promise((_resolve, reject) => {
-            started.resolve();
-            ctx.signal.addEventListener("abort", () => {
-              handlerAborted.resolve(ctx.signal.reason);
-              reject(ctx.signal.reason);
-            });
-          }),
+        unaryCall: (_req, ctx) => {
+          started.resolve();
+          return untilAborted(ctx.signal, handlerAborted);
+        },
       });
       const client = createClient(TestService, startTransport(closer, target, { serverId }));
       const controller = new AbortController();

@@ -80,3 +80,20 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
   });
   return { promise, resolve };
 }
+
+/**
+ * What a handler that never finishes by itself awaits: rejects with the
+ * reason when the handler's signal fires, after handing the reason to
+ * `aborted` so the test can check how the call ended on the server.
+ */
+export function untilAborted(
+  signal: AbortSignal,
+  aborted?: { resolve: (reason: unknown) => void },
+): Promise<never> {
+  return new Promise((_resolve, reject) => {
+    signal.addEventListener("abort", () => {
+      aborted?.resolve(signal.reason);
+      reject(signal.reason);
+    });
+  });
+}

@@ -263,21 +263,39 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     };
   }
 
+  /** What runUnaryCall and runStreamingCall take besides the request. */
+  function callOptions(signal: AbortSignal | undefined, timeoutMs: number | undefined) {
+    return {
+      interceptors: options.interceptors ?? [],
+      ...(signal !== undefined ? { signal } : {}),
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+    };
+  }
+
+  /** The request fields shared by unary and streaming calls. */
+  function requestCommon(
+    method: DescMethod,
+    header: HeadersInit | undefined,
+    values: ContextValues | undefined,
+  ) {
+    return {
+      service: method.parent,
+      requestMethod: "POST",
+      url: methodUrl(options.serverId, method),
+      header: new Headers(header),
+      contextValues: values ?? createContextValues(),
+    };
+  }
+
   return {
     unary(method, signal, timeoutMs, header, input, contextValues) {
       const decode = decoder(method.output);
       return runUnaryCall({
-        interceptors: options.interceptors ?? [],
-        ...(signal !== undefined ? { signal } : {}),
-        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...callOptions(signal, timeoutMs),
         req: {
           stream: false,
-          service: method.parent,
+          ...requestCommon(method, header, contextValues),
           method,
-          requestMethod: "POST",
-          url: methodUrl(options.serverId, method),
-          header: new Headers(header),
-          contextValues: contextValues ?? createContextValues(),
           message: input,
         },
         next: async (req) => {
@@ -317,17 +335,11 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     stream(method, signal, timeoutMs, header, input, contextValues) {
       const decode = decoder(method.output);
       return runStreamingCall({
-        interceptors: options.interceptors ?? [],
-        ...(signal !== undefined ? { signal } : {}),
-        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...callOptions(signal, timeoutMs),
         req: {
           stream: true,
-          service: method.parent,
+          ...requestCommon(method, header, contextValues),
           method,
-          requestMethod: "POST",
-          url: methodUrl(options.serverId, method),
-          header: new Headers(header),
-          contextValues: contextValues ?? createContextValues(),
           message: input,
         },
         next: async (req) => {
