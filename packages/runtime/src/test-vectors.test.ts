@@ -1,67 +1,112 @@
 /**
- * docs/test-vectors.json is the protocol's executable appendix: every vector
- * must decode to its stated meaning and re-encode to the same bytes, and
- * every frame kind must have a vector.
+ * docs/test-vectors.json is the executable appendix of docs/PROTOCOL.md:
+ * every vector must decode to its stated meaning (protobuf JSON form) and
+ * re-encode to the same bytes, every topic-segment example must encode and
+ * decode as listed, and every frame kind must have a vector, so a kind added
+ * to wire.proto without a vector fails here.
  */
 import { readFileSync } from "node:fs";
 import { fromBinary, type JsonValue, toBinary, toJson } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { decodeFrame, encodeFrame } from "./frame-codec.js";
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION } from "./frame-codec.js";
 import { FrameSchema, PresenceSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { decodeTopicSegment, encodeTopicSegment } from "./topic-scheme.js";
 
+interface FrameVector {
+  readonly name: string;
+  readonly description: string;
+  readonly hex: string;
+  readonly message: "mqrpc.v1.Frame" | "mqrpc.v1.Presence";
+  readonly json: JsonValue;
+}
+
+interface TopicSegmentVector {
+  readonly raw: string;
+  readonly encoded: string;
+}
+
 interface Vectors {
-  version: number;
-  frames: Array<{
-    name: string;
-    description: string;
-    message: string;
-    hex: string;
-    json: JsonValue;
-  }>;
-  topicSegments: Array<{ raw: string; encoded: string }>;
+  readonly frames: readonly FrameVector[];
+  readonly topicSegments: readonly TopicSegmentVector[];
 }
 
 const vectors = JSON.parse(
   readFileSync(new URL("../../../docs/test-vectors.json", import.meta.url), "utf8"),
 ) as Vectors;
-const bytes = (hex: string) => new Uint8Array(Buffer.from(hex, "hex"));
-const hexOf = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
-describe("protocol test vectors", () => {
-  for (const v of vectors.frames) {
+function fromHex(hex: string): Uint8Array {
+  return new Uint8Array(Buffer.from(hex, "hex"));
+}
+
+function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("hex");
+}
+
+const frameVectors = vectors.frames.filter((v) => v.message === "mqrpc.v1.Frame");
+const presenceVectors = vectors.frames.filter((v) => v.message === "mqrpc.v1.Presence");
+
+describe("protocol test vectors: file", () => {
+  it("is well formed: unique names, lower-case hex, known message types", () => {
+    expect(vectors.frames.length).toBeGreaterThan(0);
+    const names = new Set<string>();
+    for (const v of vectors.frames) {
+      expect(names.has(v.name), `duplicate vector name ${v.name}`).toBe(false);
+      names.add(v.name);
+      expect(v.description.length, v.name).toBeGreaterThan(0);
+      expect(v.hex, v.name).toMatch(/^([0-9a-f]{2})+$/);
+      expect(["mqrpc.v1.Frame", "mqrpc.v1.Presence"], v.name).toContain(v.message);
+    }
+    expect(presenceVectors.length).toBeGreaterThan(0);
+  });
+});
+
+describe("protocol test vectors: frames", () => {
+  for (const v of frameVectors) {
     it(`${v.name}: decodes to its meaning and re-encodes byte for byte`, () => {
-      if (v.message === "mqrpc.v1.Frame") {
-        const frame = decodeFrame(bytes(v.hex));
-        expect(toJson(FrameSchema, frame)).toEqual(v.json);
-        expect(hexOf(toBinary(FrameSchema, frame))).toBe(v.hex);
-        const { callId, seq, kind } = frame;
-        expect(hexOf(encodeFrame({ callId, seq, kind }))).toBe(v.hex);
-      } else {
-        expect(v.message).toBe("mqrpc.v1.Presence");
-        const presence = fromBinary(PresenceSchema, bytes(v.hex));
-        expect(toJson(PresenceSchema, presence)).toEqual(v.json);
-        expect(hexOf(toBinary(PresenceSchema, presence))).toBe(v.hex);
-      }
+      const bytes = fromHex(v.hex);
+      const frame = decodeFrame(bytes);
+      expect(frame.version).toBe(PROTOCOL_VERSION);
+      expect(toJson(FrameSchema, frame)).toEqual(v.json);
+      expect(toHex(toBinary(FrameSchema, frame))).toBe(v.hex);
+      const { callId, seq, kind } = frame;
+      expect(toHex(encodeFrame({ callId, seq, kind }))).toBe(v.hex);
     });
   }
+});
 
-  it("covers every frame kind", () => {
-    const kinds =
-      FrameSchema.oneofs.find((o) => o.name === "kind")?.fields.map((f) => f.localName) ?? [];
-    expect(kinds.length).toBeGreaterThan(10);
-    const covered = new Set(
-      vectors.frames
-        .filter((v) => v.message === "mqrpc.v1.Frame")
-        .map((v) => decodeFrame(bytes(v.hex)).kind.case),
-    );
-    for (const kind of kinds) expect(covered, `no vector for frame kind ${kind}`).toContain(kind);
-  });
+describe("protocol test vectors: presence", () => {
+  for (const v of presenceVectors) {
+    it(`${v.name}: decodes to its meaning and re-encodes byte for byte`, () => {
+      const presence = fromBinary(PresenceSchema, fromHex(v.hex));
+      expect(presence.version).toBe(PROTOCOL_VERSION);
+      expect(toJson(PresenceSchema, presence)).toEqual(v.json);
+      expect(toHex(toBinary(PresenceSchema, presence))).toBe(v.hex);
+    });
+  }
+});
 
-  it("topic segments encode and decode as listed", () => {
-    for (const { raw, encoded } of vectors.topicSegments) {
-      expect(encodeTopicSegment(raw)).toBe(encoded);
-      expect(decodeTopicSegment(encoded)).toBe(raw);
+describe("protocol test vectors: coverage", () => {
+  it("has a vector for every frame kind in wire.proto", () => {
+    const oneof = FrameSchema.oneofs.find((o) => o.name === "kind");
+    expect(oneof, "Frame has a oneof named kind").toBeDefined();
+    const kinds = oneof?.fields.map((f) => f.localName) ?? [];
+    expect(kinds.length).toBeGreaterThan(0);
+    const covered = new Set<string>(frameVectors.map((v) => decodeFrame(fromHex(v.hex)).kind.case));
+    for (const kind of kinds) {
+      expect(covered.has(kind), `no test vector for frame kind "${kind}"`).toBe(true);
     }
   });
+});
+
+describe("protocol test vectors: topic segments", () => {
+  it("lists at least eight examples", () => {
+    expect(vectors.topicSegments.length).toBeGreaterThanOrEqual(8);
+  });
+
+  for (const { raw, encoded } of vectors.topicSegments) {
+    it(`${JSON.stringify(raw)} <-> ${encoded}`, () => {
+      expect(encodeTopicSegment(raw)).toBe(encoded);
+      expect(decodeTopicSegment(encoded)).toBe(raw);
+    });
+  }
 });
