@@ -9,7 +9,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import fc from "fast-check";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { encodeFrame, type FrameInit } from "../packages/runtime/src/frame-codec.js";
+import { decodeFrame, encodeFrame, type FrameInit } from "../packages/runtime/src/frame-codec.js";
 import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
 import { forBrokersWhere } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
@@ -206,6 +206,46 @@ forBrokersWhere(
     describe("limits answer RESOURCE_EXHAUSTED", () => {
       const closer = new Closer();
       afterEach(() => closer.closeAll());
+
+      it("a second Open inside a running call fails it instead of running the handler again", async () => {
+        const serverId = uniqueServerId("reopen");
+        let runs = 0;
+        const server = await startServer(closer, target, { serverId, logger: { warn: () => {} } });
+        server.service(TestService, {
+          async streamingInputCall(requests) {
+            runs++;
+            for await (const _ of requests) {
+              // drain
+            }
+            return {};
+          },
+        });
+        const raw = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
+          c.endAsync(),
+        );
+        const key = raw.options.clientId ?? "";
+        const replies: Uint8Array[] = [];
+        const scheme = new TopicScheme();
+        raw.on("message", (_t, payload) => replies.push(payload));
+        await raw.subscribeAsync(scheme.replyTopic(key), { qos: 1 });
+        const topic = scheme.requestTopic(
+          serverId,
+          TestService.typeName,
+          "StreamingInputCall",
+          key,
+        );
+        const open = (seq: number) =>
+          Buffer.from(encodeFrame({ callId: 9, seq, kind: { case: "open", value: {} } }));
+        await raw.publishAsync(topic, open(0), { qos: 1 });
+        await raw.publishAsync(topic, open(1), { qos: 1 });
+        await expect.poll(() => replies.length).toBe(1);
+        const end = decodeFrame(replies[0] as Uint8Array);
+        expect(end.kind.case).toBe("end");
+        expect(end.kind.case === "end" ? end.kind.value.status?.code : -1).toBe(
+          Code.InvalidArgument,
+        );
+        expect(runs).toBe(1);
+      });
 
       it("concurrent calls per caller", async () => {
         const serverId = uniqueServerId("percaller");

@@ -111,6 +111,38 @@ forBrokersWhere(
   },
 );
 
+forBrokersWhere(
+  (t) => t.kind === "mosquitto",
+  (target) => {
+    describe("heartbeats on replicas", () => {
+      const closer = new Closer();
+      afterEach(() => closer.closeAll());
+
+      it("a long unary call on a replicated server keeps its owner's heartbeats and completes", async () => {
+        const serverId = uniqueServerId("longunary");
+        for (let i = 0; i < 3; i++) {
+          const server = await startServer(closer, target, { serverId, shared: true });
+          server.service(TestService, {
+            async unaryCall() {
+              await new Promise((r) => setTimeout(r, 1500));
+              return { payload: { body: new Uint8Array(1) } };
+            },
+          });
+        }
+        // Pings every 150 ms: a replica that heard none for 450 ms would cancel.
+        const client = createClient(
+          TestService,
+          startTransport(closer, target, { serverId, heartbeatMs: 150 }),
+        );
+        const results = await Promise.all(
+          Array.from({ length: 4 }, () => client.unaryCall({}, { timeoutMs: 20_000 })),
+        );
+        expect(results.every((r) => r.payload?.body.byteLength === 1)).toBe(true);
+      });
+    });
+  },
+);
+
 describe.runIf(mosquittoAvailable())("MQTT 5 maximum packet size on Mosquitto", () => {
   let broker: MosquittoBroker;
   const closer = new Closer();

@@ -255,6 +255,27 @@ forEachBroker((target) => {
     });
   });
 
+  describe("flow-control windows", () => {
+    const closer = new Closer();
+    afterEach(() => closer.closeAll());
+
+    it("a server window larger than the default does not stall a client stream", async () => {
+      const serverId = uniqueServerId("bigwindow");
+      const server = await startServer(closer, target, { serverId, receiveWindow: 256 });
+      server.service(TestService, interopService);
+      // No heartbeat-driven recovery: only correct credit lets this finish.
+      const client = createClient(
+        TestService,
+        startTransport(closer, target, { serverId, heartbeatMs: 0 }),
+      );
+      async function* requests() {
+        for (let i = 0; i < 600; i++) yield { payload: body(1) };
+      }
+      const res = await client.streamingInputCall(requests(), { timeoutMs: 20_000 });
+      expect(res.aggregatedPayloadSize).toBe(600);
+    });
+  });
+
   describe("batching", () => {
     const closer = new Closer();
     afterEach(() => closer.closeAll());

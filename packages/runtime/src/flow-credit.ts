@@ -71,7 +71,8 @@ export class ReceiveCredit {
   private granted: number;
 
   constructor(readonly window: number) {
-    this.granted = window;
+    // The peer starts at the protocol's default window, whatever ours is.
+    this.granted = Math.min(window, DEFAULT_WINDOW);
   }
 
   /** Frame `seq` was processed in order; `messages` of them await the consumer. */

@@ -83,11 +83,11 @@ describe("FrameReceiver", () => {
     );
   });
 
-  it("answers RESOURCE_EXHAUSTED for a frame beyond the window", () => {
+  it("answers RESOURCE_EXHAUSTED for a frame beyond the window (at least the protocol default of 64)", () => {
     const { receiver, violations } = collect(4, 1000);
     receiver.accept(
       decodeFrame(
-        encodeFrame({ callId: 1, seq: 10, kind: { case: "message", value: new Uint8Array(1) } }),
+        encodeFrame({ callId: 1, seq: 100, kind: { case: "message", value: new Uint8Array(1) } }),
       ),
     );
     expect(violations.map((v) => v.code)).toEqual([Code.ResourceExhausted]);

@@ -7,7 +7,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type ByteBudget, ChunkAssembler } from "./chunk-assembler.js";
-import { ReceiveCredit } from "./flow-credit.js";
+import { DEFAULT_WINDOW, ReceiveCredit } from "./flow-credit.js";
 import type { FrameKind } from "./frame-codec.js";
 import type { End, Frame, Headers as HeadersFrame, Open } from "./gen/mqrpc/v1/wire_pb.js";
 import { ReorderWindow } from "./reorder-window.js";
@@ -54,7 +54,7 @@ export class FrameReceiver {
     reassemblyBudget?: ByteBudget,
   ) {
     // End and HalfClose may travel without credit: room for them on top.
-    this.order = new ReorderWindow(window + 2);
+    this.order = new ReorderWindow(Math.max(window, DEFAULT_WINDOW) + 2);
     this.assembler = new ChunkAssembler(maxMessageBytes, reassemblyBudget);
     this.credit = new ReceiveCredit(window);
   }

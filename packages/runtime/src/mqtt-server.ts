@@ -207,6 +207,12 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       payload: encodePresence(clientId, Presence_State.DISCONNECTED, this.shared),
     }));
     this.instanceId = this.link.clientId;
+    if (!this.link.willInstalled) {
+      this.logger.warn(
+        `mqrpc server "${this.serverId}": no last will on this connection (a shared MqttClient, or options with their own will); ` +
+          "if the process dies, callers see it online until their calls time out",
+      );
+    }
     if (this.instanceId === "") {
       void this.link.release();
       throw new Error(

@@ -187,6 +187,10 @@ export class ServerCall {
   private onEvent(event: ReceivedEvent): void {
     switch (event.type) {
       case "open": {
+        if (this.context !== undefined) {
+          this.fail(new ConnectError("protocol error: a second Open in one call", Code.InvalidArgument));
+          return;
+        }
         const { method, service } = {
           method: this.entry.spec.method,
           service: this.entry.spec.method.parent,
@@ -203,10 +207,11 @@ export class ServerCall {
         });
         if (event.open.window > 0) this.sender.credit.grant(event.open.window);
         this.heartbeatMs = event.open.heartbeatMs;
-        const kind = this.entry.spec.kind;
-        if (this.host.shared && (kind === "client_streaming" || kind === "bidi_streaming")) {
-          // Tell the caller which replica owns the call before it sends more.
-          this.sendHeaders(new Headers());
+        if (this.host.shared) {
+          // Tell the caller which replica owns the call before it sends more
+          // (messages, half-close, pings): its later frames then come to this
+          // instance's sticky topic. Handler headers follow in the End frame.
+          this.sendAccept();
         }
         void this.run(this.context);
         return;
@@ -271,6 +276,13 @@ export class ServerCall {
     } catch (e) {
       await this.end(e, undefined, context);
     }
+  }
+
+  private sendAccept(): void {
+    this.sender.sendControl({
+      case: "headers",
+      value: { headers: [], instance: this.host.instanceId, window: this.host.receiveWindow },
+    });
   }
 
   private sendHeaders(headers: Headers): void {
