@@ -147,7 +147,8 @@ export class ClientCall implements RoutedCall {
 
   /** Tells the server no more request messages follow, after any waiting batch. */
   async halfClose(): Promise<void> {
-    if (this.instance === undefined && this.init.sharedInstances !== undefined) await this.headerReceived;
+    if (this.instance === undefined && this.init.sharedInstances !== undefined)
+      await this.headerReceived;
     await this.sender.flush(this.init.signal);
     if (!this.finished) this.sender.sendControl({ case: "halfClose", value: {} });
   }

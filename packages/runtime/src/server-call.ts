@@ -188,7 +188,9 @@ export class ServerCall {
     switch (event.type) {
       case "open": {
         if (this.context !== undefined) {
-          this.fail(new ConnectError("protocol error: a second Open in one call", Code.InvalidArgument));
+          this.fail(
+            new ConnectError("protocol error: a second Open in one call", Code.InvalidArgument),
+          );
           return;
         }
         const { method, service } = {
