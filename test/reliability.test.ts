@@ -45,6 +45,10 @@ forBrokersWhere(
         const transport = startTransport(closer, target, {
           serverId,
           mqtt: viaProxy(clientProxy, v, `cli-${id()}`),
+          // A reset server is back within milliseconds; on a loaded machine
+          // NATS can take longer to re-deliver its presence, which must not
+          // read as "gone" here.
+          offlineGraceMs: 15_000,
         });
         return { server, transport, proxies: [serverProxy, clientProxy] };
       }

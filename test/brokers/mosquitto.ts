@@ -1,84 +1,174 @@
 /**
  * Mosquitto 2 started by the tests on a free port with generated config:
- * TCP_NODELAY on, default queue limits, optional ACL and persistence, and a
- * restart on the same port for broker-restart tests.
+ * TCP_NODELAY on, default queue limits (`max_queued_messages` 1000), optional
+ * ACL, passwords and persistence, and a restart on the same port for
+ * broker-restart tests. Never daemonized, never on a fixed port unless asked.
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type BrokerProcess, binaryPresent, startBrokerProcess } from "./broker-process.js";
-import { freePort } from "./free-port.js";
-
-export const MOSQUITTO = "/usr/sbin/mosquitto";
+import {
+  type BrokerProcess,
+  findBinary,
+  makeTempDir,
+  onFreePorts,
+  startBrokerProcess,
+} from "./broker-process.js";
+import { kindSelected } from "./selection.js";
 
 /** Options for {@link startMosquitto}. */
 export interface MosquittoOptions {
-  /** ACL file contents (Mosquitto syntax). */
+  /** Path of an ACL file (Mosquitto syntax), used as is. */
+  readonly aclFile?: string;
+  /** ACL file contents; written to the broker's temp dir. Exclusive with `aclFile`. */
   readonly acl?: string;
-  /** Keep sessions and retained messages across restarts. */
-  readonly persistence?: boolean;
-  /** Users and passwords; anonymous clients are refused when set. */
+  /** Path of a `mosquitto_passwd` file; anonymous clients are refused when set. */
+  readonly passwordFile?: string;
+  /** Users and passwords, hashed with `mosquitto_passwd` into the temp dir. Exclusive with `passwordFile`. */
   readonly users?: Readonly<Record<string, string>>;
-  /** More configuration lines. */
+  /** Keep sessions, queued and retained messages across `restart()`. Implied by `dataDir`. */
+  readonly persistence?: boolean;
+  /** Where persistence writes `mosquitto.db`; a temp dir by default. Not removed by `stop()`. */
+  readonly dataDir?: string;
+  /** More configuration lines, appended. */
   readonly extraConfig?: string;
+  /** A fixed port; a free one by default (retried if taken while starting). */
+  readonly port?: number;
 }
 
 /** A running Mosquitto. */
 export interface MosquittoBroker {
+  /** `mqtt://127.0.0.1:<port>` */
   readonly url: string;
   readonly port: number;
+  /** The broker's pid (changes on restart). */
+  readonly pid: number;
+  /** The generated mosquitto.conf. */
+  readonly configFile: string;
+  /** SIGTERM, wait for the exit, remove the temp dir. Idempotent. */
   stop(): Promise<void>;
-  /** Stops and starts again on the same port with the same config and data. */
+  /** Stops and starts again on the same port with the same config and persistence dir. */
   restart(): Promise<void>;
 }
 
+/** The mosquitto binary: `$MQRPC_MOSQUITTO`, else on PATH or in /usr/sbin. */
+export function mosquittoPath(): string | undefined {
+  return findBinary("mosquitto", "MQRPC_MOSQUITTO");
+}
+
+/**
+ * Whether tests may use Mosquitto: its binary is installed and
+ * `MQRPC_BROKERS` does not leave it out (so `MQRPC_BROKERS=aedes` also skips
+ * the suites that start a Mosquitto of their own).
+ */
 export function mosquittoAvailable(): boolean {
-  return binaryPresent(MOSQUITTO);
+  return mosquittoPath() !== undefined && kindSelected("mosquitto");
 }
 
 export async function startMosquitto(options: MosquittoOptions = {}): Promise<MosquittoBroker> {
-  const dir = mkdtempSync(join(tmpdir(), "mqrpc-mosquitto-"));
-  // Started as root, Mosquitto drops to its own user: let it read the
-  // config files and write its persistence here.
-  chmodSync(dir, 0o777);
-  const port = await freePort();
-  const lines = [
-    `listener ${port} 127.0.0.1`,
-    `allow_anonymous ${options.users === undefined ? "true" : "false"}`,
-    "set_tcp_nodelay true",
-    "log_type error",
-    "log_dest stderr",
-    `persistence ${options.persistence ? "true" : "false"}`,
-  ];
-  if (options.persistence) lines.push(`persistence_location ${dir}/`, "autosave_interval 1");
-  if (options.acl !== undefined) {
-    writeFileSync(join(dir, "acl"), options.acl);
-    lines.push(`acl_file ${join(dir, "acl")}`);
+  const binary = mosquittoPath();
+  if (binary === undefined) {
+    throw new Error(
+      "mosquitto is not installed (apt-get install mosquitto, or set MQRPC_MOSQUITTO)",
+    );
   }
+  if (options.acl !== undefined && options.aclFile !== undefined) {
+    throw new Error("startMosquitto: give acl or aclFile, not both");
+  }
+  if (options.users !== undefined && options.passwordFile !== undefined) {
+    throw new Error("startMosquitto: give users or passwordFile, not both");
+  }
+  const dir = makeTempDir("mqrpc-mosquitto-");
+  try {
+    const common = commonConfig(dir.path, options);
+    const conf = join(dir.path, "mosquitto.conf");
+    const start = (port: number) => {
+      writeFileSync(conf, [`listener ${port} 127.0.0.1`, ...common, ""].join("\n"));
+      return startBrokerProcess({
+        name: "mosquitto",
+        binary,
+        args: ["-c", conf],
+        ports: [port],
+        ready: /mosquitto version \S+ running/,
+      });
+    };
+    let port = 0;
+    let proc: BrokerProcess = await onFreePorts(
+      1,
+      options.port === undefined ? undefined : [options.port],
+      ([p]) => {
+        port = p!;
+        return start(port);
+      },
+    );
+    let stopped = false;
+    return {
+      url: `mqtt://127.0.0.1:${port}`,
+      port,
+      get pid() {
+        return proc.pid;
+      },
+      configFile: conf,
+      async stop() {
+        stopped = true;
+        await proc.stop();
+        dir.remove();
+      },
+      async restart() {
+        if (stopped) throw new Error("restart() after stop()");
+        await proc.stop();
+        proc = await start(port);
+      },
+    };
+  } catch (error) {
+    dir.remove();
+    throw error;
+  }
+}
+
+/** Every config line but the listener. */
+function commonConfig(dir: string, options: MosquittoOptions): string[] {
+  const lines: string[] = [];
+  // Started as root, Mosquitto drops to the `mosquitto` user, which cannot
+  // read our private temp dir; a test broker on loopback may stay root.
+  if (process.getuid?.() === 0) lines.push("user root");
+  let passwordFile = options.passwordFile;
   if (options.users !== undefined) {
-    const file = join(dir, "passwd");
-    writeFileSync(file, "");
+    passwordFile = join(dir, "passwd");
+    writeFileSync(passwordFile, "", { mode: 0o600 });
+    const tool = findBinary("mosquitto_passwd", "MQRPC_MOSQUITTO_PASSWD");
+    if (tool === undefined) throw new Error("startMosquitto({ users }) needs mosquitto_passwd");
     for (const [user, password] of Object.entries(options.users)) {
-      execFileSync("/usr/bin/mosquitto_passwd", ["-b", file, user, password]);
+      execFileSync(tool, ["-b", passwordFile, user, password], { stdio: "pipe" });
     }
-    chmodSync(file, 0o644);
-    lines.push(`password_file ${file}`);
   }
-  if (options.extraConfig) lines.push(options.extraConfig);
-  const conf = join(dir, "mosquitto.conf");
-  writeFileSync(conf, `${lines.join("\n")}\n`);
-  let proc: BrokerProcess = await startBrokerProcess(MOSQUITTO, ["-c", conf], port);
-  return {
-    url: `mqtt://127.0.0.1:${port}`,
-    port,
-    async stop() {
-      await proc.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
-    async restart() {
-      await proc.stop();
-      proc = await startBrokerProcess(MOSQUITTO, ["-c", conf], port);
-    },
-  };
+  lines.push(
+    `allow_anonymous ${passwordFile === undefined ? "true" : "false"}`,
+    "set_tcp_nodelay true",
+    "log_dest stderr",
+    // "information" adds the start/stop lines (readiness is "... running")
+    // but not one line per connection, which is "notice".
+    "log_type error",
+    "log_type warning",
+    "log_type information",
+  );
+  if (passwordFile !== undefined) lines.push(`password_file ${passwordFile}`);
+  let aclFile = options.aclFile;
+  if (options.acl !== undefined) {
+    aclFile = join(dir, "acl");
+    writeFileSync(aclFile, options.acl);
+  }
+  if (aclFile !== undefined) lines.push(`acl_file ${aclFile}`);
+  const persistence = options.persistence ?? options.dataDir !== undefined;
+  lines.push(`persistence ${persistence}`);
+  if (persistence) {
+    const location = options.dataDir ?? dir;
+    lines.push(`persistence_location ${location.endsWith("/") ? location : `${location}/`}`);
+    // Also on disk within a second when a test SIGKILLs the broker.
+    lines.push("autosave_interval 1");
+  }
+  if (options.extraConfig !== undefined && options.extraConfig !== "") {
+    lines.push(options.extraConfig);
+  }
+  return lines;
 }
