@@ -6,6 +6,7 @@
 /** End frames up to this size are kept; with 10,000 entries at most 10 MiB. */
 const MAX_KEPT_END_BYTES = 1024;
 
+/** Finished calls by key (client key and call id), bounded in count and age. */
 export class CompletedCallRecord {
   private readonly entries = new Map<string, { expiry: number; end: Uint8Array | undefined }>();
 
