@@ -1,13 +1,16 @@
 /**
  * Emits `<name>_mqrpc.ts` for every proto file with services: per service,
- * the resolved MQTT settings, `create<Service>Client` and
- * `register<Service>`. Descriptors come from the protoc-gen-es output next
- * to it; nothing is duplicated.
+ * the resolved MQTT settings (`<Service>Mqtt`), `create<Service>Client` and
+ * `register<Service>`. Descriptors are imported from the protoc-gen-es
+ * output beside it (`<name>_pb`); nothing is duplicated.
  */
 import type { DescService } from "@bufbuild/protobuf";
 import { type GeneratedFile, getComments, type Schema } from "@bufbuild/protoplugin";
-import { resolveSettings } from "./method-settings.js";
+import { type ResolvedSettings, resolveSettings } from "./method-settings.js";
 import type { PluginOptions } from "./plugin-options.js";
+
+const RUNTIME = "@mqrpc/runtime";
+const CONNECT = "@connectrpc/connect";
 
 /** Generates TypeScript for every file of the request that declares services. */
 export function generateTs(schema: Schema<PluginOptions>): void {
@@ -15,52 +18,71 @@ export function generateTs(schema: Schema<PluginOptions>): void {
     if (file.services.length === 0) continue;
     const f = schema.generateFile(`${file.name}_mqrpc.ts`);
     f.preamble(file);
-    for (const service of file.services) {
+    file.services.forEach((service, i) => {
+      if (i > 0) f.print();
       generateService(f, service, schema.options);
-    }
+    });
   }
 }
 
+/** The names generated for one service. */
+function generatedNames(service: DescService) {
+  return {
+    settings: `${service.name}Mqtt`,
+    createClient: `create${service.name}Client`,
+    register: `register${service.name}`,
+  };
+}
+
 function generateService(f: GeneratedFile, service: DescService, options: PluginOptions): void {
+  const names = generatedNames(service);
   const Service = f.importSchema(service);
-  const ServiceSettings = f.import("ServiceSettings", "@mqrpc/runtime", true);
-  const MqttServer = f.import("MqttServer", "@mqrpc/runtime", true);
-  const bindServiceSettings = f.import("bindServiceSettings", "@mqrpc/runtime");
-  const mergeServiceSettings = f.import("mergeServiceSettings", "@mqrpc/runtime");
-  const createClient = f.import("createClient", "@connectrpc/connect");
-  const Client = f.import("Client", "@connectrpc/connect", true);
-  const ServiceImpl = f.import("ServiceImpl", "@connectrpc/connect", true);
-  const Transport = f.import("Transport", "@connectrpc/connect", true);
-  const settingsName = `${service.name}MqttSettings`;
+  const ServiceSettings = f.import("ServiceSettings", RUNTIME).toTypeOnly();
+  const MqttServer = f.import("MqttServer", RUNTIME).toTypeOnly();
+  const bindServiceSettings = f.import("bindServiceSettings", RUNTIME);
+  const mergeServiceSettings = f.import("mergeServiceSettings", RUNTIME);
+  const createClient = f.import("createClient", CONNECT);
+  const Client = f.import("Client", CONNECT).toTypeOnly();
+  const ServiceImpl = f.import("ServiceImpl", CONNECT).toTypeOnly();
+  const Transport = f.import("Transport", CONNECT).toTypeOnly();
+  const what = service.typeName;
 
   f.print(
     f.jsDoc(
-      `MQTT settings of ${service.typeName}, per method, resolved from the proto options ` +
-        "(method > service > file > plugin parameter). Unset fields take the runtime default.",
+      docText(
+        service,
+        `MQTT settings of each method of ${what}, resolved at generation time from the ` +
+          "proto options (method > service > file > plugin parameter). A field left out " +
+          "takes the runtime default; `{}` means every field does.",
+      ),
     ),
   );
-  f.print(f.export("const", settingsName), ": ", ServiceSettings, "<typeof ", Service, "> = {");
+  f.print(f.export("const", names.settings), ": ", ServiceSettings, "<typeof ", Service, "> = {");
   for (const method of service.methods) {
-    const s = resolveSettings(method, options);
-    const fields: string[] = [];
-    if (s.batchedStream !== undefined) fields.push(`batchedStream: ${s.batchedStream}`);
-    if (s.batchLingerMs !== undefined) fields.push(`batchLingerMs: ${s.batchLingerMs}`);
-    f.print("  ", method.localName, ": {", fields.length > 0 ? ` ${fields.join(", ")} ` : "", "},");
+    f.print("  ", method.localName, ": ", settingsLiteral(resolveSettings(method, options)), ",");
   }
   f.print("};");
   f.print();
 
-  const serviceDoc = getComments(service).leading?.trim();
   f.print(
     f.jsDoc(
-      `Creates a typed client of ${service.typeName} that calls over \`transport\` ` +
-        `with the generated MQTT settings (${settingsName}); \`options.settings\` overrides them per method.` +
-        (serviceDoc ? `\n\n${serviceDoc}` : ""),
+      docText(
+        service,
+        `Creates a client of ${what} that calls over \`transport\` with the ` +
+          `settings in {@link ${names.settings}}; \`options.settings\` overrides them per ` +
+          "method, field by field.",
+      ),
     ),
   );
-  f.print(f.export("function", `create${service.name}Client`), "(");
+  f.print(f.export("function", names.createClient), "(");
   f.print("  transport: ", Transport, ",");
-  f.print("  options?: { readonly settings?: ", ServiceSettings, "<typeof ", Service, "> },");
+  f.print(
+    "  options?: { readonly settings?: ",
+    ServiceSettings,
+    "<typeof ",
+    Service,
+    "> | undefined },",
+  );
   f.print("): ", Client, "<typeof ", Service, "> {");
   f.print("  return ", createClient, "(");
   f.print("    ", Service, ",");
@@ -72,7 +94,7 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
     ", ",
     mergeServiceSettings,
     "(",
-    settingsName,
+    names.settings,
     ", options?.settings)),",
   );
   f.print("  );");
@@ -81,15 +103,69 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
 
   f.print(
     f.jsDoc(
-      `Registers an implementation of ${service.typeName} on an mqrpc server, with the generated MQTT settings. ` +
-        "Methods left out answer UNIMPLEMENTED.",
+      docText(
+        service,
+        `Registers \`impl\` as ${what} on \`server\`, with the settings in ` +
+          `{@link ${names.settings}}. Methods that \`impl\` leaves out answer ` +
+          "UNIMPLEMENTED. Returns `server`.",
+      ),
     ),
   );
-  f.print(f.export("function", `register${service.name}`), "(");
+  f.print(f.export("function", names.register), "(");
   f.print("  server: ", MqttServer, ",");
   f.print("  impl: Partial<", ServiceImpl, "<typeof ", Service, ">>,");
   f.print("): ", MqttServer, " {");
-  f.print("  return server.service(", Service, ", impl, ", settingsName, ");");
+  f.print("  return server.service(", Service, ", impl, ", names.settings, ");");
   f.print("}");
-  f.print();
+}
+
+/** `{ batchedStream: true, batchLingerMs: 5 }`, or `{}` when nothing is set. */
+function settingsLiteral(settings: ResolvedSettings): string {
+  const fields: string[] = [];
+  if (settings.batchedStream !== undefined) fields.push(`batchedStream: ${settings.batchedStream}`);
+  if (settings.batchLingerMs !== undefined) fields.push(`batchLingerMs: ${settings.batchLingerMs}`);
+  return fields.length === 0 ? "{}" : `{ ${fields.join(", ")} }`;
+}
+
+/**
+ * TSDoc text: what the symbol is, then the service's comments from the proto
+ * source, then `@deprecated` when the service is.
+ */
+function docText(service: DescService, sentence: string): string {
+  const parts = [wrap(sentence)];
+  const comments = getComments(service);
+  for (const comment of [comments.leading, comments.trailing]) {
+    const text = comment === undefined ? "" : protoComment(comment);
+    if (text.length > 0) parts.push(text);
+  }
+  if (service.deprecated) parts.push("@deprecated");
+  return parts.join("\n\n");
+}
+
+/**
+ * Breaks `text` into lines of at most `width` characters (80 columns with the
+ * ` * ` of a doc comment), at spaces outside `{@link …}` tags.
+ */
+function wrap(text: string, width = 77): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.match(/(?:\{@link [^}]*\}|\S)+/g) ?? []) {
+    if (line.length > 0 && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line.length > 0 ? `${line} ${word}` : word;
+    }
+  }
+  if (line.length > 0) lines.push(line);
+  return lines.join("\n");
+}
+
+/** A proto comment as doc text: one leading space per line and outer blank lines dropped. */
+function protoComment(comment: string): string {
+  return comment
+    .split("\n")
+    .map((line) => (line.startsWith(" ") ? line.slice(1) : line).trimEnd())
+    .join("\n")
+    .replace(/^\n+|\n+$/g, "");
 }

@@ -1,27 +1,45 @@
 /**
- * In-process plugin tests: inline proto is compiled with the local buf, the
- * CodeGeneratorRequest is handed to the plugin object, and the generated
- * lines are checked exactly.
+ * In-process plugin tests: inline proto is compiled to a FileDescriptorSet by
+ * the repository's buf (node_modules/.bin/buf, with mqrpc/v1/options.proto
+ * beside it), wrapped in a CodeGeneratorRequest and handed to the plugin
+ * object; the generated files are checked line by line.
  */
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, fromBinary } from "@bufbuild/protobuf";
-import { CodeGeneratorRequestSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import {
+  CodeGeneratorRequestSchema,
+  type FileDescriptorProto,
+  FileDescriptorSetSchema,
+} from "@bufbuild/protobuf/wkt";
 import { afterAll, describe, expect, it } from "vitest";
 import { protocGenMqrpc } from "./protoc-gen-mqrpc.js";
 
-const repo = join(dirname(fileURLToPath(import.meta.url)), "../../..");
+const pkg = join(dirname(fileURLToPath(import.meta.url)), "..");
+const repo = join(pkg, "../..");
 const buf = join(repo, "node_modules/.bin/buf");
+const version = (JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")) as { version: string })
+  .version;
+
 const dirs: string[] = [];
 afterAll(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Compiles `files` (path -> proto source) with buf; options.proto is available. */
-function compile(files: Record<string, string>) {
+const compiled = new Map<string, FileDescriptorProto[]>();
+
+/**
+ * Compiles `files` (path -> proto source) with buf into file descriptors,
+ * imports included (mqrpc/v1/options.proto, google/protobuf/descriptor.proto)
+ * and with source info, so comments reach the plugin.
+ */
+function compile(files: Record<string, string>): FileDescriptorProto[] {
+  const key = JSON.stringify(files);
+  const cached = compiled.get(key);
+  if (cached !== undefined) return cached;
   const dir = mkdtempSync(join(tmpdir(), "mqrpc-plugin-"));
   dirs.push(dir);
   writeFileSync(join(dir, "buf.yaml"), "version: v2\n");
@@ -31,134 +49,284 @@ function compile(files: Record<string, string>) {
     mkdirSync(dirname(join(dir, path)), { recursive: true });
     writeFileSync(join(dir, path), source);
   }
-  const image = execFileSync(buf, ["build", dir, "-o", "-#format=binpb"], { maxBuffer: 64 << 20 });
-  return fromBinary(FileDescriptorSetSchema, image);
+  const set = fromBinary(
+    FileDescriptorSetSchema,
+    execFileSync(buf, ["build", dir, "--as-file-descriptor-set", "-o", "-#format=binpb"], {
+      maxBuffer: 64 << 20,
+    }),
+  );
+  compiled.set(key, set.file);
+  return set.file;
 }
 
-/** Runs the plugin on `files`, generating for `generate` with `parameter`. */
-function run(
-  files: Record<string, string>,
-  parameter = "target=ts",
-  generate = Object.keys(files),
-) {
-  const set = compile(files);
+/** Runs the plugin on `files` with `parameter`, generating for every file of `files`. */
+function generate(files: Record<string, string>, parameter: string): Record<string, string> {
   const request = create(CodeGeneratorRequestSchema, {
-    protoFile: set.file,
-    fileToGenerate: generate,
+    protoFile: compile(files),
+    fileToGenerate: Object.keys(files),
     parameter,
   });
-  try {
-    const response = protocGenMqrpc.run(request);
-    return {
-      error: response.error ?? "",
-      files: Object.fromEntries(response.file.map((f) => [f.name, f.content])),
-    };
-  } catch (e) {
-    // runNodeJs reports a thrown error to protoc/buf as the plugin's failure.
-    return { error: e instanceof Error ? e.message : String(e), files: {} };
-  }
+  const response = protocGenMqrpc.run(request);
+  expect(response.error ?? "").toBe("");
+  return Object.fromEntries(response.file.map((f) => [f.name, f.content]));
 }
 
+/** The body lines of the `<service>Mqtt` constant in `content`. */
 function settingsLines(content: string | undefined, service: string): string[] {
   const lines = (content ?? "").split("\n");
-  const start = lines.findIndex((l) => l.startsWith(`export const ${service}MqttSettings`));
-  expect(start).toBeGreaterThanOrEqual(0);
-  const end = lines.indexOf("};", start);
-  return lines.slice(start + 1, end).map((l) => l.trim());
+  const start = lines.indexOf(
+    `export const ${service}Mqtt: ServiceSettings<typeof ${service}> = {`,
+  );
+  expect(start, `${service}Mqtt in\n${content}`).toBeGreaterThanOrEqual(0);
+  return lines.slice(start + 1, lines.indexOf("};", start));
 }
 
-const header = `syntax = "proto3";\npackage acme.v1;\nimport "mqrpc/v1/options.proto";\nmessage M { string s = 1; }\n`;
+const header = (pkgName = "acme.v1") =>
+  `syntax = "proto3";\npackage ${pkgName};\nimport "mqrpc/v1/options.proto";\nmessage M { string s = 1; }\n`;
 
-describe("protoc-gen-mqrpc", () => {
-  it("emits settings, client factory and registration per service, importing the es output", () => {
-    const { error, files } = run({
-      "acme/v1/svc.proto": `${header}
+const widget = {
+  "acme/v1/widget.proto": `${header()}
 // Talks to a widget.
+//
+// Second paragraph.
 service WidgetService {
   rpc Get(M) returns (M);
-  rpc Watch(M) returns (stream M);
+  rpc WatchAll(M) returns (stream M) {
+    option (mqrpc.v1.method_options).batched_stream = true;
+  }
   rpc Upload(stream M) returns (M);
   rpc Chat(stream M) returns (stream M);
-}`,
-    });
-    expect(error).toBe("");
-    const out = files["acme/v1/svc_mqrpc.ts"] ?? "";
-    expect(Object.keys(files)).toEqual(["acme/v1/svc_mqrpc.ts"]);
-    expect(settingsLines(out, "WidgetService")).toEqual([
-      "get: {},",
-      "watch: {},",
-      "upload: {},",
-      "chat: {},",
-    ]);
-    expect(out).toContain('import { WidgetService } from "./svc_pb";');
-    expect(out).toContain(
+}
+
+service Gadget {
+  option deprecated = true;
+  rpc Get(M) returns (M);
+}
+`,
+};
+
+describe("protoc-gen-mqrpc", () => {
+  it("generates settings, client factory and registration per service", () => {
+    const files = generate(widget, "target=ts,import_extension=js");
+    expect(Object.keys(files)).toEqual(["acme/v1/widget_mqrpc.ts"]);
+    expect(files["acme/v1/widget_mqrpc.ts"]?.split("\n")).toEqual([
+      `// @generated by protoc-gen-mqrpc v${version} with parameter "target=ts,import_extension=js"`,
+      "// @generated from file acme/v1/widget.proto (package acme.v1, syntax proto3)",
+      "/* eslint-disable */",
+      "",
+      'import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";',
       'import { bindServiceSettings, mergeServiceSettings } from "@mqrpc/runtime";',
-    );
-    expect(out).toContain('import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";');
-    expect(out).toContain("export function createWidgetServiceClient(");
-    expect(out).toContain("): Client<typeof WidgetService> {");
-    expect(out).toContain("export function registerWidgetService(");
-    expect(out).toContain(
-      "  return server.service(WidgetService, impl, WidgetServiceMqttSettings);",
-    );
-    expect(out).toContain(" * Talks to a widget.");
+      'import { Gadget, WidgetService } from "./widget_pb.js";',
+      'import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";',
+      'import { createClient } from "@connectrpc/connect";',
+      "",
+      "/**",
+      " * MQTT settings of each method of acme.v1.WidgetService, resolved at generation",
+      " * time from the proto options (method > service > file > plugin parameter). A",
+      " * field left out takes the runtime default; `{}` means every field does.",
+      " *",
+      " * Talks to a widget.",
+      " *",
+      " * Second paragraph.",
+      " */",
+      "export const WidgetServiceMqtt: ServiceSettings<typeof WidgetService> = {",
+      "  get: {},",
+      "  watchAll: { batchedStream: true },",
+      "  upload: {},",
+      "  chat: {},",
+      "};",
+      "",
+      "/**",
+      " * Creates a client of acme.v1.WidgetService that calls over `transport` with",
+      " * the settings in {@link WidgetServiceMqtt}; `options.settings` overrides them",
+      " * per method, field by field.",
+      " *",
+      " * Talks to a widget.",
+      " *",
+      " * Second paragraph.",
+      " */",
+      "export function createWidgetServiceClient(",
+      "  transport: Transport,",
+      "  options?: { readonly settings?: ServiceSettings<typeof WidgetService> | undefined },",
+      "): Client<typeof WidgetService> {",
+      "  return createClient(",
+      "    WidgetService,",
+      "    bindServiceSettings(transport, WidgetService, mergeServiceSettings(WidgetServiceMqtt, options?.settings)),",
+      "  );",
+      "}",
+      "",
+      "/**",
+      " * Registers `impl` as acme.v1.WidgetService on `server`, with the settings in",
+      " * {@link WidgetServiceMqtt}. Methods that `impl` leaves out answer",
+      " * UNIMPLEMENTED. Returns `server`.",
+      " *",
+      " * Talks to a widget.",
+      " *",
+      " * Second paragraph.",
+      " */",
+      "export function registerWidgetService(",
+      "  server: MqttServer,",
+      "  impl: Partial<ServiceImpl<typeof WidgetService>>,",
+      "): MqttServer {",
+      "  return server.service(WidgetService, impl, WidgetServiceMqtt);",
+      "}",
+      "",
+      "/**",
+      " * MQTT settings of each method of acme.v1.Gadget, resolved at generation time",
+      " * from the proto options (method > service > file > plugin parameter). A field",
+      " * left out takes the runtime default; `{}` means every field does.",
+      " *",
+      " * @deprecated",
+      " */",
+      "export const GadgetMqtt: ServiceSettings<typeof Gadget> = {",
+      "  get: {},",
+      "};",
+      "",
+      "/**",
+      " * Creates a client of acme.v1.Gadget that calls over `transport` with the",
+      " * settings in {@link GadgetMqtt}; `options.settings` overrides them per method,",
+      " * field by field.",
+      " *",
+      " * @deprecated",
+      " */",
+      "export function createGadgetClient(",
+      "  transport: Transport,",
+      "  options?: { readonly settings?: ServiceSettings<typeof Gadget> | undefined },",
+      "): Client<typeof Gadget> {",
+      "  return createClient(",
+      "    Gadget,",
+      "    bindServiceSettings(transport, Gadget, mergeServiceSettings(GadgetMqtt, options?.settings)),",
+      "  );",
+      "}",
+      "",
+      "/**",
+      " * Registers `impl` as acme.v1.Gadget on `server`, with the settings in",
+      " * {@link GadgetMqtt}. Methods that `impl` leaves out answer UNIMPLEMENTED.",
+      " * Returns `server`.",
+      " *",
+      " * @deprecated",
+      " */",
+      "export function registerGadget(",
+      "  server: MqttServer,",
+      "  impl: Partial<ServiceImpl<typeof Gadget>>,",
+      "): MqttServer {",
+      "  return server.service(Gadget, impl, GadgetMqtt);",
+      "}",
+      "",
+    ]);
   });
 
-  it("resolves precedence: method > service > file > plugin parameter", () => {
-    const { error, files } = run(
-      {
-        "acme/v1/p.proto": `${header}
+  it("imports descriptors from the protoc-gen-es file beside it, honouring import_extension", () => {
+    expect(generate(widget, "target=ts")["acme/v1/widget_mqrpc.ts"]).toContain(
+      'import { Gadget, WidgetService } from "./widget_pb";\n',
+    );
+  });
+
+  describe("resolves each setting: method > service > file > plugin parameter", () => {
+    const levels = {
+      "acme/v1/levels.proto": `${header()}
 option (mqrpc.v1.file_options).batch_linger_ms = 9;
-service FileOnly { rpc A(M) returns (stream M); }
-service ServiceSet {
-  option (mqrpc.v1.service_options).batched_stream = false;
+service FileLevel {
   rpc A(M) returns (stream M);
-  rpc B(M) returns (stream M) { option (mqrpc.v1.method_options).batched_stream = true; option (mqrpc.v1.method_options).batch_linger_ms = 1; }
+}
+service ServiceLevel {
+  option (mqrpc.v1.service_options).batched_stream = false;
+  option (mqrpc.v1.service_options).batch_linger_ms = 4;
+  rpc A(M) returns (stream M);
+  rpc B(M) returns (stream M) {
+    option (mqrpc.v1.method_options).batched_stream = true;
+  }
+  rpc C(stream M) returns (M) {
+    option (mqrpc.v1.method_options).batched_stream = true;
+    option (mqrpc.v1.method_options).batch_linger_ms = 0;
+  }
 }`,
-      },
-      "target=ts,batched_stream=true,batch_linger_ms=3",
-    );
-    expect(error).toBe("");
-    const out = files["acme/v1/p_mqrpc.ts"];
-    // Plugin parameter for batching, file option beats the parameter's linger.
-    expect(settingsLines(out, "FileOnly")).toEqual([
-      "a: { batchedStream: true, batchLingerMs: 9 },",
-    ]);
-    // Service beats the parameter; method beats service and file.
-    expect(settingsLines(out, "ServiceSet")).toEqual([
-      "a: { batchedStream: false, batchLingerMs: 9 },",
-      "b: { batchedStream: true, batchLingerMs: 1 },",
-    ]);
-  });
+      "acme/v1/bare.proto": `${header("acme.bare.v1")}
+service Bare {
+  rpc A(M) returns (stream M);
+}`,
+    };
 
-  it("uses the plugin parameter when no option is set, and nothing when neither is", () => {
-    const files = { "acme/v1/q.proto": `${header}service S { rpc A(M) returns (stream M); }` };
-    expect(
-      settingsLines(run(files, "target=ts,batched_stream=false").files["acme/v1/q_mqrpc.ts"], "S"),
-    ).toEqual(["a: { batchedStream: false },"]);
-    expect(settingsLines(run(files, "target=ts").files["acme/v1/q_mqrpc.ts"], "S")).toEqual([
-      "a: {},",
-    ]);
+    it("with plugin parameters", () => {
+      const files = generate(levels, "target=ts,batched_stream=true,batch_linger_ms=3");
+      // The parameter sets batching; the file's linger beats the parameter's.
+      expect(settingsLines(files["acme/v1/levels_mqrpc.ts"], "FileLevel")).toEqual([
+        "  a: { batchedStream: true, batchLingerMs: 9 },",
+      ]);
+      // The service beats file and parameter; the method beats the service,
+      // field by field (an explicit 0 counts as set).
+      expect(settingsLines(files["acme/v1/levels_mqrpc.ts"], "ServiceLevel")).toEqual([
+        "  a: { batchedStream: false, batchLingerMs: 4 },",
+        "  b: { batchedStream: true, batchLingerMs: 4 },",
+        "  c: { batchedStream: true, batchLingerMs: 0 },",
+      ]);
+      // Nothing set in the proto: the parameters apply.
+      expect(settingsLines(files["acme/v1/bare_mqrpc.ts"], "Bare")).toEqual([
+        "  a: { batchedStream: true, batchLingerMs: 3 },",
+      ]);
+    });
+
+    it("without plugin parameters", () => {
+      const files = generate(levels, "target=ts");
+      expect(settingsLines(files["acme/v1/levels_mqrpc.ts"], "FileLevel")).toEqual([
+        "  a: { batchLingerMs: 9 },",
+      ]);
+      expect(settingsLines(files["acme/v1/levels_mqrpc.ts"], "ServiceLevel")).toEqual([
+        "  a: { batchedStream: false, batchLingerMs: 4 },",
+        "  b: { batchedStream: true, batchLingerMs: 4 },",
+        "  c: { batchedStream: true, batchLingerMs: 0 },",
+      ]);
+      // Nothing set anywhere: every field takes the runtime default.
+      expect(settingsLines(files["acme/v1/bare_mqrpc.ts"], "Bare")).toEqual(["  a: {},"]);
+    });
+
+    it("with one parameter only", () => {
+      const files = generate(levels, "target=ts,batched_stream=false");
+      expect(settingsLines(files["acme/v1/bare_mqrpc.ts"], "Bare")).toEqual([
+        "  a: { batchedStream: false },",
+      ]);
+      expect(settingsLines(files["acme/v1/levels_mqrpc.ts"], "FileLevel")).toEqual([
+        "  a: { batchedStream: false, batchLingerMs: 9 },",
+      ]);
+    });
   });
 
   it("generates nothing for a file without services", () => {
-    const { error, files } = run({ "acme/v1/m.proto": header });
-    expect(error).toBe("");
-    expect(files).toEqual({});
+    const files = generate(
+      { "acme/messages/v1/messages.proto": header("acme.messages.v1"), ...widget },
+      "target=ts,import_extension=js",
+    );
+    expect(Object.keys(files)).toEqual(["acme/v1/widget_mqrpc.ts"]);
+    expect(generate({ "acme/v1/messages.proto": header() }, "target=ts")).toEqual({});
+  });
+
+  it("transpiles to JavaScript and declarations for target=js+dts", () => {
+    const files = generate(widget, "target=js+dts,import_extension=js");
+    expect(Object.keys(files).sort()).toEqual([
+      "acme/v1/widget_mqrpc.d.ts",
+      "acme/v1/widget_mqrpc.js",
+    ]);
+    expect(files["acme/v1/widget_mqrpc.js"]).toContain(
+      "export function registerWidgetService(server, impl) {\n" +
+        "    return server.service(WidgetService, impl, WidgetServiceMqtt);\n}",
+    );
+    expect(files["acme/v1/widget_mqrpc.d.ts"]).toContain(
+      "export declare const WidgetServiceMqtt: ServiceSettings<typeof WidgetService>;",
+    );
   });
 
   it("rejects an unknown parameter, naming it and the accepted ones", () => {
-    const { error } = run({ "acme/v1/u.proto": header }, "target=ts,batching=yes");
-    expect(error).toMatch(/unknown plugin parameter "batching"/);
-    expect(error).toMatch(/batched_stream, batch_linger_ms/);
+    expect(() => generate(widget, "target=ts,batching=yes")).toThrow(
+      /^invalid option "batching=yes": unknown plugin parameter "batching": protoc-gen-mqrpc accepts batched_stream, batch_linger_ms, and the standard parameters target, /,
+    );
   });
 
-  it("rejects invalid parameter values, naming the parameter", () => {
-    expect(run({ "acme/v1/v.proto": header }, "target=ts,batched_stream=maybe").error).toMatch(
-      /batched_stream/,
+  it("rejects invalid values, naming the parameter", () => {
+    expect(() => generate(widget, "target=ts,batched_stream=maybe")).toThrow(
+      'invalid value "maybe" for plugin parameter batched_stream: use true or false',
     );
-    expect(run({ "acme/v1/w.proto": header }, "target=ts,batch_linger_ms=-1").error).toMatch(
-      /batch_linger_ms/,
+    expect(() => generate(widget, "target=ts,batch_linger_ms=-1")).toThrow(
+      'invalid value "-1" for plugin parameter batch_linger_ms: use a non-negative integer',
     );
   });
 });

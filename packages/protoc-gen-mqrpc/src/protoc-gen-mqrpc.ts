@@ -1,17 +1,36 @@
+/**
+ * The plugin object: protoplugin's ECMAScript plugin with mqrpc's generator
+ * and parameters. `bin/protoc-gen-mqrpc` runs it under protoc / buf.
+ */
+import { readFileSync } from "node:fs";
 import { createEcmaScriptPlugin } from "@bufbuild/protoplugin";
 import { generateTs } from "./generate-ts.js";
 import { parsePluginOptions } from "./plugin-options.js";
 
-/** The version written into generated files' headers. */
-const VERSION = "0.1.0";
+/** This package's version, read from its package.json (beside both src/ and dist/). */
+function packageVersion(): string {
+  const manifest: unknown = JSON.parse(
+    readFileSync(new URL("../package.json", import.meta.url), "utf8"),
+  );
+  const version =
+    typeof manifest === "object" && manifest !== null && "version" in manifest
+      ? manifest.version
+      : undefined;
+  if (typeof version !== "string") {
+    throw new Error("protoc-gen-mqrpc: package.json has no version");
+  }
+  return version;
+}
 
 /**
- * The plugin. Only `target=ts` output is generated; the TypeScript compiler
- * of the consuming project produces JavaScript.
+ * protoc-gen-mqrpc: generates `<name>_mqrpc.ts` with per-service MQTT
+ * settings, `create<Service>Client` and `register<Service>`. `target=ts`
+ * emits TypeScript; `target=js` and `target=dts` (protoplugin's default when
+ * no target is given) are transpiled from it by protoplugin.
  */
 export const protocGenMqrpc = createEcmaScriptPlugin({
   name: "protoc-gen-mqrpc",
-  version: `v${VERSION}`,
+  version: `v${packageVersion()}`,
   parseOptions: parsePluginOptions,
   generateTs,
 });

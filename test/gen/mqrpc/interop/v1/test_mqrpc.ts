@@ -13,9 +13,12 @@ import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 
 /**
- * MQTT settings of mqrpc.interop.v1.TestService, per method, resolved from the proto options (method > service > file > plugin parameter). Unset fields take the runtime default.
+ * MQTT settings of each method of mqrpc.interop.v1.TestService, resolved at
+ * generation time from the proto options (method > service > file > plugin
+ * parameter). A field left out takes the runtime default; `{}` means every
+ * field does.
  */
-export const TestServiceMqttSettings: ServiceSettings<typeof TestService> = {
+export const TestServiceMqtt: ServiceSettings<typeof TestService> = {
   emptyCall: {},
   unaryCall: {},
   streamingOutputCall: {},
@@ -25,57 +28,71 @@ export const TestServiceMqttSettings: ServiceSettings<typeof TestService> = {
 };
 
 /**
- * Creates a typed client of mqrpc.interop.v1.TestService that calls over `transport` with the generated MQTT settings (TestServiceMqttSettings); `options.settings` overrides them per method.
+ * Creates a client of mqrpc.interop.v1.TestService that calls over `transport`
+ * with the settings in {@link TestServiceMqtt}; `options.settings` overrides
+ * them per method, field by field.
  */
 export function createTestServiceClient(
   transport: Transport,
-  options?: { readonly settings?: ServiceSettings<typeof TestService> },
+  options?: { readonly settings?: ServiceSettings<typeof TestService> | undefined },
 ): Client<typeof TestService> {
   return createClient(
     TestService,
-    bindServiceSettings(transport, TestService, mergeServiceSettings(TestServiceMqttSettings, options?.settings)),
+    bindServiceSettings(transport, TestService, mergeServiceSettings(TestServiceMqtt, options?.settings)),
   );
 }
 
 /**
- * Registers an implementation of mqrpc.interop.v1.TestService on an mqrpc server, with the generated MQTT settings. Methods left out answer UNIMPLEMENTED.
+ * Registers `impl` as mqrpc.interop.v1.TestService on `server`, with the
+ * settings in {@link TestServiceMqtt}. Methods that `impl` leaves out answer
+ * UNIMPLEMENTED. Returns `server`.
  */
 export function registerTestService(
   server: MqttServer,
   impl: Partial<ServiceImpl<typeof TestService>>,
 ): MqttServer {
-  return server.service(TestService, impl, TestServiceMqttSettings);
+  return server.service(TestService, impl, TestServiceMqtt);
 }
 
 /**
- * MQTT settings of mqrpc.interop.v1.UnimplementedService, per method, resolved from the proto options (method > service > file > plugin parameter). Unset fields take the runtime default.
+ * MQTT settings of each method of mqrpc.interop.v1.UnimplementedService,
+ * resolved at generation time from the proto options (method > service > file >
+ * plugin parameter). A field left out takes the runtime default; `{}` means
+ * every field does.
+ *
+ * A service that no server registers.
  */
-export const UnimplementedServiceMqttSettings: ServiceSettings<typeof UnimplementedService> = {
+export const UnimplementedServiceMqtt: ServiceSettings<typeof UnimplementedService> = {
   unimplementedCall: {},
 };
 
 /**
- * Creates a typed client of mqrpc.interop.v1.UnimplementedService that calls over `transport` with the generated MQTT settings (UnimplementedServiceMqttSettings); `options.settings` overrides them per method.
+ * Creates a client of mqrpc.interop.v1.UnimplementedService that calls over
+ * `transport` with the settings in {@link UnimplementedServiceMqtt};
+ * `options.settings` overrides them per method, field by field.
  *
  * A service that no server registers.
  */
 export function createUnimplementedServiceClient(
   transport: Transport,
-  options?: { readonly settings?: ServiceSettings<typeof UnimplementedService> },
+  options?: { readonly settings?: ServiceSettings<typeof UnimplementedService> | undefined },
 ): Client<typeof UnimplementedService> {
   return createClient(
     UnimplementedService,
-    bindServiceSettings(transport, UnimplementedService, mergeServiceSettings(UnimplementedServiceMqttSettings, options?.settings)),
+    bindServiceSettings(transport, UnimplementedService, mergeServiceSettings(UnimplementedServiceMqtt, options?.settings)),
   );
 }
 
 /**
- * Registers an implementation of mqrpc.interop.v1.UnimplementedService on an mqrpc server, with the generated MQTT settings. Methods left out answer UNIMPLEMENTED.
+ * Registers `impl` as mqrpc.interop.v1.UnimplementedService on `server`, with
+ * the settings in {@link UnimplementedServiceMqtt}. Methods that `impl` leaves
+ * out answer UNIMPLEMENTED. Returns `server`.
+ *
+ * A service that no server registers.
  */
 export function registerUnimplementedService(
   server: MqttServer,
   impl: Partial<ServiceImpl<typeof UnimplementedService>>,
 ): MqttServer {
-  return server.service(UnimplementedService, impl, UnimplementedServiceMqttSettings);
+  return server.service(UnimplementedService, impl, UnimplementedServiceMqtt);
 }
-

@@ -12,68 +12,89 @@ import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 
 /**
- * MQTT settings of mqrpc.test.v1.FileLevelService, per method, resolved from the proto options (method > service > file > plugin parameter). Unset fields take the runtime default.
+ * MQTT settings of each method of mqrpc.test.v1.FileLevelService, resolved at
+ * generation time from the proto options (method > service > file > plugin
+ * parameter). A field left out takes the runtime default; `{}` means every
+ * field does.
+ *
+ * Inherits the file's options.
  */
-export const FileLevelServiceMqttSettings: ServiceSettings<typeof FileLevelService> = {
+export const FileLevelServiceMqtt: ServiceSettings<typeof FileLevelService> = {
   ticks: { batchedStream: true, batchLingerMs: 7 },
 };
 
 /**
- * Creates a typed client of mqrpc.test.v1.FileLevelService that calls over `transport` with the generated MQTT settings (FileLevelServiceMqttSettings); `options.settings` overrides them per method.
+ * Creates a client of mqrpc.test.v1.FileLevelService that calls over
+ * `transport` with the settings in {@link FileLevelServiceMqtt};
+ * `options.settings` overrides them per method, field by field.
  *
  * Inherits the file's options.
  */
 export function createFileLevelServiceClient(
   transport: Transport,
-  options?: { readonly settings?: ServiceSettings<typeof FileLevelService> },
+  options?: { readonly settings?: ServiceSettings<typeof FileLevelService> | undefined },
 ): Client<typeof FileLevelService> {
   return createClient(
     FileLevelService,
-    bindServiceSettings(transport, FileLevelService, mergeServiceSettings(FileLevelServiceMqttSettings, options?.settings)),
+    bindServiceSettings(transport, FileLevelService, mergeServiceSettings(FileLevelServiceMqtt, options?.settings)),
   );
 }
 
 /**
- * Registers an implementation of mqrpc.test.v1.FileLevelService on an mqrpc server, with the generated MQTT settings. Methods left out answer UNIMPLEMENTED.
+ * Registers `impl` as mqrpc.test.v1.FileLevelService on `server`, with the
+ * settings in {@link FileLevelServiceMqtt}. Methods that `impl` leaves out
+ * answer UNIMPLEMENTED. Returns `server`.
+ *
+ * Inherits the file's options.
  */
 export function registerFileLevelService(
   server: MqttServer,
   impl: Partial<ServiceImpl<typeof FileLevelService>>,
 ): MqttServer {
-  return server.service(FileLevelService, impl, FileLevelServiceMqttSettings);
+  return server.service(FileLevelService, impl, FileLevelServiceMqtt);
 }
 
 /**
- * MQTT settings of mqrpc.test.v1.ServiceLevelService, per method, resolved from the proto options (method > service > file > plugin parameter). Unset fields take the runtime default.
+ * MQTT settings of each method of mqrpc.test.v1.ServiceLevelService, resolved
+ * at generation time from the proto options (method > service > file > plugin
+ * parameter). A field left out takes the runtime default; `{}` means every
+ * field does.
+ *
+ * Overrides the file, and one method overrides the service back.
  */
-export const ServiceLevelServiceMqttSettings: ServiceSettings<typeof ServiceLevelService> = {
+export const ServiceLevelServiceMqtt: ServiceSettings<typeof ServiceLevelService> = {
   ticks: { batchedStream: false, batchLingerMs: 7 },
   batchedTicks: { batchedStream: true, batchLingerMs: 2 },
   upload: { batchedStream: true, batchLingerMs: 7 },
 };
 
 /**
- * Creates a typed client of mqrpc.test.v1.ServiceLevelService that calls over `transport` with the generated MQTT settings (ServiceLevelServiceMqttSettings); `options.settings` overrides them per method.
+ * Creates a client of mqrpc.test.v1.ServiceLevelService that calls over
+ * `transport` with the settings in {@link ServiceLevelServiceMqtt};
+ * `options.settings` overrides them per method, field by field.
  *
  * Overrides the file, and one method overrides the service back.
  */
 export function createServiceLevelServiceClient(
   transport: Transport,
-  options?: { readonly settings?: ServiceSettings<typeof ServiceLevelService> },
+  options?: { readonly settings?: ServiceSettings<typeof ServiceLevelService> | undefined },
 ): Client<typeof ServiceLevelService> {
   return createClient(
     ServiceLevelService,
-    bindServiceSettings(transport, ServiceLevelService, mergeServiceSettings(ServiceLevelServiceMqttSettings, options?.settings)),
+    bindServiceSettings(transport, ServiceLevelService, mergeServiceSettings(ServiceLevelServiceMqtt, options?.settings)),
   );
 }
 
 /**
- * Registers an implementation of mqrpc.test.v1.ServiceLevelService on an mqrpc server, with the generated MQTT settings. Methods left out answer UNIMPLEMENTED.
+ * Registers `impl` as mqrpc.test.v1.ServiceLevelService on `server`, with the
+ * settings in {@link ServiceLevelServiceMqtt}. Methods that `impl` leaves out
+ * answer UNIMPLEMENTED. Returns `server`.
+ *
+ * Overrides the file, and one method overrides the service back.
  */
 export function registerServiceLevelService(
   server: MqttServer,
   impl: Partial<ServiceImpl<typeof ServiceLevelService>>,
 ): MqttServer {
-  return server.service(ServiceLevelService, impl, ServiceLevelServiceMqttSettings);
+  return server.service(ServiceLevelService, impl, ServiceLevelServiceMqtt);
 }
-

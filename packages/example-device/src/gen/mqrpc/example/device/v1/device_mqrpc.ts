@@ -12,9 +12,12 @@ import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 
 /**
- * MQTT settings of mqrpc.example.device.v1.DeviceService, per method, resolved from the proto options (method > service > file > plugin parameter). Unset fields take the runtime default.
+ * MQTT settings of each method of mqrpc.example.device.v1.DeviceService,
+ * resolved at generation time from the proto options (method > service > file >
+ * plugin parameter). A field left out takes the runtime default; `{}` means
+ * every field does.
  */
-export const DeviceServiceMqttSettings: ServiceSettings<typeof DeviceService> = {
+export const DeviceServiceMqtt: ServiceSettings<typeof DeviceService> = {
   getInfo: {},
   setLed: {},
   streamTelemetry: { batchedStream: true },
@@ -23,25 +26,28 @@ export const DeviceServiceMqttSettings: ServiceSettings<typeof DeviceService> = 
 };
 
 /**
- * Creates a typed client of mqrpc.example.device.v1.DeviceService that calls over `transport` with the generated MQTT settings (DeviceServiceMqttSettings); `options.settings` overrides them per method.
+ * Creates a client of mqrpc.example.device.v1.DeviceService that calls over
+ * `transport` with the settings in {@link DeviceServiceMqtt};
+ * `options.settings` overrides them per method, field by field.
  */
 export function createDeviceServiceClient(
   transport: Transport,
-  options?: { readonly settings?: ServiceSettings<typeof DeviceService> },
+  options?: { readonly settings?: ServiceSettings<typeof DeviceService> | undefined },
 ): Client<typeof DeviceService> {
   return createClient(
     DeviceService,
-    bindServiceSettings(transport, DeviceService, mergeServiceSettings(DeviceServiceMqttSettings, options?.settings)),
+    bindServiceSettings(transport, DeviceService, mergeServiceSettings(DeviceServiceMqtt, options?.settings)),
   );
 }
 
 /**
- * Registers an implementation of mqrpc.example.device.v1.DeviceService on an mqrpc server, with the generated MQTT settings. Methods left out answer UNIMPLEMENTED.
+ * Registers `impl` as mqrpc.example.device.v1.DeviceService on `server`, with
+ * the settings in {@link DeviceServiceMqtt}. Methods that `impl` leaves out
+ * answer UNIMPLEMENTED. Returns `server`.
  */
 export function registerDeviceService(
   server: MqttServer,
   impl: Partial<ServiceImpl<typeof DeviceService>>,
 ): MqttServer {
-  return server.service(DeviceService, impl, DeviceServiceMqttSettings);
+  return server.service(DeviceService, impl, DeviceServiceMqtt);
 }
-
