@@ -19,5 +19,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     globalSetup: ["test/brokers/global-setup.ts"],
+    // A suite for brokers that MQRPC_BROKERS leaves out declares no tests;
+    // the run's "mqrpc brokers covered" line says what was left out.
+    passWithNoTests: true,
   },
 });
