@@ -33,6 +33,33 @@ const THROUGHPUT_MS = 1500;
 const STREAM_MESSAGES = 100_000;
 const docs = (name: string) => fileURLToPath(new URL(`../../../docs/${name}`, import.meta.url));
 
+/**
+ * Command-line selection, for working on one number at a time:
+ * `npm run bench -- --only=unary,stream,large,wire --brokers=aedes,mosquitto
+ * --contenders=raw,mqrpc,grpc,json --profile`. A selective run prints its
+ * table but leaves docs/ alone; `--profile` writes V8 CPU profiles of the
+ * measuring process and the peers to .tmp/profiles.
+ */
+const cli = parseCli(process.argv.slice(2));
+
+function parseCli(args: string[]) {
+  const known = new Set(["only", "brokers", "contenders", "profile"]);
+  const lists = new Map<string, Set<string>>();
+  let profile = false;
+  for (const arg of args) {
+    const m = /^--([a-z]+)(?:=(.*))?$/.exec(arg);
+    if (m === null || !known.has(m[1] as string)) {
+      throw new Error(
+        `unknown argument ${arg}; use --only=, --brokers=, --contenders= and --profile`,
+      );
+    }
+    if (m[1] === "profile") profile = true;
+    else lists.set(m[1] as string, new Set((m[2] ?? "").split(",").filter(Boolean)));
+  }
+  const pick = (list: string, name: string) => lists.get(list)?.has(name) ?? true;
+  return { pick, selective: lists.size > 0, profile };
+}
+
 // ---- processes ------------------------------------------------------------
 
 interface Peer {
@@ -46,7 +73,11 @@ async function peer(role: string, config: object = {}): Promise<Peer> {
     fileURLToPath(new URL("./peer.ts", import.meta.url)),
     [role, JSON.stringify(config)],
     {
-      execArgv: ["--import", "tsx"],
+      execArgv: [
+        "--import",
+        "tsx",
+        ...(cli.profile ? ["--cpu-prof", "--cpu-prof-dir=.tmp/profiles"] : []),
+      ],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     },
   );
@@ -231,13 +262,14 @@ async function jsonRpcPair(url: string) {
 // ---- scenarios ------------------------------------------------------------
 
 async function unaryScenarios(url: string, results: Results["brokers"][number]) {
-  for (const [name, make, calls] of [
-    ["raw MQTT.js ping-pong", () => rawPair(url), LATENCY_CALLS],
-    ["mqrpc", () => mqrpcPair(url), LATENCY_CALLS],
-    ["@grpc/grpc-js (HTTP/2)", () => grpcPair(), LATENCY_CALLS],
+  for (const [key, name, make, calls] of [
+    ["raw", "raw MQTT.js ping-pong", () => rawPair(url), LATENCY_CALLS],
+    ["mqrpc", "mqrpc", () => mqrpcPair(url), LATENCY_CALLS],
+    ["grpc", "@grpc/grpc-js (HTTP/2)", () => grpcPair(), LATENCY_CALLS],
     // ~44 ms per call (its QoS 2 request and per-call subscriptions): fewer samples.
-    ["mqtt-json-rpc", () => jsonRpcPair(url), 60],
+    ["json", "mqtt-json-rpc", () => jsonRpcPair(url), 60],
   ] as const) {
+    if (!cli.pick("contenders", key)) continue;
     const pair = await make();
     try {
       const lat = await latency(pair.call, calls);
@@ -410,9 +442,11 @@ async function main(): Promise<void> {
     wire: { requestOverheadBytes: 0, responseOverheadBytes: 0 },
   };
   const brokers: Array<{ name: string; url: string; stop(): Promise<void> }> = [];
-  const aedes = await peer("aedes");
-  brokers.push({ name: "aedes", url: aedes.info.url as string, stop: () => aedes.stop() });
-  if (mosquittoAvailable()) {
+  if (cli.pick("brokers", "aedes")) {
+    const aedes = await peer("aedes");
+    brokers.push({ name: "aedes", url: aedes.info.url as string, stop: () => aedes.stop() });
+  }
+  if (cli.pick("brokers", "mosquitto") && mosquittoAvailable()) {
     const mosquitto = await startMosquitto();
     brokers.push({ name: "mosquitto", url: mosquitto.url, stop: () => mosquitto.stop() });
   }
@@ -420,14 +454,18 @@ async function main(): Promise<void> {
     console.log(`broker ${broker.name}`);
     const entry: Results["brokers"][number] = { broker: broker.name, unary: [], stream: [] };
     results.brokers.push(entry);
-    await unaryScenarios(broker.url, entry);
-    await streamScenarios(broker.url, entry);
-    await largeScenarios(broker.url, entry);
+    if (cli.pick("only", "unary")) await unaryScenarios(broker.url, entry);
+    if (cli.pick("only", "stream")) await streamScenarios(broker.url, entry);
+    if (cli.pick("only", "large")) await largeScenarios(broker.url, entry);
   }
-  await wireBytes(brokers[0]?.url as string, results);
+  if (cli.pick("only", "wire") && brokers[0] !== undefined) await wireBytes(brokers[0].url, results);
   for (const broker of brokers) await broker.stop();
   results.durationSeconds = (Date.now() - started) / 1000;
   const report = renderReport(results);
+  if (cli.selective) {
+    console.log(`\n${report.table}\n\na selective run: docs/ left as they were`);
+    return;
+  }
   writeFileSync(docs("bench-results.json"), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(docs("benchmarks.svg"), report.svg);
   writeFileSync(docs("BENCHMARKS.md"), report.markdown);

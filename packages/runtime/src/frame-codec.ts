@@ -3,8 +3,10 @@
  * carries, and rejects what is not a valid protocol-v1 frame before any call
  * state sees it.
  */
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import { type Frame, FrameSchema } from "./gen/mqrpc/v1/wire_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { readFrame } from "./frame-decoder.js";
+import { writeFrame } from "./frame-encoder.js";
+import type { Frame, FrameSchema } from "./gen/mqrpc/v1/wire_pb.js";
 
 /** The protocol version this runtime speaks; frames with another are rejected. */
 export const PROTOCOL_VERSION = 1;
@@ -22,9 +24,7 @@ export class FrameDecodeError extends Error {
 
 /** Serializes a frame, stamping the protocol version. */
 export function encodeFrame(init: FrameInit): Uint8Array {
-  const frame = create(FrameSchema, init as MessageInitShape<typeof FrameSchema>);
-  frame.version = PROTOCOL_VERSION;
-  return toBinary(FrameSchema, frame);
+  return writeFrame({ ...init, version: PROTOCOL_VERSION });
 }
 
 /**
@@ -34,7 +34,7 @@ export function encodeFrame(init: FrameInit): Uint8Array {
 export function decodeFrame(bytes: Uint8Array): Frame & { kind: { case: FrameKind } } {
   let frame: Frame;
   try {
-    frame = fromBinary(FrameSchema, bytes);
+    frame = readFrame(bytes);
   } catch (e) {
     throw new FrameDecodeError(
       `not a protobuf Frame: ${e instanceof Error ? e.message : String(e)}`,

@@ -1,0 +1,165 @@
+/**
+ * The hand-written frame codec must agree with protobuf-es, the reference
+ * implementation of the schema: the same bytes out for any frame, the same
+ * frame back from any encoding, and only FrameDecodeError for garbage.
+ */
+import { create, equals, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { decodeFrame, encodeFrame, FrameDecodeError } from "./frame-codec.js";
+import { FrameSchema } from "./gen/mqrpc/v1/wire_pb.js";
+
+const u32 = fc.oneof(
+  fc.constant(0),
+  fc.integer({ min: 1, max: 300 }),
+  fc.integer({ min: 0, max: 0xffff_ffff }),
+);
+const bytes = fc.oneof(fc.uint8Array({ maxLength: 4 }), fc.uint8Array({ maxLength: 300 }));
+const text = fc.oneof(
+  fc.string({ maxLength: 40 }),
+  fc.string({ unit: "grapheme", maxLength: 20 }),
+  fc.string({ unit: "binary", maxLength: 20 }),
+);
+const entry = fc.record({
+  key: text,
+  value: fc.oneof(
+    fc.record({ case: fc.constant("text" as const), value: text }),
+    fc.record({ case: fc.constant("binary" as const), value: bytes }),
+    fc.constant({ case: undefined }),
+  ),
+});
+const entries = fc.array(entry, { maxLength: 3 });
+const status = fc.record({
+  code: u32,
+  message: text,
+  details: fc.array(fc.record({ type: text, value: bytes }), { maxLength: 2 }),
+});
+
+const kind = fc.oneof(
+  fc.record({
+    case: fc.constant("open" as const),
+    value: fc.record(
+      {
+        timeoutMs: u32,
+        headers: entries,
+        message: bytes,
+        halfClose: fc.boolean(),
+        window: u32,
+        heartbeatMs: u32,
+      },
+      { requiredKeys: ["timeoutMs", "headers", "halfClose", "window", "heartbeatMs"] },
+    ),
+  }),
+  fc.record({
+    case: fc.constant("headers" as const),
+    value: fc.record({ headers: entries, instance: text, window: u32 }),
+  }),
+  fc.record({ case: fc.constant("message" as const), value: bytes }),
+  fc.record({
+    case: fc.constant("batch" as const),
+    value: fc.record({ messages: fc.array(bytes, { maxLength: 5 }) }),
+  }),
+  fc.record({
+    case: fc.constant("chunk" as const),
+    value: fc.record({ totalSize: u32, offset: u32, data: bytes }),
+  }),
+  fc.record({ case: fc.constant("halfClose" as const), value: fc.constant({}) }),
+  fc.record({
+    case: fc.constant("end" as const),
+    value: fc.record(
+      { status, trailers: entries, headers: entries, message: bytes },
+      { requiredKeys: ["trailers", "headers"] },
+    ),
+  }),
+  fc.record({ case: fc.constant("cancel" as const), value: fc.record({ code: u32 }) }),
+  fc.record({
+    case: fc.constant("credit" as const),
+    value: fc.record({ limit: u32, received: u32, resend: fc.boolean() }),
+  }),
+  fc.record({ case: fc.constant("ping" as const), value: fc.constant({}) }),
+  fc.record({ case: fc.constant("pong" as const), value: fc.constant({}) }),
+);
+
+const frameInit = fc.record({ callId: fc.integer({ min: 1, max: 0xffff_ffff }), seq: u32, kind });
+
+type Init = MessageInitShape<typeof FrameSchema>;
+
+describe("frame codec", () => {
+  it("encodes every frame exactly as protobuf-es does", () => {
+    fc.assert(
+      fc.property(frameInit, (init) => {
+        const reference = toBinary(
+          FrameSchema,
+          create(FrameSchema, { ...init, version: 1 } as Init),
+        );
+        expect(encodeFrame(init as Init)).toEqual(reference);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("decodes every encoding to the frame protobuf-es decodes", () => {
+    fc.assert(
+      fc.property(frameInit, (init) => {
+        const encoded = toBinary(FrameSchema, create(FrameSchema, { ...init, version: 1 } as Init));
+        const ours = decodeFrame(encoded);
+        expect(equals(FrameSchema, ours, fromBinary(FrameSchema, encoded))).toBe(true);
+        // And the decoded objects are complete messages protobuf-es can encode again.
+        expect(toBinary(FrameSchema, ours)).toEqual(encoded);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("skips unknown fields of every wire type, as protobuf requires", () => {
+    const known = encodeFrame({
+      callId: 7,
+      seq: 1,
+      kind: { case: "message", value: new Uint8Array([1, 2]) },
+    });
+    // field 99 varint, field 98 fixed64, field 97 bytes, field 96 fixed32
+    const unknown = [
+      0x98, 0x06, 0x2a, 0x91, 0x06, 1, 2, 3, 4, 5, 6, 7, 8, 0x8a, 0x06, 2, 9, 9, 0x85, 0x06, 1, 2,
+      3, 4,
+    ];
+    const frame = decodeFrame(new Uint8Array([...unknown, ...known]));
+    expect(frame.callId).toBe(7);
+    expect(frame.kind).toEqual({ case: "message", value: new Uint8Array([1, 2]) });
+  });
+
+  it("accepts a uint32 sent as a ten-byte varint, keeping its low 32 bits", () => {
+    // version 1, call_id = 2^32 + 5 as a 64-bit varint, ping
+    const bytes = new Uint8Array([0x08, 0x01, 0x10, 0x85, 0x80, 0x80, 0x80, 0x10, 0x6a, 0x00]);
+    expect(decodeFrame(bytes).callId).toBe(5);
+    expect(fromBinary(FrameSchema, bytes).callId).toBe(5);
+  });
+
+  it("throws only FrameDecodeError for arbitrary or mutated bytes", () => {
+    const valid = fc
+      .tuple(frameInit, fc.nat(), fc.integer({ min: 0, max: 255 }))
+      .map(([init, at, value]) => {
+        const b = encodeFrame(init as Init);
+        if (b.byteLength > 0) b[at % b.byteLength] = value;
+        return b;
+      });
+    fc.assert(
+      fc.property(fc.oneof(fc.uint8Array({ maxLength: 64 }), valid), (input) => {
+        try {
+          decodeFrame(input);
+        } catch (e) {
+          expect(e).toBeInstanceOf(FrameDecodeError);
+        }
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it("rejects numbers outside uint32 instead of writing them wrapped", () => {
+    expect(() => encodeFrame({ callId: 2 ** 32, kind: { case: "ping", value: {} } })).toThrow(
+      /invalid uint32/,
+    );
+    expect(() => encodeFrame({ callId: -1, kind: { case: "ping", value: {} } })).toThrow(
+      /invalid uint32/,
+    );
+  });
+});
