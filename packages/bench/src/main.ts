@@ -458,7 +458,8 @@ async function main(): Promise<void> {
     if (cli.pick("only", "stream")) await streamScenarios(broker.url, entry);
     if (cli.pick("only", "large")) await largeScenarios(broker.url, entry);
   }
-  if (cli.pick("only", "wire") && brokers[0] !== undefined) await wireBytes(brokers[0].url, results);
+  if (cli.pick("only", "wire") && brokers[0] !== undefined)
+    await wireBytes(brokers[0].url, results);
   for (const broker of brokers) await broker.stop();
   results.durationSeconds = (Date.now() - started) / 1000;
   const report = renderReport(results);
