@@ -21,6 +21,9 @@ import type { ReplyRouter, RoutedCall } from "./reply-router.js";
 import { endToError } from "./status.js";
 import type { TopicScheme } from "./topic-scheme.js";
 
+/** Why credit waits end when a call finished without an error. */
+const CALL_OVER = new ConnectError("the call is over", Code.Canceled);
+
 /** MQTT fixed header, topic length, packet id and properties, roughly. */
 const PACKET_OVERHEAD = 24;
 
@@ -31,8 +34,12 @@ export interface ClientCallInit {
   readonly scheme: TopicScheme;
   readonly serverId: string;
   readonly method: DescMethod;
-  readonly signal: AbortSignal;
-  readonly timeoutMs: number | undefined;
+  /** The caller's cancellation, if it gave one. */
+  readonly signal: AbortSignal | undefined;
+  /** When the call's deadline expires (`Date.now()` time), if it has one. */
+  readonly deadline: number | undefined;
+  /** Unary calls keep their one response instead of queueing a stream. */
+  readonly unary: boolean;
   readonly header: Headers;
   readonly maxMessageBytes: number;
   readonly maxPublishBytes: number;
@@ -58,12 +65,15 @@ export class ClientCall implements RoutedCall {
   readonly header = new Headers();
   /** Response trailers; filled by the End frame. */
   readonly trailer = new Headers();
-  /** Serialized response messages in order; ends with the call's status. */
+  /**
+   * Serialized response messages in order; ends with the call's status.
+   * Unary calls leave it empty and keep their response in {@link unaryResponse}.
+   */
   readonly responses: MessageQueue<Uint8Array>;
-  /** Resolves when headers (or the end) arrived; never rejects. */
-  readonly headerReceived: Promise<void>;
   /** Settles with the call's status. */
   readonly done: Promise<void>;
+  /** A unary call's response message, once it arrived. */
+  unaryResponse: Uint8Array | undefined;
 
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
@@ -74,15 +84,17 @@ export class ClientCall implements RoutedCall {
   /** Whether the server said anything about this call yet. */
   private heardFromServer = false;
   private readonly startedAt = Date.now();
-  private resolveHeader!: () => void;
+  private headerArrived = false;
+  private headerWaiters: Array<() => void> | undefined;
   private settle!: (error: ConnectError | undefined) => void;
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Aborts waits for credit when the call ends; made only when a wait needs it. */
+  private aborter: AbortController | undefined;
+  private endReason: ConnectError | undefined;
 
   constructor(private readonly init: ClientCallInit) {
     this.callId = init.router.register(this, init.heartbeatMs);
     this.topic = this.requestTopic(undefined);
-    this.headerReceived = new Promise((resolve) => {
-      this.resolveHeader = resolve;
-    });
     this.done = new Promise((resolve, reject) => {
       this.settle = (error) => (error ? reject(error) : resolve());
     });
@@ -111,25 +123,56 @@ export class ClientCall implements RoutedCall {
         ),
     );
     if (init.settings.batchedStream) this.sender.enableBatching(init.settings.batchLingerMs);
-    if (init.signal.aborted) {
+    if (init.deadline !== undefined) {
+      const left = init.deadline - Date.now();
+      if (left <= 0) {
+        this.onDeadline();
+        return;
+      }
+      this.deadlineTimer = setTimeout(this.onDeadline, left);
+    }
+    if (init.signal?.aborted) {
       this.onAbort();
     } else {
-      init.signal.addEventListener("abort", this.onAbort, { once: true });
+      init.signal?.addEventListener("abort", this.onAbort, { once: true });
     }
   }
 
+  /** Resolves when headers (or the end) arrived; never rejects. */
+  get headerReceived(): Promise<void> {
+    if (this.headerArrived) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.headerWaiters ??= [];
+      this.headerWaiters.push(resolve);
+    });
+  }
+
+  /**
+   * Aborts when the call is over: what waits for flow-control credit on the
+   * call's behalf listens to it.
+   */
+  private readonly signal = (): AbortSignal => {
+    if (this.aborter === undefined) {
+      this.aborter = new AbortController();
+      if (this.finished) this.aborter.abort(this.endReason ?? CALL_OVER);
+    }
+    return this.aborter.signal;
+  };
+
   /** Sends the Open frame, with the first request message inline if given. */
   open(message: Uint8Array | undefined, halfClose: boolean): Promise<void> {
+    if (this.finished) return Promise.resolve();
+    const deadline = this.init.deadline;
     return this.sender.sendOpen(
       {
-        timeoutMs: this.init.timeoutMs ?? 0,
+        timeoutMs: deadline === undefined ? 0 : Math.max(1, deadline - Date.now()),
         headers: headersToEntries(this.init.header),
         window: this.init.window,
         heartbeatMs: this.init.heartbeatMs,
       },
       message,
       halfClose,
-      this.init.signal,
+      this.signal,
     );
   }
 
@@ -142,14 +185,14 @@ export class ClientCall implements RoutedCall {
     if (this.instance === undefined && this.init.sharedInstances !== undefined)
       await this.headerReceived;
     if (this.finished) return;
-    await this.sender.sendMessage(message, this.init.signal);
+    await this.sender.sendMessage(message, this.signal);
   }
 
   /** Tells the server no more request messages follow, after any waiting batch. */
   async halfClose(): Promise<void> {
     if (this.instance === undefined && this.init.sharedInstances !== undefined)
       await this.headerReceived;
-    await this.sender.flush(this.init.signal);
+    await this.sender.flush(this.signal);
     if (!this.finished) this.sender.sendControl({ case: "halfClose", value: {} });
   }
 
@@ -158,7 +201,9 @@ export class ClientCall implements RoutedCall {
     if (this.finished) return;
     const code = error.code === Code.DeadlineExceeded ? Code.DeadlineExceeded : Code.Canceled;
     const shared = this.init.sharedInstances;
-    if (this.instance === undefined && shared !== undefined) {
+    if (!this.sender.started) {
+      // Nothing was sent: no server knows of the call.
+    } else if (this.instance === undefined && shared !== undefined) {
       // Which replica took the call is not known yet: tell each of them.
       for (const instance of shared()) {
         const topic = this.requestTopic(instance);
@@ -226,10 +271,18 @@ export class ClientCall implements RoutedCall {
           this.topic = this.requestTopic(event.headers.instance);
         }
         if (event.headers.window > 0) this.sender.credit.grant(event.headers.window);
-        this.resolveHeader();
+        this.headerDone();
         return;
       case "message":
-        this.responses.push(event.data);
+        if (!this.init.unary) {
+          this.responses.push(event.data);
+        } else if (this.unaryResponse === undefined) {
+          this.unaryResponse = event.data;
+        } else {
+          this.abandon(
+            new ConnectError("protocol error: more than one response message", Code.Internal),
+          );
+        }
         return;
       case "end":
         entriesToHeaders(event.end.headers, this.header);
@@ -242,19 +295,34 @@ export class ClientCall implements RoutedCall {
   }
 
   private readonly onAbort = (): void => {
-    const reason = this.init.signal.reason;
+    const reason = this.init.signal?.reason;
     this.abandon(ConnectError.from(reason, Code.Canceled));
   };
+
+  private readonly onDeadline = (): void => {
+    this.deadlineTimer = undefined;
+    this.abandon(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+  };
+
+  private headerDone(): void {
+    this.headerArrived = true;
+    const waiters = this.headerWaiters;
+    this.headerWaiters = undefined;
+    if (waiters !== undefined) for (const wake of waiters) wake();
+  }
 
   private finish(error: ConnectError | undefined): void {
     if (this.finished) return;
     this.finished = true;
+    this.endReason = error;
     this.receiver.dispose();
     this.init.router.unregister(this.callId);
-    this.init.signal.removeEventListener("abort", this.onAbort);
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.init.signal?.removeEventListener("abort", this.onAbort);
+    this.aborter?.abort(error ?? CALL_OVER);
     if (error) this.responses.fail(error);
     else this.responses.close();
-    this.resolveHeader();
+    this.headerDone();
     this.settle(error);
   }
 

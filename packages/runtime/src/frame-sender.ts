@@ -28,6 +28,12 @@ export interface FrameOutput {
 
 type FrameKindInit = NonNullable<FrameInit["kind"]>;
 
+/**
+ * The signal that ends a wait for credit, asked for only when a wait is
+ * needed: most frames never wait, and most calls never need a signal.
+ */
+export type SignalSource = () => AbortSignal;
+
 /** The fields of an Open frame besides the inline message. */
 export interface OpenFields {
   readonly timeoutMs: number;
@@ -69,6 +75,11 @@ export class FrameSender {
     this.lingerMs = lingerMs;
   }
 
+  /** Whether any sequenced frame went out (the peer may know of the call). */
+  get started(): boolean {
+    return this.nextSeq > 0;
+  }
+
   /** Messages waiting in the current batch. */
   get pendingMessages(): number {
     return this.batcher?.size ?? 0;
@@ -78,9 +89,9 @@ export class FrameSender {
    * Sends the waiting batch, waiting for credit if needed. Call before a
    * control frame so that sequence order matches the producer's order.
    */
-  async flush(signal: AbortSignal): Promise<void> {
+  async flush(signal: SignalSource): Promise<void> {
     while (this.batcher !== undefined && this.batcher.size > 0) {
-      await this.credit.waitFor(this.nextSeq, signal);
+      await this.creditFor(signal);
       this.publishBatch();
     }
   }
@@ -112,7 +123,7 @@ export class FrameSender {
     open: OpenFields,
     message: Uint8Array | undefined,
     halfClose: boolean,
-    signal: AbortSignal,
+    signal: SignalSource,
   ): Promise<void> {
     if (message !== undefined && message.byteLength <= this.output.maxFrameBytes()) {
       const frame = encodeFrame({
@@ -137,7 +148,7 @@ export class FrameSender {
   }
 
   /** Sends one message, waiting for credit frame by frame. */
-  async sendMessage(message: Uint8Array, signal: AbortSignal): Promise<void> {
+  async sendMessage(message: Uint8Array, signal: SignalSource): Promise<void> {
     const budget = this.output.maxFrameBytes() - FRAME_HEADROOM;
     const batcher = this.batcher;
     if (batcher !== undefined) {
@@ -150,7 +161,7 @@ export class FrameSender {
       await this.flush(signal);
     }
     if (message.byteLength <= budget) {
-      await this.credit.waitFor(this.nextSeq, signal);
+      await this.creditFor(signal);
       this.publishSequenced(
         encodeFrame({
           callId: this.callId,
@@ -161,7 +172,7 @@ export class FrameSender {
       return;
     }
     for (const piece of splitIntoChunks(message, budget)) {
-      await this.credit.waitFor(this.nextSeq, signal);
+      await this.creditFor(signal);
       this.publishSequenced(
         encodeFrame({
           callId: this.callId,
@@ -179,9 +190,9 @@ export class FrameSender {
   async sendEnd(
     end: EndFields,
     message: Uint8Array | undefined,
-    signal: AbortSignal,
+    signal: SignalSource,
   ): Promise<void> {
-    await this.flush(signal);
+    if (this.pendingMessages > 0) await this.flush(signal);
     if (message !== undefined) {
       if (message.byteLength <= this.output.maxFrameBytes()) {
         const frame = encodeFrame({
@@ -214,6 +225,13 @@ export class FrameSender {
     if (resend) {
       for (const [seq, frame] of this.retained) if (seq >= received) this.output.publish(frame);
     }
+  }
+
+  /** Resolves when the next sequenced frame may go; at once when it may already. */
+  private creditFor(signal: SignalSource): Promise<void> | undefined {
+    return this.credit.allows(this.nextSeq)
+      ? undefined
+      : this.credit.waitFor(this.nextSeq, signal());
   }
 
   /** The End frame as published, once it was. */

@@ -70,6 +70,18 @@ export function completeMethodSettings(
  * plugin parameter level.
  */
 export function settingsFromDescriptor(method: DescMethod): MethodSettings {
+  let settings = descriptorSettings.get(method);
+  if (settings === undefined) {
+    settings = readDescriptorSettings(method);
+    descriptorSettings.set(method, settings);
+  }
+  return settings;
+}
+
+/** Options never change once a descriptor exists: read them once per method. */
+const descriptorSettings = new WeakMap<DescMethod, MethodSettings>();
+
+function readDescriptorSettings(method: DescMethod): MethodSettings {
   const levels: MqttOptions[] = [];
   if (hasOption(method, method_options)) levels.push(getOption(method, method_options));
   if (hasOption(method.parent, service_options))

@@ -3,7 +3,16 @@
  * so `createClient`, interceptors and everything built on Connect work
  * unchanged. Portable: no Node-only imports on this path.
  */
-import { type DescMessage, type DescMethod, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescMethodUnary,
+  fromBinary,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -12,6 +21,7 @@ import {
   createContextValues,
   type Interceptor,
   type Transport,
+  type UnaryResponse,
 } from "@connectrpc/connect";
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import { abortable } from "./abortable.js";
@@ -180,49 +190,27 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     return since === undefined ? 0 : Math.max(0, since + offlineGraceMs - Date.now());
   }
 
+  /**
+   * Starts a call once the connection and the server's presence allow it.
+   * Only calls that must wait for either build a combined signal (caller,
+   * transport closing, deadline); calls in flight are tracked and cancelled
+   * by close() directly, which keeps the hot path free of listeners.
+   */
   async function startCall(
     method: DescMethod,
-    signal: AbortSignal,
-    timeoutMs: number | undefined,
+    signal: AbortSignal | undefined,
+    deadline: number | undefined,
     header: Headers,
-    values: ContextValues,
+    values: ContextValues | undefined,
+    unary: boolean,
   ): Promise<ClientCall> {
     if (closing.signal.aborted) throw closing.signal.reason;
-    // Only calls that must wait for the connection or presence link their
-    // signal to the transport's closing; calls in flight are tracked and
-    // cancelled by close() directly, which keeps the hot path listener-free.
-    const fast = started && presence.availability === "online";
-    const linked = fast ? signal : AbortSignal.any([signal, closing.signal]);
-    if (!started) {
-      await abortable(ready, linked).catch((e: unknown) => {
-        throw linked.aborted
-          ? e
-          : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
-      });
-    }
-    const wait = values.get(waitForServerKey) ?? options.waitForServer ?? false;
-    if (presence.availability !== "online") {
-      const grace = recentlyOnline();
-      if (wait) {
-        await presence.online(linked);
-      } else if (grace > 0) {
-        const timeout = AbortSignal.timeout(grace);
-        await presence.online(AbortSignal.any([linked, timeout])).catch((e: unknown) => {
-          if (!timeout.aborted || linked.aborted) throw e;
-          throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
-        });
-      } else {
-        await abortable(presence.settle(), linked);
-        const availability = presence.availability;
-        if (availability === "offline") {
-          throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
-        }
-        if (availability === "unknown") {
-          throw new ConnectError(
-            `${serverLabel} has not announced itself on this broker`,
-            Code.Unavailable,
-          );
-        }
+    if (!started || presence.availability !== "online") {
+      const wait = waitSignal(signal, deadline);
+      try {
+        await untilServerReady(wait.signal, values);
+      } finally {
+        wait.cleanup();
       }
     }
     const call = new ClientCall({
@@ -232,7 +220,8 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       serverId: options.serverId,
       method,
       signal,
-      timeoutMs,
+      deadline,
+      unary,
       header,
       maxMessageBytes,
       maxPublishBytes,
@@ -250,23 +239,65 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     return call;
   }
 
-  function decoder<O extends DescMessage>(schema: O) {
-    return (bytes: Uint8Array) => {
-      try {
-        return fromBinary(schema, bytes);
-      } catch (e) {
+  /** Waits for the broker connection and, per the wait-for-server setting, the server. */
+  async function untilServerReady(
+    linked: AbortSignal,
+    values: ContextValues | undefined,
+  ): Promise<void> {
+    if (!started) {
+      await abortable(ready, linked).catch((e: unknown) => {
+        throw linked.aborted
+          ? e
+          : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
+      });
+    }
+    const wait = values?.get(waitForServerKey) ?? options.waitForServer ?? false;
+    if (presence.availability === "online") return;
+    const grace = recentlyOnline();
+    if (wait) {
+      await presence.online(linked);
+    } else if (grace > 0) {
+      const timeout = AbortSignal.timeout(grace);
+      await presence.online(AbortSignal.any([linked, timeout])).catch((e: unknown) => {
+        if (!timeout.aborted || linked.aborted) throw e;
+        throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
+      });
+    } else {
+      await abortable(presence.settle(), linked);
+      const availability = presence.availability;
+      if (availability === "offline") {
+        throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
+      }
+      if (availability === "unknown") {
         throw new ConnectError(
-          `failed to parse ${schema.typeName}: ${e instanceof Error ? e.message : String(e)}`,
-          Code.Internal,
+          `${serverLabel} has not announced itself on this broker`,
+          Code.Unavailable,
         );
       }
-    };
+    }
+  }
+
+  /** The caller's signal, the transport's closing and the deadline, as one signal. */
+  function waitSignal(signal: AbortSignal | undefined, deadline: number | undefined) {
+    const signals = [closing.signal];
+    if (signal !== undefined) signals.push(signal);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (deadline !== undefined) {
+      const expired = new AbortController();
+      const expire = () =>
+        expired.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+      const left = deadline - Date.now();
+      if (left <= 0) expire();
+      else timer = setTimeout(expire, left);
+      signals.push(expired.signal);
+    }
+    return { signal: AbortSignal.any(signals), cleanup: () => clearTimeout(timer) };
   }
 
   /** What runUnaryCall and runStreamingCall take besides the request. */
   function callOptions(signal: AbortSignal | undefined, timeoutMs: number | undefined) {
     return {
-      interceptors: options.interceptors ?? [],
+      interceptors,
       ...(signal !== undefined ? { signal } : {}),
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     };
@@ -287,9 +318,54 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     };
   }
 
+  const interceptors = options.interceptors ?? [];
+
+  /**
+   * A unary call without interceptors: what Connect's runUnaryCall does
+   * (normalize the request, deadline, cancellation, errors as ConnectError),
+   * without the linked AbortControllers it builds for every call. The
+   * deadline is a timer in the call; a caller's signal gets one listener.
+   */
+  async function directUnary<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O>,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    header: HeadersInit | undefined,
+    input: MessageInitShape<I>,
+    values: ContextValues | undefined,
+  ): Promise<UnaryResponse<I, O>> {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    let call: ClientCall | undefined;
+    try {
+      const request = toBinary(method.input, create(method.input, input));
+      call = await startCall(method, signal, deadline, new Headers(header), values, true);
+      await call.open(request, true);
+      await call.done;
+    } catch (e) {
+      throw signal?.aborted
+        ? ConnectError.from(signal.reason, Code.Canceled)
+        : ConnectError.from(e);
+    }
+    const message = call.unaryResponse;
+    if (message === undefined) {
+      throw new ConnectError("protocol error: missing response message", Code.Internal);
+    }
+    return {
+      stream: false,
+      service: method.parent,
+      method,
+      header: call.header,
+      message: decode(method.output, message),
+      trailer: call.trailer,
+    };
+  }
+
   return {
     unary(method, signal, timeoutMs, header, input, contextValues) {
-      const decode = decoder(method.output);
+      if (interceptors.length === 0) {
+        return directUnary(method, signal, timeoutMs, header, input, contextValues);
+      }
+      const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
       return runUnaryCall({
         ...callOptions(signal, timeoutMs),
         req: {
@@ -302,21 +378,14 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
           const call = await startCall(
             req.method,
             req.signal,
-            timeoutMs,
+            deadline,
             req.header,
             req.contextValues,
+            true,
           );
           await call.open(toBinary(method.input, req.message), true);
-          let message: Uint8Array | undefined;
-          for await (const bytes of call.responses) {
-            if (message !== undefined) {
-              call.abandon(
-                new ConnectError("protocol error: more than one response message", Code.Internal),
-              );
-            }
-            message = bytes;
-          }
           await call.done;
+          const message = call.unaryResponse;
           if (message === undefined) {
             throw new ConnectError("protocol error: missing response message", Code.Internal);
           }
@@ -325,7 +394,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
             service: method.parent,
             method,
             header: call.header,
-            message: decode(message),
+            message: decode(method.output, message),
             trailer: call.trailer,
           };
         },
@@ -333,7 +402,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     },
 
     stream(method, signal, timeoutMs, header, input, contextValues) {
-      const decode = decoder(method.output);
+      const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
       return runStreamingCall({
         ...callOptions(signal, timeoutMs),
         req: {
@@ -346,9 +415,10 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
           const call = await startCall(
             req.method,
             req.signal,
-            timeoutMs,
+            deadline,
             req.header,
             req.contextValues,
+            false,
           );
           if (method.methodKind === "server_streaming") {
             const single = await firstOnly(req.message);
@@ -364,7 +434,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
             method,
             header: call.header,
             trailer: call.trailer,
-            message: mapMessages(call, decode),
+            message: mapMessages(call, (bytes) => decode(method.output, bytes)),
           };
         },
       });
@@ -379,6 +449,18 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       await link.release();
     },
   };
+}
+
+/** Parses a response message; a malformed one fails the call with INTERNAL. */
+function decode<O extends DescMessage>(schema: O, bytes: Uint8Array): MessageShape<O> {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (e) {
+    throw new ConnectError(
+      `failed to parse ${schema.typeName}: ${e instanceof Error ? e.message : String(e)}`,
+      Code.Internal,
+    );
+  }
 }
 
 /** Sends request messages as the caller produces them, then half-closes. */

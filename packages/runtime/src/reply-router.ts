@@ -62,19 +62,24 @@ export class ReplyRouter {
     return id;
   }
 
-  /** Stops routing replies for a finished call. */
+  /**
+   * Stops routing replies for a finished call. The heartbeat timer stops at
+   * its next tick without calls, not here: calls that follow each other would
+   * otherwise start and stop it every time.
+   */
   unregister(callId: number): void {
     this.calls.delete(callId);
-    if (this.calls.size === 0 && this.heartbeatTimer !== undefined) {
-      clearInterval(this.heartbeatTimer);
-      this.heartbeatTimer = undefined;
-    }
   }
 
   private startHeartbeat(intervalMs: number): void {
     if (this.heartbeatTimer !== undefined) clearInterval(this.heartbeatTimer);
     this.heartbeatMs = intervalMs;
     this.heartbeatTimer = setInterval(() => {
+      if (this.calls.size === 0) {
+        clearInterval(this.heartbeatTimer);
+        this.heartbeatTimer = undefined;
+        return;
+      }
       const now = Date.now();
       for (const call of this.calls.values()) call.heartbeat(now, intervalMs);
     }, intervalMs);

@@ -12,14 +12,7 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  createHandlerContext,
-  type HandlerContext,
-  type Interceptor,
-  type MethodImplSpec,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
 import {
   invokeUnaryImplementation,
   transformInvokeImplementation,
@@ -34,11 +27,15 @@ import { type Frame, StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageQueue } from "./message-queue.js";
 import { entriesToHeaders, headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
+import { createServerCallContext, type ServerCallContext } from "./server-call-context.js";
 import { errorToEnd } from "./status.js";
 import type { RequestAddress } from "./topic-scheme.js";
 
 /** The reason the handler's signal carries after the call finished normally. */
 const CALL_FINISHED = new ConnectError("the call finished", Code.Canceled);
+
+/** The status of every successful call. */
+const OK = create(StatusSchema, { code: 0 });
 
 /** How often a call without heartbeats checks for lost request frames. */
 const DEFAULT_PROGRESS_CHECK_MS = 10_000;
@@ -75,8 +72,15 @@ export class ServerCall {
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
   private readonly requests: MessageQueue<MessageShape<DescMessage>>;
-  private readonly cancelled = new AbortController();
-  private context: (HandlerContext & { abort(reason?: unknown): void }) | undefined;
+  /** The caller cancelled (or vanished): no End goes out. */
+  private cancelled = false;
+  private context: ServerCallContext | undefined;
+  /**
+   * Unary calls without interceptors skip Connect's generic invocation and
+   * the request queue: the one request is kept here until the half-close.
+   */
+  private direct = false;
+  private directInput: MessageShape<DescMessage> | undefined;
   private headersSent = false;
   private heartbeatMs = 0;
   private lastHeard = Date.now();
@@ -150,9 +154,17 @@ export class ServerCall {
     this.context?.abort(reason);
   }
 
-  /** Cancels the handler, as a Cancel frame from the caller would. */
+  /** Cancels the handler, as a Cancel frame from the caller would; no End is sent. */
   cancel(reason: ConnectError): void {
-    this.cancelled.abort(reason);
+    if (this.ended) return;
+    this.cancelled = true;
+    if (this.context !== undefined) {
+      this.context.abort(reason);
+    } else {
+      this.ended = true;
+      this.receiver.dispose();
+      this.resolveFinished();
+    }
   }
 
   /** A frame the caller published for this call. */
@@ -161,7 +173,7 @@ export class ServerCall {
     this.lastHeard = Date.now();
     switch (frame.kind.case) {
       case "cancel":
-        this.cancelled.abort(
+        this.cancel(
           frame.kind.value.code === Code.DeadlineExceeded
             ? new ConnectError("the caller's deadline expired", Code.DeadlineExceeded)
             : new ConnectError("the caller cancelled the call", Code.Canceled),
@@ -193,20 +205,20 @@ export class ServerCall {
           );
           return;
         }
-        const { method, service } = {
-          method: this.entry.spec.method,
-          service: this.entry.spec.method.parent,
-        };
-        this.context = createHandlerContext({
-          service,
-          method,
-          protocolName: "mqrpc",
-          requestMethod: "POST",
-          url: `mqtt://${encodeURIComponent(this.host.serverId)}/${service.typeName}/${method.name}`,
-          ...(event.open.timeoutMs > 0 ? { timeoutMs: event.open.timeoutMs } : {}),
-          requestSignal: this.cancelled.signal,
-          requestHeader: entriesToHeaders(event.open.headers),
+        const spec = this.entry.spec;
+        const context = createServerCallContext({
+          method: spec.method,
+          serverId: this.host.serverId,
+          timeoutMs: event.open.timeoutMs,
+          requestHeader: event.open.headers,
+          onAbort: (reason) => {
+            // Deadline, cancellation or shutdown while the handler runs: the
+            // call ends now, whatever the handler does later.
+            if (!this.ended) void this.end(reason, undefined, context);
+          },
         });
+        this.context = context;
+        this.direct = spec.kind === "unary" && this.host.interceptors.length === 0;
         if (event.open.window > 0) this.sender.credit.grant(event.open.window);
         this.heartbeatMs = event.open.heartbeatMs;
         if (this.host.shared) {
@@ -215,7 +227,7 @@ export class ServerCall {
           // instance's sticky topic. Handler headers follow in the End frame.
           this.sendAccept();
         }
-        void this.run(this.context);
+        if (!this.direct) void this.run(context);
         return;
       }
       case "message": {
@@ -231,19 +243,72 @@ export class ServerCall {
           );
           return;
         }
-        this.requests.push(message);
+        if (!this.direct) {
+          this.requests.push(message);
+        } else if (this.directInput === undefined) {
+          this.directInput = message;
+        } else {
+          this.fail(
+            new ConnectError(
+              "protocol error: more than one request message for unary method",
+              Code.InvalidArgument,
+            ),
+          );
+        }
         return;
       }
       case "halfClose":
         this.requestsComplete = true;
-        this.requests.close();
+        if (this.direct) this.runDirect();
+        else this.requests.close();
         return;
       default:
         return;
     }
   }
 
-  private async run(context: HandlerContext): Promise<void> {
+  /** Runs a unary handler without interceptors on the request it got. */
+  private runDirect(): void {
+    const context = this.context;
+    const input = this.directInput;
+    if (context === undefined || this.ended) return;
+    if (input === undefined) {
+      this.fail(
+        new ConnectError(
+          "protocol error: missing request message for unary method",
+          Code.InvalidArgument,
+        ),
+      );
+      return;
+    }
+    const spec = this.entry.spec as MethodImplSpec & { kind: "unary" };
+    const output = spec.method.output;
+    const respond = (response: unknown) => {
+      if (this.ended) return;
+      let bytes: Uint8Array;
+      try {
+        bytes = toBinary(output, create(output, response as MessageShape<DescMessage>));
+      } catch (e) {
+        void this.end(e, undefined, context);
+        return;
+      }
+      void this.end(undefined, bytes, context);
+    };
+    const failed = (error: unknown) => {
+      if (!this.ended) void this.end(error, undefined, context);
+    };
+    let result: unknown;
+    try {
+      result = spec.impl(input, context);
+    } catch (e) {
+      failed(e);
+      return;
+    }
+    if (result instanceof Promise) result.then(respond, failed);
+    else respond(result);
+  }
+
+  private async run(context: ServerCallContext): Promise<void> {
     const spec = this.entry.spec;
     const output = spec.method.output;
     try {
@@ -272,7 +337,7 @@ export class ServerCall {
           return;
         }
         if (!this.headersSent) this.sendHeaders(context.responseHeader);
-        await this.sender.sendMessage(bytes, context.signal);
+        await this.sender.sendMessage(bytes, () => context.signal);
       }
       await this.end(undefined, undefined, context);
     } catch (e) {
@@ -303,29 +368,28 @@ export class ServerCall {
   private async end(
     error: unknown,
     message: Uint8Array | undefined,
-    context: HandlerContext,
+    context: ServerCallContext,
   ): Promise<void> {
     if (this.ended) return;
     this.ended = true;
     try {
-      if (!this.cancelled.signal.aborted) {
-        const headers = this.headersSent ? undefined : context.responseHeader;
+      if (!this.cancelled) {
+        const headers = this.headersSent ? undefined : context.responseHeaderIfSet;
+        const trailers = context.responseTrailerIfSet;
         if (error === undefined) {
           await this.sender.sendEnd(
             {
-              status: create(StatusSchema, { code: 0 }),
+              status: OK,
               headers: headers ? headersToEntries(headers) : [],
-              trailers: headersToEntries(context.responseTrailer),
+              trailers: trailers ? headersToEntries(trailers) : [],
             },
             message,
-            this.host.shutdownSignal,
+            () => this.host.shutdownSignal,
           );
         } else {
           const reason =
-            context.signal.aborted && !(error instanceof ConnectError)
-              ? context.signal.reason
-              : error;
-          const end = errorToEnd(reason, context.responseTrailer, headers);
+            context.aborted && !(error instanceof ConnectError) ? context.abortReason : error;
+          const end = errorToEnd(reason, trailers ?? new Headers(), headers);
           this.sender.sendControl({ case: "end", value: end });
         }
       }
@@ -336,7 +400,7 @@ export class ServerCall {
       this.requests.close();
       // Connect's contract: the handler's signal also fires when the call is
       // done. A reason object avoids a DOMException per call.
-      this.context?.abort(CALL_FINISHED);
+      context.abort(CALL_FINISHED);
       this.resolveFinished();
     }
   }
