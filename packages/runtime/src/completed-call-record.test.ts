@@ -32,3 +32,26 @@ describe("CompletedCallRecord", () => {
     expect(record.size).toBe(1);
   });
 });
+
+describe("CompletedCallRecord under churn", () => {
+  it("stays bounded when the same keys are finished again and again", () => {
+    let now = 0;
+    const record = new CompletedCallRecord(50, 1_000_000, () => now);
+    for (let i = 0; i < 100_000; i++) {
+      now++;
+      record.add(`k${i % 10}`);
+    }
+    expect(record.size).toBe(10);
+    expect((record as unknown as { queue: unknown[] }).queue.length).toBeLessThan(2100);
+    for (let i = 0; i < 10; i++) expect(record.has(`k${i}`)).toBe(true);
+  });
+
+  it("keeps the newest maxEntries of many distinct calls, oldest out first", () => {
+    const record = new CompletedCallRecord(1000, 1_000_000, () => 0);
+    for (let i = 0; i < 50_000; i++) record.add(`c${i}`, new Uint8Array(1));
+    expect(record.size).toBe(1000);
+    expect(record.has("c48999")).toBe(false);
+    expect(record.get("c49000")?.end).toEqual(new Uint8Array(1));
+    expect(record.has("c49999")).toBe(true);
+  });
+});

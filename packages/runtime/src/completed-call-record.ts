@@ -6,9 +6,23 @@
 /** End frames up to this size are kept; with 10,000 entries at most 10 MiB. */
 const MAX_KEPT_END_BYTES = 1024;
 
-/** Finished calls by key (client key and call id), bounded in count and age. */
+interface Entry {
+  readonly key: string;
+  readonly expiry: number;
+  readonly end: Uint8Array | undefined;
+}
+
+/**
+ * Finished calls by key (client key and call id), bounded in count and age.
+ * Entries are looked up in a Map and aged out through an array queue: a Map
+ * used as a queue (delete the first key, over and over) makes V8 walk every
+ * deleted slot on each iteration, microseconds per call at 10,000 entries.
+ */
 export class CompletedCallRecord {
-  private readonly entries = new Map<string, { expiry: number; end: Uint8Array | undefined }>();
+  private readonly entries = new Map<string, Entry>();
+  /** Entries in insertion (and so expiry) order; replaced ones are skipped. */
+  private queue: Entry[] = [];
+  private head = 0;
 
   /**
    * @param maxEntries most calls remembered at once
@@ -31,11 +45,13 @@ export class CompletedCallRecord {
    * small enough to keep (a caller that missed it can ask again).
    */
   add(key: string, end?: Uint8Array): void {
-    this.entries.delete(key);
-    this.entries.set(key, {
+    const entry: Entry = {
+      key,
       expiry: this.now() + this.ttlMs,
       end: end !== undefined && end.byteLength <= MAX_KEPT_END_BYTES ? end : undefined,
-    });
+    };
+    this.entries.set(key, entry);
+    this.queue.push(entry);
     this.evict();
   }
 
@@ -59,11 +75,22 @@ export class CompletedCallRecord {
 
   private evict(): void {
     const now = this.now();
-    for (const [key, { expiry }] of this.entries) {
-      if (this.entries.size <= this.maxEntries && expiry > now) {
-        break;
-      }
-      this.entries.delete(key);
+    const queue = this.queue;
+    while (this.head < queue.length) {
+      const entry = queue[this.head] as Entry;
+      const live = this.entries.get(entry.key) === entry;
+      if (live && this.entries.size <= this.maxEntries && entry.expiry > now) break;
+      if (live) this.entries.delete(entry.key);
+      this.head++;
+    }
+    // Replaced entries wait in the queue until they reach its head; compact
+    // when the queue holds twice what the map does, which bounds it.
+    if (this.head > 1024 && this.head * 2 > queue.length) {
+      this.queue = queue.slice(this.head);
+      this.head = 0;
+    } else if (queue.length - this.head > 2 * this.entries.size + 1024) {
+      this.queue = queue.slice(this.head).filter((e) => this.entries.get(e.key) === e);
+      this.head = 0;
     }
   }
 }
