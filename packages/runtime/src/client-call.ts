@@ -8,10 +8,9 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
-import { encodeFrame, type FrameKind } from "./frame-codec.js";
+import { type CallFrame, encodeFrame } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
 import { FrameSender } from "./frame-sender.js";
-import type { Frame } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageQueue } from "./message-queue.js";
 import { entriesToHeaders, headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
@@ -228,7 +227,7 @@ export class ClientCall implements RoutedCall {
   }
 
   /** Reply frames for this call, routed by call id. */
-  onFrame(frame: Frame & { kind: { case: FrameKind } }): void {
+  onFrame(frame: CallFrame): void {
     if (this.finished) return;
     switch (frame.kind.case) {
       case "credit": {
@@ -327,9 +326,18 @@ export class ClientCall implements RoutedCall {
   }
 
   private publish(frame: Uint8Array): void {
-    const topic = this.topic;
-    this.init.link.publish(topic, frame).catch((e: unknown) => this.finish(publishError(e, topic)));
+    this.init.link.sendFrame(
+      this.topic,
+      this.callId,
+      frame,
+      this.maxFrameBytes(),
+      this.onPublishError,
+    );
   }
+
+  private readonly onPublishError = (e: unknown, topic: string): void => {
+    this.finish(publishError(e, topic));
+  };
 
   private requestTopic(instance: string | undefined): string {
     const { scheme, serverId, method, router } = this.init;

@@ -6,7 +6,8 @@
 import { create, equals, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeFrame, encodeFrame, FrameDecodeError } from "./frame-codec.js";
+import { decodeCallFrames, decodeFrame, encodeFrame, FrameDecodeError } from "./frame-codec.js";
+import { writeCoalesced } from "./frame-encoder.js";
 import { FrameSchema } from "./gen/mqrpc/v1/wire_pb.js";
 
 const u32 = fc.oneof(
@@ -80,7 +81,28 @@ const kind = fc.oneof(
   fc.record({ case: fc.constant("pong" as const), value: fc.constant({}) }),
 );
 
-const frameInit = fc.record({ callId: fc.integer({ min: 1, max: 0xffff_ffff }), seq: u32, kind });
+const callFrameInit = fc.record({
+  callId: fc.integer({ min: 1, max: 0xffff_ffff }),
+  seq: u32,
+  kind,
+});
+const coalescedInit = fc.record({
+  callId: fc.constant(0),
+  seq: fc.constant(0),
+  kind: fc.record({
+    case: fc.constant("coalesced" as const),
+    value: fc.record({
+      frames: fc.array(
+        callFrameInit.map((f) => ({ ...f, version: 1 })),
+        { minLength: 1, maxLength: 4 },
+      ),
+    }),
+  }),
+});
+const frameInit = fc.oneof(
+  { arbitrary: callFrameInit, weight: 8 },
+  { arbitrary: coalescedInit, weight: 1 },
+);
 
 type Init = MessageInitShape<typeof FrameSchema>;
 
@@ -152,6 +174,46 @@ describe("frame codec", () => {
       }),
       { numRuns: 5000 },
     );
+  });
+
+  it("wraps encoded frames in a Coalesced frame exactly as protobuf-es would", () => {
+    fc.assert(
+      fc.property(fc.array(callFrameInit, { minLength: 1, maxLength: 5 }), (inits) => {
+        const frames = inits.map((init) => encodeFrame(init as Init));
+        const reference = toBinary(
+          FrameSchema,
+          create(FrameSchema, {
+            version: 1,
+            kind: {
+              case: "coalesced",
+              value: { frames: inits.map((i) => ({ ...i, version: 1 }) as Init) },
+            },
+          }),
+        );
+        expect(writeCoalesced(frames)).toEqual(reference);
+        expect(decodeCallFrames(reference).map((f) => f.callId)).toEqual(
+          inits.map((i) => i.callId),
+        );
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("rejects coalesced frames that nest, are empty or carry an invalid frame", () => {
+    const ping = { callId: 3, version: 1, kind: { case: "ping" as const, value: {} } };
+    const wrap = (frames: Init[]) =>
+      toBinary(
+        FrameSchema,
+        create(FrameSchema, { version: 1, kind: { case: "coalesced", value: { frames } } }),
+      );
+    expect(() => decodeFrame(wrap([]))).toThrow(/carries no frames/);
+    expect(() => decodeFrame(wrap([{ ...ping, callId: 0 }]))).toThrow(/call id 0/);
+    expect(() => decodeFrame(wrap([{ ...ping, version: 2 }]))).toThrow(/version 2/);
+    const nested = { version: 1, kind: { case: "coalesced" as const, value: { frames: [ping] } } };
+    expect(() => decodeFrame(wrap([ping, nested]))).toThrow(FrameDecodeError);
+    expect(decodeCallFrames(wrap([ping, { ...ping, callId: 4 }])).map((f) => f.callId)).toEqual([
+      3, 4,
+    ]);
   });
 
   it("rejects numbers outside uint32 instead of writing them wrapped", () => {

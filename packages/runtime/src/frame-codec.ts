@@ -14,8 +14,14 @@ export const PROTOCOL_VERSION = 1;
 /** What a caller fills in to build a frame; the version is added here. */
 export type FrameInit = Omit<MessageInitShape<typeof FrameSchema>, "version" | "$typeName">;
 
-/** A frame's kind, the name of the `Frame.kind` oneof case. */
-export type FrameKind = NonNullable<Frame["kind"]["case"]>;
+/** The kind of a frame that belongs to a call: every `Frame.kind` but `coalesced`. */
+export type FrameKind = Exclude<NonNullable<Frame["kind"]["case"]>, "coalesced">;
+
+/** A validated frame of one call. */
+export type CallFrame = Frame & { kind: { case: FrameKind } };
+
+/** A validated frame as published: one call's, or several calls' coalesced. */
+export type PublishedFrame = Frame & { kind: { case: FrameKind | "coalesced" } };
 
 /** Thrown by {@link decodeFrame} for bytes that are not a valid v1 frame. */
 export class FrameDecodeError extends Error {
@@ -28,10 +34,11 @@ export function encodeFrame(init: FrameInit): Uint8Array {
 }
 
 /**
- * Parses and validates a frame: protobuf well-formedness, the protocol
- * version, a kind, and a non-zero call id.
+ * Parses and validates a publish's frame: protobuf well-formedness, the
+ * protocol version, a kind, and a non-zero call id; a coalesced frame's
+ * inner frames each the same way.
  */
-export function decodeFrame(bytes: Uint8Array): Frame & { kind: { case: FrameKind } } {
+export function decodeFrame(bytes: Uint8Array): PublishedFrame {
   let frame: Frame;
   try {
     frame = readFrame(bytes);
@@ -40,16 +47,40 @@ export function decodeFrame(bytes: Uint8Array): Frame & { kind: { case: FrameKin
       `not a protobuf Frame: ${e instanceof Error ? e.message : String(e)}`,
     );
   }
+  if (frame.kind.case === "coalesced") {
+    checkVersion(frame);
+    if (frame.kind.value.frames.length === 0) {
+      throw new FrameDecodeError("coalesced frame carries no frames");
+    }
+    for (const inner of frame.kind.value.frames) checkCallFrame(inner);
+    return frame as PublishedFrame;
+  }
+  return checkCallFrame(frame);
+}
+
+/** The call frames a publish carries, in order: one, or those coalesced. */
+export function decodeCallFrames(bytes: Uint8Array): readonly CallFrame[] {
+  const frame = decodeFrame(bytes);
+  return frame.kind.case === "coalesced"
+    ? (frame.kind.value.frames as CallFrame[])
+    : [frame as CallFrame];
+}
+
+function checkVersion(frame: Frame): void {
   if (frame.version !== PROTOCOL_VERSION) {
     throw new FrameDecodeError(`unsupported protocol version ${frame.version}`);
   }
+}
+
+function checkCallFrame(frame: Frame): CallFrame {
+  checkVersion(frame);
   if (frame.kind.case === undefined) {
     throw new FrameDecodeError("frame has no kind");
   }
   if (frame.callId === 0) {
     throw new FrameDecodeError("frame has call id 0");
   }
-  return frame as Frame & { kind: { case: FrameKind } };
+  return frame as CallFrame;
 }
 
 /** Whether frames of this kind carry a meaningful sequence number. */

@@ -9,6 +9,7 @@ import type {
   Batch,
   Cancel,
   Chunk,
+  Coalesced,
   Credit,
   End,
   ErrorDetail,
@@ -44,7 +45,7 @@ class Reader {
 
   constructor(private readonly buf: Uint8Array) {}
 
-  frame(end: number): Frame {
+  frame(end: number, nested = false): Frame {
     const frame: Frame = {
       $typeName: "mqrpc.v1.Frame",
       version: 0,
@@ -100,12 +101,27 @@ class Reader {
         case 14:
           frame.kind = { case: "pong", value: this.empty<Pong>("mqrpc.v1.Pong", wire) };
           break;
+        case 15:
+          if (nested) throw new WireFormatError("a coalesced frame inside a coalesced frame");
+          frame.kind = { case: "coalesced", value: this.coalesced(this.len(wire)) };
+          break;
         default:
           this.skip(wire);
       }
     }
     this.checkEnd(end);
     return frame;
+  }
+
+  private coalesced(end: number): Coalesced {
+    const coalesced: Coalesced = { $typeName: "mqrpc.v1.Coalesced", frames: [] };
+    while (this.pos < end) {
+      const [field, wire] = this.tag();
+      if (field === 1) coalesced.frames.push(this.frame(this.len(wire), true));
+      else this.skip(wire);
+    }
+    this.checkEnd(end);
+    return coalesced;
   }
 
   private open(end: number): Open {

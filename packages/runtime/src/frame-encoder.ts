@@ -33,6 +33,18 @@ export function writeFrame(frame: FrameFields): Uint8Array {
   return out.bytes;
 }
 
+/**
+ * Wraps already encoded frames of different calls in one version-1
+ * `Coalesced` frame, copying each once.
+ */
+export function writeCoalesced(frames: readonly Uint8Array[]): Uint8Array {
+  let inner = 0;
+  for (const f of frames) inner += lenField(f.byteLength);
+  const out = new Writer(2 + lenField(inner));
+  out.coalesced(frames, inner);
+  return out.bytes;
+}
+
 function varintSize(v: number): number {
   return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
 }
@@ -132,6 +144,11 @@ function sizeOfKind(kind: Kind): number {
       const c = kind.value;
       return varintField(c.limit ?? 0) + varintField(c.received ?? 0) + (c.resend ? 2 : 0);
     }
+    case "coalesced": {
+      let n = 0;
+      for (const inner of kind.value.frames ?? []) n += lenField(sizeOfFrame(inner));
+      return n;
+    }
     default:
       // HalfClose, Ping and Pong have no fields.
       return 0;
@@ -150,6 +167,7 @@ const KIND_FIELD: Record<string, number> = {
   credit: 12,
   ping: 13,
   pong: 14,
+  coalesced: 15,
 };
 
 function sizeOfFrame(f: FrameFields): number {
@@ -178,6 +196,13 @@ class Writer {
     this.varint(tag(KIND_FIELD[kind.case] as number, WIRE_LEN));
     this.varint(sizeOfKind(kind));
     this.kind(kind);
+  }
+
+  coalesced(frames: readonly Uint8Array[], innerSize: number): void {
+    this.varintField(1, 1);
+    this.varint(tag(KIND_FIELD.coalesced as number, WIRE_LEN));
+    this.varint(innerSize);
+    for (const f of frames) this.bytesAlways(1, f);
   }
 
   private kind(kind: Kind): void {
@@ -242,6 +267,13 @@ class Writer {
         if (c.resend) this.varintAlways(3, 1);
         return;
       }
+      case "coalesced":
+        for (const inner of kind.value.frames ?? []) {
+          this.varint(tag(1, WIRE_LEN));
+          this.varint(sizeOfFrame(inner));
+          this.frame(inner);
+        }
+        return;
       default:
         return;
     }

@@ -3,9 +3,12 @@ import { Code, type ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { splitIntoChunks } from "./chunk-assembler.js";
-import { decodeFrame, encodeFrame, type FrameInit } from "./frame-codec.js";
+import { type CallFrame, decodeFrame, encodeFrame, type FrameInit } from "./frame-codec.js";
+
 import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
 import { ChunkSchema } from "./gen/mqrpc/v1/wire_pb.js";
+
+const decodeCallFrame = (bytes: Uint8Array): CallFrame => decodeFrame(bytes) as CallFrame;
 
 /** Frames of one server->client direction carrying `messages`, then End. */
 function framesFor(messages: Uint8Array[], chunkSize: number, batchEvery: number): Uint8Array[] {
@@ -70,7 +73,7 @@ describe("FrameReceiver", () => {
           )[0] as Uint8Array[];
           const dups = dupPicks.map((i) => frames[i % frames.length] as Uint8Array);
           const { receiver, events, violations } = collect(window, 1 << 20);
-          for (const bytes of [...shuffled, ...dups]) receiver.accept(decodeFrame(bytes));
+          for (const bytes of [...shuffled, ...dups]) receiver.accept(decodeCallFrame(bytes));
           expect(violations).toEqual([]);
           const got = events
             .filter((e) => e.type === "message")
@@ -86,7 +89,7 @@ describe("FrameReceiver", () => {
   it("answers RESOURCE_EXHAUSTED for a frame beyond the window (at least the protocol default of 64)", () => {
     const { receiver, violations } = collect(4, 1000);
     receiver.accept(
-      decodeFrame(
+      decodeCallFrame(
         encodeFrame({ callId: 1, seq: 100, kind: { case: "message", value: new Uint8Array(1) } }),
       ),
     );
@@ -96,7 +99,7 @@ describe("FrameReceiver", () => {
   it("answers RESOURCE_EXHAUSTED for an oversize chunked message and ignores the rest", () => {
     const { receiver, violations, events } = collect(8, 100);
     const frames = framesFor([new Uint8Array(500)], 200, 1);
-    for (const f of frames) receiver.accept(decodeFrame(f));
+    for (const f of frames) receiver.accept(decodeCallFrame(f));
     expect(violations.map((v) => v.code)).toEqual([Code.ResourceExhausted]);
     expect(events).toEqual([]);
     expect(receiver.bufferedBytes).toBe(0);
@@ -106,7 +109,7 @@ describe("FrameReceiver", () => {
     const { receiver, grants } = collect(4, 1000);
     for (let seq = 0; seq < 4; seq++) {
       receiver.accept(
-        decodeFrame(
+        decodeCallFrame(
           encodeFrame({ callId: 1, seq, kind: { case: "message", value: new Uint8Array(1) } }),
         ),
       );
@@ -135,7 +138,7 @@ describe("FrameReceiver", () => {
               data: new Uint8Array(s.len),
             });
             receiver.accept(
-              decodeFrame(
+              decodeCallFrame(
                 encodeFrame({ callId: 1, seq: s.seq, kind: { case: "chunk", value: chunk } }),
               ),
             );

@@ -12,6 +12,7 @@ import {
   type IPublishPacket,
   MqttClient,
 } from "mqtt";
+import { PublishCoalescer, type PublishErrorHandler } from "./publish-coalescer.js";
 
 /**
  * How mqrpc reaches the broker: a URL (`mqtt://host:1883`, `mqtts://…`,
@@ -173,6 +174,24 @@ export class MqttLink {
     if (this.client.disconnecting || this.client.disconnected) return;
     await this.client.unsubscribeAsync(filter).catch(() => {});
   }
+
+  /**
+   * Publishes one call frame at QoS 1, sharing the publish with frames of
+   * other calls due on the same topic in this turn (see PublishCoalescer).
+   */
+  sendFrame(
+    topic: string,
+    callId: number,
+    frame: Uint8Array,
+    maxBytes: number,
+    onError: PublishErrorHandler,
+  ): void {
+    this.coalescer.send(topic, callId, frame, maxBytes, onError);
+  }
+
+  private readonly coalescer = new PublishCoalescer((topic, payload) =>
+    this.publish(topic, payload),
+  );
 
   /** Publishes at QoS 1 (the default); resolves on PUBACK. */
   publish(topic: string, payload: Uint8Array, options?: IClientPublishOptions): Promise<void> {

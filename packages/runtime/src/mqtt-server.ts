@@ -15,7 +15,7 @@ import {
 import { ByteBudget } from "./chunk-assembler.js";
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
-import { decodeFrame, encodeFrame } from "./frame-codec.js";
+import { type CallFrame, decodeCallFrames, encodeFrame } from "./frame-codec.js";
 import { Presence_State } from "./gen/mqrpc/v1/wire_pb.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -34,7 +34,7 @@ import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
 import { encodePresence } from "./presence.js";
 import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call.js";
 import { errorToEnd } from "./status.js";
-import { encodeTopicSegment, TopicScheme } from "./topic-scheme.js";
+import { encodeTopicSegment, type RequestAddress, TopicScheme } from "./topic-scheme.js";
 
 /** Where the server reports what it drops; defaults to `console`. */
 export interface MqttServerLogger {
@@ -287,12 +287,19 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return this.closing;
   }
 
-  publishReply(clientKey: string, frame: Uint8Array): void {
-    const topic = this.scheme.replyTopic(clientKey);
-    this.link.publish(topic, frame).catch((e: unknown) => {
-      this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${String(e)}`);
-    });
+  publishReply(clientKey: string, callId: number, frame: Uint8Array): void {
+    this.link.sendFrame(
+      this.scheme.replyTopic(clientKey),
+      callId,
+      frame,
+      this.maxReplyFrameBytes(clientKey),
+      this.onReplyError,
+    );
   }
+
+  private readonly onReplyError = (e: unknown, topic: string): void => {
+    this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${String(e)}`);
+  };
 
   maxReplyFrameBytes(clientKey: string): number {
     const brokerMax = this.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
@@ -325,15 +332,19 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       );
       return;
     }
-    let frame: ReturnType<typeof decodeFrame>;
+    let frames: readonly CallFrame[];
     try {
-      frame = decodeFrame(payload);
+      frames = decodeCallFrames(payload);
     } catch (e) {
       this.logger.warn(
         `mqrpc server "${this.serverId}": dropped a malformed frame on ${topic}: ${e instanceof Error ? e.message : String(e)}`,
       );
       return;
     }
+    for (const frame of frames) this.onCallFrame(topic, address, frame);
+  }
+
+  private onCallFrame(topic: string, address: RequestAddress, frame: CallFrame): void {
     const key = `${address.clientKey}\n${frame.callId}`;
     const call = this.calls.get(key);
     if (call !== undefined) {
@@ -347,7 +358,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       // the End: send it again when it was kept.
       const asks =
         frame.kind.case === "ping" || (frame.kind.case === "credit" && frame.kind.value.resend);
-      if (asks && done.end !== undefined) this.publishReply(address.clientKey, done.end);
+      if (asks && done.end !== undefined)
+        this.publishReply(address.clientKey, frame.callId, done.end);
       return;
     }
     if (frame.kind.case === "ping" && (address.instance !== undefined || !this.shared)) {
@@ -357,6 +369,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       // server before) fails the call with UNAVAILABLE.
       this.publishReply(
         address.clientKey,
+        frame.callId,
         encodeFrame({
           callId: frame.callId,
           kind: { case: "credit", value: { limit: 0, received: 0, resend: true } },
@@ -397,6 +410,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       this.completed.add(key);
       this.publishReply(
         address.clientKey,
+        frame.callId,
         encodeFrame({
           callId: frame.callId,
           seq: 0,

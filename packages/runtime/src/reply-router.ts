@@ -3,14 +3,13 @@
  * dispatch of reply frames to calls by call id. Every transport on the
  * connection shares it, so calls never subscribe or unsubscribe.
  */
-import { decodeFrame, type FrameKind } from "./frame-codec.js";
-import type { Frame } from "./gen/mqrpc/v1/wire_pb.js";
+import { type CallFrame, decodeCallFrames } from "./frame-codec.js";
 import type { MqttLink } from "./mqtt-link.js";
 import type { TopicScheme } from "./topic-scheme.js";
 
 /** A call as the router sees it. */
 export interface RoutedCall {
-  onFrame(frame: Frame & { kind: { case: FrameKind } }): void;
+  onFrame(frame: CallFrame): void;
   /** Sends a Ping if the call has lasted at least `intervalMs` by `now`. */
   heartbeat(now: number, intervalMs: number): void;
 }
@@ -88,14 +87,14 @@ export class ReplyRouter {
   }
 
   private dispatch(payload: Uint8Array): void {
-    let frame: ReturnType<typeof decodeFrame>;
+    let frames: readonly CallFrame[];
     try {
-      frame = decodeFrame(payload);
+      frames = decodeCallFrames(payload);
     } catch {
       // Garbage on the reply topic (ACLs should prevent it) cannot belong to
       // any call; dropping it keeps every real call intact.
       return;
     }
-    this.calls.get(frame.callId)?.onFrame(frame);
+    for (const frame of frames) this.calls.get(frame.callId)?.onFrame(frame);
   }
 }

@@ -20,10 +20,10 @@ import {
 import { abortable } from "./abortable.js";
 import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
-import type { FrameKind } from "./frame-codec.js";
+import type { CallFrame } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
 import { FrameSender } from "./frame-sender.js";
-import { type Frame, StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
+import { StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageQueue } from "./message-queue.js";
 import { entriesToHeaders, headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
@@ -52,8 +52,8 @@ export interface ServerCallHost {
   readonly reassemblyBudget: ByteBudget;
   /** Aborts every handler when the server shuts down. */
   readonly shutdownSignal: AbortSignal;
-  /** Publishes a frame to the caller's reply topic. */
-  publishReply(clientKey: string, frame: Uint8Array): void;
+  /** Publishes a frame of call `callId` to the caller's reply topic. */
+  publishReply(clientKey: string, callId: number, frame: Uint8Array): void;
   /** The largest frame that fits in a publish to the caller's reply topic. */
   maxReplyFrameBytes(clientKey: string): number;
 }
@@ -101,7 +101,7 @@ export class ServerCall {
     this.sender = new FrameSender(
       callId,
       {
-        publish: (frame) => host.publishReply(address.clientKey, frame),
+        publish: (frame) => host.publishReply(address.clientKey, callId, frame),
         maxFrameBytes: () => host.maxReplyFrameBytes(address.clientKey),
       },
       DEFAULT_WINDOW,
@@ -168,7 +168,7 @@ export class ServerCall {
   }
 
   /** A frame the caller published for this call. */
-  onFrame(frame: Frame & { kind: { case: FrameKind } }): void {
+  onFrame(frame: CallFrame): void {
     if (this.ended) return;
     this.lastHeard = Date.now();
     switch (frame.kind.case) {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mqrpc/v1/wire.proto.
  */
 export const file_mqrpc_v1_wire: GenFile = /*@__PURE__*/
-  fileDesc("ChNtcXJwYy92MS93aXJlLnByb3RvEghtcXJwYy52MSKsAwoFRnJhbWUSDwoHdmVyc2lvbhgBIAEoDRIPCgdjYWxsX2lkGAIgASgNEgsKA3NlcRgDIAEoDRIeCgRvcGVuGAQgASgLMg4ubXFycGMudjEuT3BlbkgAEiQKB2hlYWRlcnMYBSABKAsyES5tcXJwYy52MS5IZWFkZXJzSAASEQoHbWVzc2FnZRgGIAEoDEgAEiAKBWJhdGNoGAcgASgLMg8ubXFycGMudjEuQmF0Y2hIABIgCgVjaHVuaxgIIAEoCzIPLm1xcnBjLnYxLkNodW5rSAASKQoKaGFsZl9jbG9zZRgJIAEoCzITLm1xcnBjLnYxLkhhbGZDbG9zZUgAEhwKA2VuZBgKIAEoCzINLm1xcnBjLnYxLkVuZEgAEiIKBmNhbmNlbBgLIAEoCzIQLm1xcnBjLnYxLkNhbmNlbEgAEiIKBmNyZWRpdBgMIAEoCzIQLm1xcnBjLnYxLkNyZWRpdEgAEh4KBHBpbmcYDSABKAsyDi5tcXJwYy52MS5QaW5nSAASHgoEcG9uZxgOIAEoCzIOLm1xcnBjLnYxLlBvbmdIAEIGCgRraW5kIkcKDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg4KBHRleHQYAiABKAlIABIQCgZiaW5hcnkYAyABKAxIAEIHCgV2YWx1ZSKgAQoET3BlbhISCgp0aW1lb3V0X21zGAEgASgNEigKB2hlYWRlcnMYAiADKAsyFy5tcXJwYy52MS5NZXRhZGF0YUVudHJ5EhQKB21lc3NhZ2UYAyABKAxIAIgBARISCgpoYWxmX2Nsb3NlGAQgASgIEg4KBndpbmRvdxgFIAEoDRIUCgxoZWFydGJlYXRfbXMYBiABKA1CCgoIX21lc3NhZ2UiVQoHSGVhZGVycxIoCgdoZWFkZXJzGAEgAygLMhcubXFycGMudjEuTWV0YWRhdGFFbnRyeRIQCghpbnN0YW5jZRgCIAEoCRIOCgZ3aW5kb3cYAyABKA0iGQoFQmF0Y2gSEAoIbWVzc2FnZXMYASADKAwiOQoFQ2h1bmsSEgoKdG90YWxfc2l6ZRgBIAEoDRIOCgZvZmZzZXQYAiABKA0SDAoEZGF0YRgDIAEoDCILCglIYWxmQ2xvc2UiTwoGU3RhdHVzEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRImCgdkZXRhaWxzGAMgAygLMhUubXFycGMudjEuRXJyb3JEZXRhaWwiKgoLRXJyb3JEZXRhaWwSDAoEdHlwZRgBIAEoCRINCgV2YWx1ZRgCIAEoDCKeAQoDRW5kEiAKBnN0YXR1cxgBIAEoCzIQLm1xcnBjLnYxLlN0YXR1cxIpCgh0cmFpbGVycxgCIAMoCzIXLm1xcnBjLnYxLk1ldGFkYXRhRW50cnkSKAoHaGVhZGVycxgDIAMoCzIXLm1xcnBjLnYxLk1ldGFkYXRhRW50cnkSFAoHbWVzc2FnZRgEIAEoDEgAiAEBQgoKCF9tZXNzYWdlIhYKBkNhbmNlbBIMCgRjb2RlGAEgASgNIjkKBkNyZWRpdBINCgVsaW1pdBgBIAEoDRIQCghyZWNlaXZlZBgCIAEoDRIOCgZyZXNlbmQYAyABKAgiBgoEUGluZyIGCgRQb25nIsMBCghQcmVzZW5jZRIPCgd2ZXJzaW9uGAEgASgNEicKBXN0YXRlGAIgASgOMhgubXFycGMudjEuUHJlc2VuY2UuU3RhdGUSEAoIaW5zdGFuY2UYAyABKAkSDgoGc2hhcmVkGAQgASgIIlsKBVN0YXRlEhUKEVNUQVRFX1VOU1BFQ0lGSUVEEAASEAoMU1RBVEVfT05MSU5FEAESEQoNU1RBVEVfT0ZGTElORRACEhYKElNUQVRFX0RJU0NPTk5FQ1RFRBADYgZwcm90bzM");
+  fileDesc("ChNtcXJwYy92MS93aXJlLnByb3RvEghtcXJwYy52MSLWAwoFRnJhbWUSDwoHdmVyc2lvbhgBIAEoDRIPCgdjYWxsX2lkGAIgASgNEgsKA3NlcRgDIAEoDRIeCgRvcGVuGAQgASgLMg4ubXFycGMudjEuT3BlbkgAEiQKB2hlYWRlcnMYBSABKAsyES5tcXJwYy52MS5IZWFkZXJzSAASEQoHbWVzc2FnZRgGIAEoDEgAEiAKBWJhdGNoGAcgASgLMg8ubXFycGMudjEuQmF0Y2hIABIgCgVjaHVuaxgIIAEoCzIPLm1xcnBjLnYxLkNodW5rSAASKQoKaGFsZl9jbG9zZRgJIAEoCzITLm1xcnBjLnYxLkhhbGZDbG9zZUgAEhwKA2VuZBgKIAEoCzINLm1xcnBjLnYxLkVuZEgAEiIKBmNhbmNlbBgLIAEoCzIQLm1xcnBjLnYxLkNhbmNlbEgAEiIKBmNyZWRpdBgMIAEoCzIQLm1xcnBjLnYxLkNyZWRpdEgAEh4KBHBpbmcYDSABKAsyDi5tcXJwYy52MS5QaW5nSAASHgoEcG9uZxgOIAEoCzIOLm1xcnBjLnYxLlBvbmdIABIoCgljb2FsZXNjZWQYDyABKAsyEy5tcXJwYy52MS5Db2FsZXNjZWRIAEIGCgRraW5kIkcKDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg4KBHRleHQYAiABKAlIABIQCgZiaW5hcnkYAyABKAxIAEIHCgV2YWx1ZSKgAQoET3BlbhISCgp0aW1lb3V0X21zGAEgASgNEigKB2hlYWRlcnMYAiADKAsyFy5tcXJwYy52MS5NZXRhZGF0YUVudHJ5EhQKB21lc3NhZ2UYAyABKAxIAIgBARISCgpoYWxmX2Nsb3NlGAQgASgIEg4KBndpbmRvdxgFIAEoDRIUCgxoZWFydGJlYXRfbXMYBiABKA1CCgoIX21lc3NhZ2UiVQoHSGVhZGVycxIoCgdoZWFkZXJzGAEgAygLMhcubXFycGMudjEuTWV0YWRhdGFFbnRyeRIQCghpbnN0YW5jZRgCIAEoCRIOCgZ3aW5kb3cYAyABKA0iGQoFQmF0Y2gSEAoIbWVzc2FnZXMYASADKAwiOQoFQ2h1bmsSEgoKdG90YWxfc2l6ZRgBIAEoDRIOCgZvZmZzZXQYAiABKA0SDAoEZGF0YRgDIAEoDCILCglIYWxmQ2xvc2UiTwoGU3RhdHVzEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRImCgdkZXRhaWxzGAMgAygLMhUubXFycGMudjEuRXJyb3JEZXRhaWwiKgoLRXJyb3JEZXRhaWwSDAoEdHlwZRgBIAEoCRINCgV2YWx1ZRgCIAEoDCKeAQoDRW5kEiAKBnN0YXR1cxgBIAEoCzIQLm1xcnBjLnYxLlN0YXR1cxIpCgh0cmFpbGVycxgCIAMoCzIXLm1xcnBjLnYxLk1ldGFkYXRhRW50cnkSKAoHaGVhZGVycxgDIAMoCzIXLm1xcnBjLnYxLk1ldGFkYXRhRW50cnkSFAoHbWVzc2FnZRgEIAEoDEgAiAEBQgoKCF9tZXNzYWdlIhYKBkNhbmNlbBIMCgRjb2RlGAEgASgNIjkKBkNyZWRpdBINCgVsaW1pdBgBIAEoDRIQCghyZWNlaXZlZBgCIAEoDRIOCgZyZXNlbmQYAyABKAgiBgoEUGluZyIGCgRQb25nIiwKCUNvYWxlc2NlZBIfCgZmcmFtZXMYASADKAsyDy5tcXJwYy52MS5GcmFtZSLDAQoIUHJlc2VuY2USDwoHdmVyc2lvbhgBIAEoDRInCgVzdGF0ZRgCIAEoDjIYLm1xcnBjLnYxLlByZXNlbmNlLlN0YXRlEhAKCGluc3RhbmNlGAMgASgJEg4KBnNoYXJlZBgEIAEoCCJbCgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEhAKDFNUQVRFX09OTElORRABEhEKDVNUQVRFX09GRkxJTkUQAhIWChJTVEFURV9ESVNDT05ORUNURUQQA2IGcHJvdG8z");
 
 /**
  * One frame of a call, in either direction.
@@ -31,7 +31,7 @@ export type Frame = Message<"mqrpc.v1.Frame"> & {
 
   /**
    * Identifies the call among all calls of one client key. Chosen by the
-   * client; never 0.
+   * client; never 0, except on a coalesced frame, which belongs to no call.
    *
    * @generated from field: uint32 call_id = 2;
    */
@@ -142,6 +142,15 @@ export type Frame = Message<"mqrpc.v1.Frame"> & {
      */
     value: Pong;
     case: "pong";
+  } | {
+    /**
+     * Either direction: frames of several calls that were due on the same
+     * topic in the same moment, carried by one publish. call_id and seq are 0.
+     *
+     * @generated from field: mqrpc.v1.Coalesced coalesced = 15;
+     */
+    value: Coalesced;
+    case: "coalesced";
   } | { case: undefined; value?: undefined };
 };
 
@@ -545,6 +554,28 @@ export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
   messageDesc(file_mqrpc_v1_wire, 13);
 
 /**
+ * Frames of different calls bound for the same topic, in one publish, to be
+ * processed in order as if each had been published alone. A sender puts at
+ * most one frame of a call in one Coalesced (so a stream's frames stay one
+ * per publish unless the method batches), and never nests a Coalesced.
+ *
+ * @generated from message mqrpc.v1.Coalesced
+ */
+export type Coalesced = Message<"mqrpc.v1.Coalesced"> & {
+  /**
+   * @generated from field: repeated mqrpc.v1.Frame frames = 1;
+   */
+  frames: Frame[];
+};
+
+/**
+ * Describes the message mqrpc.v1.Coalesced.
+ * Use `create(CoalescedSchema)` to create a new message.
+ */
+export const CoalescedSchema: GenMessage<Coalesced> = /*@__PURE__*/
+  messageDesc(file_mqrpc_v1_wire, 14);
+
+/**
  * Retained presence of one server instance, published on the presence topic;
  * also the instance's MQTT last will (state DISCONNECTED).
  *
@@ -581,7 +612,7 @@ export type Presence = Message<"mqrpc.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_mqrpc_v1_wire, 14);
+  messageDesc(file_mqrpc_v1_wire, 15);
 
 /**
  * @generated from enum mqrpc.v1.Presence.State
@@ -619,5 +650,5 @@ export enum Presence_State {
  * Describes the enum mqrpc.v1.Presence.State.
  */
 export const Presence_StateSchema: GenEnum<Presence_State> = /*@__PURE__*/
-  enumDesc(file_mqrpc_v1_wire, 14, 0);
+  enumDesc(file_mqrpc_v1_wire, 15, 0);
 
