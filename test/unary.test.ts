@@ -286,6 +286,48 @@ forEachBroker((target) => {
       expect(subscribed.filter((t) => t.includes("/c/"))).toHaveLength(1);
     });
 
+    it("concurrent calls share publishes both ways, each still getting its own answer", async () => {
+      const serverId = uniqueServerId("coalesce");
+      const clientId = `coalesce-${Math.random().toString(36).slice(2, 10)}`;
+      const server = await startServer(closer, target, { serverId });
+      server.service(TestService, interopService);
+      const scheme = new TopicScheme();
+      const requestTopic = scheme.requestTopic(
+        serverId,
+        TestService.typeName,
+        "UnaryCall",
+        clientId,
+      );
+      const replyTopic = scheme.replyTopic(clientId);
+      const observer = closer.add(
+        await connectAsync(mqttOptions(target).url, target.mqttOptions),
+        (c) => c.endAsync(),
+      );
+      const seen = new Map<string, number>();
+      observer.on("message", (t) => seen.set(t, (seen.get(t) ?? 0) + 1));
+      await observer.subscribeAsync([requestTopic, replyTopic], { qos: 1 });
+      const client = createClient(
+        TestService,
+        startTransport(closer, target, { serverId, mqtt: mqttOptions(target, clientId) }),
+      );
+      await client.emptyCall({});
+      const calls = 300;
+      const sizes = Array.from({ length: calls }, (_, i) => 1 + ((i * 53) % 700));
+      const results = await Promise.all(
+        sizes.map((responseSize) => client.unaryCall({ responseSize })),
+      );
+      expect(results.map((r) => r.payload?.body.byteLength)).toEqual(sizes);
+      // Every response reached its caller; wait until the observer saw them too.
+      await expect.poll(() => (seen.get(replyTopic) ?? 0) > 0).toBe(true);
+      const requests = seen.get(requestTopic) ?? 0;
+      const replies = seen.get(replyTopic) ?? 0;
+      // Issued in one turn, the requests need a handful of publishes, not 300;
+      // the answers come back in bursts that share publishes the same way.
+      expect(requests).toBeGreaterThan(0);
+      expect(requests).toBeLessThanOrEqual(calls / 10);
+      expect(replies).toBeLessThanOrEqual(calls / 2);
+    });
+
     it("garbage on a request topic is dropped with a log line and the server keeps serving", async () => {
       const serverId = uniqueServerId("garbage");
       const warnings: string[] = [];
