@@ -189,6 +189,7 @@ async function rawPair(url: string) {
   return {
     call,
     client,
+    echo,
     close: async () => {
       await client.endAsync();
       await echo.stop();
@@ -335,57 +336,79 @@ async function largeScenarios(url: string, results: Results["brokers"][number]) 
   const pair = await mqrpcPair(url);
   const big = new Uint8Array(LARGE_BYTES);
   await pair.call();
-  const idleClient = process.memoryUsage().rss;
-  const idleServer = await pair.server.rss();
-  let peakClient = idleClient;
-  const sampler = setInterval(() => {
-    peakClient = Math.max(peakClient, process.memoryUsage().rss);
-  }, 5);
-  let peakServer = idleServer;
-  const serverSampler = setInterval(() => {
-    void pair.server.rss().then((r) => {
-      peakServer = Math.max(peakServer, r);
-    });
-  }, 5);
-  const mbps = await rounds(async () => {
-    const t = performance.now();
-    await pair.client.unaryCall({ payload: { body: big } }, { timeoutMs: 60_000 });
-    return LARGE_BYTES / 1e6 / ((performance.now() - t) / 1000);
-  });
-  clearInterval(sampler);
-  clearInterval(serverSampler);
+  const mqrpc = await peakRss(pair.server, () =>
+    rounds(async () => {
+      const t = performance.now();
+      await pair.client.unaryCall({ payload: { body: big } }, { timeoutMs: 60_000 });
+      return LARGE_BYTES / 1e6 / ((performance.now() - t) / 1000);
+    }),
+  );
   await pair.close();
   // Raw: the same bytes in 128 KiB QoS 1 publishes to an echo that acks each.
   const raw = await rawPair(url);
   await raw.client.subscribeAsync("raw/sink", { qos: 1 });
   const chunk = 128 * 1024 - 200;
-  const rawMbps = await rounds(async () => {
-    const t = performance.now();
-    const pending: Promise<unknown>[] = [];
-    for (let off = 0; off < LARGE_BYTES; off += chunk) {
-      pending.push(
-        raw.client.publishAsync("raw/sink", Buffer.from(big.subarray(off, off + chunk)), {
-          qos: 1,
-        }),
-      );
-    }
-    await Promise.all(pending);
-    return LARGE_BYTES / 1e6 / ((performance.now() - t) / 1000);
-  });
+  const rawRun = await peakRss(raw.echo, () =>
+    rounds(async () => {
+      const t = performance.now();
+      const pending: Promise<unknown>[] = [];
+      for (let off = 0; off < LARGE_BYTES; off += chunk) {
+        pending.push(
+          raw.client.publishAsync("raw/sink", Buffer.from(big.subarray(off, off + chunk)), {
+            qos: 1,
+          }),
+        );
+      }
+      await Promise.all(pending);
+      return LARGE_BYTES / 1e6 / ((performance.now() - t) / 1000);
+    }),
+  );
   await raw.close();
   results.large = results.large ?? [];
   results.large.push(
     {
       contender: "mqrpc",
-      megabytesPerSecond: mbps,
-      clientPeakAboveIdle: peakClient - idleClient,
-      serverPeakAboveIdle: peakServer - idleServer,
+      megabytesPerSecond: mqrpc.result,
+      clientPeakAboveIdle: mqrpc.client,
+      serverPeakAboveIdle: mqrpc.server,
     },
-    { contender: "raw MQTT.js chunks", megabytesPerSecond: rawMbps },
+    {
+      contender: "raw MQTT.js chunks",
+      megabytesPerSecond: rawRun.result,
+      clientPeakAboveIdle: rawRun.client,
+      serverPeakAboveIdle: rawRun.server,
+    },
   );
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
   console.log(
-    `  16 MiB: mqrpc ${mbps.toFixed(1)} MB/s (client +${((peakClient - idleClient) / 2 ** 20).toFixed(1)} MiB, server +${((peakServer - idleServer) / 2 ** 20).toFixed(1)} MiB), raw ${rawMbps.toFixed(1)} MB/s`,
+    `  16 MiB: mqrpc ${mqrpc.result.toFixed(1)} MB/s (client +${mib(mqrpc.client)} MiB, server +${mib(mqrpc.server)} MiB), raw ${rawRun.result.toFixed(1)} MB/s (publisher +${mib(rawRun.client)} MiB, receiver +${mib(rawRun.server)} MiB)`,
   );
+}
+
+/**
+ * Runs `run` while sampling every 5 ms the RSS of this process and of
+ * `other`; returns its result and both peaks above their idle values.
+ */
+async function peakRss<T>(
+  other: Peer,
+  run: () => Promise<T>,
+): Promise<{ result: T; client: number; server: number }> {
+  const idleClient = process.memoryUsage().rss;
+  const idleServer = await other.rss();
+  let peakClient = idleClient;
+  let peakServer = idleServer;
+  const sampler = setInterval(() => {
+    peakClient = Math.max(peakClient, process.memoryUsage().rss);
+    void other.rss().then((r) => {
+      peakServer = Math.max(peakServer, r);
+    });
+  }, 5);
+  try {
+    const result = await run();
+    return { result, client: peakClient - idleClient, server: peakServer - idleServer };
+  } finally {
+    clearInterval(sampler);
+  }
 }
 
 /** Frame overhead on the wire of a real unary call: publish size minus the serialized message. */

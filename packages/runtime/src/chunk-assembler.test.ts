@@ -101,18 +101,23 @@ describe("splitIntoChunks and ChunkAssembler", () => {
 });
 
 describe("ByteBudget across assemblers", () => {
-  it("refuses a chunk that would exceed the shared budget and returns bytes on completion and reset", async () => {
+  it("reserves a message's announced size at its first chunk and returns it on completion and reset", async () => {
     const { ByteBudget } = await import("./chunk-assembler.js");
     const budget = new ByteBudget(100);
     const a = new ChunkAssembler(1000, budget);
     const b = new ChunkAssembler(1000, budget);
-    expect(a.push(chunk(200, 0, new Uint8Array(60)))).toBeUndefined();
-    expect(codeOf(() => b.push(chunk(200, 0, new Uint8Array(60))))).toBe(Code.ResourceExhausted);
+    expect(codeOf(() => a.push(chunk(200, 0, new Uint8Array(10))))).toBe(Code.ResourceExhausted);
+    expect(budget.inUse).toBe(0);
+    expect(a.push(chunk(60, 0, new Uint8Array(20)))).toBeUndefined();
+    expect(budget.inUse).toBe(60);
+    expect(a.bufferedBytes).toBe(60);
+    expect(codeOf(() => b.push(chunk(60, 0, new Uint8Array(20))))).toBe(Code.ResourceExhausted);
     expect(budget.inUse).toBe(60);
     a.reset();
     expect(budget.inUse).toBe(0);
-    expect(b.push(chunk(80, 0, new Uint8Array(50)))).toBeUndefined();
-    expect(b.push(chunk(80, 50, new Uint8Array(30)))).toHaveLength(80);
+    expect(b.push(chunk(80, 0, new Uint8Array(50).fill(1)))).toBeUndefined();
+    const whole = b.push(chunk(80, 50, new Uint8Array(30).fill(2)));
+    expect(whole).toEqual(new Uint8Array([...new Array(50).fill(1), ...new Array(30).fill(2)]));
     expect(budget.inUse).toBe(0);
   });
 });

@@ -62,12 +62,14 @@ export class ByteBudget {
 
 /**
  * Reassembles one message at a time from Chunk frames that arrive in
- * sequence order (the {@link ReorderWindow} runs first). Memory held is what
- * has arrived, never more than `maxMessageBytes`: a chunk announcing a larger
- * message is refused with RESOURCE_EXHAUSTED before its data is kept.
+ * sequence order (the {@link ReorderWindow} runs first), copying each chunk
+ * into one buffer of the announced size as it arrives, so a message costs
+ * its size once, not its pieces and then their concatenation. The announced
+ * size is checked against `maxMessageBytes` and reserved from the shared
+ * budget before anything is allocated: RESOURCE_EXHAUSTED otherwise.
  */
 export class ChunkAssembler {
-  private pieces: Uint8Array[] = [];
+  private buffer: Uint8Array | undefined;
   private totalSize = 0;
   private received = 0;
 
@@ -82,12 +84,12 @@ export class ChunkAssembler {
 
   /** True while a message is partly received. */
   get inProgress(): boolean {
-    return this.pieces.length > 0;
+    return this.buffer !== undefined;
   }
 
-  /** Bytes held for the message in progress. */
+  /** Bytes held for the message in progress (its announced size). */
   get bufferedBytes(): number {
-    return this.received;
+    return this.buffer === undefined ? 0 : this.totalSize;
   }
 
   /**
@@ -107,14 +109,14 @@ export class ChunkAssembler {
 
   /** Drops a partly received message. */
   reset(): void {
-    this.budget?.release(this.received);
-    this.pieces = [];
+    if (this.buffer !== undefined) this.budget?.release(this.totalSize);
+    this.buffer = undefined;
     this.totalSize = 0;
     this.received = 0;
   }
 
   private add(chunk: Chunk): Uint8Array | undefined {
-    if (this.pieces.length === 0) {
+    if (this.buffer === undefined) {
       if (chunk.offset !== 0) {
         throw new ConnectError(
           `chunk sequence starts at offset ${chunk.offset}, not 0`,
@@ -127,49 +129,46 @@ export class ChunkAssembler {
           Code.ResourceExhausted,
         );
       }
+      if (chunk.data.byteLength === chunk.totalSize) {
+        // The whole message in one chunk: no copy.
+        return chunk.data;
+      }
+      this.check(chunk);
+      if (this.budget !== undefined && !this.budget.reserve(chunk.totalSize)) {
+        throw new ConnectError(
+          `reassembly memory is exhausted (${this.budget.limit} bytes across calls)`,
+          Code.ResourceExhausted,
+        );
+      }
       this.totalSize = chunk.totalSize;
+      this.buffer = new Uint8Array(chunk.totalSize);
     } else if (chunk.totalSize !== this.totalSize || chunk.offset !== this.received) {
       throw new ConnectError(
         `chunk (offset ${chunk.offset}, total ${chunk.totalSize}) does not continue the message (offset ${this.received}, total ${this.totalSize})`,
         Code.InvalidArgument,
       );
+    } else {
+      this.check(chunk);
     }
-    if (chunk.data.byteLength === 0 && chunk.totalSize !== 0) {
-      throw new ConnectError("empty chunk", Code.InvalidArgument);
-    }
-    const end = this.received + chunk.data.byteLength;
-    if (end > this.totalSize) {
-      throw new ConnectError(
-        `chunk data runs past the announced size of ${this.totalSize} bytes`,
-        Code.InvalidArgument,
-      );
-    }
-    if (this.budget !== undefined && !this.budget.reserve(chunk.data.byteLength)) {
-      throw new ConnectError(
-        `reassembly memory is exhausted (${this.budget.limit} bytes across calls)`,
-        Code.ResourceExhausted,
-      );
-    }
-    this.pieces.push(chunk.data);
-    this.received = end;
-    if (end < this.totalSize) {
+    this.buffer.set(chunk.data, this.received);
+    this.received += chunk.data.byteLength;
+    if (this.received < this.totalSize) {
       return undefined;
     }
-    const message = concat(this.pieces, this.totalSize);
+    const message = this.buffer;
     this.reset();
     return message;
   }
-}
 
-function concat(pieces: Uint8Array[], size: number): Uint8Array {
-  if (pieces.length === 1 && pieces[0] !== undefined) {
-    return pieces[0];
+  private check(chunk: Chunk): void {
+    if (chunk.data.byteLength === 0) {
+      throw new ConnectError("empty chunk", Code.InvalidArgument);
+    }
+    if (chunk.offset + chunk.data.byteLength > chunk.totalSize) {
+      throw new ConnectError(
+        `chunk data runs past the announced size of ${chunk.totalSize} bytes`,
+        Code.InvalidArgument,
+      );
+    }
   }
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const piece of pieces) {
-    out.set(piece, offset);
-    offset += piece.byteLength;
-  }
-  return out;
 }
