@@ -75,8 +75,7 @@ export class PublishCoalescer {
       this.sendNow(topic, frame, onError);
       return;
     }
-    const sameCall =
-      pending.firstCall === callId || (pending.calls !== undefined && pending.calls.has(callId));
+    const sameCall = pending.firstCall === callId || pending.calls?.has(callId);
     if (sameCall || pending.bytes + frame.byteLength + ENTRY_OVERHEAD > maxBytes) {
       this.flush(pending);
       this.pending.set(topic, this.start(topic, callId, frame, onError));

@@ -5,7 +5,7 @@
  * behaviour is Connect's: the signal aborts on deadline, cancellation,
  * server shutdown and when the call is over.
  */
-import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import type { DescMethod } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,

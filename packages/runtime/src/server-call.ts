@@ -25,7 +25,7 @@ import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
 import { FrameSender } from "./frame-sender.js";
 import { StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageQueue } from "./message-queue.js";
-import { entriesToHeaders, headersToEntries } from "./metadata.js";
+import { headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
 import { createServerCallContext, type ServerCallContext } from "./server-call-context.js";
 import { errorToEnd } from "./status.js";
