@@ -33,6 +33,8 @@ export interface ClientCallInit {
   readonly scheme: TopicScheme;
   readonly serverId: string;
   readonly method: DescMethod;
+  /** The method's request topic on any instance (the transport caches it). */
+  readonly topic: string;
   /** The caller's cancellation, if it gave one. */
   readonly signal: AbortSignal | undefined;
   /** When the call's deadline expires (`Date.now()` time), if it has one. */
@@ -54,7 +56,9 @@ export interface ClientCallInit {
    * Set when the server is load-balanced through a shared subscription:
    * the online instances, any of which may have taken the call.
    */
-  readonly sharedInstances?: () => string[];
+  readonly sharedInstances: (() => string[]) | undefined;
+  /** Told once when the call is over, however it ended. */
+  readonly onFinish?: (call: ClientCall) => void;
 }
 
 /** See the module comment. */
@@ -93,7 +97,7 @@ export class ClientCall implements RoutedCall {
 
   constructor(private readonly init: ClientCallInit) {
     this.callId = init.router.register(this, init.heartbeatMs);
-    this.topic = this.requestTopic(undefined);
+    this.topic = init.topic;
     this.done = new Promise((resolve, reject) => {
       this.settle = (error) => (error ? reject(error) : resolve());
     });
@@ -137,6 +141,11 @@ export class ClientCall implements RoutedCall {
     }
   }
 
+  /** Whether the call is over (it may end in its constructor: an expired deadline). */
+  get over(): boolean {
+    return this.finished;
+  }
+
   /** Resolves when headers (or the end) arrived; never rejects. */
   get headerReceived(): Promise<void> {
     if (this.headerArrived) return Promise.resolve();
@@ -158,9 +167,12 @@ export class ClientCall implements RoutedCall {
     return this.aborter.signal;
   };
 
-  /** Sends the Open frame, with the first request message inline if given. */
-  open(message: Uint8Array | undefined, halfClose: boolean): Promise<void> {
-    if (this.finished) return Promise.resolve();
+  /**
+   * Sends the Open frame, with the first request message inline if given.
+   * Returns a promise only when sending must wait (a chunked message).
+   */
+  open(message: Uint8Array | undefined, halfClose: boolean): Promise<void> | undefined {
+    if (this.finished) return undefined;
     const deadline = this.init.deadline;
     return this.sender.sendOpen(
       {
@@ -322,6 +334,7 @@ export class ClientCall implements RoutedCall {
     if (error) this.responses.fail(error);
     else this.responses.close();
     this.headerDone();
+    this.init.onFinish?.(this);
     this.settle(error);
   }
 

@@ -10,6 +10,8 @@ interface Entry {
   readonly key: string;
   readonly expiry: number;
   readonly end: Uint8Array | undefined;
+  /** Replaced or removed from the map; the queue skips it. */
+  dead: boolean;
 }
 
 /**
@@ -49,7 +51,10 @@ export class CompletedCallRecord {
       key,
       expiry: this.now() + this.ttlMs,
       end: end !== undefined && end.byteLength <= MAX_KEPT_END_BYTES ? end : undefined,
+      dead: false,
     };
+    const replaced = this.entries.get(key);
+    if (replaced !== undefined) replaced.dead = true;
     this.entries.set(key, entry);
     this.queue.push(entry);
     this.evict();
@@ -68,6 +73,7 @@ export class CompletedCallRecord {
     }
     if (entry.expiry <= this.now()) {
       this.entries.delete(key);
+      entry.dead = true;
       return undefined;
     }
     return entry;
@@ -78,9 +84,11 @@ export class CompletedCallRecord {
     const queue = this.queue;
     while (this.head < queue.length) {
       const entry = queue[this.head] as Entry;
-      const live = this.entries.get(entry.key) === entry;
-      if (live && this.entries.size <= this.maxEntries && entry.expiry > now) break;
-      if (live) this.entries.delete(entry.key);
+      if (!entry.dead) {
+        if (this.entries.size <= this.maxEntries && entry.expiry > now) break;
+        this.entries.delete(entry.key);
+        entry.dead = true;
+      }
       this.head++;
     }
     // Replaced entries wait in the queue until they reach its head; compact
@@ -89,7 +97,7 @@ export class CompletedCallRecord {
       this.queue = queue.slice(this.head);
       this.head = 0;
     } else if (queue.length - this.head > 2 * this.entries.size + 1024) {
-      this.queue = queue.slice(this.head).filter((e) => this.entries.get(e.key) === e);
+      this.queue = queue.slice(this.head).filter((e) => !e.dead);
       this.head = 0;
     }
   }

@@ -30,7 +30,7 @@ export class FrameDecodeError extends Error {
 
 /** Serializes a frame, stamping the protocol version. */
 export function encodeFrame(init: FrameInit): Uint8Array {
-  return writeFrame({ ...init, version: PROTOCOL_VERSION });
+  return writeFrame(init, PROTOCOL_VERSION);
 }
 
 /**

@@ -54,7 +54,9 @@ class Reader {
       kind: { case: undefined },
     };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       switch (field) {
         case 1:
           frame.version = this.uint32(wire);
@@ -116,7 +118,9 @@ class Reader {
   private coalesced(end: number): Coalesced {
     const coalesced: Coalesced = { $typeName: "mqrpc.v1.Coalesced", frames: [] };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) coalesced.frames.push(this.frame(this.len(wire), true));
       else this.skip(wire);
     }
@@ -134,7 +138,9 @@ class Reader {
       heartbeatMs: 0,
     };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) open.timeoutMs = this.uint32(wire);
       else if (field === 2) open.headers.push(this.entry(this.len(wire)));
       else if (field === 3) open.message = this.bytes(wire);
@@ -155,7 +161,9 @@ class Reader {
       window: 0,
     };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) headers.headers.push(this.entry(this.len(wire)));
       else if (field === 2) headers.instance = this.string(wire);
       else if (field === 3) headers.window = this.uint32(wire);
@@ -168,7 +176,9 @@ class Reader {
   private batch(end: number): Batch {
     const batch: Batch = { $typeName: "mqrpc.v1.Batch", messages: [] };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) batch.messages.push(this.bytes(wire));
       else this.skip(wire);
     }
@@ -184,7 +194,9 @@ class Reader {
       data: new Uint8Array(0),
     };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) chunk.totalSize = this.uint32(wire);
       else if (field === 2) chunk.offset = this.uint32(wire);
       else if (field === 3) chunk.data = this.bytes(wire);
@@ -197,7 +209,9 @@ class Reader {
   private end(end: number): End {
     const result: End = { $typeName: "mqrpc.v1.End", trailers: [], headers: [] };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) result.status = this.status(this.len(wire));
       else if (field === 2) result.trailers.push(this.entry(this.len(wire)));
       else if (field === 3) result.headers.push(this.entry(this.len(wire)));
@@ -211,7 +225,9 @@ class Reader {
   private status(end: number): Status {
     const status: Status = { $typeName: "mqrpc.v1.Status", code: 0, message: "", details: [] };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) status.code = this.uint32(wire);
       else if (field === 2) status.message = this.string(wire);
       else if (field === 3) status.details.push(this.detail(this.len(wire)));
@@ -228,7 +244,9 @@ class Reader {
       value: new Uint8Array(0),
     };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) detail.type = this.string(wire);
       else if (field === 2) detail.value = this.bytes(wire);
       else this.skip(wire);
@@ -240,7 +258,9 @@ class Reader {
   private cancel(end: number): Cancel {
     const cancel: Cancel = { $typeName: "mqrpc.v1.Cancel", code: 0 };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) cancel.code = this.uint32(wire);
       else this.skip(wire);
     }
@@ -251,7 +271,9 @@ class Reader {
   private credit(end: number): Credit {
     const credit: Credit = { $typeName: "mqrpc.v1.Credit", limit: 0, received: 0, resend: false };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) credit.limit = this.uint32(wire);
       else if (field === 2) credit.received = this.uint32(wire);
       else if (field === 3) credit.resend = this.bool(wire);
@@ -268,7 +290,9 @@ class Reader {
       value: { case: undefined },
     };
     while (this.pos < end) {
-      const [field, wire] = this.tag();
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
       if (field === 1) entry.key = this.string(wire);
       else if (field === 2) entry.value = { case: "text", value: this.string(wire) };
       else if (field === 3) entry.value = { case: "binary", value: this.bytes(wire) };
@@ -281,16 +305,16 @@ class Reader {
   /** A message without fields (HalfClose, Ping, Pong); unknown fields are skipped. */
   private empty<T>(typeName: string, wire: number): T {
     const end = this.len(wire);
-    while (this.pos < end) this.skip(this.tag()[1]);
+    while (this.pos < end) this.skip(this.tag() & 7);
     this.checkEnd(end);
     return { $typeName: typeName } as T;
   }
 
-  private tag(): [number, number] {
+  /** A field tag: field number << 3 | wire type. */
+  private tag(): number {
     const t = this.varint();
-    const field = t >>> 3;
-    if (field === 0) throw new WireFormatError(`illegal tag: field number 0 at byte ${this.pos}`);
-    return [field, t & 7];
+    if (t >>> 3 === 0) throw new WireFormatError(`illegal tag: field number 0 at byte ${this.pos}`);
+    return t;
   }
 
   /** Reads a length prefix and returns where the nested message ends. */

@@ -26,10 +26,13 @@ const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
 const tag = (field: number, wire: number) => (field << 3) | wire;
 
-/** Encodes a frame; throws a RangeError for a number outside uint32. */
-export function writeFrame(frame: FrameFields): Uint8Array {
-  const out = new Writer(sizeOfFrame(frame));
-  out.frame(frame);
+/**
+ * Encodes a frame; throws a RangeError for a number outside uint32.
+ * `version`, when given, replaces the frame's own version field.
+ */
+export function writeFrame(frame: FrameFields, version?: number): Uint8Array {
+  const out = new Writer(sizeOfFrame(frame, version));
+  out.frame(frame, version);
   return out.bytes;
 }
 
@@ -170,8 +173,9 @@ const KIND_FIELD: Record<string, number> = {
   coalesced: 15,
 };
 
-function sizeOfFrame(f: FrameFields): number {
-  let n = varintField(f.version ?? 0) + varintField(f.callId ?? 0) + varintField(f.seq ?? 0);
+function sizeOfFrame(f: FrameFields, version?: number): number {
+  let n =
+    varintField(version ?? f.version ?? 0) + varintField(f.callId ?? 0) + varintField(f.seq ?? 0);
   const kind = f.kind;
   if (kind?.case !== undefined) n += lenField(sizeOfKind(kind as Kind));
   return n;
@@ -187,8 +191,8 @@ class Writer {
     this.bytes = new Uint8Array(size);
   }
 
-  frame(f: FrameFields): void {
-    this.varintField(1, f.version ?? 0);
+  frame(f: FrameFields, version?: number): void {
+    this.varintField(1, version ?? f.version ?? 0);
     this.varintField(2, f.callId ?? 0);
     this.varintField(3, f.seq ?? 0);
     const kind = f.kind as Kind | undefined;

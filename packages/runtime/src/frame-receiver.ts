@@ -38,7 +38,8 @@ type SequencedFrame = Frame & { kind: { case: FrameKind } };
 /** See the module comment. */
 export class FrameReceiver {
   private readonly order: ReorderWindow<SequencedFrame>;
-  private readonly assembler: ChunkAssembler;
+  /** Made at the first chunk: most calls never chunk. */
+  private assembler: ChunkAssembler | undefined;
   private readonly credit: ReceiveCredit;
   private failed = false;
   private lastCheckedExpected = -1;
@@ -49,25 +50,24 @@ export class FrameReceiver {
    */
   constructor(
     window: number,
-    maxMessageBytes: number,
+    private readonly maxMessageBytes: number,
     private readonly sink: ReceiverSink,
-    reassemblyBudget?: ByteBudget,
+    private readonly reassemblyBudget?: ByteBudget,
   ) {
     // End and HalfClose may travel without credit: room for them on top.
     this.order = new ReorderWindow(Math.max(window, DEFAULT_WINDOW) + 2);
-    this.assembler = new ChunkAssembler(maxMessageBytes, reassemblyBudget);
     this.credit = new ReceiveCredit(window);
   }
 
   /** Bytes held for a message in reassembly. */
   get bufferedBytes(): number {
-    return this.assembler.bufferedBytes;
+    return this.assembler?.bufferedBytes ?? 0;
   }
 
   /** Releases what a partly received message holds; the call is over. */
   dispose(): void {
     this.failed = true;
-    this.assembler.reset();
+    this.assembler?.reset();
   }
 
   /** Offers a sequenced frame of this call and direction. */
@@ -138,6 +138,7 @@ export class FrameReceiver {
       case "chunk": {
         let message: Uint8Array | undefined;
         try {
+          this.assembler ??= new ChunkAssembler(this.maxMessageBytes, this.reassemblyBudget);
           message = this.assembler.push(kind.value);
         } catch (e) {
           this.fail(ConnectError.from(e, Code.InvalidArgument));
@@ -172,7 +173,7 @@ export class FrameReceiver {
 
   private fail(error: ConnectError): void {
     this.failed = true;
-    this.assembler.reset();
+    this.assembler?.reset();
     this.sink.violation(error);
   }
 }

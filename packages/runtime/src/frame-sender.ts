@@ -117,34 +117,46 @@ export class FrameSender {
   /**
    * Opens the call, with `message` inline when it fits (the unary fast path:
    * one publish per request). A message too large goes in chunks after the
-   * Open, followed by the half-close when requested.
+   * Open, followed by the half-close when requested. Returns a promise
+   * only when something still has to wait (a chunked message).
    */
-  async sendOpen(
+  sendOpen(
     open: OpenFields,
     message: Uint8Array | undefined,
     halfClose: boolean,
     signal: SignalSource,
-  ): Promise<void> {
-    if (message !== undefined && message.byteLength <= this.output.maxFrameBytes()) {
+  ): Promise<void> | undefined {
+    const maxFrameBytes = this.output.maxFrameBytes();
+    if (message !== undefined && message.byteLength <= maxFrameBytes) {
       const frame = encodeFrame({
         callId: this.callId,
         seq: this.nextSeq,
-        kind: { case: "open", value: { ...open, message, halfClose } },
+        kind: {
+          case: "open",
+          value: {
+            timeoutMs: open.timeoutMs,
+            headers: open.headers,
+            message,
+            halfClose,
+            window: open.window,
+            heartbeatMs: open.heartbeatMs,
+          },
+        },
       });
-      if (frame.byteLength <= this.output.maxFrameBytes()) {
+      if (frame.byteLength <= maxFrameBytes) {
         this.nextSeq++;
         this.publishSequenced(frame);
-        return;
+        return undefined;
       }
     }
     this.sendControl({
       case: "open",
       value: { ...open, halfClose: halfClose && message === undefined },
     });
-    if (message !== undefined) {
-      await this.sendMessage(message, signal);
+    if (message === undefined) return undefined;
+    return this.sendMessage(message, signal).then(() => {
       if (halfClose) this.sendControl({ case: "halfClose", value: {} });
-    }
+    });
   }
 
   /** Sends one message, waiting for credit frame by frame. */
@@ -198,7 +210,10 @@ export class FrameSender {
         const frame = encodeFrame({
           callId: this.callId,
           seq: this.nextSeq,
-          kind: { case: "end", value: { ...end, message } },
+          kind: {
+            case: "end",
+            value: { status: end.status, headers: end.headers, trailers: end.trailers, message },
+          },
         });
         if (frame.byteLength <= this.output.maxFrameBytes()) {
           this.nextSeq++;

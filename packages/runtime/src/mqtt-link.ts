@@ -37,6 +37,9 @@ export interface LinkWill {
 
 const links = new WeakMap<MqttClient, MqttLink>();
 
+/** MQTT.js copies publish options, so one object serves every publish. */
+const QOS_1: IClientPublishOptions = { qos: 1 };
+
 /** How long closing waits for in-flight publishes before it forces the close. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -196,8 +199,11 @@ export class MqttLink {
   /** Publishes at QoS 1 (the default); resolves on PUBACK. */
   publish(topic: string, payload: Uint8Array, options?: IClientPublishOptions): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.client.publish(topic, asBuffer(payload), { qos: 1, ...options }, (error) =>
-        error ? reject(error) : resolve(),
+      this.client.publish(
+        topic,
+        asBuffer(payload),
+        options ? { qos: 1, ...options } : QOS_1,
+        (error) => (error ? reject(error) : resolve()),
       );
     });
   }

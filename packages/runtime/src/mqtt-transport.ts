@@ -196,29 +196,56 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
    * transport closing, deadline); calls in flight are tracked and cancelled
    * by close() directly, which keeps the hot path free of listeners.
    */
-  async function startCall(
+  function startCall(
     method: DescMethod,
     signal: AbortSignal | undefined,
     deadline: number | undefined,
     header: Headers,
     values: ContextValues | undefined,
     unary: boolean,
-  ): Promise<ClientCall> {
+  ): ClientCall | Promise<ClientCall> {
     if (closing.signal.aborted) throw closing.signal.reason;
-    if (!started || presence.availability !== "online") {
-      const wait = waitSignal(signal, deadline);
-      try {
-        await untilServerReady(wait.signal, values);
-      } finally {
-        wait.cleanup();
-      }
+    if (started && presence.availability === "online") {
+      return createCall(method, signal, deadline, header, values, unary);
     }
+    const wait = waitSignal(signal, deadline);
+    return untilServerReady(wait.signal, values)
+      .finally(wait.cleanup)
+      .then(() => createCall(method, signal, deadline, header, values, unary));
+  }
+
+  const forget = (call: ClientCall) => inFlight.delete(call);
+  const topics = new WeakMap<DescMethod, string>();
+  const topicOf = (method: DescMethod): string => {
+    let topic = topics.get(method);
+    if (topic === undefined) {
+      topic = scheme.requestTopic(
+        options.serverId,
+        method.parent.typeName,
+        method.name,
+        router.clientKey,
+      );
+      topics.set(method, topic);
+    }
+    return topic;
+  };
+  const sharedInstances = () => presence.onlineInstances();
+
+  function createCall(
+    method: DescMethod,
+    signal: AbortSignal | undefined,
+    deadline: number | undefined,
+    header: Headers,
+    values: ContextValues | undefined,
+    unary: boolean,
+  ): ClientCall {
     const call = new ClientCall({
       link,
       router,
       scheme,
       serverId: options.serverId,
       method,
+      topic: topicOf(method),
       signal,
       deadline,
       unary,
@@ -229,13 +256,10 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       settings: settingsForCall(method, values),
       heartbeatMs,
       reassemblyBudget,
-      ...(presence.shared ? { sharedInstances: () => presence.onlineInstances() } : {}),
+      sharedInstances: presence.shared ? sharedInstances : undefined,
+      onFinish: forget,
     });
-    inFlight.add(call);
-    void call.done.then(
-      () => inFlight.delete(call),
-      () => inFlight.delete(call),
-    );
+    if (!call.over) inFlight.add(call);
     return call;
   }
 
@@ -338,8 +362,10 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     let call: ClientCall | undefined;
     try {
       const request = toBinary(method.input, create(method.input, input));
-      call = await startCall(method, signal, deadline, new Headers(header), values, true);
-      await call.open(request, true);
+      const starting = startCall(method, signal, deadline, new Headers(header), values, true);
+      call = starting instanceof Promise ? await starting : starting;
+      const opening = call.open(request, true);
+      if (opening !== undefined) await opening;
       await call.done;
     } catch (e) {
       throw signal?.aborted

@@ -5,7 +5,7 @@
  * behaviour is Connect's: the signal aborts on deadline, cancellation,
  * server shutdown and when the call is over.
  */
-import type { DescMethod } from "@bufbuild/protobuf";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -29,95 +29,125 @@ export interface ServerCallContextInit {
 
 /**
  * A handler's context plus what the call needs to drive it. The lazy parts
- * are own enumerable getters, so spreading or `Object.assign`-ing the
- * context (Connect's interceptor helpers do) copies real values.
+ * are getters on the prototype, so a call costs one small object. Connect's
+ * own helpers copy contexts with `Object.assign`, which skips prototype
+ * getters: give them {@link ServerCallContext.snapshot} instead.
  */
-export interface ServerCallContext extends HandlerContext {
-  /** Whether the context aborted (deadline, cancellation, shutdown or the end). */
-  readonly aborted: boolean;
-  /** Why the context aborted, once it did. */
-  readonly abortReason: unknown;
-  /** Response headers the handler set, or undefined if it never touched them. */
-  readonly responseHeaderIfSet: Headers | undefined;
-  /** Response trailers the handler set, or undefined if it never touched them. */
-  readonly responseTrailerIfSet: Headers | undefined;
-  /** Aborts the handler's signal once; later calls change nothing. */
-  abort(reason: unknown): void;
-}
+export class ServerCallContext implements HandlerContext {
+  readonly method: DescMethod;
+  readonly service: DescService;
+  readonly requestMethod = "POST";
+  readonly protocolName = "mqrpc";
+  readonly timeoutMs: () => number | undefined;
 
-/** See the module comment. */
-export function createServerCallContext(init: ServerCallContextInit): ServerCallContext {
-  let controller: AbortController | undefined;
-  let reason: unknown;
-  let aborted = false;
-  let deadlineTimer: ReturnType<typeof setTimeout> | undefined;
-  let headerIn: Headers | undefined;
-  let headerOut: Headers | undefined;
-  let trailerOut: Headers | undefined;
-  let values: ContextValues | undefined;
-  let timeoutMs: () => number | undefined = noTimeout;
-  const abort = (why: unknown): void => {
-    if (aborted) return;
-    aborted = true;
-    reason = why;
-    if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
-    controller?.abort(why);
-    init.onAbort(why);
-  };
-  if (init.timeoutMs > 0) {
-    const deadline = Date.now() + init.timeoutMs;
-    timeoutMs = () => deadline - Date.now();
-    deadlineTimer = setTimeout(() => {
-      deadlineTimer = undefined;
-      abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
-    }, init.timeoutMs);
+  private controller: AbortController | undefined;
+  private reason: unknown;
+  private isAborted = false;
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  private headerIn: Headers | undefined;
+  private headerOut: Headers | undefined;
+  private trailerOut: Headers | undefined;
+  private contextValues: ContextValues | undefined;
+
+  constructor(private readonly init: ServerCallContextInit) {
+    this.method = init.method;
+    this.service = init.method.parent;
+    if (init.timeoutMs > 0) {
+      const deadline = Date.now() + init.timeoutMs;
+      this.timeoutMs = () => deadline - Date.now();
+      this.deadlineTimer = setTimeout(this.onDeadline, init.timeoutMs);
+    } else {
+      this.timeoutMs = noTimeout;
+    }
   }
-  const method = init.method;
-  return {
-    method,
-    service: method.parent,
-    requestMethod: "POST",
-    protocolName: "mqrpc",
-    timeoutMs,
-    get signal() {
-      if (controller === undefined) {
-        controller = new AbortController();
-        if (aborted) controller.abort(reason);
-      }
-      return controller.signal;
-    },
-    get url() {
-      return `mqtt://${encodeURIComponent(init.serverId)}/${method.parent.typeName}/${method.name}`;
-    },
-    get requestHeader() {
-      headerIn ??= entriesToHeaders(init.requestHeader);
-      return headerIn;
-    },
-    get responseHeader() {
-      headerOut ??= new Headers();
-      return headerOut;
-    },
-    get responseTrailer() {
-      trailerOut ??= new Headers();
-      return trailerOut;
-    },
-    get values() {
-      values ??= createContextValues();
-      return values;
-    },
-    get aborted() {
-      return aborted;
-    },
-    get abortReason() {
-      return reason;
-    },
-    get responseHeaderIfSet() {
-      return headerOut;
-    },
-    get responseTrailerIfSet() {
-      return trailerOut;
-    },
-    abort,
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.isAborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  get url(): string {
+    const { serverId, method } = this.init;
+    return `mqtt://${encodeURIComponent(serverId)}/${method.parent.typeName}/${method.name}`;
+  }
+
+  get requestHeader(): Headers {
+    this.headerIn ??= entriesToHeaders(this.init.requestHeader);
+    return this.headerIn;
+  }
+
+  get responseHeader(): Headers {
+    this.headerOut ??= new Headers();
+    return this.headerOut;
+  }
+
+  get responseTrailer(): Headers {
+    this.trailerOut ??= new Headers();
+    return this.trailerOut;
+  }
+
+  get values(): ContextValues {
+    this.contextValues ??= createContextValues();
+    return this.contextValues;
+  }
+
+  /** Whether the context aborted (deadline, cancellation, shutdown or the end). */
+  get aborted(): boolean {
+    return this.isAborted;
+  }
+
+  /** Why the context aborted, once it did. */
+  get abortReason(): unknown {
+    return this.reason;
+  }
+
+  /** Response headers the handler set, or undefined if it never touched them. */
+  get responseHeaderIfSet(): Headers | undefined {
+    return this.headerOut;
+  }
+
+  /** Response trailers the handler set, or undefined if it never touched them. */
+  get responseTrailerIfSet(): Headers | undefined {
+    return this.trailerOut;
+  }
+
+  /**
+   * The context as a plain object with every field its own property, for
+   * Connect's interceptor and streaming helpers (they copy it). Shares the
+   * signal and the header objects with this context.
+   */
+  snapshot(): HandlerContext {
+    return {
+      method: this.method,
+      service: this.service,
+      requestMethod: this.requestMethod,
+      protocolName: this.protocolName,
+      timeoutMs: this.timeoutMs,
+      signal: this.signal,
+      url: this.url,
+      requestHeader: this.requestHeader,
+      responseHeader: this.responseHeader,
+      responseTrailer: this.responseTrailer,
+      values: this.values,
+    };
+  }
+
+  /** Aborts the handler's signal once; later calls change nothing. */
+  abort(reason: unknown): void {
+    if (this.isAborted) return;
+    this.isAborted = true;
+    this.reason = reason;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.controller?.abort(reason);
+    this.init.onAbort(reason);
+  }
+
+  private readonly onDeadline = (): void => {
+    this.deadlineTimer = undefined;
+    this.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
   };
 }
 

@@ -27,7 +27,7 @@ import { StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageQueue } from "./message-queue.js";
 import { headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
-import { createServerCallContext, type ServerCallContext } from "./server-call-context.js";
+import { ServerCallContext } from "./server-call-context.js";
 import { errorToEnd } from "./status.js";
 import type { RequestAddress } from "./topic-scheme.js";
 
@@ -206,7 +206,7 @@ export class ServerCall {
           return;
         }
         const spec = this.entry.spec;
-        const context = createServerCallContext({
+        const context = new ServerCallContext({
           method: spec.method,
           serverId: this.host.serverId,
           timeoutMs: event.open.timeoutMs,
@@ -311,24 +311,33 @@ export class ServerCall {
   private async run(context: ServerCallContext): Promise<void> {
     const spec = this.entry.spec;
     const output = spec.method.output;
+    // Connect's helpers copy the context: they get a plain snapshot of it.
+    const plain = context.snapshot();
     try {
       if (spec.kind === "unary") {
-        const input = await abortable(single(this.requests), context.signal);
+        const input = await abortable(single(this.requests), plain.signal);
         const response = await abortable(
-          invokeUnaryImplementation(spec, context, input, this.host.interceptors),
-          context.signal,
+          invokeUnaryImplementation(spec, plain, input, this.host.interceptors),
+          plain.signal,
         );
         await this.end(undefined, toBinary(output, response), context);
         return;
       }
       const responses = transformInvokeImplementation(
         spec,
-        context,
+        plain,
         this.host.interceptors,
       )(this.requests);
       const it = responses[Symbol.asyncIterator]();
+      const signal = () => plain.signal;
       for (;;) {
-        const next = await abortable(it.next(), context.signal);
+        // A deadline, cancellation or shutdown ends the call through the
+        // context's abort hook; the loop only has to notice.
+        const next = await it.next();
+        if (this.ended) {
+          it.return?.().catch(() => {});
+          return;
+        }
         if (next.done === true) break;
         const bytes = toBinary(output, next.value);
         if (spec.kind === "client_streaming") {
@@ -336,8 +345,9 @@ export class ServerCall {
           void it.return?.();
           return;
         }
-        if (!this.headersSent) this.sendHeaders(context.responseHeader);
-        await this.sender.sendMessage(bytes, () => context.signal);
+        if (!this.headersSent) this.sendHeaders(plain.responseHeader);
+        await this.sender.sendMessage(bytes, signal);
+        if (this.ended) return;
       }
       await this.end(undefined, undefined, context);
     } catch (e) {

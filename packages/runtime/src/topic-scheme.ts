@@ -108,6 +108,11 @@ export class TopicScheme {
   private readonly parsed = new Map<string, RequestAddress | undefined>();
   /** Encoded segments of proto names and client keys, which repeat on every call. */
   private readonly encoded = new Map<string, string>();
+  /**
+   * Reply topics by client key: a server answers the same callers over and
+   * over, and one string per topic also keeps Map lookups on it cheap.
+   */
+  private readonly replyTopics = new Map<string, string>();
 
   constructor(prefix = "mqrpc") {
     if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(prefix)) {
@@ -184,7 +189,13 @@ export class TopicScheme {
 
   /** The topic a server publishes a client's reply frames to. */
   replyTopic(clientKey: string): string {
-    return `${this.prefix}/c/${this.segment(clientKey)}`;
+    let topic = this.replyTopics.get(clientKey);
+    if (topic === undefined) {
+      topic = `${this.prefix}/c/${this.segment(clientKey)}`;
+      if (this.replyTopics.size >= CACHE_LIMIT) this.replyTopics.clear();
+      this.replyTopics.set(clientKey, topic);
+    }
+    return topic;
   }
 
   /** The retained presence topic of one server instance. */
