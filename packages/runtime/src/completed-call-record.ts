@@ -50,7 +50,8 @@ export class CompletedCallRecord {
     const entry: Entry = {
       key,
       expiry: this.now() + this.ttlMs,
-      end: end !== undefined && end.byteLength <= MAX_KEPT_END_BYTES ? end : undefined,
+      // A copy: the frame may be a view into a pooled slab that it would pin.
+      end: end !== undefined && end.byteLength <= MAX_KEPT_END_BYTES ? new Uint8Array(end) : undefined,
       dead: false,
     };
     const replaced = this.entries.get(key);

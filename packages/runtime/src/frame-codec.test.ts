@@ -114,7 +114,7 @@ describe("frame codec", () => {
           FrameSchema,
           create(FrameSchema, { ...init, version: 1 } as Init),
         );
-        expect(encodeFrame(init as Init)).toEqual(reference);
+        expect(new Uint8Array(encodeFrame(init as Init))).toEqual(reference);
       }),
       { numRuns: 2000 },
     );
@@ -190,7 +190,7 @@ describe("frame codec", () => {
             },
           }),
         );
-        expect(writeCoalesced(frames)).toEqual(reference);
+        expect(new Uint8Array(writeCoalesced(frames))).toEqual(reference);
         expect(decodeCallFrames(reference).map((f) => f.callId)).toEqual(
           inits.map((i) => i.callId),
         );

@@ -249,9 +249,8 @@ export class MqttLink {
 /** MQTT.js wants a Buffer; in Node, wrap the bytes without copying them. */
 function asBuffer(bytes: Uint8Array): Buffer {
   const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
-  return NodeBuffer === undefined
-    ? (bytes as Buffer)
-    : NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (NodeBuffer === undefined || NodeBuffer.isBuffer(bytes)) return bytes as Buffer;
+  return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function setNoDelay(client: MqttClient): void {
