@@ -51,7 +51,8 @@ export class CompletedCallRecord {
       key,
       expiry: this.now() + this.ttlMs,
       // A copy: the frame may be a view into a pooled slab that it would pin.
-      end: end !== undefined && end.byteLength <= MAX_KEPT_END_BYTES ? new Uint8Array(end) : undefined,
+      end:
+        end !== undefined && end.byteLength <= MAX_KEPT_END_BYTES ? new Uint8Array(end) : undefined,
       dead: false,
     };
     const replaced = this.entries.get(key);

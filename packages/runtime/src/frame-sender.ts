@@ -154,14 +154,46 @@ export class FrameSender {
       value: { ...open, halfClose: halfClose && message === undefined },
     });
     if (message === undefined) return undefined;
-    return this.sendMessage(message, signal).then(() => {
+    const sending = this.sendMessage(message, signal);
+    const then = () => {
       if (halfClose) this.sendControl({ case: "halfClose", value: {} });
-    });
+    };
+    if (sending === undefined) {
+      then();
+      return undefined;
+    }
+    return sending.then(then);
   }
 
-  /** Sends one message, waiting for credit frame by frame. */
-  async sendMessage(message: Uint8Array, signal: SignalSource): Promise<void> {
+  /**
+   * Sends one message, waiting for credit frame by frame. Returns a promise
+   * only when it has to wait: a message that joins a batch, or goes out at
+   * once with credit to spare, costs the producer no promise.
+   */
+  sendMessage(message: Uint8Array, signal: SignalSource): Promise<void> | undefined {
     const budget = this.output.maxFrameBytes() - FRAME_HEADROOM;
+    const batcher = this.batcher;
+    if (batcher !== undefined) {
+      if (
+        message.byteLength < budget >> 1 &&
+        (batcher.size === 0 || batcher.fits(message, budget))
+      ) {
+        batcher.add(message);
+        if (batcher.size === 1) this.scheduleFlush();
+        return undefined;
+      }
+    } else if (message.byteLength <= budget && this.credit.allows(this.nextSeq)) {
+      this.publishMessage(message);
+      return undefined;
+    }
+    return this.sendMessageWaiting(message, budget, signal);
+  }
+
+  private async sendMessageWaiting(
+    message: Uint8Array,
+    budget: number,
+    signal: SignalSource,
+  ): Promise<void> {
     const batcher = this.batcher;
     if (batcher !== undefined) {
       if (message.byteLength < budget >> 1) {
@@ -174,13 +206,7 @@ export class FrameSender {
     }
     if (message.byteLength <= budget) {
       await this.creditFor(signal);
-      this.publishSequenced(
-        encodeFrame({
-          callId: this.callId,
-          seq: this.nextSeq++,
-          kind: { case: "message", value: message },
-        }),
-      );
+      this.publishMessage(message);
       return;
     }
     for (const piece of splitIntoChunks(message, budget)) {
@@ -193,6 +219,16 @@ export class FrameSender {
         }),
       );
     }
+  }
+
+  private publishMessage(message: Uint8Array): void {
+    this.publishSequenced(
+      encodeFrame({
+        callId: this.callId,
+        seq: this.nextSeq++,
+        kind: { case: "message", value: message },
+      }),
+    );
   }
 
   /**

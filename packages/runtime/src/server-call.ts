@@ -24,6 +24,7 @@ import type { CallFrame } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
 import { FrameSender } from "./frame-sender.js";
 import { StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
+import { MessageGroupEncoder } from "./message-group-encoder.js";
 import { MessageQueue } from "./message-queue.js";
 import { headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
@@ -218,7 +219,9 @@ export class ServerCall {
           },
         });
         this.context = context;
-        this.direct = spec.kind === "unary" && this.host.interceptors.length === 0;
+        this.direct =
+          (spec.kind === "unary" || spec.kind === "server_streaming") &&
+          this.host.interceptors.length === 0;
         if (event.open.window > 0) this.sender.credit.grant(event.open.window);
         this.heartbeatMs = event.open.heartbeatMs;
         if (this.host.shared) {
@@ -250,7 +253,7 @@ export class ServerCall {
         } else {
           this.fail(
             new ConnectError(
-              "protocol error: more than one request message for unary method",
+              `protocol error: more than one request message for ${this.entry.spec.kind.replace("_", "-")} method`,
               Code.InvalidArgument,
             ),
           );
@@ -267,7 +270,11 @@ export class ServerCall {
     }
   }
 
-  /** Runs a unary handler without interceptors on the request it got. */
+  /**
+   * Runs a unary or server-streaming handler without interceptors on the
+   * one request it got: what Connect's invoke helpers do (normalize each
+   * response with `create`), without their generic async-iterable plumbing.
+   */
   private runDirect(): void {
     const context = this.context;
     const input = this.directInput;
@@ -275,10 +282,14 @@ export class ServerCall {
     if (input === undefined) {
       this.fail(
         new ConnectError(
-          "protocol error: missing request message for unary method",
+          `protocol error: missing request message for ${this.entry.spec.kind.replace("_", "-")} method`,
           Code.InvalidArgument,
         ),
       );
+      return;
+    }
+    if (this.entry.spec.kind === "server_streaming") {
+      void this.runServerStream(this.entry.spec, context, input);
       return;
     }
     const spec = this.entry.spec as MethodImplSpec & { kind: "unary" };
@@ -306,6 +317,48 @@ export class ServerCall {
     }
     if (result instanceof Promise) result.then(respond, failed);
     else respond(result);
+  }
+
+  private async runServerStream(
+    spec: MethodImplSpec & { kind: "server_streaming" },
+    context: ServerCallContext,
+    input: MessageShape<DescMessage>,
+  ): Promise<void> {
+    const output = spec.method.output;
+    const signal = () => context.signal;
+    const send = (bytes: Uint8Array) => this.sender.sendMessage(bytes, signal);
+    // Batched streams serialize their messages a group at a time.
+    const group = this.entry.settings.batchedStream
+      ? new MessageGroupEncoder(output, send, (e) => {
+          void this.end(e, undefined, context);
+        })
+      : undefined;
+    try {
+      const it = spec.impl(input, context)[Symbol.asyncIterator]();
+      for (;;) {
+        // A deadline, cancellation or shutdown ends the call through the
+        // context's abort hook; the loop only has to notice.
+        const next = await it.next();
+        if (this.ended) {
+          it.return?.()?.catch(() => {});
+          return;
+        }
+        if (next.done === true) break;
+        if (!this.headersSent) this.sendHeaders(context.responseHeader);
+        const message = create(output, next.value);
+        const sending = group !== undefined ? group.add(message) : send(toBinary(output, message));
+        if (sending !== undefined) await sending;
+        if (this.ended) {
+          it.return?.()?.catch(() => {});
+          return;
+        }
+      }
+      const rest = group?.flush();
+      if (rest !== undefined) await rest;
+      await this.end(undefined, undefined, context);
+    } catch (e) {
+      await this.end(e, undefined, context);
+    }
   }
 
   private async run(context: ServerCallContext): Promise<void> {
@@ -346,7 +399,8 @@ export class ServerCall {
           return;
         }
         if (!this.headersSent) this.sendHeaders(plain.responseHeader);
-        await this.sender.sendMessage(bytes, signal);
+        const sending = this.sender.sendMessage(bytes, signal);
+        if (sending !== undefined) await sending;
         if (this.ended) return;
       }
       await this.end(undefined, undefined, context);
