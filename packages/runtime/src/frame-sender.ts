@@ -59,7 +59,12 @@ export class FrameSender {
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
   private turnScheduled = false;
   private waitingForCredit = false;
-  private readonly retained = new Map<number, Uint8Array>();
+  /**
+   * Sequenced frames the peer has not acknowledged, in order: frame
+   * `retainedFrom + i` is `retained[i]`.
+   */
+  private retained: Uint8Array[] = [];
+  private retainedFrom = 0;
 
   constructor(
     private readonly callId: number,
@@ -269,12 +274,16 @@ export class FrameSender {
    */
   onCredit(limit: number, received: number, resend: boolean): void {
     this.credit.grant(limit);
-    for (const seq of this.retained.keys()) {
-      if (seq >= received) break;
-      this.retained.delete(seq);
+    if (received > this.retainedFrom) {
+      const acknowledged = Math.min(received - this.retainedFrom, this.retained.length);
+      this.retained.splice(0, acknowledged);
+      this.retainedFrom += acknowledged;
     }
     if (resend) {
-      for (const [seq, frame] of this.retained) if (seq >= received) this.output.publish(frame);
+      const from = Math.max(0, received - this.retainedFrom);
+      for (let i = from; i < this.retained.length; i++) {
+        this.output.publish(this.retained[i] as Uint8Array);
+      }
     }
   }
 
@@ -298,7 +307,7 @@ export class FrameSender {
    * a window of frames is kept: credit bounds what is unacknowledged.
    */
   private publishSequenced(frame: Uint8Array): void {
-    this.retained.set(this.nextSeq - 1, frame);
+    this.retained.push(frame);
     this.output.publish(frame);
   }
 

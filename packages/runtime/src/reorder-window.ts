@@ -8,7 +8,8 @@
  */
 export class ReorderWindow<T> {
   private next = 0;
-  private readonly early = new Map<number, T>();
+  /** Frames that arrived ahead of a gap; made at the first one (most calls never have any). */
+  private early: Map<number, T> | undefined;
 
   /** @param capacity the most frames held while waiting for a gap to fill. */
   constructor(private readonly capacity: number) {
@@ -24,7 +25,7 @@ export class ReorderWindow<T> {
 
   /** How many early frames are held. */
   get buffered(): number {
-    return this.early.size;
+    return this.early?.size ?? 0;
   }
 
   /**
@@ -33,26 +34,26 @@ export class ReorderWindow<T> {
    * seen before, or `"overflow"` when the frame lies beyond the window.
    */
   accept(seq: number, item: T): T[] | "duplicate" | "overflow" {
-    if (seq < this.next || this.early.has(seq)) {
+    const early = this.early;
+    if (seq < this.next || early?.has(seq)) {
       return "duplicate";
     }
     if (seq !== this.next) {
-      if (seq >= this.next + this.capacity || this.early.size >= this.capacity) {
+      if (seq >= this.next + this.capacity || (early?.size ?? 0) >= this.capacity) {
         return "overflow";
       }
+      this.early ??= new Map();
       this.early.set(seq, item);
       return [];
     }
     const ready = [item];
     this.next++;
-    for (
-      let held = this.early.get(this.next);
-      held !== undefined;
-      held = this.early.get(this.next)
-    ) {
-      this.early.delete(this.next);
-      ready.push(held);
-      this.next++;
+    if (early !== undefined && early.size > 0) {
+      for (let held = early.get(this.next); held !== undefined; held = early.get(this.next)) {
+        early.delete(this.next);
+        ready.push(held);
+        this.next++;
+      }
     }
     return ready;
   }
