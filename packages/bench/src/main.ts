@@ -28,7 +28,8 @@ import { ECHO_BYTES, INTEROP_PROTO, LARGE_BYTES, PROTO_ROOT } from "./echo-servi
 import { type Results, renderReport } from "./report.js";
 
 const ROUNDS = 3;
-const LATENCY_CALLS = 2000;
+const LATENCY_ROUNDS = 5;
+const LATENCY_CALLS = 1200;
 const THROUGHPUT_MS = 1500;
 const STREAM_MESSAGES = 100_000;
 const docs = (name: string) => fileURLToPath(new URL(`../../../docs/${name}`, import.meta.url));
@@ -119,40 +120,31 @@ const percentile = (xs: number[], p: number) =>
 
 type Call = () => Promise<unknown>;
 
-async function latency(call: Call, calls: number): Promise<{ p50: number; p99: number }> {
-  for (let i = 0; i < Math.min(300, calls); i++) await call();
-  const p50s: number[] = [];
-  const p99s: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const samples: number[] = [];
-    for (let i = 0; i < calls; i++) {
-      const t = performance.now();
-      await call();
-      samples.push(performance.now() - t);
-    }
-    p50s.push(percentile(samples, 0.5));
-    p99s.push(percentile(samples, 0.99));
+/** One latency round: `calls` calls one after another; p50 and p99 in ms. */
+async function latencyRound(call: Call, calls: number): Promise<{ p50: number; p99: number }> {
+  const samples: number[] = [];
+  for (let i = 0; i < calls; i++) {
+    const t = performance.now();
+    await call();
+    samples.push(performance.now() - t);
   }
-  return { p50: median(p50s), p99: median(p99s) };
+  return { p50: percentile(samples, 0.5), p99: percentile(samples, 0.99) };
 }
 
-async function throughput(call: Call, concurrency = 64): Promise<number> {
-  const rates: number[] = [];
-  for (let r = 0; r <= ROUNDS; r++) {
-    let done = 0;
-    const end = performance.now() + THROUGHPUT_MS;
-    const t = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (performance.now() < end) {
-          await call();
-          done++;
-        }
-      }),
-    );
-    if (r > 0) rates.push(done / ((performance.now() - t) / 1000)); // round 0 warms up
-  }
-  return median(rates);
+/** One throughput round: calls per second with `concurrency` callers for THROUGHPUT_MS. */
+async function throughputRound(call: Call, concurrency = 64): Promise<number> {
+  let done = 0;
+  const end = performance.now() + THROUGHPUT_MS;
+  const t = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        await call();
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - t) / 1000);
 }
 
 async function rounds(run: () => Promise<number>): Promise<number> {
@@ -262,28 +254,75 @@ async function jsonRpcPair(url: string) {
 
 // ---- scenarios ------------------------------------------------------------
 
+/**
+ * The unary contenders are set up side by side and measured in interleaved
+ * rounds (raw, mqrpc, grpc-js, mqtt-json-rpc, raw, mqrpc, ...), so that a
+ * change of load on a shared machine hits every contender alike instead of
+ * skewing the ratios; each number is the median of its rounds.
+ */
 async function unaryScenarios(url: string, results: Results["brokers"][number]) {
+  const contenders: Array<{
+    name: string;
+    calls: number;
+    pair: { call: Call; close(): Promise<void> };
+    p50s: number[];
+    p99s: number[];
+    rates: number[];
+    failed?: string;
+  }> = [];
   for (const [key, name, make, calls] of [
     ["raw", "raw MQTT.js ping-pong", () => rawPair(url), LATENCY_CALLS],
     ["mqrpc", "mqrpc", () => mqrpcPair(url), LATENCY_CALLS],
     ["grpc", "@grpc/grpc-js (HTTP/2)", () => grpcPair(), LATENCY_CALLS],
     // ~44 ms per call (its QoS 2 request and per-call subscriptions): fewer samples.
-    ["json", "mqtt-json-rpc", () => jsonRpcPair(url), 60],
+    ["json", "mqtt-json-rpc", () => jsonRpcPair(url), 40],
   ] as const) {
     if (!cli.pick("contenders", key)) continue;
-    const pair = await make();
-    try {
-      const lat = await latency(pair.call, calls);
-      const rate = await throughput(pair.call);
-      results.unary.push({ contender: name, p50Ms: lat.p50, p99Ms: lat.p99, callsPerSecond: rate });
-      console.log(
-        `  ${name}: p50 ${lat.p50.toFixed(3)} ms, p99 ${lat.p99.toFixed(3)} ms, ${rate.toFixed(0)} calls/s at 64`,
-      );
-    } catch (e) {
-      console.log(`  ${name}: failed: ${String(e)}`);
-    } finally {
-      await pair.close();
+    contenders.push({ name, calls, pair: await make(), p50s: [], p99s: [], rates: [] });
+  }
+  const each = async (step: (c: (typeof contenders)[number]) => Promise<void>) => {
+    for (const c of contenders) {
+      if (c.failed !== undefined) continue;
+      try {
+        await step(c);
+      } catch (e) {
+        c.failed = String(e);
+      }
     }
+  };
+  // Warm-up: JIT, connections, broker sessions.
+  await each(async (c) => {
+    for (let i = 0; i < Math.min(300, c.calls); i++) await c.pair.call();
+    await throughputRound(c.pair.call);
+  });
+  for (let r = 0; r < LATENCY_ROUNDS; r++) {
+    await each(async (c) => {
+      const { p50, p99 } = await latencyRound(c.pair.call, c.calls);
+      c.p50s.push(p50);
+      c.p99s.push(p99);
+    });
+  }
+  for (let r = 0; r < ROUNDS; r++) {
+    await each(async (c) => {
+      c.rates.push(await throughputRound(c.pair.call));
+    });
+  }
+  for (const c of contenders) {
+    await c.pair.close();
+    if (c.failed !== undefined) {
+      console.log(`  ${c.name}: failed: ${c.failed}`);
+      continue;
+    }
+    const entry = {
+      contender: c.name,
+      p50Ms: median(c.p50s),
+      p99Ms: median(c.p99s),
+      callsPerSecond: median(c.rates),
+    };
+    results.unary.push(entry);
+    console.log(
+      `  ${c.name}: p50 ${entry.p50Ms.toFixed(3)} ms, p99 ${entry.p99Ms.toFixed(3)} ms, ${entry.callsPerSecond.toFixed(0)} calls/s at 64`,
+    );
   }
 }
 
