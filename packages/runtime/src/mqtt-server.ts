@@ -62,7 +62,7 @@ export interface MqttServerOptions {
    * subscriptions (MQTT 5 brokers; Mosquitto also on 3.1.1).
    */
   readonly shared?: boolean | string;
-  /** Calls in progress at once before new ones get RESOURCE_EXHAUSTED (default 10000). */
+  /** Calls in progress at once before new ones get RESOURCE_EXHAUSTED (default 1000). */
   readonly maxConcurrentCalls?: number;
   /** Calls in progress at once from one caller (default 1000). */
   readonly maxCallsPerClient?: number;
