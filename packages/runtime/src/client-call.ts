@@ -9,8 +9,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { type CallFrame, encodeFrame } from "./frame-codec.js";
-import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
-import { FrameSender } from "./frame-sender.js";
+import { FrameReceiver, type ReceivedEvent, type ReceiverSink } from "./frame-receiver.js";
+import { type FrameOutput, FrameSender, type SignalSource } from "./frame-sender.js";
 import { MessageQueue } from "./message-queue.js";
 import { entriesToHeaders, headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
@@ -62,7 +62,7 @@ export interface ClientCallInit {
 }
 
 /** See the module comment. */
-export class ClientCall implements RoutedCall {
+export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, SignalSource {
   readonly callId: number;
   /** Response headers; filled when the server's first frame arrives. */
   readonly header = new Headers();
@@ -72,12 +72,22 @@ export class ClientCall implements RoutedCall {
    * Serialized response messages in order; ends with the call's status.
    * Unary calls leave it empty and keep their response in {@link unaryResponse}.
    */
-  readonly responses: MessageQueue<Uint8Array>;
+  get responses(): MessageQueue<Uint8Array> {
+    this.responseQueue ??= new MessageQueue<Uint8Array>(
+      () => this.receiver.took(),
+      () =>
+        this.abandon(
+          new ConnectError("the caller stopped reading the response stream", Code.Canceled),
+        ),
+    );
+    return this.responseQueue;
+  }
   /** Settles with the call's status. */
   readonly done: Promise<void>;
   /** A unary call's response message, once it arrived. */
   unaryResponse: Uint8Array | undefined;
 
+  private responseQueue: MessageQueue<Uint8Array> | undefined;
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
   private topic: string;
@@ -94,6 +104,7 @@ export class ClientCall implements RoutedCall {
   /** Aborts waits for credit when the call ends; made only when a wait needs it. */
   private aborter: AbortController | undefined;
   private endReason: ConnectError | undefined;
+  private abortListener: (() => void) | undefined;
 
   constructor(private readonly init: ClientCallInit) {
     this.callId = init.router.register(this, init.heartbeatMs);
@@ -102,29 +113,16 @@ export class ClientCall implements RoutedCall {
       this.settle = (error) => (error ? reject(error) : resolve());
     });
     this.done.catch(() => {});
-    this.sender = new FrameSender(
-      this.callId,
-      { publish: (frame) => this.publish(frame), maxFrameBytes: () => this.maxFrameBytes() },
-      DEFAULT_WINDOW,
-    );
+    // The call is its sender's output and its receiver's sink: no adapter
+    // objects or closures per call.
+    this.sender = new FrameSender(this.callId, this, DEFAULT_WINDOW);
     this.receiver = new FrameReceiver(
       init.window,
       init.maxMessageBytes,
-      {
-        event: (event) => this.onEvent(event),
-        violation: (error) => this.abandon(error),
-        grant: (limit, received, resend) =>
-          this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
-      },
+      this,
       init.reassemblyBudget,
     );
-    this.responses = new MessageQueue(
-      () => this.receiver.took(),
-      () =>
-        this.abandon(
-          new ConnectError("the caller stopped reading the response stream", Code.Canceled),
-        ),
-    );
+    if (!init.unary) this.responses;
     if (init.settings.batchedStream) this.sender.enableBatching(init.settings.batchLingerMs);
     if (init.deadline !== undefined) {
       const left = init.deadline - Date.now();
@@ -132,12 +130,14 @@ export class ClientCall implements RoutedCall {
         this.onDeadline();
         return;
       }
-      this.deadlineTimer = setTimeout(this.onDeadline, left);
+      this.deadlineTimer = setTimeout(() => this.onDeadline(), left);
     }
-    if (init.signal?.aborted) {
+    const signal = init.signal;
+    if (signal?.aborted) {
       this.onAbort();
-    } else {
-      init.signal?.addEventListener("abort", this.onAbort, { once: true });
+    } else if (signal !== undefined) {
+      this.abortListener = () => this.onAbort();
+      signal.addEventListener("abort", this.abortListener, { once: true });
     }
   }
 
@@ -157,15 +157,15 @@ export class ClientCall implements RoutedCall {
 
   /**
    * Aborts when the call is over: what waits for flow-control credit on the
-   * call's behalf listens to it.
+   * call's behalf listens to it. Made on first use.
    */
-  private readonly signal = (): AbortSignal => {
+  get signal(): AbortSignal {
     if (this.aborter === undefined) {
       this.aborter = new AbortController();
       if (this.finished) this.aborter.abort(this.endReason ?? CALL_OVER);
     }
     return this.aborter.signal;
-  };
+  }
 
   /**
    * Sends the Open frame, with the first request message inline if given.
@@ -183,7 +183,7 @@ export class ClientCall implements RoutedCall {
       },
       message,
       halfClose,
-      this.signal,
+      this,
     );
   }
 
@@ -196,14 +196,14 @@ export class ClientCall implements RoutedCall {
     if (this.instance === undefined && this.init.sharedInstances !== undefined)
       await this.headerReceived;
     if (this.finished) return;
-    await this.sender.sendMessage(message, this.signal);
+    await this.sender.sendMessage(message, this);
   }
 
   /** Tells the server no more request messages follow, after any waiting batch. */
   async halfClose(): Promise<void> {
     if (this.instance === undefined && this.init.sharedInstances !== undefined)
       await this.headerReceived;
-    await this.sender.flush(this.signal);
+    await this.sender.flush(this);
     if (!this.finished) this.sender.sendControl({ case: "halfClose", value: {} });
   }
 
@@ -273,7 +273,18 @@ export class ClientCall implements RoutedCall {
     }
   }
 
-  private onEvent(event: ReceivedEvent): void {
+  /** ReceiverSink: the server broke the protocol or a limit. */
+  violation(error: ConnectError): void {
+    this.abandon(error);
+  }
+
+  /** ReceiverSink: tells the server how much more it may send. */
+  grant(limit: number, received: number, resend: boolean): void {
+    this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } });
+  }
+
+  /** ReceiverSink: the server's frames, in order. */
+  event(event: ReceivedEvent): void {
     switch (event.type) {
       case "headers":
         entriesToHeaders(event.headers.headers, this.header);
@@ -305,15 +316,15 @@ export class ClientCall implements RoutedCall {
     }
   }
 
-  private readonly onAbort = (): void => {
+  private onAbort(): void {
     const reason = this.init.signal?.reason;
     this.abandon(ConnectError.from(reason, Code.Canceled));
-  };
+  }
 
-  private readonly onDeadline = (): void => {
+  private onDeadline(): void {
     this.deadlineTimer = undefined;
     this.abandon(new ConnectError("the operation timed out", Code.DeadlineExceeded));
-  };
+  }
 
   private headerDone(): void {
     this.headerArrived = true;
@@ -329,28 +340,26 @@ export class ClientCall implements RoutedCall {
     this.receiver.dispose();
     this.init.router.unregister(this.callId);
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
-    this.init.signal?.removeEventListener("abort", this.onAbort);
+    if (this.abortListener !== undefined) {
+      this.init.signal?.removeEventListener("abort", this.abortListener);
+    }
     this.aborter?.abort(error ?? CALL_OVER);
-    if (error) this.responses.fail(error);
-    else this.responses.close();
+    if (error) this.responseQueue?.fail(error);
+    else this.responseQueue?.close();
     this.headerDone();
     this.init.onFinish?.(this);
     this.settle(error);
   }
 
-  private publish(frame: Uint8Array): void {
-    this.init.link.sendFrame(
-      this.topic,
-      this.callId,
-      frame,
-      this.maxFrameBytes(),
-      this.onPublishError,
-    );
+  /** FrameOutput: publishes one of the call's frames on its request topic. */
+  publish(frame: Uint8Array): void {
+    this.init.link.sendFrame(this.topic, this.callId, frame, this.maxFrameBytes(), this);
   }
 
-  private readonly onPublishError = (e: unknown, topic: string): void => {
-    this.finish(publishError(e, topic));
-  };
+  /** PublishFailureListener: the publish that carried one of the call's frames failed. */
+  publishFailed(error: unknown, topic: string): void {
+    this.finish(publishError(error, topic));
+  }
 
   private requestTopic(instance: string | undefined): string {
     const { scheme, serverId, method, router } = this.init;
@@ -363,7 +372,8 @@ export class ClientCall implements RoutedCall {
     );
   }
 
-  private maxFrameBytes(): number {
+  /** FrameOutput: the largest frame that fits in one publish on the call's topic. */
+  maxFrameBytes(): number {
     const brokerMax = this.init.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
     return Math.min(this.init.maxPublishBytes, brokerMax) - this.topic.length - PACKET_OVERHEAD;
   }

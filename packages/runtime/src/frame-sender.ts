@@ -32,7 +32,9 @@ type FrameKindInit = NonNullable<FrameInit["kind"]>;
  * The signal that ends a wait for credit, asked for only when a wait is
  * needed: most frames never wait, and most calls never need a signal.
  */
-export type SignalSource = () => AbortSignal;
+export interface SignalSource {
+  readonly signal: AbortSignal;
+}
 
 /** The fields of an Open frame besides the inline message. */
 export interface OpenFields {
@@ -291,7 +293,7 @@ export class FrameSender {
   private creditFor(signal: SignalSource): Promise<void> | undefined {
     return this.credit.allows(this.nextSeq)
       ? undefined
-      : this.credit.waitFor(this.nextSeq, signal());
+      : this.credit.waitFor(this.nextSeq, signal.signal);
   }
 
   /** The End frame as published, once it was. */

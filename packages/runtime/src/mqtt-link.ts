@@ -12,7 +12,7 @@ import {
   type IPublishPacket,
   MqttClient,
 } from "mqtt";
-import { PublishCoalescer, type PublishErrorHandler } from "./publish-coalescer.js";
+import { PublishCoalescer, type PublishFailureListener } from "./publish-coalescer.js";
 
 /**
  * How mqrpc reaches the broker: a URL (`mqtt://host:1883`, `mqtts://…`,
@@ -187,7 +187,7 @@ export class MqttLink {
     callId: number,
     frame: Uint8Array,
     maxBytes: number,
-    onError: PublishErrorHandler,
+    onError: PublishFailureListener,
   ): void {
     this.coalescer.send(topic, callId, frame, maxBytes, onError);
   }

@@ -221,8 +221,25 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
   }
 
-  get shutdownSignal(): AbortSignal {
-    return this.shutdown.signal;
+  /** Aborts every handler's waits when the server shuts down. */
+  get shutdownSource(): { readonly signal: AbortSignal } {
+    return this.shutdown;
+  }
+
+  /** A call is over: forget it and remember it as completed. */
+  callFinished(call: ServerCall): void {
+    const { key } = call;
+    const clientKey = call.address.clientKey;
+    this.calls.delete(key);
+    const left = (this.callsPerClient.get(clientKey) ?? 1) - 1;
+    if (left > 0) this.callsPerClient.set(clientKey, left);
+    else this.callsPerClient.delete(clientKey);
+    this.completed.add(key, call.endFrame);
+  }
+
+  /** A reply publish failed: the caller's call will time out or retry. */
+  publishFailed(error: unknown, topic: string): void {
+    this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${String(error)}`);
   }
 
   async start(): Promise<void> {
@@ -293,13 +310,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       callId,
       frame,
       this.maxReplyFrameBytes(clientKey),
-      this.onReplyError,
+      this,
     );
   }
-
-  private readonly onReplyError = (e: unknown, topic: string): void => {
-    this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${String(e)}`);
-  };
 
   maxReplyFrameBytes(clientKey: string): number {
     const brokerMax = this.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
@@ -419,19 +432,12 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       );
       return;
     }
-    const started = new ServerCall(this, address, frame.callId, entry);
+    const started = new ServerCall(this, key, address, frame.callId, entry);
     this.calls.set(key, started);
     this.callsPerClient.set(
       address.clientKey,
       (this.callsPerClient.get(address.clientKey) ?? 0) + 1,
     );
-    void started.finished.then(() => {
-      this.calls.delete(key);
-      const left = (this.callsPerClient.get(address.clientKey) ?? 1) - 1;
-      if (left > 0) this.callsPerClient.set(address.clientKey, left);
-      else this.callsPerClient.delete(address.clientKey);
-      this.completed.add(key, started.endFrame);
-    });
     started.onFrame(frame);
   }
 

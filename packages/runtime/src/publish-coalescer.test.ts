@@ -26,7 +26,7 @@ function harness(fail = false) {
 
 const frame = (callId: number, seq = 0, size = 8) =>
   encodeFrame({ callId, seq, kind: { case: "message", value: new Uint8Array(size) } });
-const ignore = () => {};
+const ignore = { publishFailed: () => {} };
 
 describe("PublishCoalescer", () => {
   it("publishes a lone frame at once", () => {
@@ -85,10 +85,12 @@ describe("PublishCoalescer", () => {
     const { coalescer, endTurn } = harness(true);
     const failed: number[] = [];
     for (let id = 1; id <= 3; id++)
-      coalescer.send("t", id, frame(id), 10_000, (e, topic) => {
-        expect(topic).toBe("t");
-        expect(String(e)).toMatch(/broken link/);
-        failed.push(id);
+      coalescer.send("t", id, frame(id), 10_000, {
+        publishFailed: (e, topic) => {
+          expect(topic).toBe("t");
+          expect(String(e)).toMatch(/broken link/);
+          failed.push(id);
+        },
       });
     endTurn();
     await new Promise((r) => setImmediate(r));

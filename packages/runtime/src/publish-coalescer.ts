@@ -17,7 +17,9 @@ import { writeCoalesced } from "./frame-encoder.js";
 export type RawPublish = (topic: string, payload: Uint8Array) => Promise<void>;
 
 /** Told when the publish that carried a frame failed. */
-export type PublishErrorHandler = (error: unknown, topic: string) => void;
+export interface PublishFailureListener {
+  publishFailed(error: unknown, topic: string): void;
+}
 
 /** Bytes a frame adds inside a coalesced publish beyond its own: tag and length. */
 const ENTRY_OVERHEAD = 6;
@@ -27,7 +29,7 @@ const ENVELOPE_OVERHEAD = 8;
 interface Pending {
   readonly topic: string;
   readonly frames: Uint8Array[];
-  readonly onErrors: PublishErrorHandler[];
+  readonly onErrors: PublishFailureListener[];
   /** The call of the first frame; `calls` exists once a second call joins. */
   readonly firstCall: number;
   calls: Set<number> | undefined;
@@ -59,7 +61,7 @@ export class PublishCoalescer {
     callId: number,
     frame: Uint8Array,
     maxBytes: number,
-    onError: PublishErrorHandler,
+    onError: PublishFailureListener,
   ): void {
     const pending = this.pending.get(topic);
     if (pending === undefined) {
@@ -108,7 +110,7 @@ export class PublishCoalescer {
     topic: string,
     callId: number,
     frame: Uint8Array,
-    onError: PublishErrorHandler,
+    onError: PublishFailureListener,
   ): Pending {
     return {
       topic,
@@ -120,9 +122,9 @@ export class PublishCoalescer {
     };
   }
 
-  private sendNow(topic: string, frame: Uint8Array, onError: PublishErrorHandler): void {
+  private sendNow(topic: string, frame: Uint8Array, onError: PublishFailureListener): void {
     this.markBusy(topic);
-    this.publish(topic, frame).catch((e: unknown) => onError(e, topic));
+    this.publish(topic, frame).catch((e: unknown) => onError.publishFailed(e, topic));
   }
 
   private flush(pending: Pending): void {
@@ -130,12 +132,14 @@ export class PublishCoalescer {
     this.markBusy(pending.topic);
     const { topic, frames, onErrors } = pending;
     if (frames.length === 1) {
-      const onError = onErrors[0] as PublishErrorHandler;
-      this.publish(topic, frames[0] as Uint8Array).catch((e: unknown) => onError(e, topic));
+      const onError = onErrors[0] as PublishFailureListener;
+      this.publish(topic, frames[0] as Uint8Array).catch((e: unknown) =>
+        onError.publishFailed(e, topic),
+      );
       return;
     }
     this.publish(topic, writeCoalesced(frames)).catch((e: unknown) => {
-      for (const onError of onErrors) onError(e, topic);
+      for (const onError of onErrors) onError.publishFailed(e, topic);
     });
   }
 

@@ -21,8 +21,8 @@ import { abortable } from "./abortable.js";
 import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import type { CallFrame } from "./frame-codec.js";
-import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
-import { FrameSender } from "./frame-sender.js";
+import { FrameReceiver, type ReceivedEvent, type ReceiverSink } from "./frame-receiver.js";
+import { type FrameOutput, FrameSender, type SignalSource } from "./frame-sender.js";
 import { StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageGroupEncoder } from "./message-group-encoder.js";
 import { MessageQueue } from "./message-queue.js";
@@ -52,7 +52,9 @@ export interface ServerCallHost {
   /** Shared cap on the bytes of partly received request messages. */
   readonly reassemblyBudget: ByteBudget;
   /** Aborts every handler when the server shuts down. */
-  readonly shutdownSignal: AbortSignal;
+  readonly shutdownSource: SignalSource;
+  /** Told once when the call is over and its End frame was handed to MQTT. */
+  callFinished(call: ServerCall): void;
   /** Publishes a frame of call `callId` to the caller's reply topic. */
   publishReply(clientKey: string, callId: number, frame: Uint8Array): void;
   /** The largest frame that fits in a publish to the caller's reply topic. */
@@ -66,19 +68,17 @@ export interface MethodEntry {
 }
 
 /** See the module comment. */
-export class ServerCall {
-  /** Settles when the call is over and its End frame was handed to MQTT. */
-  readonly finished: Promise<void>;
-
+export class ServerCall implements FrameOutput, ReceiverSink {
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
-  private readonly requests: MessageQueue<MessageShape<DescMessage>>;
+  private requestQueue: MessageQueue<MessageShape<DescMessage>> | undefined;
   /** The caller cancelled (or vanished): no End goes out. */
   private cancelled = false;
   private context: ServerCallContext | undefined;
   /**
-   * Unary calls without interceptors skip Connect's generic invocation and
-   * the request queue: the one request is kept here until the half-close.
+   * Unary and server-streaming calls without interceptors skip Connect's
+   * generic invocation and the request queue: the one request is kept here
+   * until the half-close.
    */
   private direct = false;
   private directInput: MessageShape<DescMessage> | undefined;
@@ -88,38 +88,72 @@ export class ServerCall {
   private lastProgressCheck = Date.now();
   private requestsComplete = false;
   private ended = false;
-  private resolveFinished!: () => void;
+  private isFinished = false;
+  private finishedWaiters: Array<() => void> | undefined;
 
+  /**
+   * @param key the call's key on its server (client key and call id)
+   */
   constructor(
     private readonly host: ServerCallHost,
-    address: RequestAddress,
-    callId: number,
+    readonly key: string,
+    readonly address: RequestAddress,
+    readonly callId: number,
     private readonly entry: MethodEntry,
   ) {
-    this.finished = new Promise((resolve) => {
-      this.resolveFinished = resolve;
-    });
-    this.sender = new FrameSender(
-      callId,
-      {
-        publish: (frame) => host.publishReply(address.clientKey, callId, frame),
-        maxFrameBytes: () => host.maxReplyFrameBytes(address.clientKey),
-      },
-      DEFAULT_WINDOW,
-    );
+    // The call is its sender's output and its receiver's sink: no adapter
+    // objects or closures per call.
+    this.sender = new FrameSender(callId, this, DEFAULT_WINDOW);
     this.receiver = new FrameReceiver(
       host.receiveWindow,
       host.maxMessageBytes,
-      {
-        event: (event) => this.onEvent(event),
-        violation: (error) => this.fail(error),
-        grant: (limit, received, resend) =>
-          this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } }),
-      },
+      this,
       host.reassemblyBudget,
     );
-    this.requests = new MessageQueue(() => this.receiver.took());
     if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
+  }
+
+  /** Settles when the call is over and its End frame was handed to MQTT. */
+  get finished(): Promise<void> {
+    if (this.isFinished) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.finishedWaiters ??= [];
+      this.finishedWaiters.push(resolve);
+    });
+  }
+
+  /** FrameOutput: publishes one of the call's frames to the caller's reply topic. */
+  publish(frame: Uint8Array): void {
+    this.host.publishReply(this.address.clientKey, this.callId, frame);
+  }
+
+  /** FrameOutput: the largest frame that fits in one publish to the caller. */
+  maxFrameBytes(): number {
+    return this.host.maxReplyFrameBytes(this.address.clientKey);
+  }
+
+  /** ReceiverSink: the caller broke the protocol or a limit. */
+  violation(error: ConnectError): void {
+    this.fail(error);
+  }
+
+  /** ReceiverSink: tells the caller how much more it may send. */
+  grant(limit: number, received: number, resend: boolean): void {
+    this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } });
+  }
+
+  private get requests(): MessageQueue<MessageShape<DescMessage>> {
+    this.requestQueue ??= new MessageQueue(() => this.receiver.took());
+    return this.requestQueue;
+  }
+
+  private markFinished(): void {
+    if (this.isFinished) return;
+    this.isFinished = true;
+    this.host.callFinished(this);
+    const waiters = this.finishedWaiters;
+    this.finishedWaiters = undefined;
+    if (waiters !== undefined) for (const wake of waiters) wake();
   }
 
   /**
@@ -164,7 +198,7 @@ export class ServerCall {
     } else {
       this.ended = true;
       this.receiver.dispose();
-      this.resolveFinished();
+      this.markFinished();
     }
   }
 
@@ -197,7 +231,8 @@ export class ServerCall {
     }
   }
 
-  private onEvent(event: ReceivedEvent): void {
+  /** ReceiverSink: the caller's frames, in order. */
+  event(event: ReceivedEvent): void {
     switch (event.type) {
       case "open": {
         if (this.context !== undefined) {
@@ -325,8 +360,7 @@ export class ServerCall {
     input: MessageShape<DescMessage>,
   ): Promise<void> {
     const output = spec.method.output;
-    const signal = () => context.signal;
-    const send = (bytes: Uint8Array) => this.sender.sendMessage(bytes, signal);
+    const send = (bytes: Uint8Array) => this.sender.sendMessage(bytes, context);
     // Batched streams serialize their messages a group at a time.
     const group = this.entry.settings.batchedStream
       ? new MessageGroupEncoder(output, send, (e) => {
@@ -382,7 +416,6 @@ export class ServerCall {
         this.host.interceptors,
       )(this.requests);
       const it = responses[Symbol.asyncIterator]();
-      const signal = () => plain.signal;
       for (;;) {
         // A deadline, cancellation or shutdown ends the call through the
         // context's abort hook; the loop only has to notice.
@@ -399,7 +432,7 @@ export class ServerCall {
           return;
         }
         if (!this.headersSent) this.sendHeaders(plain.responseHeader);
-        const sending = this.sender.sendMessage(bytes, signal);
+        const sending = this.sender.sendMessage(bytes, plain);
         if (sending !== undefined) await sending;
         if (this.ended) return;
       }
@@ -448,7 +481,7 @@ export class ServerCall {
               trailers: trailers ? headersToEntries(trailers) : [],
             },
             message,
-            () => this.host.shutdownSignal,
+            this.host.shutdownSource,
           );
         } else {
           const reason =
@@ -461,11 +494,11 @@ export class ServerCall {
       // The reply could not be encoded or sent; nothing more can reach the caller.
     } finally {
       this.receiver.dispose();
-      this.requests.close();
+      this.requestQueue?.close();
       // Connect's contract: the handler's signal also fires when the call is
       // done. A reason object avoids a DOMException per call.
       context.abort(CALL_FINISHED);
-      this.resolveFinished();
+      this.markFinished();
     }
   }
 
@@ -476,10 +509,10 @@ export class ServerCall {
       this.ended = true;
       this.receiver.dispose();
       this.sender.sendControl({ case: "end", value: errorToEnd(error, new Headers()) });
-      this.resolveFinished();
+      this.markFinished();
       return;
     }
-    this.requests.fail(error);
+    this.requestQueue?.fail(error);
     void this.end(error, undefined, this.context);
   }
 }
