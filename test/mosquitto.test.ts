@@ -107,6 +107,26 @@ forBrokersWhere(
         expect(served[1]).toBeGreaterThan(0);
         expect((served[0] ?? 0) + (served[1] ?? 0)).toBe(21);
       });
+
+      it("a burst of concurrent unary calls is spread, not coalesced onto one replica", async () => {
+        const serverId = uniqueServerId("burst");
+        const served = [0, 0];
+        for (const replica of [0, 1]) {
+          const server = await startServer(closer, target, { serverId, shared: true });
+          server.service(TestService, {
+            unaryCall() {
+              served[replica] = (served[replica] ?? 0) + 1;
+              return {};
+            },
+          });
+        }
+        const client = createClient(TestService, startTransport(closer, target, { serverId }));
+        await Promise.all(Array.from({ length: 40 }, () => client.unaryCall({})));
+        // Mosquitto hands each publish of a share group to the next member:
+        // one publish per Open spreads the burst evenly.
+        expect(served[0]).toBeGreaterThanOrEqual(10);
+        expect(served[1]).toBeGreaterThanOrEqual(10);
+      });
     });
   },
 );

@@ -353,7 +353,11 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
 
   /** FrameOutput: publishes one of the call's frames on its request topic. */
   publish(frame: Uint8Array): void {
-    this.init.link.sendFrame(this.topic, this.callId, frame, this.maxFrameBytes(), this);
+    // On a shared subscription the broker gives each publish to one replica:
+    // Opens sharing a publish would all land on the same one, so until the
+    // owning replica is known each frame goes alone.
+    const alone = this.instance === undefined && this.init.sharedInstances !== undefined;
+    this.init.link.sendFrame(this.topic, this.callId, frame, this.maxFrameBytes(), this, alone);
   }
 
   /** PublishFailureListener: the publish that carried one of the call's frames failed. */

@@ -180,7 +180,8 @@ export class MqttLink {
 
   /**
    * Publishes one call frame at QoS 1, sharing the publish with frames of
-   * other calls due on the same topic in this turn (see PublishCoalescer).
+   * other calls due on the same topic in this turn (see PublishCoalescer),
+   * unless `alone`.
    */
   sendFrame(
     topic: string,
@@ -188,8 +189,9 @@ export class MqttLink {
     frame: Uint8Array,
     maxBytes: number,
     onError: PublishFailureListener,
+    alone = false,
   ): void {
-    this.coalescer.send(topic, callId, frame, maxBytes, onError);
+    this.coalescer.send(topic, callId, frame, maxBytes, onError, alone);
   }
 
   private readonly coalescer = new PublishCoalescer((topic, payload) =>
@@ -210,6 +212,9 @@ export class MqttLink {
 
   /** Drops one reference; the owner's last release ends the connection. */
   async release(): Promise<void> {
+    // Frames waiting for the end of this turn go to MQTT.js now, so a close
+    // right after a call's last frame (a Cancel, an End) still sends it.
+    this.coalescer.flushAll();
     if (--this.refs > 0) return;
     if (this.owned) {
       // The session is persistent: leave nothing subscribed in it, so the

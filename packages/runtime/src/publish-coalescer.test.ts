@@ -138,3 +138,15 @@ describe("PublishCoalescer", () => {
     );
   });
 });
+
+describe("PublishCoalescer, frames that must go alone", () => {
+  it("publishes them at once, after what waits on the topic", () => {
+    const { coalescer, published, endTurn } = harness();
+    coalescer.send("t", 1, frame(1), 10_000, ignore);
+    coalescer.send("t", 2, frame(2), 10_000, ignore);
+    coalescer.send("t", 3, frame(3), 10_000, ignore, true);
+    coalescer.send("t", 4, frame(4), 10_000, ignore, true);
+    endTurn();
+    expect(published.map((p) => p.frames.map((f) => f.callId))).toEqual([[1], [2], [3], [4]]);
+  });
+});

@@ -54,7 +54,8 @@ export class PublishCoalescer {
 
   /**
    * Sends `frame` of call `callId` on `topic`, now or at the end of the
-   * turn. `maxBytes` is the largest payload the topic may carry.
+   * turn. `maxBytes` is the largest payload the topic may carry. `alone`
+   * sends it in a publish of its own, at once (after what waits on the topic).
    */
   send(
     topic: string,
@@ -62,8 +63,14 @@ export class PublishCoalescer {
     frame: Uint8Array,
     maxBytes: number,
     onError: PublishFailureListener,
+    alone = false,
   ): void {
     const pending = this.pending.get(topic);
+    if (alone) {
+      if (pending !== undefined) this.flush(pending);
+      this.sendNow(topic, frame, onError);
+      return;
+    }
     if (pending === undefined) {
       if (!this.busy.has(topic) || !this.canShare(frame, maxBytes)) {
         this.sendNow(topic, frame, onError);
