@@ -210,6 +210,16 @@ installed.
 
 ${table}
 
+About the peak RSS rows: RSS counts garbage that V8 has not collected yet.
+Receiving a 16 MiB message as 128 KiB publishes, MQTT.js leaves every byte
+behind twice (the socket reads, and its copy of each publish that spans
+reads), and V8 collects such off-heap garbage only after external memory
+has grown by tens of MiB. The raw MQTT.js receiver, which keeps nothing,
+shows that slack alone; mqrpc's server holds the message it hands to the
+handler (1× the size) on top of it. A diagnostic run with a forced GC every
+5 ms in the server (2026-11-22, \`node --expose-gc\`) kept its peak at
+1.2–1.4× the message size: what mqrpc itself retains.
+
 Frame overhead (excluding payload and topic): request ${results.wire.requestOverheadBytes} bytes, response ${results.wire.responseOverheadBytes} bytes.
 
 ![calls per second](benchmarks.svg)
