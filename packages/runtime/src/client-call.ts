@@ -73,13 +73,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
    * Unary calls leave it empty and keep their response in {@link unaryResponse}.
    */
   get responses(): MessageQueue<Uint8Array> {
-    this.responseQueue ??= new MessageQueue<Uint8Array>(
-      () => this.receiver.took(),
-      () =>
-        this.abandon(
-          new ConnectError("the caller stopped reading the response stream", Code.Canceled),
-        ),
-    );
+    this.responseQueue ??= this.makeResponseQueue();
     return this.responseQueue;
   }
   /** Settles with the call's status. */
@@ -122,7 +116,9 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
       this,
       init.reassemblyBudget,
     );
-    if (!init.unary) this.responses;
+    // A stream's queue exists from the start, so that it ends with the call
+    // even when the call ends before the caller starts reading.
+    if (!init.unary) this.responseQueue = this.makeResponseQueue();
     if (init.settings.batchedStream) this.sender.enableBatching(init.settings.batchLingerMs);
     if (init.deadline !== undefined) {
       const left = init.deadline - Date.now();
@@ -139,6 +135,16 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
       this.abortListener = () => this.onAbort();
       signal.addEventListener("abort", this.abortListener, { once: true });
     }
+  }
+
+  private makeResponseQueue(): MessageQueue<Uint8Array> {
+    return new MessageQueue<Uint8Array>(
+      () => this.receiver.took(),
+      () =>
+        this.abandon(
+          new ConnectError("the caller stopped reading the response stream", Code.Canceled),
+        ),
+    );
   }
 
   /** Whether the call is over (it may end in its constructor: an expired deadline). */
