@@ -10,6 +10,7 @@
  * producer fills publishes and a slow one sees no added latency.
  */
 import { splitIntoChunks } from "./chunk-assembler.js";
+import { afterThisTurn } from "./event-loop-turn.js";
 import { SendCredit } from "./flow-credit.js";
 import { encodeFrame, type FrameInit } from "./frame-codec.js";
 import type { MetadataEntry, Status } from "./gen/mqrpc/v1/wire_pb.js";
@@ -361,16 +362,3 @@ export class FrameSender {
     }
   }
 }
-
-/**
- * Runs `fn` once the current event-loop turn is over: after every pending
- * microtask, so a producer writing in a loop of awaits fills the batch first.
- */
-const afterThisTurn: (fn: () => void) => void =
-  typeof globalThis.setImmediate === "function"
-    ? (fn) => {
-        globalThis.setImmediate(fn);
-      }
-    : (fn) => {
-        setTimeout(fn, 0);
-      };

@@ -24,6 +24,7 @@ import {
   FieldDescriptorProto_Type,
   FileDescriptorProtoSchema,
 } from "@bufbuild/protobuf/wkt";
+import { afterThisTurn } from "./event-loop-turn.js";
 
 /** Messages serialized together before they are handed on. */
 const GROUP_SIZE = 64;
@@ -158,9 +159,4 @@ export class MessageGroupEncoder<T extends DescMessage> {
     // The producer paused: what it made so far goes out now.
     this.flush()?.catch(this.onError);
   };
-}
-
-function afterThisTurn(fn: () => void): void {
-  if (typeof globalThis.setImmediate === "function") globalThis.setImmediate(fn);
-  else setTimeout(fn, 0);
 }

@@ -372,18 +372,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
         ? ConnectError.from(signal.reason, Code.Canceled)
         : ConnectError.from(e);
     }
-    const message = call.unaryResponse;
-    if (message === undefined) {
-      throw new ConnectError("protocol error: missing response message", Code.Internal);
-    }
-    return {
-      stream: false,
-      service: method.parent,
-      method,
-      header: call.header,
-      message: decode(method.output, message),
-      trailer: call.trailer,
-    };
+    return unaryResponse(call, method);
   }
 
   return {
@@ -411,18 +400,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
           );
           await call.open(toBinary(method.input, req.message), true);
           await call.done;
-          const message = call.unaryResponse;
-          if (message === undefined) {
-            throw new ConnectError("protocol error: missing response message", Code.Internal);
-          }
-          return {
-            stream: false,
-            service: method.parent,
-            method,
-            header: call.header,
-            message: decode(method.output, message),
-            trailer: call.trailer,
-          };
+          return unaryResponse(call, method);
         },
       });
     },
@@ -474,6 +452,25 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       for (const call of [...inFlight]) call.abandon(closed);
       await link.release();
     },
+  };
+}
+
+/** The response of a unary call that ended well: its one message, headers and trailers. */
+function unaryResponse<I extends DescMessage, O extends DescMessage>(
+  call: ClientCall,
+  method: DescMethodUnary<I, O>,
+): UnaryResponse<I, O> {
+  const message = call.unaryResponse;
+  if (message === undefined) {
+    throw new ConnectError("protocol error: missing response message", Code.Internal);
+  }
+  return {
+    stream: false,
+    service: method.parent,
+    method,
+    header: call.header,
+    message: decode(method.output, message),
+    trailer: call.trailer,
   };
 }
 

@@ -11,6 +11,8 @@
  * frames keep their own publishes unless its method batches messages, and
  * a frame too big to share a publish goes alone, after what waits before it.
  */
+
+import { afterThisTurn } from "./event-loop-turn.js";
 import { writeCoalesced } from "./frame-encoder.js";
 
 /** Publishes one payload; rejects if MQTT could not send it. */
@@ -164,10 +166,4 @@ export class PublishCoalescer {
     this.busy.clear();
     this.flushAll();
   };
-}
-
-/** Runs `fn` after the current turn: after pending I/O callbacks and microtasks. */
-function afterThisTurn(fn: () => void): void {
-  if (typeof globalThis.setImmediate === "function") globalThis.setImmediate(fn);
-  else setTimeout(fn, 0);
 }
