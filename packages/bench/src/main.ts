@@ -28,8 +28,8 @@ import { ECHO_BYTES, INTEROP_PROTO, LARGE_BYTES, PROTO_ROOT } from "./echo-servi
 import { type Results, renderReport } from "./report.js";
 
 const ROUNDS = 3;
-const LATENCY_ROUNDS = 5;
-const LATENCY_CALLS = 1200;
+const LATENCY_ROUNDS = 9;
+const LATENCY_CALLS = 800;
 const THROUGHPUT_MS = 1500;
 const STREAM_MESSAGES = 100_000;
 const docs = (name: string) => fileURLToPath(new URL(`../../../docs/${name}`, import.meta.url));

@@ -195,7 +195,7 @@ broker, not the absolute numbers.
 Layout, the same for every contender: the broker and the server side run in
 child processes, the measuring client in the main process. The unary
 contenders run side by side in interleaved rounds after a warm-up (latency:
-5 rounds of 1,200 sequential calls, mqtt-json-rpc 40; throughput: 3 rounds
+9 rounds of 800 sequential calls, mqtt-json-rpc 40; throughput: 3 rounds
 of 1.5 s with 64 callers), so that load from other tenants hits them alike;
 each number is the median of its rounds. Streams and the 16 MiB request:
 medians of 3 rounds after a warm-up. The raw MQTT.js floor is a QoS 1
