@@ -194,9 +194,9 @@ export class MqttLink {
     this.coalescer.send(topic, callId, frame, maxBytes, onError, alone);
   }
 
-  private readonly coalescer = new PublishCoalescer((topic, payload) =>
-    this.publish(topic, payload),
-  );
+  private readonly coalescer = new PublishCoalescer((topic, payload, done) => {
+    this.client.publish(topic, asBuffer(payload), QOS_1, done);
+  });
 
   /** Publishes at QoS 1 (the default); resolves on PUBACK. */
   publish(topic: string, payload: Uint8Array, options?: IClientPublishOptions): Promise<void> {

@@ -8,9 +8,9 @@ function harness(fail = false) {
   const published: Array<{ topic: string; frames: readonly CallFrame[]; bytes: number }> = [];
   let turnEnd: (() => void) | undefined;
   const coalescer = new PublishCoalescer(
-    (topic, payload) => {
+    (topic, payload, done) => {
       published.push({ topic, frames: decodeCallFrames(payload), bytes: payload.byteLength });
-      return fail ? Promise.reject(new Error("broken link")) : Promise.resolve();
+      queueMicrotask(() => done(fail ? new Error("broken link") : undefined));
     },
     (fn) => {
       turnEnd = fn;

@@ -15,8 +15,16 @@
 import { afterThisTurn } from "./event-loop-turn.js";
 import { writeCoalesced } from "./frame-encoder.js";
 
-/** Publishes one payload; rejects if MQTT could not send it. */
-export type RawPublish = (topic: string, payload: Uint8Array) => Promise<void>;
+/**
+ * Publishes one payload and calls `done` once MQTT acknowledged it, with an
+ * error if it could not be sent. (A callback, not a promise: this runs for
+ * every publish.)
+ */
+export type RawPublish = (
+  topic: string,
+  payload: Uint8Array,
+  done: (error?: unknown) => void,
+) => void;
 
 /** Told when the publish that carried a frame failed. */
 export interface PublishFailureListener {
@@ -133,7 +141,9 @@ export class PublishCoalescer {
 
   private sendNow(topic: string, frame: Uint8Array, onError: PublishFailureListener): void {
     this.markBusy(topic);
-    this.publish(topic, frame).catch((e: unknown) => onError.publishFailed(e, topic));
+    this.publish(topic, frame, (e) => {
+      if (e !== undefined && e !== null) failLater([onError], e, topic);
+    });
   }
 
   private flush(pending: Pending): void {
@@ -142,13 +152,13 @@ export class PublishCoalescer {
     const { topic, frames, onErrors } = pending;
     if (frames.length === 1) {
       const onError = onErrors[0] as PublishFailureListener;
-      this.publish(topic, frames[0] as Uint8Array).catch((e: unknown) =>
-        onError.publishFailed(e, topic),
-      );
+      this.publish(topic, frames[0] as Uint8Array, (e) => {
+        if (e !== undefined && e !== null) failLater([onError], e, topic);
+      });
       return;
     }
-    this.publish(topic, writeCoalesced(frames)).catch((e: unknown) => {
-      for (const onError of onErrors) onError.publishFailed(e, topic);
+    this.publish(topic, writeCoalesced(frames), (e) => {
+      if (e !== undefined && e !== null) failLater(onErrors, e, topic);
     });
   }
 
@@ -166,4 +176,15 @@ export class PublishCoalescer {
     this.busy.clear();
     this.flushAll();
   };
+}
+
+/**
+ * Reports a failed publish after the current call stack: MQTT.js may fail a
+ * publish synchronously (a client that is disconnecting), and a sender must
+ * not see its own frame fail while it is still sending it.
+ */
+function failLater(listeners: readonly PublishFailureListener[], error: unknown, topic: string) {
+  queueMicrotask(() => {
+    for (const listener of listeners) listener.publishFailed(error, topic);
+  });
 }
