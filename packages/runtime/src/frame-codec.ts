@@ -82,8 +82,3 @@ function checkCallFrame(frame: Frame): CallFrame {
   }
   return frame as CallFrame;
 }
-
-/** Whether frames of this kind carry a meaningful sequence number. */
-export function isSequenced(kind: FrameKind): boolean {
-  return kind !== "cancel" && kind !== "credit" && kind !== "ping" && kind !== "pong";
-}

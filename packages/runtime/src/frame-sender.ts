@@ -104,12 +104,6 @@ export class FrameSender {
     }
   }
 
-  /** Drops a waiting batch (the call failed; its messages will not be read). */
-  discardBatch(): void {
-    this.batcher?.take();
-    this.clearLinger();
-  }
-
   /** Sends a sequenced frame that carries no message (Headers, HalfClose, End). */
   sendControl(kind: FrameKindInit): void {
     const frame = encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind });
