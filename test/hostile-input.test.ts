@@ -306,32 +306,37 @@ forBrokersWhere(
         await Promise.all(first);
       });
 
-      it("bytes held by partly received messages across calls", async () => {
+      it("bytes held by partly received messages across calls: callers wait their turn (backpressure); one message over the cap fails", async () => {
         const serverId = uniqueServerId("reassembly");
         const server = await startServer(closer, target, {
           serverId,
           maxReassemblyBytes: 300_000,
-          maxMessageBytes: 1024 * 1024,
+          maxMessageBytes: 256 * 1024,
         });
         server.service(TestService, interopService);
-        const client = createClient(TestService, startTransport(closer, target, { serverId }));
-        // Alone, a 250 KB message fits; four at once cannot all be held.
-        expect(
-          (await client.unaryCall({ payload: { body: new Uint8Array(250_000) } })).$typeName,
-        ).toBeDefined();
-        const codes = await Promise.all(
-          Array.from({ length: 4 }, () =>
-            client.unaryCall({ payload: { body: new Uint8Array(250_000) } }).then(
-              () => OK,
-              (e: unknown) => ConnectError.from(e).code,
-            ),
+        const client = createClient(
+          TestService,
+          startTransport(closer, target, { serverId, heartbeatMs: 500 }),
+        );
+        // The budget holds one 250 KB message at a time: four at once take turns.
+        const answers = await Promise.all(
+          Array.from({ length: 4 }, (_, i) =>
+            client
+              .unaryCall(
+                { payload: { body: new Uint8Array(250_000).fill(i) } },
+                { timeoutMs: 20_000 },
+              )
+              .then((r) => r.$typeName),
           ),
         );
-        expect(codes).toContain(Code.ResourceExhausted);
-        // And the budget is returned: the server takes large messages again.
-        expect(
-          (await client.unaryCall({ payload: { body: new Uint8Array(250_000) } })).$typeName,
-        ).toBeDefined();
+        expect(answers).toEqual(new Array(4).fill("mqrpc.interop.v1.SimpleResponse"));
+        const err = await client
+          .unaryCall({ payload: { body: new Uint8Array(300_000) } })
+          .catch((e: unknown) => ConnectError.from(e));
+        expect(err).toBeInstanceOf(ConnectError);
+        expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+        const internals = server as unknown as { reassemblyBudget: { inUse: number } };
+        expect(internals.reassemblyBudget.inUse).toBe(0);
       });
     });
   },

@@ -6,7 +6,11 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createMqttServer } from "@mqrpc/runtime";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { encodeFrame } from "../packages/runtime/src/frame-codec.js";
+import {
+  type CallFrame,
+  decodeCallFrames,
+  encodeFrame,
+} from "../packages/runtime/src/frame-codec.js";
 import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
@@ -25,7 +29,7 @@ forEachBroker((target) => {
     const closer = new Closer();
     afterEach(() => closer.closeAll());
 
-    it("cancels the handler of a caller that went silent (3 heartbeat intervals + 1 s sweep)", async () => {
+    it("ends the call of a caller that went silent with UNAVAILABLE (3 heartbeat intervals + 1 s sweep)", async () => {
       const serverId = uniqueServerId("silent");
       const aborted = deferred<unknown>();
       const server = await startServer(closer, target, { serverId });
@@ -38,6 +42,18 @@ forEachBroker((target) => {
       const raw = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
         c.endAsync(),
       );
+      // The caller is told, on its reply topic, how the call ended.
+      const replies: CallFrame[] = [];
+      const ended = deferred();
+      raw.on("message", (_topic, payload) => {
+        for (const frame of decodeCallFrames(payload)) {
+          replies.push(frame);
+          if (frame.kind.case === "end") ended.resolve();
+        }
+      });
+      await raw.subscribeAsync(new TopicScheme().replyTopic(raw.options.clientId ?? ""), {
+        qos: 1,
+      });
       const topic = new TopicScheme().requestTopic(
         serverId,
         TestService.typeName,
@@ -52,11 +68,15 @@ forEachBroker((target) => {
         { qos: 1 },
       );
       const reason = ConnectError.from(await aborted.promise);
-      expect(reason.code).toBe(Code.Canceled);
-      expect(reason.rawMessage).toContain("heartbeats");
+      expect(reason.code).toBe(Code.Unavailable);
+      expect(reason.rawMessage).toContain("no heartbeat from the caller");
+      await ended.promise;
+      const end = replies.find((f) => f.kind.case === "end");
+      expect(end?.callId).toBe(5);
+      expect(end?.kind.case === "end" && end.kind.value.status?.code).toBe(Code.Unavailable);
     });
 
-    it("a server that restarted and lost the call fails it with UNAVAILABLE at the next heartbeat", async () => {
+    it("a server that restarted and lost the call fails it with UNAVAILABLE as soon as its new incarnation announces itself", async () => {
       const serverId = uniqueServerId("restart");
       const clientId = `srv-${Math.random().toString(36).slice(2, 10)}`;
       const first = await connectAsync(target.url, { ...target.mqttOptions, clientId });
@@ -91,7 +111,9 @@ forEachBroker((target) => {
       const err = await it.next().catch((e: unknown) => ConnectError.from(e));
       expect(err).toBeInstanceOf(ConnectError);
       expect((err as ConnectError).code).toBe(Code.Unavailable);
-      expect((err as ConnectError).rawMessage).toContain("lost the call");
+      expect((err as ConnectError).rawMessage).toContain(
+        "restarted while the call was in progress",
+      );
     });
 
     it("a call whose Open the broker lost is sent again when its heartbeat finds the server unaware", async () => {

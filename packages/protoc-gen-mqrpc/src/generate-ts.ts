@@ -41,7 +41,7 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
   const MqttServer = f.import("MqttServer", RUNTIME).toTypeOnly();
   const bindServiceSettings = f.import("bindServiceSettings", RUNTIME);
   const mergeServiceSettings = f.import("mergeServiceSettings", RUNTIME);
-  const createClient = f.import("createClient", CONNECT);
+  const createClient = f.import("createMqttClient", RUNTIME);
   const Client = f.import("Client", CONNECT).toTypeOnly();
   const ServiceImpl = f.import("ServiceImpl", CONNECT).toTypeOnly();
   const Transport = f.import("Transport", CONNECT).toTypeOnly();

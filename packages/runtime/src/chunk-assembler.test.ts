@@ -2,8 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ChunkAssembler, splitIntoChunks } from "./chunk-assembler.js";
+import { ChunkAssembler, NO_ROOM, splitIntoChunks } from "./chunk-assembler.js";
 import { ChunkSchema } from "./gen/mqrpc/v1/wire_pb.js";
+import { ReassemblyBudget } from "./reassembly-budget.js";
 
 const chunk = (totalSize: number, offset: number, data: Uint8Array) =>
   create(ChunkSchema, { totalSize, offset, data });
@@ -28,7 +29,7 @@ describe("splitIntoChunks and ChunkAssembler", () => {
           const pieces = splitIntoChunks(msg, size);
           expect(pieces.every((p) => p.data.byteLength <= size)).toBe(true);
           const asm = new ChunkAssembler(msg.byteLength);
-          let out: Uint8Array | undefined;
+          let out: Uint8Array | undefined | typeof NO_ROOM;
           pieces.forEach((p, i) => {
             out = asm.push(chunk(p.totalSize, p.offset, p.data));
             expect(out === undefined).toBe(i < pieces.length - 1);
@@ -100,18 +101,17 @@ describe("splitIntoChunks and ChunkAssembler", () => {
   });
 });
 
-describe("ByteBudget across assemblers", () => {
-  it("reserves a message's announced size at its first chunk and returns it on completion and reset", async () => {
-    const { ByteBudget } = await import("./chunk-assembler.js");
-    const budget = new ByteBudget(100);
+describe("ReassemblyBudget across assemblers", () => {
+  it("reserves a message's announced size at its first chunk, refuses it with NO_ROOM when full, and returns it on completion and reset", () => {
+    const budget = new ReassemblyBudget(100);
     const a = new ChunkAssembler(1000, budget);
     const b = new ChunkAssembler(1000, budget);
-    expect(codeOf(() => a.push(chunk(200, 0, new Uint8Array(10))))).toBe(Code.ResourceExhausted);
+    expect(a.push(chunk(200, 0, new Uint8Array(10)))).toBe(NO_ROOM);
     expect(budget.inUse).toBe(0);
     expect(a.push(chunk(60, 0, new Uint8Array(20)))).toBeUndefined();
     expect(budget.inUse).toBe(60);
     expect(a.bufferedBytes).toBe(60);
-    expect(codeOf(() => b.push(chunk(60, 0, new Uint8Array(20))))).toBe(Code.ResourceExhausted);
+    expect(b.push(chunk(60, 0, new Uint8Array(20)))).toBe(NO_ROOM);
     expect(budget.inUse).toBe(60);
     a.reset();
     expect(budget.inUse).toBe(0);
@@ -119,5 +119,63 @@ describe("ByteBudget across assemblers", () => {
     const whole = b.push(chunk(80, 50, new Uint8Array(30).fill(2)));
     expect(whole).toEqual(new Uint8Array([...new Array(50).fill(1), ...new Array(30).fill(2)]));
     expect(budget.inUse).toBe(0);
+  });
+
+  it("serves waiters in order once room frees, reserving for them, and a held reservation is used by the next message", async () => {
+    const budget = new ReassemblyBudget(100);
+    const a = new ChunkAssembler(1000, budget);
+    const b = new ChunkAssembler(1000, budget);
+    expect(a.push(chunk(70, 0, new Uint8Array(10)))).toBeUndefined();
+    expect(b.push(chunk(50, 0, new Uint8Array(10)))).toBe(NO_ROOM);
+    let granted = false;
+    budget.wait(50, undefined, () => {
+      granted = true;
+    });
+    // A newcomer does not jump the queue.
+    expect(budget.reserve(40)).toBe(false);
+    a.reset();
+    expect(budget.inUse).toBe(50);
+    await Promise.resolve();
+    expect(granted).toBe(true);
+    b.hold(50);
+    expect(b.push(chunk(50, 0, new Uint8Array(10)))).toBeUndefined();
+    expect(budget.inUse).toBe(50);
+    b.reset();
+    expect(budget.inUse).toBe(0);
+  });
+
+  it("bounds each owner by its share, without holding back other owners", async () => {
+    const budget = new ReassemblyBudget(100, 40);
+    expect(budget.reserve(40, "alice")).toBe(true);
+    expect(budget.reserve(10, "alice")).toBe(false);
+    let aliceGranted = false;
+    budget.wait(10, "alice", () => {
+      aliceGranted = true;
+    });
+    expect(budget.reserve(40, "bob")).toBe(true);
+    budget.release(40, "alice");
+    await Promise.resolve();
+    expect(aliceGranted).toBe(true);
+    expect(budget.heldBy("alice")).toBe(10);
+    expect(budget.inUse).toBe(50);
+  });
+
+  it("skips cancelled waiters", async () => {
+    const budget = new ReassemblyBudget(10);
+    expect(budget.reserve(10)).toBe(true);
+    let first = false;
+    let second = false;
+    budget
+      .wait(5, undefined, () => {
+        first = true;
+      })
+      .cancel();
+    budget.wait(5, undefined, () => {
+      second = true;
+    });
+    budget.release(10);
+    await Promise.resolve();
+    expect(first).toBe(false);
+    expect(second).toBe(true);
   });
 });

@@ -4,6 +4,13 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Chunk } from "./gen/mqrpc/v1/wire_pb.js";
+import type { ReassemblyBudget } from "./reassembly-budget.js";
+
+/**
+ * What {@link ChunkAssembler.push} returns when the budget has no room for
+ * the message a first chunk starts: the chunk was not taken.
+ */
+export const NO_ROOM: unique symbol = Symbol("no room for the message");
 
 /** One piece of a message, ready to put into a Chunk frame. */
 export interface ChunkPiece {
@@ -33,54 +40,37 @@ export function splitIntoChunks(message: Uint8Array, maxChunkBytes: number): Chu
 }
 
 /**
- * Bytes that all reassemblies of one server or transport may hold together.
- * A peer that opens many calls and leaves a large message half-sent in each
- * meets this bound, not the process's memory limit.
- */
-export class ByteBudget {
-  private used = 0;
-
-  constructor(readonly limit: number) {}
-
-  /** Bytes currently held. */
-  get inUse(): number {
-    return this.used;
-  }
-
-  /** Takes `n` bytes if they are available. */
-  reserve(n: number): boolean {
-    if (this.used + n > this.limit) return false;
-    this.used += n;
-    return true;
-  }
-
-  /** Gives back `n` bytes. */
-  release(n: number): void {
-    this.used = Math.max(0, this.used - n);
-  }
-}
-
-/**
  * Reassembles one message at a time from Chunk frames that arrive in
  * sequence order (the {@link ReorderWindow} runs first), copying each chunk
  * into one buffer of the announced size as it arrives, so a message costs
  * its size once, not its pieces and then their concatenation. The announced
- * size is checked against `maxMessageBytes` and reserved from the shared
- * budget before anything is allocated: RESOURCE_EXHAUSTED otherwise.
+ * size is checked against `maxMessageBytes` (RESOURCE_EXHAUSTED above it)
+ * and reserved from the shared budget before anything is allocated; when the
+ * budget has no room the chunk is refused with {@link NO_ROOM}, and the
+ * receiver waits for room ({@link ChunkAssembler.hold}) and asks again.
  */
 export class ChunkAssembler {
   private buffer: Uint8Array | undefined;
   private totalSize = 0;
   private received = 0;
+  /** Bytes the budget set aside for the next message, before its first chunk came back. */
+  private held = 0;
 
   /**
    * @param maxMessageBytes cap on one message
    * @param budget shared cap on the bytes all reassemblies hold
+   * @param owner whose share of the budget this assembler draws on
    */
   constructor(
     private readonly maxMessageBytes: number,
-    private readonly budget?: ByteBudget,
+    private readonly budget?: ReassemblyBudget,
+    private readonly owner?: string,
   ) {}
+
+  /** Takes over `bytes` the budget reserved for this assembler's next message. */
+  hold(bytes: number): void {
+    this.held += bytes;
+  }
 
   /** True while a message is partly received. */
   get inProgress(): boolean {
@@ -94,11 +84,12 @@ export class ChunkAssembler {
 
   /**
    * Adds a chunk. Returns the whole message when this chunk completes it,
-   * otherwise undefined. Throws a ConnectError (RESOURCE_EXHAUSTED for an
-   * oversize message, INVALID_ARGUMENT for an inconsistent sequence) and
+   * {@link NO_ROOM} when it starts a message the budget has no room for
+   * now, otherwise undefined. Throws a ConnectError (RESOURCE_EXHAUSTED for
+   * an oversize message, INVALID_ARGUMENT for an inconsistent sequence) and
    * forgets the partial message.
    */
-  push(chunk: Chunk): Uint8Array | undefined {
+  push(chunk: Chunk): Uint8Array | undefined | typeof NO_ROOM {
     try {
       return this.add(chunk);
     } catch (e) {
@@ -107,15 +98,35 @@ export class ChunkAssembler {
     }
   }
 
-  /** Drops a partly received message. */
+  /** Drops a partly received message and any room held for the next one. */
   reset(): void {
-    if (this.buffer !== undefined) this.budget?.release(this.totalSize);
+    this.finishMessage();
+    if (this.held > 0) this.budget?.release(this.held, this.owner);
+    this.held = 0;
+  }
+
+  private finishMessage(): void {
+    if (this.buffer !== undefined) this.budget?.release(this.totalSize, this.owner);
     this.buffer = undefined;
     this.totalSize = 0;
     this.received = 0;
   }
 
-  private add(chunk: Chunk): Uint8Array | undefined {
+  /** Reserves room for a message of `size` bytes, from what is held first. */
+  private reserve(size: number): boolean {
+    if (this.held >= size) {
+      if (this.held > size) this.budget?.release(this.held - size, this.owner);
+      this.held = 0;
+      return true;
+    }
+    if (this.held > 0) {
+      this.budget?.release(this.held, this.owner);
+      this.held = 0;
+    }
+    return this.budget === undefined || this.budget.reserve(size, this.owner);
+  }
+
+  private add(chunk: Chunk): Uint8Array | undefined | typeof NO_ROOM {
     if (this.buffer === undefined) {
       if (chunk.offset !== 0) {
         throw new ConnectError(
@@ -134,12 +145,7 @@ export class ChunkAssembler {
         return chunk.data;
       }
       this.check(chunk);
-      if (this.budget !== undefined && !this.budget.reserve(chunk.totalSize)) {
-        throw new ConnectError(
-          `reassembly memory is exhausted (${this.budget.limit} bytes across calls)`,
-          Code.ResourceExhausted,
-        );
-      }
+      if (!this.reserve(chunk.totalSize)) return NO_ROOM;
       this.totalSize = chunk.totalSize;
       this.buffer = new Uint8Array(chunk.totalSize);
     } else if (chunk.totalSize !== this.totalSize || chunk.offset !== this.received) {
@@ -156,7 +162,7 @@ export class ChunkAssembler {
       return undefined;
     }
     const message = this.buffer;
-    this.reset();
+    this.finishMessage();
     return message;
   }
 

@@ -6,7 +6,6 @@
  */
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { type CallFrame, encodeFrame } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent, type ReceiverSink } from "./frame-receiver.js";
@@ -16,6 +15,7 @@ import { entriesToHeaders, headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
 import type { MqttLink } from "./mqtt-link.js";
 import { publishError } from "./publish-error.js";
+import type { ReassemblyBudget } from "./reassembly-budget.js";
 import type { ReplyRouter, RoutedCall } from "./reply-router.js";
 import { endToError } from "./status.js";
 import type { TopicScheme } from "./topic-scheme.js";
@@ -25,6 +25,16 @@ const CALL_OVER = new ConnectError("the call is over", Code.Canceled);
 
 /** MQTT fixed header, topic length, packet id and properties, roughly. */
 const PACKET_OVERHEAD = 24;
+
+/** The longest delay a timer takes without wrapping around (2^31 ms wrap to 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Heartbeat intervals without a word from the server after which a call
+ * ends with UNAVAILABLE: the server's rule for a silent caller (three
+ * intervals), plus one for the round trip.
+ */
+const SILENT_SERVER_INTERVALS = 4;
 
 /** Everything a call needs from its transport. */
 export interface ClientCallInit {
@@ -49,7 +59,7 @@ export interface ClientCallInit {
   /** The method's MQTT settings (batching of request messages). */
   readonly settings: MethodSettings;
   /** Shared cap on the bytes of partly received response messages. */
-  readonly reassemblyBudget: ByteBudget;
+  readonly reassemblyBudget: ReassemblyBudget;
   /** Ping interval while the call lasts; 0 for none. */
   readonly heartbeatMs: number;
   /**
@@ -57,6 +67,12 @@ export interface ClientCallInit {
    * the online instances, any of which may have taken the call.
    */
   readonly sharedInstances: (() => string[]) | undefined;
+  /**
+   * The server instance the call goes to and its incarnation, when presence
+   * names exactly one (a server that is not replicated).
+   */
+  readonly instance: string | undefined;
+  readonly incarnation: number | undefined;
   /** Told once when the call is over, however it ended. */
   readonly onFinish?: (call: ClientCall) => void;
 }
@@ -88,9 +104,11 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
   /** The server instance that owns the call, once it said so. */
   private instance: string | undefined;
   private finished = false;
-  /** Whether the server said anything about this call yet. */
-  private heardFromServer = false;
+  /** The incarnation of the server instance that has the call, once known. */
+  incarnation: number | undefined;
   private readonly startedAt = Date.now();
+  /** When the server last said anything about this call (or the call started). */
+  private lastHeard = this.startedAt;
   private headerArrived = false;
   private headerWaiters: Array<() => void> | undefined;
   private settle!: (error: ConnectError | undefined) => void;
@@ -110,12 +128,11 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     // The call is its sender's output and its receiver's sink: no adapter
     // objects or closures per call.
     this.sender = new FrameSender(this.callId, this, DEFAULT_WINDOW);
-    this.receiver = new FrameReceiver(
-      init.window,
-      init.maxMessageBytes,
-      this,
-      init.reassemblyBudget,
-    );
+    this.receiver = new FrameReceiver(init.window, init.maxMessageBytes, this, {
+      budget: init.reassemblyBudget,
+      owner: undefined,
+    });
+    this.incarnation = init.incarnation;
     // A stream's queue exists from the start, so that it ends with the call
     // even when the call ends before the caller starts reading.
     if (!init.unary) this.responseQueue = this.makeResponseQueue();
@@ -126,7 +143,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
         this.onDeadline();
         return;
       }
-      this.deadlineTimer = setTimeout(() => this.onDeadline(), left);
+      this.deadlineTimer = setTimeout(() => this.onDeadline(), Math.min(left, MAX_TIMER_MS));
     }
     const signal = init.signal;
     if (signal?.aborted) {
@@ -145,6 +162,11 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
           new ConnectError("the caller stopped reading the response stream", Code.Canceled),
         ),
     );
+  }
+
+  /** The server instance that has the call, once known. */
+  get boundInstance(): string | undefined {
+    return this.instance ?? this.init.instance;
   }
 
   /** Whether the call is over (it may end in its constructor: an expired deadline). */
@@ -186,6 +208,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
         headers: headersToEntries(this.init.header),
         window: this.init.window,
         heartbeatMs: this.init.heartbeatMs,
+        session: this.init.router.session,
       },
       message,
       halfClose,
@@ -237,44 +260,73 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     this.finish(error);
   }
 
+  /**
+   * RoutedCall: every heartbeat interval. Pings the server, asks again for
+   * reply frames that seem lost, and ends the call with UNAVAILABLE when the
+   * server has said nothing for {@link SILENT_SERVER_INTERVALS} intervals
+   * although pinged (it is gone, or the link is down that long).
+   */
   heartbeat(now: number, intervalMs: number): void {
-    if (!this.finished && now - this.startedAt >= intervalMs) {
-      this.sender.sendUnsequenced({ case: "ping", value: {} });
-      this.receiver.checkProgress(true);
+    if (this.finished || now - this.startedAt < intervalMs) return;
+    if (now - this.lastHeard > SILENT_SERVER_INTERVALS * intervalMs) {
+      this.abandon(
+        new ConnectError(
+          `server "${this.init.serverId}" did not answer heartbeats for ${now - this.lastHeard} ms`,
+          Code.Unavailable,
+        ),
+      );
+      return;
     }
+    this.sender.sendUnsequenced({ case: "ping", value: {} });
+    this.receiver.checkProgress(true);
+  }
+
+  /** RoutedCall: the link came back; ask the server about the call at once. */
+  resync(): void {
+    if (this.finished || !this.sender.started) return;
+    this.sender.sendUnsequenced({ case: "ping", value: {} });
+    this.receiver.requestResend();
   }
 
   /** Reply frames for this call, routed by call id. */
   onFrame(frame: CallFrame): void {
     if (this.finished) return;
+    this.lastHeard = Date.now();
     switch (frame.kind.case) {
       case "credit": {
         const { limit, received, resend } = frame.kind.value;
-        if (resend && received === 0 && this.heardFromServer) {
-          // The server asks for the call from its start although it spoke
-          // about it before: it restarted and lost the call.
+        this.sender.onCredit(limit, received, resend);
+        return;
+      }
+      case "pong": {
+        const { incarnation, unknown } = frame.kind.value;
+        if (!unknown) {
+          this.incarnation ??= incarnation;
+          return;
+        }
+        if (this.incarnation !== undefined && incarnation !== this.incarnation) {
+          // Another run of the server answers: the one that had the call is
+          // gone, and the call may have run there. Never send it again.
           this.abandon(
             new ConnectError(
-              `server "${this.init.serverId}" lost the call (did it restart?)`,
+              `server "${this.init.serverId}" restarted while the call was in progress; it may or may not have run`,
               Code.Unavailable,
             ),
           );
           return;
         }
-        this.heardFromServer ||= !resend;
-        this.sender.onCredit(limit, received, resend);
+        // The same run of the server never saw the call: the Open was lost
+        // on the way. Send everything again from the Open.
+        this.incarnation ??= incarnation;
+        this.sender.onCredit(0, 0, true);
         return;
       }
-      case "pong":
-        this.heardFromServer = true;
-        return;
       case "ping":
       case "cancel":
       case "open":
       case "halfClose":
         return;
       default:
-        this.heardFromServer = true;
         this.receiver.accept(frame);
     }
   }
@@ -294,11 +346,12 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     switch (event.type) {
       case "headers":
         entriesToHeaders(event.headers.headers, this.header);
+        if (event.headers.incarnation !== 0) this.incarnation = event.headers.incarnation;
         if (event.headers.instance !== "") {
           this.instance = event.headers.instance;
           this.topic = this.requestTopic(event.headers.instance);
         }
-        if (event.headers.window > 0) this.sender.credit.grant(event.headers.window);
+        if (event.headers.window > 0) this.sender.grantWindow(event.headers.window);
         this.headerDone();
         return;
       case "message":
@@ -313,6 +366,8 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
         }
         return;
       case "end":
+        // The server keeps the call's last frames until told they arrived.
+        if (event.end.ack) this.grant(this.receiver.announced, this.receiver.expected, false);
         entriesToHeaders(event.end.headers, this.header);
         entriesToHeaders(event.end.trailers, this.trailer);
         this.finish(endToError(event.end));

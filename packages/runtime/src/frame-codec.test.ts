@@ -6,7 +6,13 @@
 import { create, equals, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeCallFrames, decodeFrame, encodeFrame, FrameDecodeError } from "./frame-codec.js";
+import {
+  decodeCallFrames,
+  decodeFrame,
+  encodeFrame,
+  FrameDecodeError,
+  PROTOCOL_VERSION,
+} from "./frame-codec.js";
 import { writeCoalesced } from "./frame-encoder.js";
 import { FrameSchema } from "./gen/mqrpc/v1/wire_pb.js";
 
@@ -47,13 +53,14 @@ const kind = fc.oneof(
         halfClose: fc.boolean(),
         window: u32,
         heartbeatMs: u32,
+        session: u32,
       },
-      { requiredKeys: ["timeoutMs", "headers", "halfClose", "window", "heartbeatMs"] },
+      { requiredKeys: ["timeoutMs", "headers", "halfClose", "window", "heartbeatMs", "session"] },
     ),
   }),
   fc.record({
     case: fc.constant("headers" as const),
-    value: fc.record({ headers: entries, instance: text, window: u32 }),
+    value: fc.record({ headers: entries, instance: text, window: u32, incarnation: u32 }),
   }),
   fc.record({ case: fc.constant("message" as const), value: bytes }),
   fc.record({
@@ -68,8 +75,8 @@ const kind = fc.oneof(
   fc.record({
     case: fc.constant("end" as const),
     value: fc.record(
-      { status, trailers: entries, headers: entries, message: bytes },
-      { requiredKeys: ["trailers", "headers"] },
+      { status, trailers: entries, headers: entries, message: bytes, ack: fc.boolean() },
+      { requiredKeys: ["trailers", "headers", "ack"] },
     ),
   }),
   fc.record({ case: fc.constant("cancel" as const), value: fc.record({ code: u32 }) }),
@@ -78,7 +85,10 @@ const kind = fc.oneof(
     value: fc.record({ limit: u32, received: u32, resend: fc.boolean() }),
   }),
   fc.record({ case: fc.constant("ping" as const), value: fc.constant({}) }),
-  fc.record({ case: fc.constant("pong" as const), value: fc.constant({}) }),
+  fc.record({
+    case: fc.constant("pong" as const),
+    value: fc.record({ incarnation: u32, unknown: fc.boolean() }),
+  }),
 );
 
 const callFrameInit = fc.record({
@@ -93,7 +103,7 @@ const coalescedInit = fc.record({
     case: fc.constant("coalesced" as const),
     value: fc.record({
       frames: fc.array(
-        callFrameInit.map((f) => ({ ...f, version: 1 })),
+        callFrameInit.map((f) => ({ ...f, version: PROTOCOL_VERSION })),
         { minLength: 1, maxLength: 4 },
       ),
     }),
@@ -112,7 +122,7 @@ describe("frame codec", () => {
       fc.property(frameInit, (init) => {
         const reference = toBinary(
           FrameSchema,
-          create(FrameSchema, { ...init, version: 1 } as Init),
+          create(FrameSchema, { ...init, version: PROTOCOL_VERSION } as Init),
         );
         expect(new Uint8Array(encodeFrame(init as Init))).toEqual(reference);
       }),
@@ -123,7 +133,10 @@ describe("frame codec", () => {
   it("decodes every encoding to the frame protobuf-es decodes", () => {
     fc.assert(
       fc.property(frameInit, (init) => {
-        const encoded = toBinary(FrameSchema, create(FrameSchema, { ...init, version: 1 } as Init));
+        const encoded = toBinary(
+          FrameSchema,
+          create(FrameSchema, { ...init, version: PROTOCOL_VERSION } as Init),
+        );
         const ours = decodeFrame(encoded);
         expect(equals(FrameSchema, ours, fromBinary(FrameSchema, encoded))).toBe(true);
         // And the decoded objects are complete messages protobuf-es can encode again.
@@ -150,8 +163,8 @@ describe("frame codec", () => {
   });
 
   it("accepts a uint32 sent as a ten-byte varint, keeping its low 32 bits", () => {
-    // version 1, call_id = 2^32 + 5 as a 64-bit varint, ping
-    const bytes = new Uint8Array([0x08, 0x01, 0x10, 0x85, 0x80, 0x80, 0x80, 0x10, 0x6a, 0x00]);
+    // version 2, call_id = 2^32 + 5 as a 64-bit varint, ping
+    const bytes = new Uint8Array([0x08, 0x02, 0x10, 0x85, 0x80, 0x80, 0x80, 0x10, 0x6a, 0x00]);
     expect(decodeFrame(bytes).callId).toBe(5);
     expect(fromBinary(FrameSchema, bytes).callId).toBe(5);
   });
@@ -183,10 +196,10 @@ describe("frame codec", () => {
         const reference = toBinary(
           FrameSchema,
           create(FrameSchema, {
-            version: 1,
+            version: PROTOCOL_VERSION,
             kind: {
               case: "coalesced",
-              value: { frames: inits.map((i) => ({ ...i, version: 1 }) as Init) },
+              value: { frames: inits.map((i) => ({ ...i, version: PROTOCOL_VERSION }) as Init) },
             },
           }),
         );
@@ -200,16 +213,26 @@ describe("frame codec", () => {
   });
 
   it("rejects coalesced frames that nest, are empty or carry an invalid frame", () => {
-    const ping = { callId: 3, version: 1, kind: { case: "ping" as const, value: {} } };
+    const ping = {
+      callId: 3,
+      version: PROTOCOL_VERSION,
+      kind: { case: "ping" as const, value: {} },
+    };
     const wrap = (frames: Init[]) =>
       toBinary(
         FrameSchema,
-        create(FrameSchema, { version: 1, kind: { case: "coalesced", value: { frames } } }),
+        create(FrameSchema, {
+          version: PROTOCOL_VERSION,
+          kind: { case: "coalesced", value: { frames } },
+        }),
       );
     expect(() => decodeFrame(wrap([]))).toThrow(/carries no frames/);
     expect(() => decodeFrame(wrap([{ ...ping, callId: 0 }]))).toThrow(/call id 0/);
-    expect(() => decodeFrame(wrap([{ ...ping, version: 2 }]))).toThrow(/version 2/);
-    const nested = { version: 1, kind: { case: "coalesced" as const, value: { frames: [ping] } } };
+    expect(() => decodeFrame(wrap([{ ...ping, version: 1 }]))).toThrow(/version 1/);
+    const nested = {
+      version: PROTOCOL_VERSION,
+      kind: { case: "coalesced" as const, value: { frames: [ping] } },
+    };
     expect(() => decodeFrame(wrap([ping, nested]))).toThrow(FrameDecodeError);
     expect(decodeCallFrames(wrap([ping, { ...ping, callId: 4 }])).map((f) => f.callId)).toEqual([
       3, 4,

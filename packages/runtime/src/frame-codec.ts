@@ -1,15 +1,14 @@
 /**
  * Encodes and decodes the one protobuf {@link Frame} that every call publish
- * carries, and rejects what is not a valid protocol-v1 frame before any call
+ * carries, and rejects what is not a valid frame of this protocol version before any call
  * state sees it.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { readFrame } from "./frame-decoder.js";
-import { writeFrame } from "./frame-encoder.js";
+import { PROTOCOL_VERSION, writeFrame } from "./frame-encoder.js";
 import type { Frame, FrameSchema } from "./gen/mqrpc/v1/wire_pb.js";
 
-/** The protocol version this runtime speaks; frames with another are rejected. */
-export const PROTOCOL_VERSION = 1;
+export { PROTOCOL_VERSION };
 
 /** What a caller fills in to build a frame; the version is added here. */
 export type FrameInit = Omit<MessageInitShape<typeof FrameSchema>, "version" | "$typeName">;
@@ -23,7 +22,7 @@ export type CallFrame = Frame & { kind: { case: FrameKind } };
 /** A validated frame as published: one call's, or several calls' coalesced. */
 export type PublishedFrame = Frame & { kind: { case: FrameKind | "coalesced" } };
 
-/** Thrown by {@link decodeFrame} for bytes that are not a valid v1 frame. */
+/** Thrown by {@link decodeFrame} for bytes that are not a valid frame of this version. */
 export class FrameDecodeError extends Error {
   override name = "FrameDecodeError";
 }

@@ -101,7 +101,7 @@ class Reader {
           frame.kind = { case: "ping", value: this.empty<Ping>("mqrpc.v1.Ping", wire) };
           break;
         case 14:
-          frame.kind = { case: "pong", value: this.empty<Pong>("mqrpc.v1.Pong", wire) };
+          frame.kind = { case: "pong", value: this.pong(this.len(wire)) };
           break;
         case 15:
           if (nested) throw new WireFormatError("a coalesced frame inside a coalesced frame");
@@ -136,6 +136,7 @@ class Reader {
       halfClose: false,
       window: 0,
       heartbeatMs: 0,
+      session: 0,
     };
     while (this.pos < end) {
       const t = this.tag();
@@ -147,6 +148,7 @@ class Reader {
       else if (field === 4) open.halfClose = this.bool(wire);
       else if (field === 5) open.window = this.uint32(wire);
       else if (field === 6) open.heartbeatMs = this.uint32(wire);
+      else if (field === 7) open.session = this.uint32(wire);
       else this.skip(wire);
     }
     this.checkEnd(end);
@@ -159,6 +161,7 @@ class Reader {
       headers: [],
       instance: "",
       window: 0,
+      incarnation: 0,
     };
     while (this.pos < end) {
       const t = this.tag();
@@ -167,6 +170,7 @@ class Reader {
       if (field === 1) headers.headers.push(this.entry(this.len(wire)));
       else if (field === 2) headers.instance = this.string(wire);
       else if (field === 3) headers.window = this.uint32(wire);
+      else if (field === 4) headers.incarnation = this.uint32(wire);
       else this.skip(wire);
     }
     this.checkEnd(end);
@@ -207,7 +211,7 @@ class Reader {
   }
 
   private end(end: number): End {
-    const result: End = { $typeName: "mqrpc.v1.End", trailers: [], headers: [] };
+    const result: End = { $typeName: "mqrpc.v1.End", trailers: [], headers: [], ack: false };
     while (this.pos < end) {
       const t = this.tag();
       const field = t >>> 3;
@@ -216,6 +220,7 @@ class Reader {
       else if (field === 2) result.trailers.push(this.entry(this.len(wire)));
       else if (field === 3) result.headers.push(this.entry(this.len(wire)));
       else if (field === 4) result.message = this.bytes(wire);
+      else if (field === 5) result.ack = this.bool(wire);
       else this.skip(wire);
     }
     this.checkEnd(end);
@@ -283,6 +288,20 @@ class Reader {
     return credit;
   }
 
+  private pong(end: number): Pong {
+    const pong: Pong = { $typeName: "mqrpc.v1.Pong", incarnation: 0, unknown: false };
+    while (this.pos < end) {
+      const t = this.tag();
+      const field = t >>> 3;
+      const wire = t & 7;
+      if (field === 1) pong.incarnation = this.uint32(wire);
+      else if (field === 2) pong.unknown = this.bool(wire);
+      else this.skip(wire);
+    }
+    this.checkEnd(end);
+    return pong;
+  }
+
   private entry(end: number): MetadataEntry {
     const entry: MetadataEntry = {
       $typeName: "mqrpc.v1.MetadataEntry",
@@ -302,7 +321,7 @@ class Reader {
     return entry;
   }
 
-  /** A message without fields (HalfClose, Ping, Pong); unknown fields are skipped. */
+  /** A message without fields (HalfClose, Ping); unknown fields are skipped. */
   private empty<T>(typeName: string, wire: number): T {
     const end = this.len(wire);
     while (this.pos < end) this.skip(this.tag() & 7);

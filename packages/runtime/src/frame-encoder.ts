@@ -22,6 +22,9 @@ type StatusInit = {
   details?: Array<{ type?: string | undefined; value?: Uint8Array | undefined }> | undefined;
 };
 
+/** The protocol version this runtime speaks (docs/PROTOCOL.md section 19). */
+export const PROTOCOL_VERSION = 2;
+
 const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
 const tag = (field: number, wire: number) => (field << 3) | wire;
@@ -37,14 +40,14 @@ export function writeFrame(frame: FrameFields, version?: number): Uint8Array {
 }
 
 /**
- * Wraps already encoded frames of different calls in one version-1
- * `Coalesced` frame, copying each once.
+ * Wraps already encoded frames of different calls in one `Coalesced` frame
+ * of this protocol version, copying each once.
  */
 export function writeCoalesced(frames: readonly Uint8Array[]): Uint8Array {
   let inner = 0;
   for (const f of frames) inner += lenField(f.byteLength);
-  const out = new Writer(2 + lenField(inner));
-  out.coalesced(frames, inner);
+  const out = new Writer(varintField(PROTOCOL_VERSION) + lenField(inner));
+  out.coalesced(frames, inner, PROTOCOL_VERSION);
   return out.bytes;
 }
 
@@ -114,12 +117,18 @@ function sizeOfKind(kind: Kind): number {
         (o.message !== undefined ? lenField(o.message.byteLength) : 0) +
         (o.halfClose ? 2 : 0) +
         varintField(o.window ?? 0) +
-        varintField(o.heartbeatMs ?? 0)
+        varintField(o.heartbeatMs ?? 0) +
+        varintField(o.session ?? 0)
       );
     }
     case "headers": {
       const h = kind.value;
-      return sizeOfEntries(h.headers) + stringField(h.instance) + varintField(h.window ?? 0);
+      return (
+        sizeOfEntries(h.headers) +
+        stringField(h.instance) +
+        varintField(h.window ?? 0) +
+        varintField(h.incarnation ?? 0)
+      );
     }
     case "message":
       return kind.value.byteLength;
@@ -138,7 +147,8 @@ function sizeOfKind(kind: Kind): number {
         (e.status !== undefined ? lenField(sizeOfStatus(e.status)) : 0) +
         sizeOfEntries(e.trailers) +
         sizeOfEntries(e.headers) +
-        (e.message !== undefined ? lenField(e.message.byteLength) : 0)
+        (e.message !== undefined ? lenField(e.message.byteLength) : 0) +
+        (e.ack ? 2 : 0)
       );
     }
     case "cancel":
@@ -147,13 +157,15 @@ function sizeOfKind(kind: Kind): number {
       const c = kind.value;
       return varintField(c.limit ?? 0) + varintField(c.received ?? 0) + (c.resend ? 2 : 0);
     }
+    case "pong":
+      return varintField(kind.value.incarnation ?? 0) + (kind.value.unknown ? 2 : 0);
     case "coalesced": {
       let n = 0;
       for (const inner of kind.value.frames ?? []) n += lenField(sizeOfFrame(inner));
       return n;
     }
     default:
-      // HalfClose, Ping and Pong have no fields.
+      // HalfClose and Ping have no fields.
       return 0;
   }
 }
@@ -218,8 +230,8 @@ class Writer {
     this.kind(kind);
   }
 
-  coalesced(frames: readonly Uint8Array[], innerSize: number): void {
-    this.varintField(1, 1);
+  coalesced(frames: readonly Uint8Array[], innerSize: number, version: number): void {
+    this.varintField(1, version);
     this.varint(tag(KIND_FIELD.coalesced as number, WIRE_LEN));
     this.varint(innerSize);
     for (const f of frames) this.bytesAlways(1, f);
@@ -235,6 +247,7 @@ class Writer {
         if (o.halfClose) this.varintAlways(4, 1);
         this.varintField(5, o.window ?? 0);
         this.varintField(6, o.heartbeatMs ?? 0);
+        this.varintField(7, o.session ?? 0);
         return;
       }
       case "headers": {
@@ -242,6 +255,7 @@ class Writer {
         this.entries(1, h.headers);
         this.stringField(2, h.instance);
         this.varintField(3, h.window ?? 0);
+        this.varintField(4, h.incarnation ?? 0);
         return;
       }
       case "message":
@@ -275,6 +289,7 @@ class Writer {
         this.entries(2, e.trailers);
         this.entries(3, e.headers);
         if (e.message !== undefined) this.bytesAlways(4, e.message);
+        if (e.ack) this.varintAlways(5, 1);
         return;
       }
       case "cancel":
@@ -287,6 +302,10 @@ class Writer {
         if (c.resend) this.varintAlways(3, 1);
         return;
       }
+      case "pong":
+        this.varintField(1, kind.value.incarnation ?? 0);
+        if (kind.value.unknown) this.varintAlways(2, 1);
+        return;
       case "coalesced":
         for (const inner of kind.value.frames ?? []) {
           this.varint(tag(1, WIRE_LEN));

@@ -3,13 +3,17 @@
  * order, reassembles chunks, and turns frames into an ordered stream of
  * events for the call. Holds at most one window of early frames and one
  * message in reassembly; a peer that exceeds either gets a status, never an
- * exception or unbounded memory.
+ * exception or unbounded memory. When the shared reassembly budget has no
+ * room for a message, the receiver drops its frames and asks for them again
+ * once room is set aside for it (docs/PROTOCOL.md sections 9 and 11.2).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type ByteBudget, ChunkAssembler } from "./chunk-assembler.js";
+import { ChunkAssembler, NO_ROOM } from "./chunk-assembler.js";
+import { afterThisTurn } from "./event-loop-turn.js";
 import { DEFAULT_WINDOW, ReceiveCredit } from "./flow-credit.js";
 import type { FrameKind } from "./frame-codec.js";
 import type { End, Frame, Headers as HeadersFrame, Open } from "./gen/mqrpc/v1/wire_pb.js";
+import type { BudgetWait, ReassemblyBudget } from "./reassembly-budget.js";
 import { ReorderWindow } from "./reorder-window.js";
 
 /** What a call sees of its peer's sequenced frames, in order. */
@@ -35,6 +39,13 @@ export interface ReceiverSink {
 
 type SequencedFrame = Frame & { kind: { case: FrameKind } };
 
+/** Where a receiver draws reassembly memory from. */
+export interface ReassemblyShare {
+  readonly budget: ReassemblyBudget;
+  /** The peer whose share is drawn on; undefined draws on the whole budget. */
+  readonly owner: string | undefined;
+}
+
 /** See the module comment. */
 export class FrameReceiver {
   private readonly order: ReorderWindow<SequencedFrame>;
@@ -43,16 +54,25 @@ export class FrameReceiver {
   private readonly credit: ReceiveCredit;
   private failed = false;
   private lastCheckedExpected = -1;
+  /** Waiting for reassembly room: every frame is dropped until it is granted. */
+  private budgetWait: BudgetWait | undefined;
+  /**
+   * After asking for frames again, how many more in-order frames to
+   * acknowledge as they come (one Credit per event-loop turn), so a sender
+   * that slowed down after a loss hears of progress at once.
+   */
+  private recovering = 0;
+  private ackScheduled = false;
 
   /**
    * @param window frames the peer may send beyond what the consumer released
    * @param maxMessageBytes cap on one reassembled message
    */
   constructor(
-    window: number,
+    private readonly window: number,
     private readonly maxMessageBytes: number,
     private readonly sink: ReceiverSink,
-    private readonly reassemblyBudget?: ByteBudget,
+    private readonly reassembly?: ReassemblyShare,
   ) {
     // End and HalfClose may travel without credit: room for them on top.
     this.order = new ReorderWindow(Math.max(window, DEFAULT_WINDOW) + 2);
@@ -64,15 +84,33 @@ export class FrameReceiver {
     return this.assembler?.bufferedBytes ?? 0;
   }
 
+  /** The next seq awaited: every frame below it was processed. */
+  get expected(): number {
+    return this.order.expected;
+  }
+
+  /** The last flow-control limit announced to the peer. */
+  get announced(): number {
+    return this.credit.announced;
+  }
+
+  /** Whether the receiver waits for reassembly room. */
+  get waitingForRoom(): boolean {
+    return this.budgetWait !== undefined;
+  }
+
   /** Releases what a partly received message holds; the call is over. */
   dispose(): void {
     this.failed = true;
+    this.budgetWait?.cancel();
+    this.budgetWait = undefined;
     this.assembler?.reset();
   }
 
   /** Offers a sequenced frame of this call and direction. */
   accept(frame: SequencedFrame): void {
-    if (this.failed) return;
+    if (this.failed || this.budgetWait !== undefined) return;
+    const before = this.order.expected;
     const ready = this.order.accept(frame.seq, frame);
     if (ready === "duplicate") return;
     if (ready === "overflow") {
@@ -86,7 +124,15 @@ export class FrameReceiver {
     }
     for (const next of ready) {
       if (this.failed) return;
-      this.process(next);
+      if (!this.process(next)) {
+        // No room to reassemble: this frame and the ones after it come again.
+        this.order.rewind(next.seq);
+        return;
+      }
+    }
+    if (this.recovering > 0 && this.order.expected > before) {
+      this.recovering = Math.max(0, this.recovering - (this.order.expected - before));
+      this.scheduleAck();
     }
   }
 
@@ -94,16 +140,26 @@ export class FrameReceiver {
    * Called at intervals while the call lasts. When nothing arrived in order
    * since the last check although more is due (a gap, or a stream that went
    * silent), asks the peer to send again from the first missing frame: a
-   * broker that restarted may have lost a frame it had acknowledged.
+   * broker may have lost (or, past its queue limit, dropped) a frame.
    */
   checkProgress(moreExpected: boolean): void {
-    if (this.failed) return;
+    if (this.failed || this.budgetWait !== undefined) return;
     const expected = this.order.expected;
     const stalled = expected === this.lastCheckedExpected;
     this.lastCheckedExpected = expected;
     if (stalled && (this.order.buffered > 0 || (moreExpected && expected > 0))) {
-      this.sink.grant(this.credit.announced, expected, true);
+      this.requestResend();
     }
+  }
+
+  /**
+   * Asks the peer to send again everything from the first missing frame,
+   * at once: after a reconnect, or when reassembly room was set aside.
+   */
+  requestResend(): void {
+    if (this.failed) return;
+    this.recovering = Math.max(this.window, DEFAULT_WINDOW);
+    this.sink.grant(this.credit.announced, this.order.expected, true);
   }
 
   /** The consumer took one message: release its frame and maybe grant credit. */
@@ -113,7 +169,8 @@ export class FrameReceiver {
     if (limit !== undefined) this.sink.grant(limit, this.order.expected, false);
   }
 
-  private process(frame: SequencedFrame): void {
+  /** Processes one in-order frame; false when it could not be taken (no room). */
+  private process(frame: SequencedFrame): boolean {
     const kind = frame.kind;
     switch (kind.case) {
       case "open":
@@ -122,47 +179,85 @@ export class FrameReceiver {
         if (kind.value.message !== undefined)
           this.sink.event({ type: "message", data: kind.value.message });
         if (kind.value.halfClose) this.sink.event({ type: "halfClose" });
-        return;
+        return true;
       case "headers":
         this.credit.processedFrame(frame.seq, 0);
         this.sink.event({ type: "headers", headers: kind.value });
-        return;
+        return true;
       case "message":
         this.credit.processedFrame(frame.seq, 1);
         this.sink.event({ type: "message", data: kind.value });
-        return;
+        return true;
       case "batch":
         this.credit.processedFrame(frame.seq, kind.value.messages.length);
         for (const data of kind.value.messages) this.sink.event({ type: "message", data });
-        return;
+        return true;
       case "chunk": {
-        let message: Uint8Array | undefined;
+        let message: Uint8Array | undefined | typeof NO_ROOM;
         try {
-          this.assembler ??= new ChunkAssembler(this.maxMessageBytes, this.reassemblyBudget);
+          this.assembler ??= new ChunkAssembler(
+            this.maxMessageBytes,
+            this.reassembly?.budget,
+            this.reassembly?.owner,
+          );
           message = this.assembler.push(kind.value);
         } catch (e) {
           this.fail(ConnectError.from(e, Code.InvalidArgument));
-          return;
+          return true;
+        }
+        if (message === NO_ROOM) {
+          this.waitForRoom(kind.value.totalSize);
+          return false;
         }
         this.credit.processedFrame(frame.seq, message === undefined ? 0 : 1);
         if (message !== undefined) this.sink.event({ type: "message", data: message });
         else this.took0();
-        return;
+        return true;
       }
       case "halfClose":
         this.credit.processedFrame(frame.seq, 0);
         this.sink.event({ type: "halfClose" });
-        return;
+        return true;
       case "end":
         this.credit.processedFrame(frame.seq, kind.value.message !== undefined ? 1 : 0);
         if (kind.value.message !== undefined)
           this.sink.event({ type: "message", data: kind.value.message });
         this.sink.event({ type: "end", end: kind.value });
-        return;
+        return true;
       default:
         // Unsequenced kinds never reach the receiver; the call routes them.
-        return;
+        return true;
     }
+  }
+
+  /**
+   * Queues for room for a message of `bytes`; meanwhile every frame is
+   * dropped (the sender keeps them), and once room is reserved the sender
+   * is asked to send them again.
+   */
+  private waitForRoom(bytes: number): void {
+    const share = this.reassembly;
+    if (share === undefined) return;
+    const assembler = this.assembler;
+    this.budgetWait = share.budget.wait(bytes, share.owner, () => {
+      if (this.failed || this.budgetWait === undefined) {
+        share.budget.release(bytes, share.owner);
+        return;
+      }
+      this.budgetWait = undefined;
+      assembler?.hold(bytes);
+      this.requestResend();
+    });
+  }
+
+  /** Acknowledges in-order progress once this turn is over (see `recovering`). */
+  private scheduleAck(): void {
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    afterThisTurn(() => {
+      this.ackScheduled = false;
+      if (!this.failed) this.sink.grant(this.credit.announced, this.order.expected, false);
+    });
   }
 
   /** A chunk that completes nothing is released at once; maybe grant. */
@@ -173,6 +268,8 @@ export class FrameReceiver {
 
   private fail(error: ConnectError): void {
     this.failed = true;
+    this.budgetWait?.cancel();
+    this.budgetWait = undefined;
     this.assembler?.reset();
     this.sink.violation(error);
   }

@@ -8,6 +8,13 @@
  * producer stops writing for the current event-loop turn, after the linger
  * time at most, and before any control frame (HalfClose, End). So a fast
  * producer fills publishes and a slow one sees no added latency.
+ *
+ * Every sequenced frame is kept until the peer acknowledges it, and sent
+ * again when the peer asks (docs/PROTOCOL.md section 11.2). A request to
+ * send again is a sign of loss (a broker queue overran, a broker
+ * restarted), so the sender then keeps fewer frames in flight, halving what
+ * was outstanding, and widens again as acknowledgements come: resends never
+ * re-flood the queue that dropped them.
  */
 import { splitIntoChunks } from "./chunk-assembler.js";
 import { afterThisTurn } from "./event-loop-turn.js";
@@ -18,6 +25,19 @@ import { MessageBatcher } from "./message-batcher.js";
 
 /** Room left in a publish for frame fields around a message or chunk. */
 const FRAME_HEADROOM = 64;
+
+/**
+ * The most frames a sender keeps unacknowledged, whatever window the peer
+ * announces: what it retains for resending is bounded by this, not by the
+ * peer's word (docs/PROTOCOL.md section 11.1).
+ */
+export const MAX_UNACKNOWLEDGED_FRAMES = 1024;
+
+/** Frames in flight after a loss, at least. */
+const MIN_IN_FLIGHT = 4;
+
+/** Requests to send the same frames again closer together than this are ignored. */
+const RESEND_INTERVAL_MS = 100;
 
 /** Where a sender's frames go. */
 export interface FrameOutput {
@@ -43,14 +63,23 @@ export interface OpenFields {
   readonly headers: MetadataEntry[];
   readonly window: number;
   readonly heartbeatMs: number;
+  readonly session: number;
 }
 
-/** The fields of an End frame besides the inline message. */
+/** The fields of an End frame besides the inline message and `ack`. */
 export interface EndFields {
-  readonly status: Status;
+  readonly status?: Status | undefined;
   readonly headers: MetadataEntry[];
   readonly trailers: MetadataEntry[];
 }
+
+/**
+ * End frames up to this size are kept after the call (the completed-call
+ * record) and sent again to a caller that missed them; a larger End, or one
+ * that follows frames the caller has not acknowledged, asks the caller to
+ * acknowledge it instead (End.ack).
+ */
+export const MAX_KEPT_END_BYTES = 1024;
 
 /** See the module comment. */
 export class FrameSender {
@@ -64,10 +93,16 @@ export class FrameSender {
   private waitingForCredit = false;
   /**
    * Sequenced frames the peer has not acknowledged, in order: frame
-   * `retainedFrom + i` is `retained[i]`.
+   * `retainedFrom + i` is `retained[i]`. Frames from `sentUpTo` on wait
+   * for room in flight.
    */
   private retained: Uint8Array[] = [];
   private retainedFrom = 0;
+  private sentUpTo = 0;
+  /** Frames that may be in flight beyond the acknowledged ones; Infinity until a loss. */
+  private inFlightLimit = Number.POSITIVE_INFINITY;
+  private lastResend = { at: 0, from: -1 };
+  private acknowledgedListener: (() => void) | undefined;
 
   constructor(
     private readonly callId: number,
@@ -88,6 +123,29 @@ export class FrameSender {
     return this.nextSeq > 0;
   }
 
+  /** Sequenced frames sent (or waiting to be) that the peer has not acknowledged. */
+  get unacknowledged(): number {
+    return this.retained.length;
+  }
+
+  /** The seq the next sequenced frame gets. */
+  get sequence(): number {
+    return this.nextSeq;
+  }
+
+  /** Calls `listener` whenever an acknowledgement arrives (once set). */
+  onAcknowledged(listener: () => void): void {
+    this.acknowledgedListener = listener;
+  }
+
+  /**
+   * Applies the peer's announced window (Open.window, Headers.window),
+   * capped at {@link MAX_UNACKNOWLEDGED_FRAMES}.
+   */
+  grantWindow(window: number): void {
+    this.credit.grant(Math.min(window, this.retainedFrom + MAX_UNACKNOWLEDGED_FRAMES));
+  }
+
   /** Messages waiting in the current batch. */
   get pendingMessages(): number {
     return this.batcher?.size ?? 0;
@@ -104,10 +162,9 @@ export class FrameSender {
     }
   }
 
-  /** Sends a sequenced frame that carries no message (Headers, HalfClose, End). */
+  /** Sends a sequenced frame that carries no message (Headers, HalfClose; End: see sendEndNow). */
   sendControl(kind: FrameKindInit): void {
     const frame = encodeFrame({ callId: this.callId, seq: this.nextSeq++, kind });
-    if (kind.case === "end") this.lastEnd = frame;
     this.publishSequenced(frame);
   }
 
@@ -142,6 +199,7 @@ export class FrameSender {
             halfClose,
             window: open.window,
             heartbeatMs: open.heartbeatMs,
+            session: open.session,
           },
         },
       });
@@ -235,7 +293,8 @@ export class FrameSender {
 
   /**
    * Ends the call (server side), with the last message inline when it fits:
-   * a unary response is then one publish.
+   * a unary response is then one publish. Sets End.ack when the caller must
+   * acknowledge the End (see {@link MAX_KEPT_END_BYTES}).
    */
   async sendEnd(
     end: EndFields,
@@ -244,25 +303,52 @@ export class FrameSender {
   ): Promise<void> {
     if (this.pendingMessages > 0) await this.flush(signal);
     if (message !== undefined) {
-      if (message.byteLength <= this.output.maxFrameBytes()) {
-        const frame = encodeFrame({
-          callId: this.callId,
-          seq: this.nextSeq,
-          kind: {
-            case: "end",
-            value: { status: end.status, headers: end.headers, trailers: end.trailers, message },
-          },
-        });
-        if (frame.byteLength <= this.output.maxFrameBytes()) {
+      const maxFrameBytes = this.output.maxFrameBytes();
+      if (message.byteLength <= maxFrameBytes) {
+        const frame = this.endFrameOf(end, message);
+        if (frame.byteLength <= maxFrameBytes) {
           this.nextSeq++;
-          this.publishSequenced(frame);
           this.lastEnd = frame;
+          this.publishSequenced(frame);
           return;
         }
       }
       await this.sendMessage(message, signal);
     }
-    this.sendControl({ case: "end", value: end });
+    this.sendEndNow(end);
+  }
+
+  /** Sends an End frame without a message now (errors, cancelled handlers). */
+  sendEndNow(end: EndFields): void {
+    const frame = this.endFrameOf(end, undefined);
+    this.nextSeq++;
+    this.lastEnd = frame;
+    this.publishSequenced(frame);
+  }
+
+  /** Whether the End frame sent asked the caller to acknowledge it. */
+  get endNeedsAck(): boolean {
+    return this.endAck;
+  }
+
+  private endAck = false;
+
+  private endFrameOf(end: EndFields, message: Uint8Array | undefined): Uint8Array {
+    const value = {
+      ...(end.status !== undefined ? { status: end.status } : {}),
+      headers: end.headers,
+      trailers: end.trailers,
+      ...(message !== undefined ? { message } : {}),
+    };
+    const seq = this.nextSeq;
+    const frame = encodeFrame({ callId: this.callId, seq, kind: { case: "end", value } });
+    this.endAck = this.retained.length > 0 || frame.byteLength > MAX_KEPT_END_BYTES;
+    if (!this.endAck) return frame;
+    return encodeFrame({
+      callId: this.callId,
+      seq,
+      kind: { case: "end", value: { ...value, ack: true } },
+    });
   }
 
   /**
@@ -270,17 +356,44 @@ export class FrameSender {
    * has, and sends again what it asks for.
    */
   onCredit(limit: number, received: number, resend: boolean): void {
-    this.credit.grant(limit);
     if (received > this.retainedFrom) {
       const acknowledged = Math.min(received - this.retainedFrom, this.retained.length);
       this.retained.splice(0, acknowledged);
       this.retainedFrom += acknowledged;
-    }
-    if (resend) {
-      const from = Math.max(0, received - this.retainedFrom);
-      for (let i = from; i < this.retained.length; i++) {
-        this.output.publish(this.retained[i] as Uint8Array);
+      if (this.sentUpTo < this.retainedFrom) this.sentUpTo = this.retainedFrom;
+      if (this.inFlightLimit !== Number.POSITIVE_INFINITY) {
+        // Widen by what was acknowledged: doubling per round trip.
+        this.inFlightLimit += acknowledged;
+        if (this.inFlightLimit >= MAX_UNACKNOWLEDGED_FRAMES)
+          this.inFlightLimit = Number.POSITIVE_INFINITY;
       }
+    }
+    this.credit.grant(Math.min(limit, this.retainedFrom + MAX_UNACKNOWLEDGED_FRAMES));
+    if (resend && this.retained.length > 0) {
+      const now = Date.now();
+      const from = Math.max(received, this.retainedFrom);
+      if (from !== this.lastResend.from || now - this.lastResend.at >= RESEND_INTERVAL_MS) {
+        this.lastResend = { at: now, from };
+        const outstanding = this.sentUpTo - this.retainedFrom;
+        this.inFlightLimit = Math.max(MIN_IN_FLIGHT, outstanding >> 1);
+        this.sentUpTo = this.retainedFrom;
+      }
+    }
+    this.pump();
+    if (received > 0) this.acknowledgedListener?.();
+  }
+
+  /** Whether every sequenced frame, up to and including seq `upTo - 1`, was acknowledged. */
+  acknowledgedUpTo(upTo: number): boolean {
+    return this.retainedFrom >= upTo;
+  }
+
+  /** Publishes the retained frames that have room in flight. */
+  private pump(): void {
+    const end = this.retainedFrom + this.retained.length;
+    while (this.sentUpTo < end && this.sentUpTo - this.retainedFrom < this.inFlightLimit) {
+      this.output.publish(this.retained[this.sentUpTo - this.retainedFrom] as Uint8Array);
+      this.sentUpTo++;
     }
   }
 
@@ -305,7 +418,7 @@ export class FrameSender {
    */
   private publishSequenced(frame: Uint8Array): void {
     this.retained.push(frame);
-    this.output.publish(frame);
+    this.pump();
   }
 
   private scheduleFlush(): void {

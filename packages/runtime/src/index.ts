@@ -15,6 +15,7 @@ export {
   methodSettingsKey,
   settingsFromDescriptor,
 } from "./method-settings.js";
+export { createMqttClient } from "./mqtt-client.js";
 export type { MqttConnectionInput } from "./mqtt-link.js";
 export type { MqttServer, MqttServerLogger, MqttServerOptions } from "./mqtt-server.js";
 export { createMqttServer } from "./mqtt-server.js";

@@ -12,7 +12,6 @@ import {
   type Interceptor,
   type ServiceImpl,
 } from "@connectrpc/connect";
-import { ByteBudget } from "./chunk-assembler.js";
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { type CallFrame, decodeCallFrames, encodeFrame } from "./frame-codec.js";
@@ -31,7 +30,9 @@ import {
   settingsFromDescriptor,
 } from "./method-settings.js";
 import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
-import { encodePresence } from "./presence.js";
+import { encodePresence, newIncarnation } from "./presence.js";
+import { ReassemblyBudget } from "./reassembly-budget.js";
+import { SeenCalls } from "./seen-calls.js";
 import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call.js";
 import { errorToEnd } from "./status.js";
 import { encodeTopicSegment, type RequestAddress, TopicScheme } from "./topic-scheme.js";
@@ -118,6 +119,8 @@ export async function createMqttServer(options: MqttServerOptions): Promise<Mqtt
 }
 
 const RECORD_TTL_MS = 5 * 60_000;
+/** Caller sessions whose calls are remembered (section 8); about 600 bytes each. */
+const MAX_SESSIONS = 20_000;
 /** How often calls are checked for callers that went silent. */
 const SWEEP_MS = 1000;
 const PACKET_OVERHEAD = 24;
@@ -125,11 +128,12 @@ const PACKET_OVERHEAD = 24;
 class MqttServerImpl implements MqttServer, ServerCallHost {
   readonly serverId: string;
   readonly instanceId: string;
+  readonly incarnation = newIncarnation();
   readonly shared: boolean;
   readonly interceptors: Interceptor[];
   readonly maxMessageBytes: number;
   readonly receiveWindow: number;
-  readonly reassemblyBudget: ByteBudget;
+  readonly reassemblyBudget: ReassemblyBudget;
   private readonly maxPublishBytes: number;
   private readonly maxConcurrentCalls: number;
   private readonly maxCallsPerClient: number;
@@ -140,8 +144,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly logger: MqttServerLogger;
   private readonly methods = new Map<string, Map<string, MethodEntry>>();
   private readonly calls = new Map<string, ServerCall>();
+  /** Calls whose handler part is not over, per caller and in all (draining calls do not count). */
   private readonly callsPerClient = new Map<string, number>();
+  private running = 0;
   private readonly completed: CompletedCallRecord;
+  private readonly seen = new SeenCalls(RECORD_TTL_MS, MAX_SESSIONS);
   private readonly shutdown = new AbortController();
   private readonly filters: string[] = [];
   private announced = false;
@@ -174,12 +181,20 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     );
     this.maxCallsPerClient = positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 1000);
     this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
-    this.reassemblyBudget = new ByteBudget(
-      positiveInteger(
-        "maxReassemblyBytes",
-        options.maxReassemblyBytes,
-        defaultReassemblyBytes(this.maxMessageBytes),
-      ),
+    const reassemblyBytes = positiveInteger(
+      "maxReassemblyBytes",
+      options.maxReassemblyBytes,
+      defaultReassemblyBytes(this.maxMessageBytes),
+    );
+    if (reassemblyBytes < this.maxMessageBytes) {
+      throw new Error(
+        `maxReassemblyBytes (${reassemblyBytes}) must be at least maxMessageBytes (${this.maxMessageBytes})`,
+      );
+    }
+    // One caller may hold a quarter of it (at least one whole message).
+    this.reassemblyBudget = new ReassemblyBudget(
+      reassemblyBytes,
+      Math.max(Math.floor(reassemblyBytes / 4), this.maxMessageBytes),
     );
     this.shutdownTimeoutMs = positiveInteger(
       "shutdownTimeoutMs",
@@ -204,7 +219,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.logger = options.logger ?? console;
     this.link = MqttLink.acquire(options.mqtt, (clientId) => ({
       topic: this.scheme.presenceTopic(this.serverId, clientId),
-      payload: encodePresence(clientId, Presence_State.DISCONNECTED, this.shared),
+      payload: encodePresence(clientId, Presence_State.DISCONNECTED, this.shared, this.incarnation),
     }));
     this.instanceId = this.link.clientId;
     if (!this.link.willInstalled) {
@@ -226,15 +241,19 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return this.shutdown;
   }
 
-  /** A call is over: forget it and remember it as completed. */
-  callFinished(call: ServerCall): void {
-    const { key } = call;
+  /** A call's handler part is over: it no longer holds a slot. */
+  callEnded(call: ServerCall): void {
     const clientKey = call.address.clientKey;
-    this.calls.delete(key);
+    this.running--;
     const left = (this.callsPerClient.get(clientKey) ?? 1) - 1;
     if (left > 0) this.callsPerClient.set(clientKey, left);
     else this.callsPerClient.delete(clientKey);
-    this.completed.add(key, call.endFrame);
+  }
+
+  /** A call is over: forget it, and keep its End for a caller that missed it. */
+  callFinished(call: ServerCall): void {
+    this.calls.delete(call.key);
+    this.completed.add(call.key, call.endFrame);
   }
 
   /** A reply publish failed: the caller's call will time out or retry. */
@@ -327,7 +346,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return this.link
       .publish(
         this.scheme.presenceTopic(this.serverId, this.instanceId),
-        encodePresence(this.instanceId, state, this.shared),
+        encodePresence(this.instanceId, state, this.shared, this.incarnation),
         { retain: true },
       )
       .catch((e: unknown) => {
@@ -365,7 +384,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       return;
     }
     const done = this.completed.get(key);
-    if (done !== undefined) {
+    if (done !== undefined && frame.kind.case !== "open") {
       // A late or redelivered frame of a call that is over. A caller that
       // still asks about the call (Ping, or Credit asking to resend) missed
       // the End: send it again when it was kept.
@@ -377,15 +396,14 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
     if (frame.kind.case === "ping" && (address.instance !== undefined || !this.shared)) {
       // The caller believes in a call this server does not have: its Open
-      // was lost on the way, or this server restarted. Ask for everything
-      // from seq 0 again; a caller that cannot resend (it heard from this
-      // server before) fails the call with UNAVAILABLE.
+      // was lost on the way, or this is another incarnation of the server.
+      // The caller tells which from the incarnation (PROTOCOL.md 15.3).
       this.publishReply(
         address.clientKey,
         frame.callId,
         encodeFrame({
           callId: frame.callId,
-          kind: { case: "credit", value: { limit: 0, received: 0, resend: true } },
+          kind: { case: "pong", value: { incarnation: this.incarnation, unknown: true } },
         }),
       );
       return;
@@ -395,6 +413,32 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       this.logger.warn(
         `mqrpc server "${this.serverId}": dropped an open frame with seq ${frame.seq} on ${topic}`,
       );
+      return;
+    }
+    if (!this.seen.admit(address.clientKey, frame.kind.value.session, frame.callId)) {
+      // This call started here before: a redelivered or resent Open. It must
+      // not run again. While its End is kept, a caller that missed it gets
+      // it by asking (Ping); once it is gone, say so.
+      if (done?.end === undefined) {
+        this.publishReply(
+          address.clientKey,
+          frame.callId,
+          encodeFrame({
+            callId: frame.callId,
+            seq: 0,
+            kind: {
+              case: "end",
+              value: errorToEnd(
+                new ConnectError(
+                  `call ${frame.callId} already ran on server "${this.serverId}" and its reply is no longer kept`,
+                  Code.Unavailable,
+                ),
+                new Headers(),
+              ),
+            },
+          }),
+        );
+      }
       return;
     }
     const entry = this.methods.get(address.service)?.get(address.method);
@@ -408,7 +452,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
                 : `service ${address.service} is not served by "${this.serverId}"`,
               Code.Unimplemented,
             )
-          : this.calls.size >= this.maxConcurrentCalls
+          : this.running >= this.maxConcurrentCalls
             ? new ConnectError(
                 `server "${this.serverId}" is at its limit of concurrent calls`,
                 Code.ResourceExhausted,
@@ -420,7 +464,6 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
                 )
               : undefined;
     if (refusal !== undefined || entry === undefined) {
-      this.completed.add(key);
       this.publishReply(
         address.clientKey,
         frame.callId,
@@ -434,6 +477,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
     const started = new ServerCall(this, key, address, frame.callId, entry);
     this.calls.set(key, started);
+    this.running++;
     this.callsPerClient.set(
       address.clientKey,
       (this.callsPerClient.get(address.clientKey) ?? 0) + 1,
@@ -441,19 +485,20 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     started.onFrame(frame);
   }
 
+  /**
+   * The link is back: announce again (the last will may have said
+   * DISCONNECTED), and ask every call at once for request frames that may
+   * have been lost meanwhile instead of waiting for its next progress check.
+   */
   private readonly reannounce = (): void => {
-    if (this.announced && this.closing === undefined) void this.announce(Presence_State.ONLINE);
+    if (this.closing !== undefined) return;
+    if (this.announced) void this.announce(Presence_State.ONLINE);
+    for (const call of this.calls.values()) call.resync();
   };
 
   private sweepCalls(): void {
     const now = Date.now();
-    for (const call of this.calls.values()) {
-      if (call.callerSilent(now)) {
-        call.cancel(new ConnectError("the caller stopped sending heartbeats", Code.Canceled));
-      } else {
-        call.checkProgress(now);
-      }
-    }
+    for (const call of [...this.calls.values()]) call.sweep(now);
   }
 
   private async shutdownGracefully(): Promise<void> {

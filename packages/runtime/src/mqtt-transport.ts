@@ -25,7 +25,7 @@ import {
 } from "@connectrpc/connect";
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import { abortable } from "./abortable.js";
-import { ByteBudget } from "./chunk-assembler.js";
+import { CallLiveness } from "./call-liveness.js";
 import { ClientCall } from "./client-call.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import {
@@ -38,6 +38,7 @@ import {
 import { settingsForCall } from "./method-settings.js";
 import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
 import { PresenceWatch } from "./presence.js";
+import { ReassemblyBudget } from "./reassembly-budget.js";
 import { ReplyRouter } from "./reply-router.js";
 import { TopicScheme } from "./topic-scheme.js";
 
@@ -96,6 +97,13 @@ export interface MqttTransportOptions {
    * offline meanwhile) keeps its calls, and new calls wait for it.
    */
   readonly offlineGraceMs?: number;
+  /**
+   * How long a new call waits for the broker connection when it is down
+   * (or not up yet) before failing with UNAVAILABLE, in milliseconds
+   * (default 3000). Calls that wait for the server ({@link waitForServer})
+   * wait for the connection as long as their deadline allows.
+   */
+  readonly connectGraceMs?: number;
 }
 
 /** A Connect transport over MQTT that can also be closed. */
@@ -140,15 +148,17 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     0,
   );
   const window = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
-  const reassemblyBudget = new ByteBudget(
+  const reassemblyBudget = new ReassemblyBudget(
     positiveInteger(
       "maxReassemblyBytes",
       options.maxReassemblyBytes,
       defaultReassemblyBytes(maxMessageBytes),
+      maxMessageBytes,
     ),
   );
   const heartbeatMs = positiveInteger("heartbeatMs", options.heartbeatMs, 10_000, 0);
   const offlineGraceMs = positiveInteger("offlineGraceMs", options.offlineGraceMs, 3000, 0);
+  const connectGraceMs = positiveInteger("connectGraceMs", options.connectGraceMs, 3000, 0);
   const link = MqttLink.acquire(options.mqtt);
   const router = link.resource(`reply:${scheme.prefix}`, () => new ReplyRouter(link, scheme));
   const presence = link.resource(`presence:${scheme.prefix}:${options.serverId}`, () => {
@@ -163,26 +173,8 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   ready.catch(() => {});
   const closing = new AbortController();
   const serverLabel = `server "${options.serverId}"`;
-  const inFlight = new Set<ClientCall>();
-  let offlineTimer: ReturnType<typeof setTimeout> | undefined;
-  const stopWatching = presence.onChange(() => {
-    if (presence.availability === "online") {
-      clearTimeout(offlineTimer);
-      offlineTimer = undefined;
-    } else if (presence.availability === "offline" && presence.offlineSince === undefined) {
-      // Closed on purpose: it finished what it had taken, so calls still in
-      // flight reached it too late and will not be answered.
-      const gone = new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
-      for (const call of [...inFlight]) call.abandon(gone);
-    } else if (offlineTimer === undefined && presence.offlineSince !== undefined) {
-      offlineTimer = setTimeout(() => {
-        offlineTimer = undefined;
-        if (presence.availability === "online") return;
-        const gone = new ConnectError(`${serverLabel} went offline`, Code.Unavailable);
-        for (const call of [...inFlight]) call.abandon(gone);
-      }, offlineGraceMs);
-    }
-  });
+  const liveness = new CallLiveness(presence, serverLabel, offlineGraceMs);
+  const brokerState = new BrokerState(link);
 
   /** Whether `serverId` went offline so recently that it may be reconnecting. */
   function recentlyOnline(): number {
@@ -205,7 +197,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     unary: boolean,
   ): ClientCall | Promise<ClientCall> {
     if (closing.signal.aborted) throw closing.signal.reason;
-    if (started && presence.availability === "online") {
+    if (started && presence.availability === "online" && link.client.connected) {
       return createCall(method, signal, deadline, header, values, unary);
     }
     const wait = waitSignal(signal, deadline);
@@ -214,7 +206,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       .then(() => createCall(method, signal, deadline, header, values, unary));
   }
 
-  const forget = (call: ClientCall) => inFlight.delete(call);
+  const forget = (call: ClientCall) => liveness.forget(call);
   const topics = new WeakMap<DescMethod, string>();
   const topicOf = (method: DescMethod): string => {
     let topic = topics.get(method);
@@ -230,6 +222,17 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     return topic;
   };
   const sharedInstances = () => presence.onlineInstances();
+
+  /** The one instance online and its incarnation, for a server that is not replicated. */
+  function soleInstance(): { instance: string | undefined; incarnation: number | undefined } {
+    if (presence.shared) return { instance: undefined, incarnation: undefined };
+    const online = presence.onlineInstances();
+    const instance = online.length === 1 ? online[0] : undefined;
+    return {
+      instance,
+      incarnation: instance === undefined ? undefined : presence.incarnationOf(instance),
+    };
+  }
 
   function createCall(
     method: DescMethod,
@@ -257,25 +260,31 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       heartbeatMs,
       reassemblyBudget,
       sharedInstances: presence.shared ? sharedInstances : undefined,
+      ...soleInstance(),
       onFinish: forget,
     });
-    if (!call.over) inFlight.add(call);
+    if (!call.over) liveness.add(call);
     return call;
   }
 
-  /** Waits for the broker connection and, per the wait-for-server setting, the server. */
+  /**
+   * Waits for the broker connection (at most connectGraceMs, unless the
+   * call waits for its server) and, per the wait-for-server setting, the
+   * server.
+   */
   async function untilServerReady(
     linked: AbortSignal,
     values: ContextValues | undefined,
   ): Promise<void> {
-    if (!started) {
-      await abortable(ready, linked).catch((e: unknown) => {
-        throw linked.aborted
-          ? e
-          : new ConnectError(`cannot reach the broker: ${String(e)}`, Code.Unavailable);
+    const wait = values?.get(waitForServerKey) ?? options.waitForServer ?? false;
+    if (!started || !link.client.connected) {
+      const grace = wait ? undefined : AbortSignal.timeout(connectGraceMs);
+      const signal = grace === undefined ? linked : AbortSignal.any([linked, grace]);
+      await abortable(Promise.all([ready, link.connected(signal)]), signal).catch((e: unknown) => {
+        if (linked.aborted) throw e;
+        throw new ConnectError(brokerState.unreachable(e, connectGraceMs), Code.Unavailable);
       });
     }
-    const wait = values?.get(waitForServerKey) ?? options.waitForServer ?? false;
     if (presence.availability === "online") return;
     const grace = recentlyOnline();
     if (wait) {
@@ -445,11 +454,11 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     },
 
     async close() {
-      stopWatching();
-      clearTimeout(offlineTimer);
+      liveness.close();
+      brokerState.close();
       const closed = new ConnectError("the transport was closed", Code.Canceled);
       closing.abort(closed);
-      for (const call of [...inFlight]) call.abandon(closed);
+      for (const call of liveness.inFlight()) call.abandon(closed);
       await link.release();
     },
   };
@@ -541,4 +550,63 @@ async function firstOnly<T>(messages: AsyncIterable<T>): Promise<T> {
 
 function methodUrl(serverId: string, method: DescMethod): string {
   return `mqtt://${encodeURIComponent(serverId)}/${method.parent.typeName}/${method.name}`;
+}
+
+/**
+ * What a transport knows about its broker connection beyond "up or down":
+ * the last error the MQTT client reported, to name the cause when a call
+ * cannot reach the broker.
+ */
+class BrokerState {
+  private lastError: unknown;
+  private readonly onError = (e: unknown) => {
+    this.lastError = e;
+  };
+
+  constructor(private readonly link: MqttLink) {
+    link.client.on("error", this.onError);
+  }
+
+  close(): void {
+    this.link.client.off("error", this.onError);
+  }
+
+  /** The message of the UNAVAILABLE error for a call that could not reach the broker. */
+  unreachable(waitError: unknown, graceMs: number): string {
+    const cause = describeError(this.lastError ?? waitError);
+    const where = brokerAddress(this.link);
+    return this.link.client.connected
+      ? `cannot use the MQTT broker${where}: ${cause}`
+      : `cannot reach the MQTT broker${where} within ${graceMs} ms (connectGraceMs): ${cause}`;
+  }
+}
+
+function brokerAddress(link: MqttLink): string {
+  const { protocol, host, hostname, port } = link.client.options as {
+    protocol?: string;
+    host?: string;
+    hostname?: string;
+    port?: number;
+  };
+  const name = hostname ?? host;
+  if (name === undefined) return "";
+  return ` at ${protocol ?? "mqtt"}://${name}${port !== undefined ? `:${port}` : ""}`;
+}
+
+/** A cause in words: error codes and broker reason codes rather than MQTT.js class names. */
+function describeError(e: unknown): string {
+  if (e === undefined) return "the connection is down";
+  if (typeof e !== "object" || e === null) return String(e);
+  const { code, message, packet } = e as {
+    code?: unknown;
+    message?: unknown;
+    packet?: { reasonCode?: number; granted?: number[] };
+  };
+  if (packet !== undefined) {
+    const refused = packet.granted?.find((g) => g >= 0x80) ?? packet.reasonCode;
+    return `the broker refused the subscription${refused !== undefined ? ` (reason code 0x${refused.toString(16)})` : ""}`;
+  }
+  const text = typeof message === "string" && message !== "" ? message : String(e);
+  if (typeof code === "string" && !text.includes(code)) return `${code}: ${text}`;
+  return text;
 }

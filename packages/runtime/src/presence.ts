@@ -10,13 +10,28 @@ import { type Presence, Presence_State, PresenceSchema } from "./gen/mqrpc/v1/wi
 import type { MqttLink } from "./mqtt-link.js";
 import type { TopicScheme } from "./topic-scheme.js";
 
+/** The Presence version this runtime writes and believes (the protocol version). */
+const PRESENCE_VERSION = 2;
+
 /** Encodes a presence announcement. */
 export function encodePresence(
   instance: string,
   state: Presence_State,
   shared: boolean,
+  incarnation: number,
 ): Uint8Array {
-  return toBinary(PresenceSchema, create(PresenceSchema, { version: 1, state, instance, shared }));
+  return toBinary(
+    PresenceSchema,
+    create(PresenceSchema, { version: PRESENCE_VERSION, state, instance, shared, incarnation }),
+  );
+}
+
+/** A random non-zero uint32 naming one run of a server (Presence.incarnation). */
+export function newIncarnation(): number {
+  const word = new Uint32Array(1);
+  do globalThis.crypto.getRandomValues(word);
+  while (word[0] === 0);
+  return word[0] as number;
 }
 
 /** Quiet time after the last retained announcement before deciding. */
@@ -56,8 +71,13 @@ export class PresenceWatch {
       this.settledAt = new Promise<void>((resolve) => {
         // Retained announcements of several instances arrive one by one: wait
         // for a short quiet spell after the last one, or for an online one,
-        // or for settleMs when there are none at all.
-        let timer = setTimeout(done, this.settleMs);
+        // or for settleMs when there are none at all. Some may have arrived
+        // before the grant was processed: then only the quiet spell is left.
+        if (this.availability === "online") {
+          resolve();
+          return;
+        }
+        let timer = setTimeout(done, this.instances.size > 0 ? QUIET_MS : this.settleMs);
         const undo = this.onChange(() => {
           clearTimeout(timer);
           if (this.availability === "online") done();
@@ -87,6 +107,17 @@ export class PresenceWatch {
     for (const p of this.instances.values())
       if (p.state === Presence_State.ONLINE && p.shared) return true;
     return false;
+  }
+
+  /** What `instance` last announced, if anything. */
+  stateOf(instance: string): Presence_State | undefined {
+    return this.instances.get(instance)?.state;
+  }
+
+  /** The incarnation an online instance announced, if it is online. */
+  incarnationOf(instance: string): number | undefined {
+    const p = this.instances.get(instance);
+    return p?.state === Presence_State.ONLINE ? p.incarnation : undefined;
   }
 
   /** The ids of the instances that announce themselves online. */
@@ -137,11 +168,16 @@ export class PresenceWatch {
     if (payload.byteLength === 0) {
       this.instances.delete(instance);
     } else {
+      let presence: Presence;
       try {
-        this.instances.set(instance, fromBinary(PresenceSchema, payload));
+        presence = fromBinary(PresenceSchema, payload);
       } catch {
         return;
       }
+      // A presence of another protocol version cannot be believed: its
+      // server would not understand this client's frames.
+      if (presence.version !== PRESENCE_VERSION) return;
+      this.instances.set(instance, presence);
     }
     const online = this.availability === "online";
     // Only a dropped link (the last will) earns a grace period; an instance

@@ -29,6 +29,15 @@ export class ReorderWindow<T> {
   }
 
   /**
+   * Forgets everything from `seq` on, as if it had never arrived: the frame
+   * at `seq` could not be taken, and it and what followed will come again.
+   */
+  rewind(seq: number): void {
+    if (seq < this.next) this.next = seq;
+    this.early?.clear();
+  }
+
+  /**
    * Offers the frame with sequence number `seq`. Returns the frames now
    * deliverable in order (possibly none), `"duplicate"` for a sequence number
    * seen before, or `"overflow"` when the frame lies beyond the window.

@@ -12,6 +12,8 @@ export interface RoutedCall {
   onFrame(frame: CallFrame): void;
   /** Sends a Ping if the call has lasted at least `intervalMs` by `now`. */
   heartbeat(now: number, intervalMs: number): void;
+  /** The link came back: find out at once what was lost meanwhile. */
+  resync(): void;
 }
 
 /** See the module comment. */
@@ -20,6 +22,11 @@ export class ReplyRouter {
   readonly clientKey: string;
   /** Resolves once the reply subscription is granted. */
   readonly ready: Promise<void>;
+  /**
+   * This router's session (Open.session): a random non-zero number. Call
+   * ids count up from a random start within it (PROTOCOL.md section 6).
+   */
+  readonly session: number;
   private readonly calls = new Map<number, RoutedCall>();
   private nextId: number;
   private heartbeatMs = 0;
@@ -33,12 +40,33 @@ export class ReplyRouter {
       );
     }
     const topic = scheme.replyTopic(this.clientKey);
-    link.routeExact(topic, (_topic, payload) => this.dispatch(payload));
+    const unroute = link.routeExact(topic, (_topic, payload) => this.dispatch(payload));
     this.ready = link.subscribe(topic);
-    // Ids start at random so that a restarted client reusing its MQTT client
-    // id does not collide with calls the server still remembers.
-    this.nextId = 1 + Math.floor(Math.random() * 0x7fff_ffff);
+    const words = new Uint32Array(2);
+    globalThis.crypto.getRandomValues(words);
+    this.session = (words[0] as number) || 1;
+    // Ids start at random (below 2^31, so they do not wrap for billions of
+    // calls) so that a restarted client reusing its MQTT client id does not
+    // collide with calls the server still runs.
+    this.nextId = 1 + ((words[1] as number) >>> 1);
+    // Every reconnect after the first connect: each call asks its peer at
+    // once for what may have been lost, rather than at its next heartbeat.
+    let connectedBefore = link.client.connected;
+    const onConnect = () => {
+      if (connectedBefore) for (const call of [...this.calls.values()]) call.resync();
+      connectedBefore = true;
+    };
+    link.client.on("connect", onConnect);
+    this.dispose = () => {
+      link.client.off("connect", onConnect);
+      unroute();
+      clearInterval(this.heartbeatTimer);
+      this.heartbeatTimer = undefined;
+    };
   }
+
+  /** Stops routing and listening; the link's last user of this router calls it. */
+  readonly dispose: () => void;
 
   /** Calls in flight. */
   get size(): number {

@@ -16,6 +16,9 @@ import {
 import type { MetadataEntry } from "./gen/mqrpc/v1/wire_pb.js";
 import { entriesToHeaders } from "./metadata.js";
 
+/** The longest delay a Node or browser timer takes without wrapping around. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** What a {@link ServerCallContext} is made from. */
 export interface ServerCallContextInit {
   readonly method: DescMethod;
@@ -55,7 +58,8 @@ export class ServerCallContext implements HandlerContext {
     if (init.timeoutMs > 0) {
       const deadline = Date.now() + init.timeoutMs;
       this.timeoutMs = () => deadline - Date.now();
-      this.deadlineTimer = setTimeout(this.onDeadline, init.timeoutMs);
+      // Node's timers wrap delays of 2^31 ms and more to 1 ms.
+      this.deadlineTimer = setTimeout(this.onDeadline, Math.min(init.timeoutMs, MAX_TIMER_MS));
     } else {
       this.timeoutMs = noTimeout;
     }

@@ -18,7 +18,6 @@ import {
   transformInvokeImplementation,
 } from "@connectrpc/connect/protocol";
 import { abortable } from "./abortable.js";
-import type { ByteBudget } from "./chunk-assembler.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import type { CallFrame } from "./frame-codec.js";
 import { FrameReceiver, type ReceivedEvent, type ReceiverSink } from "./frame-receiver.js";
@@ -28,6 +27,7 @@ import { MessageGroupEncoder } from "./message-group-encoder.js";
 import { MessageQueue } from "./message-queue.js";
 import { headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
+import type { ReassemblyBudget } from "./reassembly-budget.js";
 import { ServerCallContext } from "./server-call-context.js";
 import { errorToEnd } from "./status.js";
 import type { RequestAddress } from "./topic-scheme.js";
@@ -41,19 +41,32 @@ const OK = create(StatusSchema, { code: 0 });
 /** How often a call without heartbeats checks for lost request frames. */
 const DEFAULT_PROGRESS_CHECK_MS = 10_000;
 
+/**
+ * How long an ended call whose caller sends no heartbeats keeps its
+ * unacknowledged frames for a caller that may still ask for them.
+ */
+const DRAIN_WITHOUT_HEARTBEAT_MS = 60_000;
+
 /** What a call needs from the server that runs it. */
 export interface ServerCallHost {
   readonly serverId: string;
   readonly instanceId: string;
+  /** This server process's incarnation (Presence.incarnation). */
+  readonly incarnation: number;
   readonly shared: boolean;
   readonly interceptors: Interceptor[];
   readonly maxMessageBytes: number;
   readonly receiveWindow: number;
   /** Shared cap on the bytes of partly received request messages. */
-  readonly reassemblyBudget: ByteBudget;
+  readonly reassemblyBudget: ReassemblyBudget;
   /** Aborts every handler when the server shuts down. */
   readonly shutdownSource: SignalSource;
-  /** Told once when the call is over and its End frame was handed to MQTT. */
+  /** Told once when the handler's part is over: the call no longer holds a slot. */
+  callEnded(call: ServerCall): void;
+  /**
+   * Told once when the call is over and forgotten: its End frame was handed
+   * to MQTT and, when End.ack asked for it, acknowledged (or given up on).
+   */
   callFinished(call: ServerCall): void;
   /** Publishes a frame of call `callId` to the caller's reply topic. */
   publishReply(clientKey: string, callId: number, frame: Uint8Array): void;
@@ -87,7 +100,10 @@ export class ServerCall implements FrameOutput, ReceiverSink {
   private lastHeard = Date.now();
   private lastProgressCheck = Date.now();
   private requestsComplete = false;
+  /** The handler's part is over: its End went out (or the caller cancelled). */
   private ended = false;
+  /** When the End went out, while the call waits for the caller's acknowledgement. */
+  private drainingSince: number | undefined;
   private isFinished = false;
   private finishedWaiters: Array<() => void> | undefined;
 
@@ -104,12 +120,10 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     // The call is its sender's output and its receiver's sink: no adapter
     // objects or closures per call.
     this.sender = new FrameSender(callId, this, DEFAULT_WINDOW);
-    this.receiver = new FrameReceiver(
-      host.receiveWindow,
-      host.maxMessageBytes,
-      this,
-      host.reassemblyBudget,
-    );
+    this.receiver = new FrameReceiver(host.receiveWindow, host.maxMessageBytes, this, {
+      budget: host.reassemblyBudget,
+      owner: address.clientKey,
+    });
     if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
   }
 
@@ -147,9 +161,33 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     return this.requestQueue;
   }
 
+  /** Whether the call waits for the caller to acknowledge its End. */
+  get draining(): boolean {
+    return this.drainingSince !== undefined;
+  }
+
+  /** The handler's part is over; the call is finished now, or once its End is acknowledged. */
+  private markEnded(): void {
+    this.host.callEnded(this);
+    if (
+      !this.cancelled &&
+      !this.shuttingDown &&
+      this.sender.endNeedsAck &&
+      this.sender.endFrame !== undefined
+    ) {
+      this.drainingSince = Date.now();
+      this.sender.onAcknowledged(() => {
+        if (this.sender.acknowledgedUpTo(this.sender.sequence)) this.markFinished();
+      });
+      return;
+    }
+    this.markFinished();
+  }
+
   private markFinished(): void {
     if (this.isFinished) return;
     this.isFinished = true;
+    this.drainingSince = undefined;
     this.host.callFinished(this);
     const waiters = this.finishedWaiters;
     this.finishedWaiters = undefined;
@@ -157,18 +195,42 @@ export class ServerCall implements FrameOutput, ReceiverSink {
   }
 
   /**
-   * Whether the caller has been silent for three heartbeat intervals by
-   * `now`: it vanished, and the call should be cancelled.
+   * Called by the server's sweep every second. A running call whose caller
+   * has been silent for three heartbeat intervals is ended with UNAVAILABLE
+   * (the End waits in the caller's session, and is kept, for when it comes
+   * back); a draining call whose caller went silent, or that waited long
+   * enough, is forgotten. Otherwise, once per heartbeat interval, asks the
+   * caller to send again what seems lost (FrameReceiver.checkProgress).
    */
-  callerSilent(now: number): boolean {
-    return this.heartbeatMs > 0 && now - this.lastHeard > 3 * this.heartbeatMs;
+  sweep(now: number): void {
+    if (this.isFinished) return;
+    const silent = this.heartbeatMs > 0 && now - this.lastHeard > 3 * this.heartbeatMs;
+    if (this.drainingSince !== undefined) {
+      if (silent || now - this.drainingSince > DRAIN_WITHOUT_HEARTBEAT_MS) this.markFinished();
+      return;
+    }
+    if (this.ended) return;
+    if (silent) {
+      this.expire(
+        new ConnectError(
+          `the server ended the call: no heartbeat from the caller for ${now - this.lastHeard} ms`,
+          Code.Unavailable,
+        ),
+      );
+      return;
+    }
+    this.checkProgress(now);
   }
 
   /**
-   * Called by the server's sweep. Once per heartbeat interval, asks the
-   * caller to send again what seems lost (see FrameReceiver.checkProgress).
+   * Asks the caller at once for the request frames that may be lost: the
+   * server's link to the broker came back.
    */
-  checkProgress(now: number): void {
+  resync(): void {
+    if (!this.ended && !this.requestsComplete) this.receiver.requestResend();
+  }
+
+  private checkProgress(now: number): void {
     const interval = this.heartbeatMs > 0 ? this.heartbeatMs : DEFAULT_PROGRESS_CHECK_MS;
     if (now - this.lastProgressCheck < interval) return;
     this.lastProgressCheck = now;
@@ -186,26 +248,62 @@ export class ServerCall implements FrameOutput, ReceiverSink {
    * handler to one shared signal.)
    */
   shutdown(reason: ConnectError): void {
-    this.context?.abort(reason);
+    this.shuttingDown = true;
+    if (this.drainingSince !== undefined) this.markFinished();
+    else this.context?.abort(reason);
   }
+
+  /** Set by {@link shutdown}: the End goes out, but nobody waits for its acknowledgement. */
+  private shuttingDown = false;
 
   /** Cancels the handler, as a Cancel frame from the caller would; no End is sent. */
   cancel(reason: ConnectError): void {
-    if (this.ended) return;
+    if (this.ended) {
+      if (this.drainingSince !== undefined) {
+        // The caller gave up on a call that was over: stop waiting for its acknowledgement.
+        this.markFinished();
+      } else if (!this.isFinished) {
+        // The End is still on its way out (a large response): stop sending it.
+        this.cancelled = true;
+        this.context?.abort(reason);
+      }
+      return;
+    }
     this.cancelled = true;
     if (this.context !== undefined) {
       this.context.abort(reason);
     } else {
       this.ended = true;
       this.receiver.dispose();
-      this.markFinished();
+      this.markEnded();
+    }
+  }
+
+  /** Ends the call with `reason` as its status, as a deadline would. */
+  private expire(reason: ConnectError): void {
+    if (this.context !== undefined) {
+      this.context.abort(reason);
+    } else {
+      this.fail(reason);
     }
   }
 
   /** A frame the caller published for this call. */
   onFrame(frame: CallFrame): void {
-    if (this.ended) return;
+    if (this.isFinished) return;
     this.lastHeard = Date.now();
+    if (this.ended) {
+      // Over, but its last frames may still be asked for or acknowledged.
+      const kind = frame.kind;
+      if (kind.case === "credit") {
+        this.sender.onCredit(kind.value.limit, kind.value.received, kind.value.resend);
+      } else if (kind.case === "ping") {
+        this.sendPong();
+      } else if (kind.case === "cancel") {
+        this.cancel(new ConnectError("the caller cancelled the call", Code.Canceled));
+      }
+      return;
+    }
     switch (frame.kind.case) {
       case "cancel":
         this.cancel(
@@ -220,7 +318,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         return;
       }
       case "ping":
-        this.sender.sendUnsequenced({ case: "pong", value: {} });
+        this.sendPong();
         return;
       case "pong":
       case "headers":
@@ -257,7 +355,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         this.direct =
           (spec.kind === "unary" || spec.kind === "server_streaming") &&
           this.host.interceptors.length === 0;
-        if (event.open.window > 0) this.sender.credit.grant(event.open.window);
+        if (event.open.window > 0) this.sender.grantWindow(event.open.window);
         this.heartbeatMs = event.open.heartbeatMs;
         if (this.host.shared) {
           // Tell the caller which replica owns the call before it sends more
@@ -367,31 +465,34 @@ export class ServerCall implements FrameOutput, ReceiverSink {
           void this.end(e, undefined, context);
         })
       : undefined;
+    let it: AsyncIterator<unknown> | undefined;
+    let done = false;
     try {
-      const it = spec.impl(input, context)[Symbol.asyncIterator]();
+      it = spec.impl(input, context)[Symbol.asyncIterator]();
       for (;;) {
         // A deadline, cancellation or shutdown ends the call through the
         // context's abort hook; the loop only has to notice.
         const next = await it.next();
-        if (this.ended) {
-          it.return?.()?.catch(() => {});
-          return;
-        }
-        if (next.done === true) break;
+        if (next.done === true) done = true;
+        if (this.ended || done) break;
         if (!this.headersSent) this.sendHeaders(context.responseHeader);
-        const message = create(output, next.value);
+        const message = create(output, next.value as MessageShape<DescMessage>);
         const sending = group !== undefined ? group.add(message) : send(toBinary(output, message));
         if (sending !== undefined) await sending;
-        if (this.ended) {
-          it.return?.()?.catch(() => {});
-          return;
-        }
+        if (this.ended) break;
       }
-      const rest = group?.flush();
-      if (rest !== undefined) await rest;
-      await this.end(undefined, undefined, context);
+      if (!this.ended) {
+        const rest = group?.flush();
+        if (rest !== undefined) await rest;
+        await this.end(undefined, undefined, context);
+      }
     } catch (e) {
       await this.end(e, undefined, context);
+    } finally {
+      // However the loop ended (the call was cancelled while the handler
+      // waited for credit, a send failed, the server shut down), a generator
+      // that did not finish is closed, so its finally blocks run.
+      if (!done) closeQuietly(it);
     }
   }
 
@@ -400,8 +501,11 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     const output = spec.method.output;
     // Connect's helpers copy the context: they get a plain snapshot of it.
     const plain = context.snapshot();
+    let it: AsyncIterator<MessageShape<DescMessage>> | undefined;
+    let done = false;
     try {
       if (spec.kind === "unary") {
+        done = true;
         const input = await abortable(single(this.requests), plain.signal);
         const response = await abortable(
           invokeUnaryImplementation(spec, plain, input, this.host.interceptors),
@@ -415,37 +519,40 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         plain,
         this.host.interceptors,
       )(this.requests);
-      const it = responses[Symbol.asyncIterator]();
+      it = responses[Symbol.asyncIterator]();
       for (;;) {
         // A deadline, cancellation or shutdown ends the call through the
         // context's abort hook; the loop only has to notice.
         const next = await it.next();
-        if (this.ended) {
-          it.return?.().catch(() => {});
-          return;
-        }
-        if (next.done === true) break;
+        if (next.done === true) done = true;
+        if (this.ended || done) break;
         const bytes = toBinary(output, next.value);
         if (spec.kind === "client_streaming") {
           await this.end(undefined, bytes, context);
-          void it.return?.();
-          return;
+          break;
         }
         if (!this.headersSent) this.sendHeaders(plain.responseHeader);
         const sending = this.sender.sendMessage(bytes, plain);
         if (sending !== undefined) await sending;
-        if (this.ended) return;
+        if (this.ended) break;
       }
-      await this.end(undefined, undefined, context);
+      if (!this.ended) await this.end(undefined, undefined, context);
     } catch (e) {
       await this.end(e, undefined, context);
+    } finally {
+      if (!done) closeQuietly(it);
     }
   }
 
   private sendAccept(): void {
     this.sender.sendControl({
       case: "headers",
-      value: { headers: [], instance: this.host.instanceId, window: this.host.receiveWindow },
+      value: {
+        headers: [],
+        instance: this.host.instanceId,
+        window: this.host.receiveWindow,
+        incarnation: this.host.incarnation,
+      },
     });
   }
 
@@ -457,11 +564,16 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         headers: headersToEntries(headers),
         instance: this.host.shared ? this.host.instanceId : "",
         window: this.host.receiveWindow,
+        incarnation: this.host.incarnation,
       },
     });
   }
 
-  /** Sends the End frame (unless the caller cancelled) and releases the call. */
+  /**
+   * Sends the End frame (unless the caller cancelled) and releases the
+   * handler's slot; the call is forgotten once the End is acknowledged when
+   * it asked to be (End.ack).
+   */
   private async end(
     error: unknown,
     message: Uint8Array | undefined,
@@ -474,6 +586,8 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         const headers = this.headersSent ? undefined : context.responseHeaderIfSet;
         const trailers = context.responseTrailerIfSet;
         if (error === undefined) {
+          // A caller's Cancel (or the deadline) while a large response is
+          // still being chunked aborts the context, and with it this send.
           await this.sender.sendEnd(
             {
               status: OK,
@@ -481,13 +595,12 @@ export class ServerCall implements FrameOutput, ReceiverSink {
               trailers: trailers ? headersToEntries(trailers) : [],
             },
             message,
-            this.host.shutdownSource,
+            context,
           );
         } else {
           const reason =
             context.aborted && !(error instanceof ConnectError) ? context.abortReason : error;
-          const end = errorToEnd(reason, trailers ?? new Headers(), headers);
-          this.sender.sendControl({ case: "end", value: end });
+          this.sender.sendEndNow(errorToEnd(reason, trailers ?? new Headers(), headers));
         }
       }
     } catch {
@@ -498,7 +611,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
       // Connect's contract: the handler's signal also fires when the call is
       // done. A reason object avoids a DOMException per call.
       context.abort(CALL_FINISHED);
-      this.markFinished();
+      this.markEnded();
     }
   }
 
@@ -508,12 +621,28 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     if (this.context === undefined) {
       this.ended = true;
       this.receiver.dispose();
-      this.sender.sendControl({ case: "end", value: errorToEnd(error, new Headers()) });
-      this.markFinished();
+      this.sender.sendEndNow(errorToEnd(error, new Headers()));
+      this.markEnded();
       return;
     }
     this.requestQueue?.fail(error);
     void this.end(error, undefined, this.context);
+  }
+
+  private sendPong(): void {
+    this.sender.sendUnsequenced({
+      case: "pong",
+      value: { incarnation: this.host.incarnation, unknown: false },
+    });
+  }
+}
+
+/** Closes an iterator that did not finish; what its return() throws is dropped. */
+function closeQuietly(it: AsyncIterator<unknown> | undefined): void {
+  try {
+    it?.return?.()?.catch(() => {});
+  } catch {
+    // A return() that throws synchronously is the handler's problem, not the call's.
   }
 }
 

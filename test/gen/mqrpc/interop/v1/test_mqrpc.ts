@@ -7,10 +7,9 @@
 /* eslint-disable */
 
 import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";
-import { bindServiceSettings, mergeServiceSettings } from "@mqrpc/runtime";
+import { bindServiceSettings, createMqttClient, mergeServiceSettings } from "@mqrpc/runtime";
 import { TestService, UnimplementedService } from "./test_pb.js";
 import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
-import { createClient } from "@connectrpc/connect";
 
 /**
  * MQTT settings of each method of mqrpc.interop.v1.TestService, resolved at
@@ -36,7 +35,7 @@ export function createTestServiceClient(
   transport: Transport,
   options?: { readonly settings?: ServiceSettings<typeof TestService> | undefined },
 ): Client<typeof TestService> {
-  return createClient(
+  return createMqttClient(
     TestService,
     bindServiceSettings(transport, TestService, mergeServiceSettings(TestServiceMqtt, options?.settings)),
   );
@@ -77,7 +76,7 @@ export function createUnimplementedServiceClient(
   transport: Transport,
   options?: { readonly settings?: ServiceSettings<typeof UnimplementedService> | undefined },
 ): Client<typeof UnimplementedService> {
-  return createClient(
+  return createMqttClient(
     UnimplementedService,
     bindServiceSettings(transport, UnimplementedService, mergeServiceSettings(UnimplementedServiceMqtt, options?.settings)),
   );

@@ -6,10 +6,9 @@
 /* eslint-disable */
 
 import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";
-import { bindServiceSettings, mergeServiceSettings } from "@mqrpc/runtime";
+import { bindServiceSettings, createMqttClient, mergeServiceSettings } from "@mqrpc/runtime";
 import { FileLevelService, ServiceLevelService } from "./settings_pb.js";
 import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
-import { createClient } from "@connectrpc/connect";
 
 /**
  * MQTT settings of each method of mqrpc.test.v1.FileLevelService, resolved at
@@ -34,7 +33,7 @@ export function createFileLevelServiceClient(
   transport: Transport,
   options?: { readonly settings?: ServiceSettings<typeof FileLevelService> | undefined },
 ): Client<typeof FileLevelService> {
-  return createClient(
+  return createMqttClient(
     FileLevelService,
     bindServiceSettings(transport, FileLevelService, mergeServiceSettings(FileLevelServiceMqtt, options?.settings)),
   );
@@ -79,7 +78,7 @@ export function createServiceLevelServiceClient(
   transport: Transport,
   options?: { readonly settings?: ServiceSettings<typeof ServiceLevelService> | undefined },
 ): Client<typeof ServiceLevelService> {
-  return createClient(
+  return createMqttClient(
     ServiceLevelService,
     bindServiceSettings(transport, ServiceLevelService, mergeServiceSettings(ServiceLevelServiceMqtt, options?.settings)),
   );

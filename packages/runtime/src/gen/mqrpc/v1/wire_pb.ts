@@ -1,4 +1,4 @@
-// mqrpc wire protocol, version 1. docs/PROTOCOL.md is the normative text;
+// mqrpc wire protocol, version 2. docs/PROTOCOL.md is the normative text;
 // this file fixes the encoding. Every MQTT PUBLISH of a call carries exactly
 // one Frame; every retained presence PUBLISH carries one Presence.
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mqrpc/v1/wire.proto.
  */
 export const file_mqrpc_v1_wire: GenFile = /*@__PURE__*/
-  fileDesc("ChNtcXJwYy92MS93aXJlLnByb3RvEghtcXJwYy52MSLWAwoFRnJhbWUSDwoHdmVyc2lvbhgBIAEoDRIPCgdjYWxsX2lkGAIgASgNEgsKA3NlcRgDIAEoDRIeCgRvcGVuGAQgASgLMg4ubXFycGMudjEuT3BlbkgAEiQKB2hlYWRlcnMYBSABKAsyES5tcXJwYy52MS5IZWFkZXJzSAASEQoHbWVzc2FnZRgGIAEoDEgAEiAKBWJhdGNoGAcgASgLMg8ubXFycGMudjEuQmF0Y2hIABIgCgVjaHVuaxgIIAEoCzIPLm1xcnBjLnYxLkNodW5rSAASKQoKaGFsZl9jbG9zZRgJIAEoCzITLm1xcnBjLnYxLkhhbGZDbG9zZUgAEhwKA2VuZBgKIAEoCzINLm1xcnBjLnYxLkVuZEgAEiIKBmNhbmNlbBgLIAEoCzIQLm1xcnBjLnYxLkNhbmNlbEgAEiIKBmNyZWRpdBgMIAEoCzIQLm1xcnBjLnYxLkNyZWRpdEgAEh4KBHBpbmcYDSABKAsyDi5tcXJwYy52MS5QaW5nSAASHgoEcG9uZxgOIAEoCzIOLm1xcnBjLnYxLlBvbmdIABIoCgljb2FsZXNjZWQYDyABKAsyEy5tcXJwYy52MS5Db2FsZXNjZWRIAEIGCgRraW5kIkcKDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg4KBHRleHQYAiABKAlIABIQCgZiaW5hcnkYAyABKAxIAEIHCgV2YWx1ZSKgAQoET3BlbhISCgp0aW1lb3V0X21zGAEgASgNEigKB2hlYWRlcnMYAiADKAsyFy5tcXJwYy52MS5NZXRhZGF0YUVudHJ5EhQKB21lc3NhZ2UYAyABKAxIAIgBARISCgpoYWxmX2Nsb3NlGAQgASgIEg4KBndpbmRvdxgFIAEoDRIUCgxoZWFydGJlYXRfbXMYBiABKA1CCgoIX21lc3NhZ2UiVQoHSGVhZGVycxIoCgdoZWFkZXJzGAEgAygLMhcubXFycGMudjEuTWV0YWRhdGFFbnRyeRIQCghpbnN0YW5jZRgCIAEoCRIOCgZ3aW5kb3cYAyABKA0iGQoFQmF0Y2gSEAoIbWVzc2FnZXMYASADKAwiOQoFQ2h1bmsSEgoKdG90YWxfc2l6ZRgBIAEoDRIOCgZvZmZzZXQYAiABKA0SDAoEZGF0YRgDIAEoDCILCglIYWxmQ2xvc2UiTwoGU3RhdHVzEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRImCgdkZXRhaWxzGAMgAygLMhUubXFycGMudjEuRXJyb3JEZXRhaWwiKgoLRXJyb3JEZXRhaWwSDAoEdHlwZRgBIAEoCRINCgV2YWx1ZRgCIAEoDCKeAQoDRW5kEiAKBnN0YXR1cxgBIAEoCzIQLm1xcnBjLnYxLlN0YXR1cxIpCgh0cmFpbGVycxgCIAMoCzIXLm1xcnBjLnYxLk1ldGFkYXRhRW50cnkSKAoHaGVhZGVycxgDIAMoCzIXLm1xcnBjLnYxLk1ldGFkYXRhRW50cnkSFAoHbWVzc2FnZRgEIAEoDEgAiAEBQgoKCF9tZXNzYWdlIhYKBkNhbmNlbBIMCgRjb2RlGAEgASgNIjkKBkNyZWRpdBINCgVsaW1pdBgBIAEoDRIQCghyZWNlaXZlZBgCIAEoDRIOCgZyZXNlbmQYAyABKAgiBgoEUGluZyIGCgRQb25nIiwKCUNvYWxlc2NlZBIfCgZmcmFtZXMYASADKAsyDy5tcXJwYy52MS5GcmFtZSLDAQoIUHJlc2VuY2USDwoHdmVyc2lvbhgBIAEoDRInCgVzdGF0ZRgCIAEoDjIYLm1xcnBjLnYxLlByZXNlbmNlLlN0YXRlEhAKCGluc3RhbmNlGAMgASgJEg4KBnNoYXJlZBgEIAEoCCJbCgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEhAKDFNUQVRFX09OTElORRABEhEKDVNUQVRFX09GRkxJTkUQAhIWChJTVEFURV9ESVNDT05ORUNURUQQA2IGcHJvdG8z");
+  fileDesc("ChNtcXJwYy92MS93aXJlLnByb3RvEghtcXJwYy52MSLWAwoFRnJhbWUSDwoHdmVyc2lvbhgBIAEoDRIPCgdjYWxsX2lkGAIgASgNEgsKA3NlcRgDIAEoDRIeCgRvcGVuGAQgASgLMg4ubXFycGMudjEuT3BlbkgAEiQKB2hlYWRlcnMYBSABKAsyES5tcXJwYy52MS5IZWFkZXJzSAASEQoHbWVzc2FnZRgGIAEoDEgAEiAKBWJhdGNoGAcgASgLMg8ubXFycGMudjEuQmF0Y2hIABIgCgVjaHVuaxgIIAEoCzIPLm1xcnBjLnYxLkNodW5rSAASKQoKaGFsZl9jbG9zZRgJIAEoCzITLm1xcnBjLnYxLkhhbGZDbG9zZUgAEhwKA2VuZBgKIAEoCzINLm1xcnBjLnYxLkVuZEgAEiIKBmNhbmNlbBgLIAEoCzIQLm1xcnBjLnYxLkNhbmNlbEgAEiIKBmNyZWRpdBgMIAEoCzIQLm1xcnBjLnYxLkNyZWRpdEgAEh4KBHBpbmcYDSABKAsyDi5tcXJwYy52MS5QaW5nSAASHgoEcG9uZxgOIAEoCzIOLm1xcnBjLnYxLlBvbmdIABIoCgljb2FsZXNjZWQYDyABKAsyEy5tcXJwYy52MS5Db2FsZXNjZWRIAEIGCgRraW5kIkcKDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg4KBHRleHQYAiABKAlIABIQCgZiaW5hcnkYAyABKAxIAEIHCgV2YWx1ZSKxAQoET3BlbhISCgp0aW1lb3V0X21zGAEgASgNEigKB2hlYWRlcnMYAiADKAsyFy5tcXJwYy52MS5NZXRhZGF0YUVudHJ5EhQKB21lc3NhZ2UYAyABKAxIAIgBARISCgpoYWxmX2Nsb3NlGAQgASgIEg4KBndpbmRvdxgFIAEoDRIUCgxoZWFydGJlYXRfbXMYBiABKA0SDwoHc2Vzc2lvbhgHIAEoDUIKCghfbWVzc2FnZSJqCgdIZWFkZXJzEigKB2hlYWRlcnMYASADKAsyFy5tcXJwYy52MS5NZXRhZGF0YUVudHJ5EhAKCGluc3RhbmNlGAIgASgJEg4KBndpbmRvdxgDIAEoDRITCgtpbmNhcm5hdGlvbhgEIAEoDSIZCgVCYXRjaBIQCghtZXNzYWdlcxgBIAMoDCI5CgVDaHVuaxISCgp0b3RhbF9zaXplGAEgASgNEg4KBm9mZnNldBgCIAEoDRIMCgRkYXRhGAMgASgMIgsKCUhhbGZDbG9zZSJPCgZTdGF0dXMSDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJEiYKB2RldGFpbHMYAyADKAsyFS5tcXJwYy52MS5FcnJvckRldGFpbCIqCgtFcnJvckRldGFpbBIMCgR0eXBlGAEgASgJEg0KBXZhbHVlGAIgASgMIqsBCgNFbmQSIAoGc3RhdHVzGAEgASgLMhAubXFycGMudjEuU3RhdHVzEikKCHRyYWlsZXJzGAIgAygLMhcubXFycGMudjEuTWV0YWRhdGFFbnRyeRIoCgdoZWFkZXJzGAMgAygLMhcubXFycGMudjEuTWV0YWRhdGFFbnRyeRIUCgdtZXNzYWdlGAQgASgMSACIAQESCwoDYWNrGAUgASgIQgoKCF9tZXNzYWdlIhYKBkNhbmNlbBIMCgRjb2RlGAEgASgNIjkKBkNyZWRpdBINCgVsaW1pdBgBIAEoDRIQCghyZWNlaXZlZBgCIAEoDRIOCgZyZXNlbmQYAyABKAgiBgoEUGluZyIsCgRQb25nEhMKC2luY2FybmF0aW9uGAEgASgNEg8KB3Vua25vd24YAiABKAgiLAoJQ29hbGVzY2VkEh8KBmZyYW1lcxgBIAMoCzIPLm1xcnBjLnYxLkZyYW1lItgBCghQcmVzZW5jZRIPCgd2ZXJzaW9uGAEgASgNEicKBXN0YXRlGAIgASgOMhgubXFycGMudjEuUHJlc2VuY2UuU3RhdGUSEAoIaW5zdGFuY2UYAyABKAkSDgoGc2hhcmVkGAQgASgIEhMKC2luY2FybmF0aW9uGAUgASgNIlsKBVN0YXRlEhUKEVNUQVRFX1VOU1BFQ0lGSUVEEAASEAoMU1RBVEVfT05MSU5FEAESEQoNU1RBVEVfT0ZGTElORRACEhYKElNUQVRFX0RJU0NPTk5FQ1RFRBADYgZwcm90bzM");
 
 /**
  * One frame of a call, in either direction.
@@ -23,7 +23,7 @@ export const file_mqrpc_v1_wire: GenFile = /*@__PURE__*/
  */
 export type Frame = Message<"mqrpc.v1.Frame"> & {
   /**
-   * Protocol version. Always 1 for this revision; receivers reject any other.
+   * Protocol version. Always 2 for this revision; receivers reject any other.
    *
    * @generated from field: uint32 version = 1;
    */
@@ -246,12 +246,22 @@ export type Open = Message<"mqrpc.v1.Open"> & {
 
   /**
    * How often the caller sends Ping frames while the call lasts, in
-   * milliseconds; 0 means it does not. A server cancels a call whose caller
+   * milliseconds; 0 means it does not. A server ends a call whose caller
    * has sent nothing for three of these intervals.
    *
    * @generated from field: uint32 heartbeat_ms = 6;
    */
   heartbeatMs: number;
+
+  /**
+   * The caller's session: a random non-zero number the client picks when its
+   * reply subscription starts. Call ids count up from 1 within a session, so
+   * a server remembers which calls of a session finished as a window of ids
+   * rather than one entry per call (docs/PROTOCOL.md section 8).
+   *
+   * @generated from field: uint32 session = 7;
+   */
+  session: number;
 };
 
 /**
@@ -288,6 +298,14 @@ export type Headers = Message<"mqrpc.v1.Headers"> & {
    * @generated from field: uint32 window = 3;
    */
   window: number;
+
+  /**
+   * The incarnation of the server instance that owns the call (see
+   * Presence.incarnation).
+   *
+   * @generated from field: uint32 incarnation = 4;
+   */
+  incarnation: number;
 };
 
 /**
@@ -451,6 +469,15 @@ export type End = Message<"mqrpc.v1.End"> & {
    * @generated from field: optional bytes message = 4;
    */
   message?: Uint8Array | undefined;
+
+  /**
+   * The server keeps the call's unacknowledged frames until the client
+   * acknowledges this End with Credit{received: seq + 1}; the client MUST
+   * send that acknowledgement when this is set.
+   *
+   * @generated from field: bool ack = 5;
+   */
+  ack: boolean;
 };
 
 /**
@@ -537,13 +564,28 @@ export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
   messageDesc(file_mqrpc_v1_wire, 12);
 
 /**
- * Answer to a Ping for a call the server knows. For a call it does not know
- * (and has not recently finished), the server answers with an End frame
- * (UNAVAILABLE) instead, so the caller learns at once that the call is lost.
+ * Answer to a Ping. For a call the server runs, `unknown` is false. For a
+ * call it never saw, `unknown` is true: a caller whose call went to the same
+ * incarnation sends the call again from its Open (the Open was lost on the
+ * way); a caller whose call went to another incarnation fails the call with
+ * UNAVAILABLE (the server restarted and the call may have run).
  *
  * @generated from message mqrpc.v1.Pong
  */
 export type Pong = Message<"mqrpc.v1.Pong"> & {
+  /**
+   * The answering instance's incarnation (Presence.incarnation).
+   *
+   * @generated from field: uint32 incarnation = 1;
+   */
+  incarnation: number;
+
+  /**
+   * The server does not know the call.
+   *
+   * @generated from field: bool unknown = 2;
+   */
+  unknown: boolean;
 };
 
 /**
@@ -583,6 +625,8 @@ export const CoalescedSchema: GenMessage<Coalesced> = /*@__PURE__*/
  */
 export type Presence = Message<"mqrpc.v1.Presence"> & {
   /**
+   * Protocol version: 2.
+   *
    * @generated from field: uint32 version = 1;
    */
   version: number;
@@ -605,6 +649,15 @@ export type Presence = Message<"mqrpc.v1.Presence"> & {
    * @generated from field: bool shared = 4;
    */
   shared: boolean;
+
+  /**
+   * A random non-zero number chosen each time a server process starts
+   * serving. A caller that sees another incarnation of the instance its call
+   * went to knows the call was lost with the old one.
+   *
+   * @generated from field: uint32 incarnation = 5;
+   */
+  incarnation: number;
 };
 
 /**

@@ -6,10 +6,9 @@
 /* eslint-disable */
 
 import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";
-import { bindServiceSettings, mergeServiceSettings } from "@mqrpc/runtime";
+import { bindServiceSettings, createMqttClient, mergeServiceSettings } from "@mqrpc/runtime";
 import { DeviceService } from "./device_pb.js";
 import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
-import { createClient } from "@connectrpc/connect";
 
 /**
  * MQTT settings of each method of mqrpc.example.device.v1.DeviceService,
@@ -34,7 +33,7 @@ export function createDeviceServiceClient(
   transport: Transport,
   options?: { readonly settings?: ServiceSettings<typeof DeviceService> | undefined },
 ): Client<typeof DeviceService> {
-  return createClient(
+  return createMqttClient(
     DeviceService,
     bindServiceSettings(transport, DeviceService, mergeServiceSettings(DeviceServiceMqtt, options?.settings)),
   );
