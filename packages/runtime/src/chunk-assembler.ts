@@ -60,11 +60,13 @@ export class ChunkAssembler {
    * @param maxMessageBytes cap on one message
    * @param budget shared cap on the bytes all reassemblies hold
    * @param owner whose share of the budget this assembler draws on
+   * @param limitName how errors name the limit, e.g. "the server's maxMessageBytes"
    */
   constructor(
     private readonly maxMessageBytes: number,
     private readonly budget?: ReassemblyBudget,
     private readonly owner?: string,
+    private readonly limitName = "maxMessageBytes",
   ) {}
 
   /** Takes over `bytes` the budget reserved for this assembler's next message. */
@@ -136,7 +138,7 @@ export class ChunkAssembler {
       }
       if (chunk.totalSize > this.maxMessageBytes) {
         throw new ConnectError(
-          `message of ${chunk.totalSize} bytes exceeds the limit of ${this.maxMessageBytes} bytes`,
+          `a message of ${chunk.totalSize} bytes exceeds ${this.limitName} (${this.maxMessageBytes} bytes)`,
           Code.ResourceExhausted,
         );
       }

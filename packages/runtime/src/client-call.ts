@@ -128,7 +128,8 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     // The call is its sender's output and its receiver's sink: no adapter
     // objects or closures per call.
     this.sender = new FrameSender(this.callId, this, DEFAULT_WINDOW);
-    this.receiver = new FrameReceiver(init.window, init.maxMessageBytes, this, {
+    const limit = { bytes: init.maxMessageBytes, name: "the transport's maxMessageBytes" };
+    this.receiver = new FrameReceiver(init.window, limit, this, {
       budget: init.reassemblyBudget,
       owner: undefined,
     });

@@ -41,14 +41,18 @@ function collect(window: number, maxMessageBytes: number) {
   const events: ReceivedEvent[] = [];
   const violations: ConnectError[] = [];
   const grants: number[] = [];
-  const receiver = new FrameReceiver(window, maxMessageBytes, {
-    event: (e) => {
-      events.push(e);
-      if (e.type === "message") receiver.took();
+  const receiver = new FrameReceiver(
+    window,
+    { bytes: maxMessageBytes, name: "maxMessageBytes" },
+    {
+      event: (e) => {
+        events.push(e);
+        if (e.type === "message") receiver.took();
+      },
+      violation: (e) => violations.push(e),
+      grant: (l) => grants.push(l),
     },
-    violation: (e) => violations.push(e),
-    grant: (l) => grants.push(l),
-  });
+  );
   return { receiver, events, violations, grants };
 }
 

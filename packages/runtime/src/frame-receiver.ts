@@ -46,6 +46,13 @@ export interface ReassemblyShare {
   readonly owner: string | undefined;
 }
 
+/** The cap on one received message, and how errors name it. */
+export interface MessageLimit {
+  readonly bytes: number;
+  /** e.g. "the server's maxMessageBytes" */
+  readonly name: string;
+}
+
 /** See the module comment. */
 export class FrameReceiver {
   private readonly order: ReorderWindow<SequencedFrame>;
@@ -66,11 +73,11 @@ export class FrameReceiver {
 
   /**
    * @param window frames the peer may send beyond what the consumer released
-   * @param maxMessageBytes cap on one reassembled message
+   * @param limit cap on one message, inline or reassembled
    */
   constructor(
     private readonly window: number,
-    private readonly maxMessageBytes: number,
+    private readonly limit: MessageLimit,
     private readonly sink: ReceiverSink,
     private readonly reassembly?: ReassemblyShare,
   ) {
@@ -147,7 +154,7 @@ export class FrameReceiver {
     const expected = this.order.expected;
     const stalled = expected === this.lastCheckedExpected;
     this.lastCheckedExpected = expected;
-    if (stalled && (this.order.buffered > 0 || (moreExpected && expected > 0))) {
+    if (stalled && (this.order.buffered > 0 || moreExpected)) {
       this.requestResend();
     }
   }
@@ -172,6 +179,7 @@ export class FrameReceiver {
   /** Processes one in-order frame; false when it could not be taken (no room). */
   private process(frame: SequencedFrame): boolean {
     const kind = frame.kind;
+    if (this.oversizeInline(frame)) return true;
     switch (kind.case) {
       case "open":
         this.credit.processedFrame(frame.seq, kind.value.message !== undefined ? 1 : 0);
@@ -196,9 +204,10 @@ export class FrameReceiver {
         let message: Uint8Array | undefined | typeof NO_ROOM;
         try {
           this.assembler ??= new ChunkAssembler(
-            this.maxMessageBytes,
+            this.limit.bytes,
             this.reassembly?.budget,
             this.reassembly?.owner,
+            this.limit.name,
           );
           message = this.assembler.push(kind.value);
         } catch (e) {
@@ -228,6 +237,25 @@ export class FrameReceiver {
         // Unsequenced kinds never reach the receiver; the call routes them.
         return true;
     }
+  }
+
+  /** Fails the call when a message carried inline is above the limit. */
+  private oversizeInline(frame: SequencedFrame): boolean {
+    const kind = frame.kind;
+    let largest = 0;
+    if (kind.case === "message") largest = kind.value.byteLength;
+    else if (kind.case === "open" || kind.case === "end")
+      largest = kind.value.message?.byteLength ?? 0;
+    else if (kind.case === "batch")
+      for (const m of kind.value.messages) largest = Math.max(largest, m.byteLength);
+    if (largest <= this.limit.bytes) return false;
+    this.fail(
+      new ConnectError(
+        `a message of ${largest} bytes exceeds ${this.limit.name} (${this.limit.bytes} bytes)`,
+        Code.ResourceExhausted,
+      ),
+    );
+    return true;
   }
 
   /**

@@ -104,10 +104,12 @@ export class FrameSender {
   private lastResend = { at: 0, from: -1 };
   private acknowledgedListener: (() => void) | undefined;
 
+  /** @param now clock for pacing resends, replaceable in tests */
   constructor(
     private readonly callId: number,
     private readonly output: FrameOutput,
     initialWindow: number,
+    private readonly now: () => number = Date.now,
   ) {
     this.credit = new SendCredit(initialWindow);
   }
@@ -370,7 +372,7 @@ export class FrameSender {
     }
     this.credit.grant(Math.min(limit, this.retainedFrom + MAX_UNACKNOWLEDGED_FRAMES));
     if (resend && this.retained.length > 0) {
-      const now = Date.now();
+      const now = this.now();
       const from = Math.max(received, this.retainedFrom);
       if (from !== this.lastResend.from || now - this.lastResend.at >= RESEND_INTERVAL_MS) {
         this.lastResend = { at: now, from };

@@ -15,6 +15,7 @@ import {
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { type CallFrame, decodeCallFrames, encodeFrame } from "./frame-codec.js";
+import type { MessageLimit } from "./frame-receiver.js";
 import { Presence_State } from "./gen/mqrpc/v1/wire_pb.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -132,6 +133,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   readonly shared: boolean;
   readonly interceptors: Interceptor[];
   readonly maxMessageBytes: number;
+  readonly maxMessageLimit: MessageLimit;
   readonly receiveWindow: number;
   readonly reassemblyBudget: ReassemblyBudget;
   private readonly maxPublishBytes: number;
@@ -168,6 +170,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       options.maxMessageBytes,
       DEFAULT_MAX_MESSAGE_BYTES,
     );
+    this.maxMessageLimit = {
+      bytes: this.maxMessageBytes,
+      name: `server "${options.serverId}"'s maxMessageBytes`,
+    };
     this.maxPublishBytes = positiveInteger(
       "maxPublishBytes",
       options.maxPublishBytes,

@@ -20,7 +20,12 @@ import {
 import { abortable } from "./abortable.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import type { CallFrame } from "./frame-codec.js";
-import { FrameReceiver, type ReceivedEvent, type ReceiverSink } from "./frame-receiver.js";
+import {
+  FrameReceiver,
+  type MessageLimit,
+  type ReceivedEvent,
+  type ReceiverSink,
+} from "./frame-receiver.js";
 import { type FrameOutput, FrameSender, type SignalSource } from "./frame-sender.js";
 import { StatusSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { MessageGroupEncoder } from "./message-group-encoder.js";
@@ -55,7 +60,8 @@ export interface ServerCallHost {
   readonly incarnation: number;
   readonly shared: boolean;
   readonly interceptors: Interceptor[];
-  readonly maxMessageBytes: number;
+  /** The cap on one request message, named as errors should name it. */
+  readonly maxMessageLimit: MessageLimit;
   readonly receiveWindow: number;
   /** Shared cap on the bytes of partly received request messages. */
   readonly reassemblyBudget: ReassemblyBudget;
@@ -120,7 +126,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     // The call is its sender's output and its receiver's sink: no adapter
     // objects or closures per call.
     this.sender = new FrameSender(callId, this, DEFAULT_WINDOW);
-    this.receiver = new FrameReceiver(host.receiveWindow, host.maxMessageBytes, this, {
+    this.receiver = new FrameReceiver(host.receiveWindow, host.maxMessageLimit, this, {
       budget: host.reassemblyBudget,
       owner: address.clientKey,
     });
