@@ -524,19 +524,38 @@ function mapMessages<O>(call: ClientCall, decode: (bytes: Uint8Array) => O): Asy
       const it = call.responses[Symbol.asyncIterator]();
       const finish = (): Promise<IteratorResult<O>> =>
         call.done.then(() => ({ done: true, value: undefined }));
-      return {
+      const iterator: AsyncIterator<O> = {
         next: () =>
           it
             .next()
             .then((r) => (r.done === true ? finish() : { done: false, value: decode(r.value) })),
         return: (value?: unknown) => {
+          dropped?.unregister(iterator);
           void it.return?.(value);
           return Promise.resolve({ done: true, value: undefined });
         },
       };
+      // Connect's promise client hides return() from the caller, so a
+      // caller that breaks out of a plain createClient stream is noticed
+      // only when its iterator is collected (createMqttClient tells at once).
+      dropped?.register(iterator, call, iterator);
+      return iterator;
     },
   };
 }
+
+/** Cancels the call of a response stream whose iterator was dropped unfinished. */
+const dropped =
+  typeof FinalizationRegistry === "function"
+    ? new FinalizationRegistry<ClientCall>((call) =>
+        call.abandon(
+          new ConnectError(
+            "the caller dropped the response stream without reading it to the end",
+            Code.Canceled,
+          ),
+        ),
+      )
+    : undefined;
 
 async function firstOnly<T>(messages: AsyncIterable<T>): Promise<T> {
   const it = messages[Symbol.asyncIterator]();
