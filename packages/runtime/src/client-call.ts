@@ -292,14 +292,15 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
   /** Reply frames for this call, routed by call id. */
   onFrame(frame: CallFrame): void {
     if (this.finished) return;
-    this.lastHeard = Date.now();
     switch (frame.kind.case) {
       case "credit": {
+        this.lastHeard = Date.now();
         const { limit, received, resend } = frame.kind.value;
         this.sender.onCredit(limit, received, resend);
         return;
       }
       case "pong": {
+        this.lastHeard = Date.now();
         const { incarnation, unknown } = frame.kind.value;
         if (!unknown) {
           this.incarnation ??= incarnation;
@@ -328,7 +329,10 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
       case "halfClose":
         return;
       default:
-        this.receiver.accept(frame);
+        // Only news counts as hearing from the server: a server that lost
+        // the frames before an End it kept would otherwise keep a call alive
+        // forever by answering every ping with that End again.
+        if (this.receiver.accept(frame)) this.lastHeard = Date.now();
     }
   }
 

@@ -114,12 +114,15 @@ export class FrameReceiver {
     this.assembler?.reset();
   }
 
-  /** Offers a sequenced frame of this call and direction. */
-  accept(frame: SequencedFrame): void {
-    if (this.failed || this.budgetWait !== undefined) return;
+  /**
+   * Offers a sequenced frame of this call and direction. Returns whether it
+   * was new (not a duplicate, nor dropped for want of room).
+   */
+  accept(frame: SequencedFrame): boolean {
+    if (this.failed || this.budgetWait !== undefined) return false;
     const before = this.order.expected;
     const ready = this.order.accept(frame.seq, frame);
-    if (ready === "duplicate") return;
+    if (ready === "duplicate") return false;
     if (ready === "overflow") {
       this.fail(
         new ConnectError(
@@ -127,20 +130,21 @@ export class FrameReceiver {
           Code.ResourceExhausted,
         ),
       );
-      return;
+      return false;
     }
     for (const next of ready) {
-      if (this.failed) return;
+      if (this.failed) return true;
       if (!this.process(next)) {
         // No room to reassemble: this frame and the ones after it come again.
         this.order.rewind(next.seq);
-        return;
+        return false;
       }
     }
     if (this.recovering > 0 && this.order.expected > before) {
       this.recovering = Math.max(0, this.recovering - (this.order.expected - before));
       this.scheduleAck();
     }
+    return true;
   }
 
   /**

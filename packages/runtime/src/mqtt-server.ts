@@ -68,12 +68,19 @@ export interface MqttServerOptions {
   readonly maxConcurrentCalls?: number;
   /** Calls in progress at once from one caller (default 1000). */
   readonly maxCallsPerClient?: number;
-  /** Finished calls remembered to drop redelivered requests (default 10000, for 5 minutes). */
+  /**
+   * End frames of finished calls kept (up to 1 KiB each, for 5 minutes) to
+   * send again to a caller that missed one (default 10000). Redelivered
+   * requests are recognised by caller-session windows regardless
+   * (docs/PROTOCOL.md section 8).
+   */
   readonly completedCallMemory?: number;
   /**
    * Bytes that partly received (chunked) request messages may hold across
-   * all calls (default 64 MiB, at least twice maxMessageBytes); a chunk
-   * beyond it fails its call with RESOURCE_EXHAUSTED.
+   * all calls (default 64 MiB, at least twice maxMessageBytes; must be at
+   * least maxMessageBytes); one caller may hold a quarter of it (at least
+   * maxMessageBytes). A message that finds no room waits: the caller is
+   * asked to send it again once there is (backpressure, not an error).
    */
   readonly maxReassemblyBytes?: number;
   /** Request frames a caller may send ahead of the handler (default 64). */

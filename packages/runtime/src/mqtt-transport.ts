@@ -42,6 +42,9 @@ import { ReassemblyBudget } from "./reassembly-budget.js";
 import { ReplyRouter } from "./reply-router.js";
 import { TopicScheme } from "./topic-scheme.js";
 
+/** The longest delay a timer takes without wrapping around (2^31 ms wrap to 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Options of {@link createMqttTransport}. */
 export interface MqttTransportOptions {
   /** The broker: URL, MQTT.js options or an existing `MqttClient` to share. */
@@ -77,17 +80,23 @@ export interface MqttTransportOptions {
   /**
    * Bytes that partly received (chunked) response messages may hold across
    * all calls of this transport (default 64 MiB, at least twice
-   * maxMessageBytes).
+   * maxMessageBytes; must be at least maxMessageBytes). When it is full, a
+   * call's response waits (the server is asked to send it again once there
+   * is room): backpressure, not an error.
    */
   readonly maxReassemblyBytes?: number;
   /** Response frames the server may send ahead of the reader (default 64). */
   readonly receiveWindow?: number;
   /**
    * How often each call in flight pings its server, in milliseconds (default
-   * 10000; 0 turns heartbeats off). A server cancels a call whose caller was
-   * silent for three intervals, so a caller that vanished frees the
-   * server's resources; a server that lost the call (restart) answers the
-   * ping with UNAVAILABLE.
+   * 10000; 0 turns heartbeats off). A server ends a call whose caller was
+   * silent for three intervals (UNAVAILABLE), so a caller that vanished
+   * frees the server's resources; the caller ends a call with UNAVAILABLE
+   * when the server said nothing for four intervals (the server is gone, or
+   * the broker link was down that long); a server that never saw the call
+   * or restarted answers the ping so the call is sent again or fails
+   * (docs/PROTOCOL.md section 15.3). Also the interval at which lost reply
+   * frames are asked for again.
    */
   readonly heartbeatMs?: number;
   /**
@@ -321,7 +330,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
         expired.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
       const left = deadline - Date.now();
       if (left <= 0) expire();
-      else timer = setTimeout(expire, left);
+      else timer = setTimeout(expire, Math.min(left, MAX_TIMER_MS));
       signals.push(expired.signal);
     }
     return { signal: AbortSignal.any(signals), cleanup: () => clearTimeout(timer) };

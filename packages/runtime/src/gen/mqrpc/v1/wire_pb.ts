@@ -255,9 +255,10 @@ export type Open = Message<"mqrpc.v1.Open"> & {
 
   /**
    * The caller's session: a random non-zero number the client picks when its
-   * reply subscription starts. Call ids count up from 1 within a session, so
-   * a server remembers which calls of a session finished as a window of ids
-   * rather than one entry per call (docs/PROTOCOL.md section 8).
+   * reply subscription starts. Call ids count up within a session (from a
+   * random start), so a server remembers which calls of a session started
+   * as a window of ids rather than one entry per call (docs/PROTOCOL.md
+   * section 8).
    *
    * @generated from field: uint32 session = 7;
    */
