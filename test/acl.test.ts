@@ -9,16 +9,27 @@ import { readFileSync } from "node:fs";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { connectAsync } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { encodeFrame } from "../packages/runtime/src/frame-codec.js";
+import { decodeCallFrames, encodeFrame } from "../packages/runtime/src/frame-codec.js";
+import { Presence_State } from "../packages/runtime/src/gen/mqrpc/v1/wire_pb.js";
+import { encodePresence } from "../packages/runtime/src/presence.js";
 import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
 import { type MosquittoBroker, mosquittoAvailable, startMosquitto } from "./brokers/mosquitto.js";
 import type { BrokerTarget } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
 import { interopService } from "./support/interop-service.js";
-import { Closer, startServer, startTransport } from "./support/rpc-fixture.js";
+import { Closer, deferred, startServer, startTransport } from "./support/rpc-fixture.js";
 
-const documentedAcl = readFileSync(new URL("../docs/mosquitto-acl.conf", import.meta.url), "utf8");
-const users = { "dev-42": "server-secret", alice: "alice-secret", bob: "bob-secret" };
+const shippedAcl = readFileSync(new URL("../docs/mosquitto-acl.conf", import.meta.url), "utf8");
+/** The shipped ACL with a second server's block, made from the first one's as the file says. */
+const documentedAcl = `${shippedAcl}\n${shippedAcl
+  .slice(shippedAcl.indexOf("user dev-42"))
+  .replaceAll("dev-42", "dev-43")}`;
+const users = {
+  "dev-42": "server-secret",
+  "dev-43": "other-server-secret",
+  alice: "alice-secret",
+  bob: "bob-secret",
+};
 const SERVER = "dev-42";
 const scheme = new TopicScheme();
 
@@ -91,7 +102,7 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         bob.on("message", (topic) => stolen.push(topic));
         // Mosquitto grants the subscription and applies the read ACL to each
         // message, so the proof is that nothing arrives (checked below).
-        await bob.subscribeAsync(scheme.replyTopic(aliceId), { qos: 1 });
+        await bob.subscribeAsync(scheme.replyFilter(aliceId), { qos: 1 });
         await bob.subscribeAsync("mqrpc/c/#", { qos: 1 });
 
         // Bob tries to inject an End into Alice's calls and to call with Alice's key.
@@ -105,7 +116,7 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
           );
         const inject = [
           ...Array.from({ length: 20 }, (_, i) =>
-            bob.publishAsync(scheme.replyTopic(aliceId), forged(i + 1), { qos: 1 }),
+            bob.publishAsync(scheme.replyTopic(aliceId, SERVER), forged(i + 1), { qos: 1 }),
           ),
           bob.publishAsync(
             scheme.requestTopic(SERVER, TestService.typeName, "EmptyCall", aliceId),
@@ -124,6 +135,88 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         );
         expect(results.every((r) => r.payload?.body.byteLength === 8)).toBe(true);
         expect(stolen).toEqual([]);
+      });
+
+      it("a server cannot forge replies to calls made to another server, even knowing the call ids", async () => {
+        // dev-43 is compromised: it sees the caller's call ids in the calls
+        // made to it, and tries to answer the caller's calls to dev-42.
+        const release = deferred();
+        const server = await startServer(closer, target(broker), {
+          serverId: SERVER,
+          mqtt: as(broker, "dev-42", `dev-42-forgery-${protocolVersion}`),
+        });
+        server.service(TestService, {
+          async unaryCall() {
+            await release.promise;
+            return { payload: { body: new Uint8Array(8).fill(42) } };
+          },
+        });
+        const attacker = closer.add(
+          await connectAsync(broker.url, as(broker, "dev-43", `dev-43-${protocolVersion}`)),
+          (c) => c.endAsync(),
+        );
+        const seenIds: number[] = [];
+        attacker.on("message", (_topic, payload) => {
+          for (const frame of decodeCallFrames(payload)) seenIds.push(frame.callId);
+        });
+        await attacker.subscribeAsync("mqrpc/s/dev-43/#", { qos: 1 });
+        await attacker.publishAsync(
+          scheme.presenceTopic("dev-43", "dev-43"),
+          Buffer.from(encodePresence("dev-43", Presence_State.ONLINE, false, 1)),
+          { qos: 1, retain: true },
+        );
+        // One connection for Alice, two transports: one router, one sequence of call ids.
+        const aliceId = `alice-two-${protocolVersion}`;
+        const aliceLink = closer.add(
+          await connectAsync(broker.url, as(broker, "alice", aliceId)),
+          (c) => c.endAsync(),
+        );
+        const toOther = createClient(
+          TestService,
+          startTransport(closer, target(broker), { serverId: "dev-43", mqtt: aliceLink }),
+        );
+        const toDevice = createClient(
+          TestService,
+          startTransport(closer, target(broker), { serverId: SERVER, mqtt: aliceLink }),
+        );
+        await toOther.emptyCall({}, { timeoutMs: 300 }).catch(() => {});
+        expect(seenIds.length).toBeGreaterThan(0);
+        const next = Math.max(...seenIds) + 1;
+        const calls = Array.from({ length: 10 }, () =>
+          toDevice.unaryCall({}, { timeoutMs: 15_000 }),
+        );
+        // Forged Ends for the ids Alice uses next, on dev-42's reply topic
+        // (the ACL refuses) and on dev-43's own (allowed, but not dev-42's).
+        const forged = (id: number) =>
+          Buffer.from(
+            encodeFrame({
+              callId: id,
+              seq: 0,
+              kind: { case: "end", value: { status: { code: 7, message: "forged" } } },
+            }),
+          );
+        const ownTopic = scheme.replyTopic(aliceId, "dev-43");
+        let arrived = 0;
+        aliceLink.on("message", (topic) => {
+          if (topic === ownTopic) arrived++;
+        });
+        const denied = await Promise.allSettled(
+          Array.from({ length: 10 }, (_, i) =>
+            attacker.publishAsync(scheme.replyTopic(aliceId, SERVER), forged(next + i), { qos: 1 }),
+          ),
+        );
+        if (protocolVersion === 5) expect(denied.every((o) => o.status === "rejected")).toBe(true);
+        for (let i = 0; i < 10; i++) {
+          await attacker.publishAsync(ownTopic, forged(next + i), { qos: 1 });
+        }
+        await expect.poll(() => arrived).toBe(10);
+        release.resolve();
+        const results = await Promise.all(calls);
+        expect(results.map((r) => r.payload?.body[0])).toEqual(new Array(10).fill(42));
+        await attacker.publishAsync(scheme.presenceTopic("dev-43", "dev-43"), Buffer.alloc(0), {
+          qos: 1,
+          retain: true,
+        });
       });
 
       it("a caller without publish rights on a method gets a clear error", async () => {

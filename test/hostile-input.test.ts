@@ -135,7 +135,7 @@ forBrokersWhere(
             "no-such-instance",
           ),
           `${scheme.requestBase(serverId)}bad.level/x/y`,
-          scheme.replyTopic(legitKey),
+          scheme.replyTopic(legitKey, serverId),
         ];
         const payloads = fuzzPayloads(FUZZ_FRAMES);
 
@@ -227,7 +227,7 @@ forBrokersWhere(
         const replies: Uint8Array[] = [];
         const scheme = new TopicScheme();
         raw.on("message", (_t, payload) => replies.push(payload));
-        await raw.subscribeAsync(scheme.replyTopic(key), { qos: 1 });
+        await raw.subscribeAsync(scheme.replyTopic(key, serverId), { qos: 1 });
         const topic = scheme.requestTopic(
           serverId,
           TestService.typeName,

@@ -51,7 +51,7 @@ forEachBroker((target) => {
           if (frame.kind.case === "end") ended.resolve();
         }
       });
-      await raw.subscribeAsync(new TopicScheme().replyTopic(raw.options.clientId ?? ""), {
+      await raw.subscribeAsync(new TopicScheme().replyTopic(raw.options.clientId ?? "", serverId), {
         qos: 1,
       });
       const topic = new TopicScheme().requestTopic(

@@ -87,8 +87,8 @@ forEachBroker((target) => {
     }
 
     it("file-level batched_stream batches, a service-level override does not, a method override does", async () => {
-      const { clientId, transport } = await setup();
-      const replies = new TopicScheme().replyTopic(clientId);
+      const { serverId, clientId, transport } = await setup();
+      const replies = new TopicScheme().replyTopic(clientId, serverId);
       const fileLevel = createFileLevelServiceClient(transport);
       const serviceLevel = createServiceLevelServiceClient(transport);
       const drain = async (stream: AsyncIterable<unknown>) => {

@@ -281,11 +281,11 @@ forEachBroker((target) => {
     afterEach(() => closer.closeAll());
 
     /** Counts publishes on one client's reply topic, seen by an observer. */
-    async function replyCounter(clientKey: string) {
+    async function replyCounter(clientKey: string, serverId: string) {
       const observer = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
         c.endAsync(),
       );
-      const topic = new TopicScheme().replyTopic(clientKey);
+      const topic = new TopicScheme().replyTopic(clientKey, serverId);
       let count = 0;
       observer.on("message", (t) => {
         if (t === topic) count++;
@@ -304,7 +304,7 @@ forEachBroker((target) => {
         streamingOutputCall: { batchedStream: batched },
       });
       const clientId = `count-${batched ? "b" : "u"}-${Math.random().toString(36).slice(2, 10)}`;
-      const publishes = await replyCounter(clientId);
+      const publishes = await replyCounter(clientId, serverId);
       const transport = startTransport(closer, target, {
         serverId,
         mqtt: { url: target.url, ...target.mqttOptions, clientId },

@@ -298,7 +298,7 @@ forEachBroker((target) => {
         "UnaryCall",
         clientId,
       );
-      const replyTopic = scheme.replyTopic(clientId);
+      const replyTopic = scheme.replyTopic(clientId, serverId);
       const observer = closer.add(
         await connectAsync(mqttOptions(target).url, target.mqttOptions),
         (c) => c.endAsync(),
@@ -387,7 +387,7 @@ forEachBroker((target) => {
         (c) => c.endAsync(),
       );
       const scheme = new TopicScheme();
-      const replyTopic = scheme.replyTopic(raw.options.clientId ?? "");
+      const replyTopic = scheme.replyTopic(raw.options.clientId ?? "", serverId);
       let replies = 0;
       raw.on("message", (topic) => {
         if (topic === replyTopic) replies++;
@@ -439,7 +439,7 @@ forEachBroker((target) => {
       );
       const scheme = new TopicScheme();
       const replies: Uint8Array[] = [];
-      const replyTopic = scheme.replyTopic(raw.options.clientId ?? "");
+      const replyTopic = scheme.replyTopic(raw.options.clientId ?? "", serverId);
       raw.on("message", (topic, payload) => {
         if (topic === replyTopic) replies.push(payload);
       });

@@ -45,6 +45,8 @@ export interface ClientCallInit {
   readonly method: DescMethod;
   /** The method's request topic on any instance (the transport caches it). */
   readonly topic: string;
+  /** The server's reply topic for this client (the transport caches it). */
+  readonly replyTopic: string;
   /** The caller's cancellation, if it gave one. */
   readonly signal: AbortSignal | undefined;
   /** When the call's deadline expires (`Date.now()` time), if it has one. */
@@ -80,6 +82,8 @@ export interface ClientCallInit {
 /** See the module comment. */
 export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, SignalSource {
   readonly callId: number;
+  /** RoutedCall: where the server the call went to publishes its replies. */
+  readonly replyTopic: string;
   /** Response headers; filled when the server's first frame arrives. */
   readonly header = new Headers();
   /** Response trailers; filled by the End frame. */
@@ -119,6 +123,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
   private abortListener: (() => void) | undefined;
 
   constructor(private readonly init: ClientCallInit) {
+    this.replyTopic = init.replyTopic;
     this.callId = init.router.register(this, init.heartbeatMs);
     this.topic = init.topic;
     this.done = new Promise((resolve, reject) => {

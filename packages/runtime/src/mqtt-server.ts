@@ -338,7 +338,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
 
   publishReply(clientKey: string, callId: number, frame: Uint8Array): void {
     this.link.sendFrame(
-      this.scheme.replyTopic(clientKey),
+      this.scheme.replyTopic(clientKey, this.serverId),
       callId,
       frame,
       this.maxReplyFrameBytes(clientKey),
@@ -350,7 +350,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     const brokerMax = this.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
     return (
       Math.min(this.maxPublishBytes, brokerMax) -
-      this.scheme.replyTopic(clientKey).length -
+      this.scheme.replyTopic(clientKey, this.serverId).length -
       PACKET_OVERHEAD
     );
   }

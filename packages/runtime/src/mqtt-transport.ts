@@ -231,6 +231,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     return topic;
   };
   const sharedInstances = () => presence.onlineInstances();
+  const replyTopic = scheme.replyTopic(router.clientKey, options.serverId);
 
   /** The one instance online and its incarnation, for a server that is not replicated. */
   function soleInstance(): { instance: string | undefined; incarnation: number | undefined } {
@@ -258,6 +259,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       serverId: options.serverId,
       method,
       topic: topicOf(method),
+      replyTopic,
       signal,
       deadline,
       unary,

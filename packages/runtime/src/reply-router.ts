@@ -9,6 +9,11 @@ import type { TopicScheme } from "./topic-scheme.js";
 
 /** A call as the router sees it. */
 export interface RoutedCall {
+  /**
+   * The reply topic of the server the call went to: frames for the call's
+   * id on any other server's reply topic are not the call's (PROTOCOL.md 3.1).
+   */
+  readonly replyTopic: string;
   onFrame(frame: CallFrame): void;
   /** Sends a Ping if the call has lasted at least `intervalMs` by `now`. */
   heartbeat(now: number, intervalMs: number): void;
@@ -39,9 +44,10 @@ export class ReplyRouter {
         "mqtt option: the MQTT client id is empty; mqrpc needs it to address replies",
       );
     }
-    const topic = scheme.replyTopic(this.clientKey);
-    const unroute = link.routeExact(topic, (_topic, payload) => this.dispatch(payload));
-    this.ready = link.subscribe(topic);
+    const unroute = link.routePrefix(scheme.replyBase(this.clientKey), (topic, payload) =>
+      this.dispatch(topic, payload),
+    );
+    this.ready = link.subscribe(scheme.replyFilter(this.clientKey));
     const words = new Uint32Array(2);
     globalThis.crypto.getRandomValues(words);
     this.session = (words[0] as number) || 1;
@@ -114,7 +120,7 @@ export class ReplyRouter {
     (this.heartbeatTimer as { unref?: () => void }).unref?.();
   }
 
-  private dispatch(payload: Uint8Array): void {
+  private dispatch(topic: string, payload: Uint8Array): void {
     let frames: readonly CallFrame[];
     try {
       frames = decodeCallFrames(payload);
@@ -123,6 +129,9 @@ export class ReplyRouter {
       // any call; dropping it keeps every real call intact.
       return;
     }
-    for (const frame of frames) this.calls.get(frame.callId)?.onFrame(frame);
+    for (const frame of frames) {
+      const call = this.calls.get(frame.callId);
+      if (call !== undefined && call.replyTopic === topic) call.onFrame(frame);
+    }
   }
 }

@@ -62,7 +62,8 @@ describe("TopicScheme", () => {
   });
 
   it("names reply, presence and filter topics", () => {
-    expect(scheme.replyTopic("c.1")).toBe("mqrpc/c/c~1");
+    expect(scheme.replyTopic("c.1", "dev 4")).toBe("mqrpc/c/c~1/dev=204");
+    expect(scheme.replyFilter("c.1")).toBe("mqrpc/c/c~1/+");
     expect(scheme.presenceTopic("d", "i")).toBe("mqrpc/p/d/i");
     expect(scheme.presenceFilter("d")).toBe("mqrpc/p/d/+");
     expect(scheme.requestFilter("d")).toBe("mqrpc/s/d/#");
@@ -73,6 +74,6 @@ describe("TopicScheme", () => {
     for (const bad of ["", "a/", "/a", "a//b", "a/+", "a/#", "a b"]) {
       expect(() => new TopicScheme(bad)).toThrow(/topicPrefix/);
     }
-    expect(new TopicScheme("acme/rpc").replyTopic("c")).toBe("acme/rpc/c/c");
+    expect(new TopicScheme("acme/rpc").replyTopic("c", "d")).toBe("acme/rpc/c/c/d");
   });
 });

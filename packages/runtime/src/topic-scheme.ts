@@ -98,7 +98,7 @@ export interface RequestAddress {
  * topic.
  *
  * - requests: `{prefix}/s/{serverId}/{service}/{method}/{clientKey}[/{instance}]`
- * - replies:  `{prefix}/c/{clientKey}`
+ * - replies:  `{prefix}/c/{clientKey}/{serverId}`
  * - presence: `{prefix}/p/{serverId}/{instance}` (retained)
  */
 export class TopicScheme {
@@ -109,8 +109,9 @@ export class TopicScheme {
   /** Encoded segments of proto names and client keys, which repeat on every call. */
   private readonly encoded = new Map<string, string>();
   /**
-   * Reply topics by client key: a server answers the same callers over and
-   * over, and one string per topic also keeps Map lookups on it cheap.
+   * Reply topics by client key and server id: a server answers the same
+   * callers over and over, and one string per topic also keeps Map lookups
+   * on it cheap.
    */
   private readonly replyTopics = new Map<string, string>();
 
@@ -187,15 +188,30 @@ export class TopicScheme {
     }
   }
 
-  /** The topic a server publishes a client's reply frames to. */
-  replyTopic(clientKey: string): string {
-    let topic = this.replyTopics.get(clientKey);
+  /**
+   * The topic server `serverId` publishes a client's reply frames to. One
+   * per server, so that a broker ACL lets each server write only its own
+   * and a reply is attributable to the server the call went to.
+   */
+  replyTopic(clientKey: string, serverId: string): string {
+    const key = `${clientKey}\n${serverId}`;
+    let topic = this.replyTopics.get(key);
     if (topic === undefined) {
-      topic = `${this.prefix}/c/${this.segment(clientKey)}`;
+      topic = `${this.replyBase(clientKey)}${this.segment(serverId)}`;
       if (this.replyTopics.size >= CACHE_LIMIT) this.replyTopics.clear();
-      this.replyTopics.set(clientKey, topic);
+      this.replyTopics.set(key, topic);
     }
     return topic;
+  }
+
+  /** `{prefix}/c/{clientKey}/`: the part of every reply topic of one client. */
+  replyBase(clientKey: string): string {
+    return `${this.prefix}/c/${this.segment(clientKey)}/`;
+  }
+
+  /** The one filter a client subscribes to for the replies of every server. */
+  replyFilter(clientKey: string): string {
+    return `${this.replyBase(clientKey)}+`;
   }
 
   /** The retained presence topic of one server instance. */
