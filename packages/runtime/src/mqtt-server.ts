@@ -13,6 +13,7 @@ import {
   type ServiceImpl,
 } from "@connectrpc/connect";
 import { CompletedCallRecord } from "./completed-call-record.js";
+import { DropLog, quoted } from "./drop-log.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { type CallFrame, decodeCallFrames, encodeFrame } from "./frame-codec.js";
 import type { MessageLimit } from "./frame-receiver.js";
@@ -87,7 +88,10 @@ export interface MqttServerOptions {
   readonly receiveWindow?: number;
   /** How long `close()` lets calls in progress finish before cancelling them, in ms (default 5000). */
   readonly shutdownTimeoutMs?: number;
-  /** Receives one line per dropped frame; default `console`. */
+  /**
+   * Receives a line per dropped frame (at most 10 a second, then a count of
+   * those left out; topics quoted as JSON strings); default `console`.
+   */
   readonly logger?: MqttServerLogger;
 }
 
@@ -151,6 +155,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly scheme: TopicScheme;
   private readonly link: MqttLink;
   private readonly logger: MqttServerLogger;
+  /** Dropped input, at most 10 lines a second. */
+  private readonly drops: DropLog;
   private readonly methods = new Map<string, Map<string, MethodEntry>>();
   private readonly calls = new Map<string, ServerCall>();
   /** Calls whose handler part is not over, per caller and in all (draining calls do not count). */
@@ -230,6 +236,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       options.shared === true ? encodeTopicSegment(options.serverId) : options.shared || undefined;
     this.shared = this.shareGroup !== undefined;
     this.logger = options.logger ?? console;
+    this.drops = new DropLog(this.logger, `mqrpc server ${quoted(this.serverId)}`);
     this.link = MqttLink.acquire(options.mqtt, (clientId) => ({
       topic: this.scheme.presenceTopic(this.serverId, clientId),
       payload: encodePresence(clientId, Presence_State.DISCONNECTED, this.shared, this.incarnation),
@@ -372,17 +379,15 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private onRequest(topic: string, payload: Uint8Array): void {
     const address = this.scheme.parseRequestTopic(this.serverId, topic);
     if (address === undefined) {
-      this.logger.warn(
-        `mqrpc server "${this.serverId}": dropped a publish on ${topic}: not a request topic`,
-      );
+      this.drops.drop(`dropped a publish on ${quoted(topic)}: not a request topic`);
       return;
     }
     let frames: readonly CallFrame[];
     try {
       frames = decodeCallFrames(payload);
     } catch (e) {
-      this.logger.warn(
-        `mqrpc server "${this.serverId}": dropped a malformed frame on ${topic}: ${e instanceof Error ? e.message : String(e)}`,
+      this.drops.drop(
+        `dropped a malformed frame on ${quoted(topic)}: ${e instanceof Error ? e.message : String(e)}`,
       );
       return;
     }
@@ -423,9 +428,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
     if (frame.kind.case !== "open") return;
     if (frame.seq !== 0) {
-      this.logger.warn(
-        `mqrpc server "${this.serverId}": dropped an open frame with seq ${frame.seq} on ${topic}`,
-      );
+      this.drops.drop(`dropped an open frame with seq ${frame.seq} on ${quoted(topic)}`);
       return;
     }
     if (!this.seen.admit(address.clientKey, frame.kind.value.session, frame.callId)) {
