@@ -13,6 +13,12 @@ import {
   FrameDecodeError,
   PROTOCOL_VERSION,
 } from "./frame-codec.js";
+import {
+  MAX_BATCH_MESSAGES,
+  MAX_COALESCED_FRAMES,
+  MAX_METADATA_BYTES,
+  MAX_METADATA_ENTRIES,
+} from "./frame-decoder.js";
 import { writeCoalesced } from "./frame-encoder.js";
 import { FrameSchema } from "./gen/mqrpc/v1/wire_pb.js";
 
@@ -246,5 +252,41 @@ describe("frame codec", () => {
     expect(() => encodeFrame({ callId: -1, kind: { case: "ping", value: {} } })).toThrow(
       /invalid uint32/,
     );
+  });
+
+  it("refuses what would cost a receiver more than the caps while decoding: metadata, batch messages, coalesced frames", () => {
+    const entries = (n: number, valueBytes = 1) =>
+      Array.from({ length: n }, (_, i) => ({
+        key: `k${i}`,
+        value: { case: "text" as const, value: "v".repeat(valueBytes) },
+      }));
+    const open = (headers: ReturnType<typeof entries>) =>
+      encodeFrame({ callId: 1, kind: { case: "open", value: { headers } } });
+    expect(decodeFrame(open(entries(MAX_METADATA_ENTRIES))).kind.case).toBe("open");
+    expect(() => decodeFrame(open(entries(MAX_METADATA_ENTRIES + 1)))).toThrow(FrameDecodeError);
+    expect(() => decodeFrame(open(entries(2, MAX_METADATA_BYTES / 2)))).toThrow(/metadata larger/);
+    const end = encodeFrame({
+      callId: 1,
+      kind: { case: "end", value: { trailers: entries(600), headers: entries(600) } },
+    });
+    expect(() => decodeFrame(end)).toThrow(/metadata entries/);
+    const batch = (n: number) =>
+      encodeFrame({
+        callId: 1,
+        kind: {
+          case: "batch",
+          value: { messages: Array.from({ length: n }, () => new Uint8Array(0)) },
+        },
+      });
+    expect(decodeFrame(batch(MAX_BATCH_MESSAGES)).kind.case).toBe("batch");
+    expect(() => decodeFrame(batch(MAX_BATCH_MESSAGES + 1))).toThrow(/Batch/);
+    const pings = (n: number) =>
+      writeCoalesced(
+        Array.from({ length: n }, (_, i) =>
+          encodeFrame({ callId: i + 1, kind: { case: "ping", value: {} } }),
+        ),
+      );
+    expect(decodeCallFrames(pings(MAX_COALESCED_FRAMES)).length).toBe(MAX_COALESCED_FRAMES);
+    expect(() => decodeFrame(pings(MAX_COALESCED_FRAMES + 1))).toThrow(/Coalesced/);
   });
 });

@@ -36,12 +36,29 @@ const WIRE_I32 = 5;
 const textDecoder = new TextDecoder();
 
 /** Parses a whole buffer as one Frame. */
+/**
+ * Caps a decoder applies while it reads, before anything else sees a frame
+ * (docs/PROTOCOL.md section 4.3): one publish must not cost a receiver
+ * seconds or gigabytes by announcing many small things.
+ */
+/** Metadata entries in one Open, Headers or End. */
+export const MAX_METADATA_ENTRIES = 1024;
+/** Encoded bytes of the metadata of one Open, Headers or End. */
+export const MAX_METADATA_BYTES = 64 * 1024;
+/** Messages in one Batch. */
+export const MAX_BATCH_MESSAGES = 1024;
+/** Frames in one Coalesced publish. */
+export const MAX_COALESCED_FRAMES = 1024;
+
 export function readFrame(bytes: Uint8Array): Frame {
   return new Reader(bytes).frame(bytes.byteLength);
 }
 
 class Reader {
   private pos = 0;
+  /** Metadata entries and bytes of the Open, Headers or End being read. */
+  private metadataEntries = 0;
+  private metadataBytes = 0;
 
   constructor(private readonly buf: Uint8Array) {}
 
@@ -121,14 +138,20 @@ class Reader {
       const t = this.tag();
       const field = t >>> 3;
       const wire = t & 7;
-      if (field === 1) coalesced.frames.push(this.frame(this.len(wire), true));
-      else this.skip(wire);
+      if (field === 1) {
+        if (coalesced.frames.length >= MAX_COALESCED_FRAMES) {
+          throw new WireFormatError(`more than ${MAX_COALESCED_FRAMES} frames in one Coalesced`);
+        }
+        coalesced.frames.push(this.frame(this.len(wire), true));
+      } else this.skip(wire);
     }
     this.checkEnd(end);
     return coalesced;
   }
 
   private open(end: number): Open {
+    this.metadataEntries = 0;
+    this.metadataBytes = 0;
     const open: Open = {
       $typeName: "mqrpc.v1.Open",
       timeoutMs: 0,
@@ -143,7 +166,7 @@ class Reader {
       const field = t >>> 3;
       const wire = t & 7;
       if (field === 1) open.timeoutMs = this.uint32(wire);
-      else if (field === 2) open.headers.push(this.entry(this.len(wire)));
+      else if (field === 2) open.headers.push(this.metadata(this.len(wire)));
       else if (field === 3) open.message = this.bytes(wire);
       else if (field === 4) open.halfClose = this.bool(wire);
       else if (field === 5) open.window = this.uint32(wire);
@@ -156,6 +179,8 @@ class Reader {
   }
 
   private headers(end: number): Headers {
+    this.metadataEntries = 0;
+    this.metadataBytes = 0;
     const headers: Headers = {
       $typeName: "mqrpc.v1.Headers",
       headers: [],
@@ -167,7 +192,7 @@ class Reader {
       const t = this.tag();
       const field = t >>> 3;
       const wire = t & 7;
-      if (field === 1) headers.headers.push(this.entry(this.len(wire)));
+      if (field === 1) headers.headers.push(this.metadata(this.len(wire)));
       else if (field === 2) headers.instance = this.string(wire);
       else if (field === 3) headers.window = this.uint32(wire);
       else if (field === 4) headers.incarnation = this.uint32(wire);
@@ -183,8 +208,12 @@ class Reader {
       const t = this.tag();
       const field = t >>> 3;
       const wire = t & 7;
-      if (field === 1) batch.messages.push(this.bytes(wire));
-      else this.skip(wire);
+      if (field === 1) {
+        if (batch.messages.length >= MAX_BATCH_MESSAGES) {
+          throw new WireFormatError(`more than ${MAX_BATCH_MESSAGES} messages in one Batch`);
+        }
+        batch.messages.push(this.bytes(wire));
+      } else this.skip(wire);
     }
     this.checkEnd(end);
     return batch;
@@ -211,14 +240,16 @@ class Reader {
   }
 
   private end(end: number): End {
+    this.metadataEntries = 0;
+    this.metadataBytes = 0;
     const result: End = { $typeName: "mqrpc.v1.End", trailers: [], headers: [], ack: false };
     while (this.pos < end) {
       const t = this.tag();
       const field = t >>> 3;
       const wire = t & 7;
       if (field === 1) result.status = this.status(this.len(wire));
-      else if (field === 2) result.trailers.push(this.entry(this.len(wire)));
-      else if (field === 3) result.headers.push(this.entry(this.len(wire)));
+      else if (field === 2) result.trailers.push(this.metadata(this.len(wire)));
+      else if (field === 3) result.headers.push(this.metadata(this.len(wire)));
       else if (field === 4) result.message = this.bytes(wire);
       else if (field === 5) result.ack = this.bool(wire);
       else this.skip(wire);
@@ -300,6 +331,19 @@ class Reader {
     }
     this.checkEnd(end);
     return pong;
+  }
+
+  /** A metadata entry of the Open, Headers or End being read, within the caps. */
+  private metadata(end: number): MetadataEntry {
+    this.metadataEntries++;
+    this.metadataBytes += end - this.pos;
+    if (this.metadataEntries > MAX_METADATA_ENTRIES) {
+      throw new WireFormatError(`more than ${MAX_METADATA_ENTRIES} metadata entries`);
+    }
+    if (this.metadataBytes > MAX_METADATA_BYTES) {
+      throw new WireFormatError(`metadata larger than ${MAX_METADATA_BYTES} bytes`);
+    }
+    return this.entry(end);
   }
 
   private entry(end: number): MetadataEntry {

@@ -2,6 +2,7 @@
  * Collects stream messages for one Batch frame, never more than fit in one
  * publish. Pure bookkeeping; when to flush is the sender's decision.
  */
+import { MAX_BATCH_MESSAGES } from "./frame-decoder.js";
 
 /** Bytes a message adds to a Batch frame: field tag, length varint, data. */
 export function batchEntryBytes(message: Uint8Array): number {
@@ -9,7 +10,7 @@ export function batchEntryBytes(message: Uint8Array): number {
   return 1 + (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5) + n;
 }
 
-/** See the module comment. */
+/** See the module comment; never more messages than a decoder takes (MAX_BATCH_MESSAGES). */
 export class MessageBatcher {
   private messages: Uint8Array[] = [];
   private bytes = 0;
@@ -26,7 +27,9 @@ export class MessageBatcher {
 
   /** Whether `message` can join without the batch exceeding `budget` bytes. */
   fits(message: Uint8Array, budget: number): boolean {
-    return this.bytes + batchEntryBytes(message) <= budget;
+    return (
+      this.messages.length < MAX_BATCH_MESSAGES && this.bytes + batchEntryBytes(message) <= budget
+    );
   }
 
   /** Adds a message. */
