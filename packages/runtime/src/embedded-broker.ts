@@ -62,9 +62,16 @@ export async function startEmbeddedBroker(
     port: boundPort,
     close() {
       closing ??= (async () => {
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-        for (const socket of sockets) socket.destroy();
+        // server.close() only stops accepting; its callback waits for every
+        // accepted connection to end. Clients reconnect rather than leave,
+        // so the connections are ended here: Aedes closes the clients it
+        // knows (publishing their wills), then whatever is left (sockets
+        // that never sent CONNECT, or that Aedes is still closing) is
+        // destroyed.
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         await new Promise<void>((resolve) => aedes.close(() => resolve()));
+        for (const socket of sockets) socket.destroy();
+        await stopped;
       })();
       return closing;
     },

@@ -1,18 +1,22 @@
 /**
  * One MQTT connection as mqrpc uses it: TCP_NODELAY on its socket, one
  * `message` listener that routes by topic to the transports and servers
- * sharing the connection, publish with the broker's packet size in mind, and
- * reference counting so a shared connection closes only when its owner says.
+ * sharing the connection, publish with the broker's packet size in mind,
+ * and reference counting (of the link, its subscriptions and its shared
+ * objects) so that a connection mqrpc opened closes when its last user
+ * leaves, and one the application shared is left as mqrpc found it.
  */
 import {
   connect,
   type IClientOptions,
   type IClientPublishOptions,
-  type IConnackPacket,
   type IPublishPacket,
   MqttClient,
+  type Packet,
 } from "mqtt";
+import { MIN_PUBLISH_BYTES } from "./limits.js";
 import { PublishCoalescer, type PublishFailureListener } from "./publish-coalescer.js";
+import { PacketTooLargeError } from "./publish-error.js";
 
 /**
  * How mqrpc reaches the broker: a URL (`mqtt://host:1883`, `mqtts://…`,
@@ -35,31 +39,78 @@ export interface LinkWill {
   readonly payload: Uint8Array;
 }
 
+/**
+ * One holder's share of a connection-wide object (see
+ * {@link MqttLink.acquireResource}).
+ */
+export interface LinkResourceLease<T> {
+  /** The shared object. */
+  readonly value: T;
+  /**
+   * Gives this share back; the last one disposes of the object. Idempotent.
+   * Resolves once the disposal (if this was the last share) is done.
+   */
+  release(): Promise<void>;
+}
+
 const links = new WeakMap<MqttClient, MqttLink>();
 
 /** MQTT.js copies publish options, so one object serves every publish. */
 const QOS_1: IClientPublishOptions = { qos: 1 };
 
-/** How long closing waits for in-flight publishes before it forces the close. */
-const CLOSE_GRACE_MS = 2000;
+/**
+ * How long closing waits for in-flight publishes (and for the broker to
+ * acknowledge unsubscribing) before it forces the close.
+ */
+export const CLOSE_GRACE_MS = 2000;
+
+/** The MQTT 5 reason code of a DISCONNECT over a packet that was too large. */
+const PACKET_TOO_LARGE = 0x95;
+
+const noop = () => {};
 
 /** Thrown for an `mqtt` option that cannot be used. */
 function configError(message: string): Error {
   return new Error(`mqtt option: ${message}`);
 }
 
+interface SharedResource {
+  readonly value: unknown;
+  /** Shares handed out and not given back; `resource()` shares are never given back. */
+  holders: number;
+  readonly dispose: (() => unknown) | undefined;
+}
+
+interface Subscription {
+  holders: number;
+  readonly granted: Promise<void>;
+  /**
+   * False when MQTT.js found the filter subscribed already (by the
+   * application, on a shared client) and sent nothing: then it is not the
+   * link's to unsubscribe.
+   */
+  ours: boolean;
+}
+
 /** A routed MQTT connection; see the module comment. */
 export class MqttLink {
-  /** The largest MQTT packet the broker accepts, from an MQTT 5 CONNACK. */
-  brokerMaxPacketSize: number | undefined;
   /** Whether mqrpc installed its last will on this connection. */
   readonly willInstalled: boolean;
 
   private readonly exact = new Map<string, TopicHandler>();
   private readonly prefixes = new Map<string, TopicHandler>();
   private refs = 0;
-  private readonly resources = new Map<string, unknown>();
-  private readonly filters = new Set<string>();
+  private readonly resources = new Map<string, SharedResource>();
+  private readonly subscriptions = new Map<string, Subscription>();
+  private readonly oversize = new OversizeWatch();
+  /** From the last MQTT 5 CONNACK. */
+  private connackMaxPacketSize: number | undefined;
+  /** Learned from publishes the broker closed the connection on. */
+  private learnedMaxPacketSize: number | undefined;
+  /** The error of the last publish dropped for being too large (see {@link explain}). */
+  private lastRefusal: PacketTooLargeError | undefined;
+  /** The shared client's own setting, restored when mqrpc leaves it. */
+  private readonly originalMaxListeners: number;
 
   private constructor(
     readonly client: MqttClient,
@@ -67,23 +118,26 @@ export class MqttLink {
     willInstalled: boolean,
   ) {
     this.willInstalled = willInstalled;
+    this.originalMaxListeners = client.getMaxListeners();
+    // Servers add a `connect` listener each; many of them on one connection
+    // are expected, not a leak.
     client.setMaxListeners(0);
-    const onConnect = (connack: IConnackPacket) => {
-      this.brokerMaxPacketSize = connack.properties?.maximumPacketSize;
-      setNoDelay(client);
-    };
-    client.on("connect", onConnect);
+    client.on("packetreceive", this.onPacketReceive);
+    client.on("packetsend", this.onPacketSend);
+    client.on("close", this.onClose);
+    client.on("message", this.onMessage);
+    this.connackMaxPacketSize = client.serverProperties?.maximumPacketSize;
     if (client.connected) setNoDelay(client);
-    client.on("message", (topic, payload, packet) => this.dispatch(topic, payload, packet));
     // An owned client's errors (refused auth, broken socket) surface through
     // the calls that fail; without a listener Node would crash the process.
-    if (owned) client.on("error", () => {});
+    if (owned) client.on("error", noop);
   }
 
   /**
    * Returns the link for `input`, creating the MQTT client when given a URL
    * or options. `will` is installed only on a client mqrpc creates; a shared
-   * `MqttClient` keeps whatever will it was connected with.
+   * `MqttClient` keeps whatever will it was connected with. Every acquire
+   * takes a reference that {@link release} gives back.
    */
   static acquire(input: MqttConnectionInput, will?: (clientId: string) => LinkWill): MqttLink {
     let link: MqttLink;
@@ -98,6 +152,18 @@ export class MqttLink {
     }
     link.refs++;
     return link;
+  }
+
+  /**
+   * The largest MQTT packet the broker accepts, when known: from an MQTT 5
+   * CONNACK, or learned from a publish the broker closed the connection on
+   * (MQTT 3.1.1, see {@link OversizeWatch}); the smaller of the two.
+   */
+  get brokerMaxPacketSize(): number | undefined {
+    const announced = this.connackMaxPacketSize;
+    const learned = this.learnedMaxPacketSize;
+    if (announced === undefined) return learned;
+    return learned === undefined ? announced : Math.min(announced, learned);
   }
 
   /** The MQTT client id; mqrpc derives client keys and instance ids from it. */
@@ -129,13 +195,62 @@ export class MqttLink {
   }
 
   /**
+   * Takes a share of the connection-wide object stored under `key`,
+   * creating it on first use. This is how transports sharing a connection
+   * share one reply subscription and one presence watch per server.
+   *
+   * When the last share is released, the object is disposed of: by
+   * `dispose` if given, else by the object's own `dispose()` method if it
+   * has one. Disposal is where an object undoes what it set up on the link:
+   * its routes (the undo functions of {@link routeExact} and
+   * {@link routePrefix}), its subscriptions ({@link unsubscribe}), its
+   * timers. Objects still held when the link's last reference is released
+   * are disposed of then.
+   */
+  acquireResource<T>(
+    key: string,
+    create: () => T,
+    dispose?: (value: T) => unknown,
+  ): LinkResourceLease<T> {
+    let shared = this.resources.get(key);
+    if (shared === undefined) {
+      const value = create();
+      const own = (value as { dispose?: unknown } | null | undefined)?.dispose;
+      shared = {
+        value,
+        holders: 0,
+        dispose:
+          dispose !== undefined
+            ? () => dispose(value)
+            : typeof own === "function"
+              ? () => (own as () => unknown).call(value)
+              : undefined,
+      };
+      this.resources.set(key, shared);
+    }
+    shared.holders++;
+    const held = shared;
+    let released = false;
+    return {
+      value: held.value as T,
+      release: async () => {
+        if (released) return;
+        released = true;
+        if (--held.holders > 0 || this.resources.get(key) !== held) return;
+        this.resources.delete(key);
+        await held.dispose?.();
+      },
+    };
+  }
+
+  /**
    * Returns the connection-wide object stored under `key`, creating it on
-   * first use. This is how transports sharing a connection share one reply
-   * subscription and one presence watch per server.
+   * first use, for as long as the link lives (it is disposed of with the
+   * link's last reference). Prefer {@link acquireResource}, which lets the
+   * object go when its last user does.
    */
   resource<T>(key: string, create: () => T): T {
-    if (!this.resources.has(key)) this.resources.set(key, create());
-    return this.resources.get(key) as T;
+    return this.acquireResource(key, create).value;
   }
 
   /** Routes messages on exactly `topic` to `handler`. Returns the undo. */
@@ -144,7 +259,9 @@ export class MqttLink {
       throw new Error(`topic ${topic} is already routed on this connection`);
     }
     this.exact.set(topic, handler);
-    return () => this.exact.delete(topic);
+    return () => {
+      if (this.exact.get(topic) === handler) this.exact.delete(topic);
+    };
   }
 
   /** Routes messages on every topic starting with `prefix`. Returns the undo. */
@@ -153,35 +270,70 @@ export class MqttLink {
       throw new Error(`topic prefix ${prefix} is already routed on this connection`);
     }
     this.prefixes.set(prefix, handler);
-    return () => this.prefixes.delete(prefix);
+    return () => {
+      if (this.prefixes.get(prefix) === handler) this.prefixes.delete(prefix);
+    };
   }
 
   /**
-   * Subscribes at QoS 1 and checks the grant: a broker that refuses the
-   * subscription (ACL) answers with a failure code that MQTT.js passes on
-   * without an error.
+   * Subscribes to `filter` at QoS 1 and checks the grant: a broker that
+   * refuses the subscription (ACL) answers with a failure code that MQTT.js
+   * passes on without an error. Counted per filter: only the first
+   * subscriber sends SUBSCRIBE, later ones wait for the same grant, and each
+   * owes one {@link unsubscribe}. A refused subscription is forgotten (the
+   * next subscriber asks again). A filter the application subscribed itself
+   * on a shared client is left subscribed when the link is done with it.
    */
-  async subscribe(filter: string): Promise<void> {
-    this.filters.add(filter);
-    const grants = await this.client.subscribeAsync(filter, { qos: 1 });
-    for (const grant of grants) {
-      if (grant.qos >= 0x80) {
-        throw new Error(`the broker refused the subscription to ${filter} (code ${grant.qos})`);
-      }
+  subscribe(filter: string): Promise<void> {
+    let subscription = this.subscriptions.get(filter);
+    if (subscription === undefined) {
+      const granted = this.client.subscribeAsync(filter, { qos: 1 }).then((grants) => {
+        if (grants.length === 0) created.ours = false;
+        for (const grant of grants) {
+          if (grant.qos >= 0x80) {
+            throw new Error(`the broker refused the subscription to ${filter} (code ${grant.qos})`);
+          }
+        }
+      });
+      const created: Subscription = { holders: 0, granted, ours: true };
+      granted.catch(() => {
+        if (this.subscriptions.get(filter) === created) this.subscriptions.delete(filter);
+      });
+      subscription = created;
+      this.subscriptions.set(filter, subscription);
     }
+    subscription.holders++;
+    return subscription.granted;
   }
 
-  /** Unsubscribes, ignoring a connection that is already gone. */
+  /**
+   * Sends SUBSCRIBE again for a filter this link holds, so that the broker
+   * delivers its retained messages again: after a reconnect that resumed the
+   * session, messages queued meanwhile may have been dropped (a broker's
+   * queue limit) while no new SUBSCRIBE would bring them back.
+   */
+  refresh(filter: string): void {
+    if (!this.subscriptions.has(filter)) return;
+    this.client.subscribe({ [filter]: { qos: 1 }, resubscribe: true } as never, () => {});
+  }
+
+  /**
+   * Gives back one {@link subscribe} of `filter`; the last one unsubscribes.
+   * Waits for the broker's acknowledgement while connected (at most
+   * {@link CLOSE_GRACE_MS}); offline, the UNSUBSCRIBE goes out on reconnect.
+   */
   async unsubscribe(filter: string): Promise<void> {
-    this.filters.delete(filter);
-    if (this.client.disconnecting || this.client.disconnected) return;
-    await this.client.unsubscribeAsync(filter).catch(() => {});
+    const subscription = this.subscriptions.get(filter);
+    if (subscription === undefined || --subscription.holders > 0) return;
+    this.subscriptions.delete(filter);
+    if (subscription.ours) await this.sendUnsubscribe([filter]);
   }
 
   /**
    * Publishes one call frame at QoS 1, sharing the publish with frames of
    * other calls due on the same topic in this turn (see PublishCoalescer),
-   * unless `alone`.
+   * unless `alone`. A publish larger than the broker accepts fails with a
+   * {@link PacketTooLargeError}, reported to `onError`.
    */
   sendFrame(
     topic: string,
@@ -194,53 +346,233 @@ export class MqttLink {
     this.coalescer.send(topic, callId, frame, maxBytes, onError, alone);
   }
 
-  private readonly coalescer = new PublishCoalescer((topic, payload, done) => {
-    this.client.publish(topic, asBuffer(payload), QOS_1, done);
-  });
+  private readonly coalescer = new PublishCoalescer(
+    (topic, payload, done) => {
+      const refusal = this.refusal(topic, payload.byteLength);
+      if (refusal !== undefined) done(refusal);
+      else this.client.publish(topic, asBuffer(payload), QOS_1, done);
+    },
+    undefined,
+    (error) => this.explain(error),
+  );
 
-  /** Publishes at QoS 1 (the default); resolves on PUBACK. */
+  /**
+   * Publishes at QoS 1 (the default); resolves on PUBACK. A publish larger
+   * than the broker accepts rejects with a {@link PacketTooLargeError}.
+   */
   publish(topic: string, payload: Uint8Array, options?: IClientPublishOptions): Promise<void> {
+    const refusal = this.refusal(topic, payload.byteLength);
+    if (refusal !== undefined) return Promise.reject(refusal);
     return new Promise((resolve, reject) => {
       this.client.publish(
         topic,
         asBuffer(payload),
         options ? { qos: 1, ...options } : QOS_1,
-        (error) => (error ? reject(error) : resolve()),
+        (error) => (error ? reject(this.explain(error)) : resolve()),
       );
     });
   }
 
-  /** Drops one reference; the owner's last release ends the connection. */
+  /**
+   * Drops one reference. The last one disposes of the shared objects still
+   * held, unsubscribes what the link still has subscribed and removes the
+   * link's listeners; then a connection mqrpc opened is closed, and a shared
+   * `MqttClient` is left as mqrpc found it (still connected).
+   */
   async release(): Promise<void> {
     // Frames waiting for the end of this turn go to MQTT.js now, so a close
     // right after a call's last frame (a Cancel, an End) still sends it.
     this.coalescer.flushAll();
     if (--this.refs > 0) return;
-    if (this.owned) {
-      // The session is persistent: leave nothing subscribed in it, so the
-      // broker queues nothing for a peer that is gone for good.
-      if (this.client.connected && this.filters.size > 0) {
-        await this.client.unsubscribeAsync([...this.filters]).catch(() => {});
+    if (links.get(this.client) === this) links.delete(this.client);
+    // Everything below that talks to MQTT.js happens before the first await,
+    // so a link made on the same client right after this one (a transport
+    // closed and created again) subscribes after this one unsubscribed.
+    const disposals: Promise<unknown>[] = [];
+    for (const shared of [...this.resources.values()].reverse()) {
+      try {
+        disposals.push(Promise.resolve(shared.dispose?.()).catch(noop));
+      } catch {
+        // Disposal is best effort here: the link goes anyway.
       }
-      // Let publishes in flight finish, but never hang on one the broker
-      // will not acknowledge (a dead link): force the close after a grace.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const graceful = this.client.endAsync(false).catch(() => {});
-      const timedOut = new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), CLOSE_GRACE_MS);
-      });
-      if (await Promise.race([graceful.then(() => false), timedOut])) {
-        await this.client.endAsync(true).catch(() => {});
-      }
-      clearTimeout(timer);
-    } else {
-      links.delete(this.client);
     }
+    this.resources.clear();
+    this.exact.clear();
+    this.prefixes.clear();
+    // The session may be persistent: leave nothing subscribed in it, so the
+    // broker queues nothing for a peer that is gone for good.
+    const filters: string[] = [];
+    for (const [filter, subscription] of this.subscriptions) {
+      if (subscription.ours) filters.push(filter);
+    }
+    this.subscriptions.clear();
+    const unsubscribed =
+      filters.length > 0 && (this.client.connected || !this.owned)
+        ? this.sendUnsubscribe(filters)
+        : Promise.resolve();
+    this.detach();
+    await Promise.all([...disposals, unsubscribed]);
+    if (this.owned) await this.end();
   }
 
-  private dispatch(topic: string, payload: Uint8Array, packet: IPublishPacket): void {
+  /**
+   * Ends a connection mqrpc opened. Publishes in flight may finish, but a
+   * link that is down (reconnecting to a broker that is gone) is ended at
+   * once, and one that drops or does not answer within the grace is forced.
+   */
+  private async end(): Promise<void> {
+    const { client } = this;
+    if (!client.connected) {
+      await client.endAsync(true).catch(noop);
+      return;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let closed: (() => void) | undefined;
+    const graceful = client.endAsync(false).then(
+      () => true,
+      () => true,
+    );
+    const cut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), CLOSE_GRACE_MS);
+      // A graceful end waits for PUBACKs; a connection that drops meanwhile
+      // will never bring them (nor reconnect, since it is ending).
+      closed = () => resolve(false);
+      client.once("close", closed);
+    });
+    const finished = await Promise.race([graceful, cut]);
+    clearTimeout(timer);
+    if (closed !== undefined) client.off("close", closed);
+    // MQTT.js ignores end(true) while a graceful end is pending, so cut the
+    // connection itself (its close handler then stays down: the client is
+    // disconnecting). A no-op when the connection already closed.
+    if (!finished) client.stream?.destroy();
+  }
+
+  /** Removes the listeners the link added and restores the client's listener limit. */
+  private detach(): void {
+    const { client } = this;
+    client.off("packetreceive", this.onPacketReceive);
+    client.off("packetsend", this.onPacketSend);
+    client.off("close", this.onClose);
+    client.off("message", this.onMessage);
+    // An owned client keeps its error listener: ending it may still fail.
+    if (!this.owned) client.setMaxListeners(this.originalMaxListeners);
+  }
+
+  /**
+   * Sends UNSUBSCRIBE. Connected, waits for the acknowledgement for at most
+   * {@link CLOSE_GRACE_MS}; offline, MQTT.js sends it on reconnect (and
+   * stops resubscribing the filters at once), and nothing waits for that.
+   */
+  private sendUnsubscribe(filters: string[]): Promise<void> {
+    if (this.client.disconnecting) return Promise.resolve();
+    const acknowledged = this.client.unsubscribeAsync(filters).then(noop, noop);
+    if (!this.client.connected) return Promise.resolve();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      acknowledged,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CLOSE_GRACE_MS);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * The error for a publish of `payloadBytes` on `topic` that is larger
+   * than the broker is known to accept, or undefined when it may go.
+   */
+  private refusal(topic: string, payloadBytes: number): PacketTooLargeError | undefined {
+    const limit = this.brokerMaxPacketSize;
+    if (limit === undefined) return undefined;
+    // Cheap bound first: header, topic length, packet id, properties, and
+    // at most 3 UTF-8 bytes per UTF-16 unit of the topic.
+    if (payloadBytes + 3 * topic.length + 10 <= limit) return undefined;
+    const bytes = publishPacketBytes(topic, payloadBytes, this.protocolVersion);
+    return bytes <= limit ? undefined : new PacketTooLargeError(bytes, limit, false);
+  }
+
+  /**
+   * MQTT.js fails a publish the link dropped (see {@link refuseOversize})
+   * with a plain "Message removed"; the caller is told why instead.
+   */
+  private explain(error: unknown): unknown {
+    return this.lastRefusal !== undefined &&
+      error instanceof Error &&
+      error.message === "Message removed"
+      ? this.lastRefusal
+      : error;
+  }
+
+  private readonly onPacketReceive = (packet: Packet): void => {
+    switch (packet.cmd) {
+      case "puback":
+      case "pubrec":
+      case "pubcomp":
+        if (packet.messageId !== undefined) this.oversize.acknowledged(packet.messageId);
+        break;
+      case "connack":
+        this.connackMaxPacketSize = packet.properties?.maximumPacketSize;
+        setNoDelay(this.client);
+        break;
+      case "disconnect":
+        if (packet.reasonCode === PACKET_TOO_LARGE) this.oversize.brokerSaidTooLarge();
+        break;
+    }
+  };
+
+  private readonly onPacketSend = (packet: Packet): void => {
+    if (packet.cmd !== "publish" || packet.qos === 0 || packet.messageId === undefined) return;
+    const payload = packet.payload;
+    const payloadBytes = typeof payload === "string" ? utf8Length(payload) : payload.byteLength;
+    this.oversize.sent(
+      packet.messageId,
+      publishPacketBytes(packet.topic, payloadBytes, this.protocolVersion),
+    );
+  };
+
+  private readonly onClose = (): void => {
+    const culprit = this.oversize.closed(this.client.disconnecting);
+    // After the close event: MQTT.js's own close handlers (store replay
+    // teardown, reconnect timer) run first, and the reconnect, which would
+    // send the publish again, is a timer away.
+    if (culprit !== undefined) queueMicrotask(() => this.refuseOversize(culprit));
+  };
+
+  private readonly onMessage = (topic: string, payload: Uint8Array, packet: IPublishPacket) => {
     const handler = this.exact.get(topic) ?? this.prefixHandler(topic);
     handler?.(topic, payload, packet);
+  };
+
+  /**
+   * Drops a publish the broker closed the connection on, so that MQTT.js
+   * does not send it again on every reconnect, fails it (its callback gets
+   * a {@link PacketTooLargeError}) and lowers the link's packet limit, so
+   * that later messages as large are chunked below it.
+   */
+  private refuseOversize(culprit: { messageId: number; bytes: number }): void {
+    const announced = this.connackMaxPacketSize;
+    // A publish over the limit the broker announced (one made directly on a
+    // shared client, bypassing mqrpc) teaches nothing new.
+    if (announced === undefined || culprit.bytes <= announced) {
+      // Anything the broker acknowledged fits; the refused size does not.
+      // Half of it chunks a message like it into pieces that have a fair
+      // chance, and if the broker refuses those too, the limit halves again.
+      const limit = Math.max(
+        this.oversize.largestAcknowledged,
+        Math.floor(culprit.bytes / 2),
+        MIN_PUBLISH_BYTES,
+      );
+      this.learnedMaxPacketSize = Math.min(this.learnedMaxPacketSize ?? limit, limit);
+    }
+    this.lastRefusal = new PacketTooLargeError(
+      culprit.bytes,
+      this.brokerMaxPacketSize ?? culprit.bytes - 1,
+      true,
+    );
+    // The public way to take a publish out of both MQTT.js's `outgoing` map
+    // and its outgoing store (freeing its message id); its callback is
+    // called with "Message removed", which explain() turns into lastRefusal.
+    this.client.removeOutgoingMessage(culprit.messageId);
   }
 
   private prefixHandler(topic: string): TopicHandler | undefined {
@@ -249,6 +581,129 @@ export class MqttLink {
     }
     return undefined;
   }
+}
+
+/** One QoS 1/2 publish the broker has not acknowledged yet. */
+interface InFlight {
+  readonly messageId: number;
+  readonly bytes: number;
+  /** The connection (count of closes before it) it was last written on. */
+  connection: number;
+  /** Consecutive closes of connections it was written on and not acknowledged. */
+  strikes: number;
+}
+
+/**
+ * Recognises a publish the broker closes the connection on because it is
+ * larger than the broker's maximum packet size. On MQTT 3.1.1 that is all a
+ * broker can do (Mosquitto with `max_packet_size`, NATS over its max
+ * payload), and MQTT.js, keeping the unacknowledged publish in its
+ * outgoing store, sends it again first thing on every reconnect: the
+ * connection is poisoned for good.
+ *
+ * A link reset (a flaky network, a broker restart) also closes connections
+ * with publishes in flight, so the watch acts only on a pattern a reset
+ * does not make: the earliest publish written on the connection that was
+ * not acknowledged when it closed (a broker handles publishes in order, so
+ * it is the one the broker choked on) was also written and unacknowledged
+ * when the previous connection that carried publishes closed (MQTT.js
+ * replays its outgoing store first thing, one publish at a time), it is
+ * larger than every publish the broker acknowledged on this link, and it
+ * is larger than {@link MIN_PUBLISH_BYTES} (mqrpc needs at least that
+ * much, so a broker refusing less is beyond help and a small frame is
+ * never taken for an oversize one). An MQTT 5 broker that says so
+ * (DISCONNECT with reason 0x95) needs no second close. Closes of
+ * connections that carried no publish (refused connection attempts) do not
+ * count, and closes mqrpc or the application asked for are ignored.
+ */
+class OversizeWatch {
+  /** Unacknowledged publishes, in the order they were last written. */
+  private readonly inFlight = new Map<number, InFlight>();
+  /** Connections closed so far. */
+  private connection = 0;
+  private wroteOnConnection = false;
+  private toldTooLarge = false;
+  /** The largest packet the broker acknowledged, in bytes. */
+  largestAcknowledged = 0;
+
+  /** A publish (new or replayed) was written to the connection. */
+  sent(messageId: number, bytes: number): void {
+    let publish = this.inFlight.get(messageId);
+    if (publish !== undefined && publish.bytes === bytes) {
+      // A replay: moved to the end, so the map stays in the order written.
+      this.inFlight.delete(messageId);
+      publish.connection = this.connection;
+    } else {
+      publish = { messageId, bytes, connection: this.connection, strikes: 0 };
+    }
+    this.inFlight.set(messageId, publish);
+    this.wroteOnConnection = true;
+  }
+
+  acknowledged(messageId: number): void {
+    const publish = this.inFlight.get(messageId);
+    if (publish === undefined) return;
+    this.inFlight.delete(messageId);
+    if (publish.bytes > this.largestAcknowledged) this.largestAcknowledged = publish.bytes;
+  }
+
+  /** The broker's DISCONNECT said the last packet was too large (MQTT 5). */
+  brokerSaidTooLarge(): void {
+    this.toldTooLarge = true;
+  }
+
+  /**
+   * The connection closed (`onPurpose` when the client is ending). Returns
+   * the publish the broker refused, if the pattern above shows one.
+   */
+  closed(onPurpose: boolean): { messageId: number; bytes: number } | undefined {
+    const connection = this.connection++;
+    const wrote = this.wroteOnConnection;
+    const told = this.toldTooLarge;
+    this.wroteOnConnection = false;
+    this.toldTooLarge = false;
+    if (onPurpose || !wrote) return undefined;
+    let culprit: InFlight | undefined;
+    for (const publish of this.inFlight.values()) {
+      if (publish.connection === connection) {
+        publish.strikes++;
+        culprit ??= publish;
+      } else {
+        publish.strikes = 0;
+      }
+    }
+    if (
+      culprit === undefined ||
+      (culprit.strikes < 2 && !told) ||
+      culprit.bytes <= this.largestAcknowledged ||
+      culprit.bytes <= MIN_PUBLISH_BYTES
+    ) {
+      return undefined;
+    }
+    this.inFlight.delete(culprit.messageId);
+    return culprit;
+  }
+}
+
+/** Size of an MQTT PUBLISH packet at QoS 1 (MQTT 5: without properties). */
+function publishPacketBytes(topic: string, payloadBytes: number, protocolVersion: number): number {
+  const remaining = 2 + utf8Length(topic) + 2 + (protocolVersion === 5 ? 1 : 0) + payloadBytes;
+  const lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4;
+  return 1 + lengthBytes + remaining;
+}
+
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit < 0xdc00) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
 }
 
 /** MQTT.js wants a Buffer; in Node, wrap the bytes without copying them. */

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type CallFrame, decodeCallFrames, encodeFrame } from "./frame-codec.js";
+import { MAX_COALESCED_FRAMES } from "./frame-decoder.js";
 import { PublishCoalescer } from "./publish-coalescer.js";
 
 /** A coalescer whose turns end when the test says, recording what it publishes. */
@@ -68,6 +69,15 @@ describe("PublishCoalescer", () => {
     expect(published.map((p) => p.frames.map((f) => f.seq))).toEqual([[0], [1], [2], [3], [4]]);
   });
 
+  it("never puts more frames in one publish than a decoder takes", () => {
+    const { coalescer, published, endTurn } = harness();
+    const calls = MAX_COALESCED_FRAMES * 2 + 10;
+    for (let id = 1; id <= calls; id++) coalescer.send("t", id, frame(id, 0, 0), 1 << 20, ignore);
+    endTurn();
+    expect(published.every((p) => p.frames.length <= MAX_COALESCED_FRAMES)).toBe(true);
+    expect(published.reduce((n, p) => n + p.frames.length, 0)).toBe(calls);
+  });
+
   it("never exceeds the publish size, and sends a big frame alone after what waits", () => {
     const { coalescer, published, endTurn } = harness();
     coalescer.send("t", 1, frame(1, 0, 100), 400, ignore);
@@ -95,6 +105,26 @@ describe("PublishCoalescer", () => {
     endTurn();
     await new Promise((r) => setImmediate(r));
     expect(failed.sort()).toEqual([1, 2, 3]);
+  });
+
+  it("explains a failure while it happens, and tells the senders after the call stack", async () => {
+    let context: string | undefined;
+    const failures: unknown[] = [];
+    const coalescer = new PublishCoalescer(
+      (_topic, _payload, done) => {
+        // The explanation depends on state that holds only while MQTT.js
+        // reports the failure (the link's refusal of an oversize publish).
+        context = "refused";
+        done(new Error("Message removed"));
+        context = undefined;
+      },
+      undefined,
+      (e) => (context === "refused" ? new Error(`too large (was: ${String(e)})`) : e),
+    );
+    coalescer.send("t", 1, frame(1), 10_000, { publishFailed: (e) => failures.push(e) });
+    expect(failures).toEqual([]);
+    await Promise.resolve();
+    expect(failures.map(String)).toEqual(["Error: too large (was: Error: Message removed)"]);
   });
 
   it("delivers every frame once, per call in order, within the size limit (property)", () => {

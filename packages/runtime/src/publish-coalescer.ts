@@ -13,6 +13,7 @@
  */
 
 import { afterThisTurn } from "./event-loop-turn.js";
+import { MAX_COALESCED_FRAMES } from "./frame-decoder.js";
 import { writeCoalesced } from "./frame-encoder.js";
 
 /**
@@ -56,10 +57,13 @@ export class PublishCoalescer {
   /**
    * @param publish sends one payload (MQTT publish at QoS 1)
    * @param afterTurn runs a function once the current turn is over
+   * @param explain turns the error a publish failed with into the one the
+   *   senders are told, at once (while the failure's context still holds)
    */
   constructor(
     private readonly publish: RawPublish,
     private readonly afterTurn: (fn: () => void) => void = afterThisTurn,
+    private readonly explain: (error: unknown) => unknown = (error) => error,
   ) {}
 
   /**
@@ -95,7 +99,11 @@ export class PublishCoalescer {
       return;
     }
     const sameCall = pending.firstCall === callId || pending.calls?.has(callId);
-    if (sameCall || pending.bytes + frame.byteLength + ENTRY_OVERHEAD > maxBytes) {
+    if (
+      sameCall ||
+      pending.frames.length >= MAX_COALESCED_FRAMES ||
+      pending.bytes + frame.byteLength + ENTRY_OVERHEAD > maxBytes
+    ) {
       this.flush(pending);
       this.pending.set(topic, this.start(topic, callId, frame, onError));
       return;
@@ -142,7 +150,7 @@ export class PublishCoalescer {
   private sendNow(topic: string, frame: Uint8Array, onError: PublishFailureListener): void {
     this.markBusy(topic);
     this.publish(topic, frame, (e) => {
-      if (e !== undefined && e !== null) failLater([onError], e, topic);
+      if (e !== undefined && e !== null) failLater([onError], this.explain(e), topic);
     });
   }
 
@@ -153,12 +161,12 @@ export class PublishCoalescer {
     if (frames.length === 1) {
       const onError = onErrors[0] as PublishFailureListener;
       this.publish(topic, frames[0] as Uint8Array, (e) => {
-        if (e !== undefined && e !== null) failLater([onError], e, topic);
+        if (e !== undefined && e !== null) failLater([onError], this.explain(e), topic);
       });
       return;
     }
     this.publish(topic, writeCoalesced(frames), (e) => {
-      if (e !== undefined && e !== null) failLater(onErrors, e, topic);
+      if (e !== undefined && e !== null) failLater(onErrors, this.explain(e), topic);
     });
   }
 

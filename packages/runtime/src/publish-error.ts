@@ -1,7 +1,9 @@
 /**
  * Maps a failed MQTT publish to the status the caller sees. On MQTT 5 the
  * broker says why in the PUBACK reason code; on 3.1.1 a refused publish is
- * silent (see docs/SECURITY.md) and only a broken connection shows up here.
+ * silent (see docs/SECURITY.md) and only a broken connection shows up here,
+ * except for a publish too large for the broker, which the link recognises
+ * (see {@link PacketTooLargeError}).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -11,8 +13,58 @@ const PACKET_TOO_LARGE = 0x95;
 const QUOTA_EXCEEDED = 0x97;
 const PAYLOAD_FORMAT_INVALID = 0x99;
 
+/**
+ * A publish larger than the broker accepts. Either the broker closed the
+ * connection on it (MQTT 3.1.1 has no other way to refuse it; the link then
+ * dropped it so that MQTT.js does not send it again on every reconnect), or
+ * the link refused it before sending because it exceeds a limit already
+ * known (the MQTT 5 CONNACK maximum packet size, or one learned that way).
+ */
+export class PacketTooLargeError extends Error {
+  /** The MQTT 5 reason code for "Packet too large", as a PUBACK would carry it. */
+  readonly code = PACKET_TOO_LARGE;
+
+  /**
+   * @param packetBytes size of the MQTT packet that was refused
+   * @param limitBytes the largest packet the link now sends on this connection
+   * @param closedByBroker whether the broker closed the connection on it
+   *   (rather than the link refusing it before sending)
+   */
+  constructor(
+    readonly packetBytes: number,
+    readonly limitBytes: number,
+    readonly closedByBroker: boolean,
+  ) {
+    super(
+      closedByBroker
+        ? `the broker closed the connection on a publish of ${packetBytes} bytes, larger than it accepts`
+        : `a publish of ${packetBytes} bytes is larger than the broker accepts (${limitBytes} bytes)`,
+    );
+    this.name = "PacketTooLargeError";
+  }
+
+  /** The explanation a caller or an operator reads, naming the option to set. */
+  describe(topic: string): string {
+    const advice =
+      "set maxPublishBytes to the broker's maximum packet size so that larger messages are chunked";
+    return this.closedByBroker
+      ? `the broker closed the connection on a publish of ${this.packetBytes} bytes to ${topic}, ` +
+          `larger than its maximum packet size; ${advice} ` +
+          `(this connection now keeps publishes to at most ${this.limitBytes} bytes)`
+      : `the publish of ${this.packetBytes} bytes to ${topic} is larger than the broker accepts ` +
+          `(${this.limitBytes} bytes, the maximum packet size it announced or closed the connection over); ${advice}`;
+  }
+
+  override toString(): string {
+    return `${this.name}: ${this.message}; set maxPublishBytes to the broker's maximum packet size`;
+  }
+}
+
 /** Converts the error of a rejected publish to `topic` into a ConnectError. */
 export function publishError(error: unknown, topic: string): ConnectError {
+  if (error instanceof PacketTooLargeError) {
+    return new ConnectError(error.describe(topic), Code.ResourceExhausted);
+  }
   const reason = (error as { code?: unknown } | undefined)?.code;
   const message = error instanceof Error ? error.message : String(error);
   switch (reason) {
