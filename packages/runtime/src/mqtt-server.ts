@@ -295,11 +295,18 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.link.client.on("connect", this.reannounce);
     this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
+    const subscribed: string[] = [];
     try {
-      for (const filter of this.filters) await this.link.subscribe(filter);
+      for (const filter of this.filters) {
+        await this.link.subscribe(filter);
+        subscribed.push(filter);
+      }
     } catch (e) {
+      // Leave a shared MqttClient as it was found.
       clearInterval(this.sweepTimer);
+      this.link.client.off("connect", this.reannounce);
       this.unroute();
+      for (const filter of subscribed) await this.link.unsubscribe(filter);
       await this.link.release();
       throw e;
     }

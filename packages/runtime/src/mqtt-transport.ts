@@ -169,12 +169,22 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   const offlineGraceMs = positiveInteger("offlineGraceMs", options.offlineGraceMs, 3000, 0);
   const connectGraceMs = positiveInteger("connectGraceMs", options.connectGraceMs, 3000, 0);
   const link = MqttLink.acquire(options.mqtt);
-  const router = link.resource(`reply:${scheme.prefix}`, () => new ReplyRouter(link, scheme));
-  const presence = link.resource(`presence:${scheme.prefix}:${options.serverId}`, () => {
-    const watch = new PresenceWatch(link, scheme, options.serverId, presenceTimeoutMs);
-    watch.ready = watch.start();
-    return watch;
-  });
+  // Shared with the other transports on this connection; released on close,
+  // so a shared MqttClient is left as it was found.
+  const routerLease = link.acquireResource(
+    `reply:${scheme.prefix}`,
+    () => new ReplyRouter(link, scheme),
+  );
+  const presenceLease = link.acquireResource(
+    `presence:${scheme.prefix}:${options.serverId}`,
+    () => {
+      const watch = new PresenceWatch(link, scheme, options.serverId, presenceTimeoutMs);
+      watch.ready = watch.start();
+      return watch;
+    },
+  );
+  const router = routerLease.value;
+  const presence = presenceLease.value;
   let started = false;
   const ready = Promise.all([router.ready, presence.ready]).then(() => {
     started = true;
@@ -470,6 +480,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       const closed = new ConnectError("the transport was closed", Code.Canceled);
       closing.abort(closed);
       for (const call of liveness.inFlight()) call.abandon(closed);
+      await Promise.all([presenceLease.release(), routerLease.release()]);
       await link.release();
     },
   };

@@ -66,7 +66,24 @@ export class PresenceWatch {
    */
   start(): Promise<void> {
     const filter = this.scheme.presenceFilter(this.serverId);
-    this.link.routePrefix(filter.slice(0, -1), (topic, payload) => this.onMessage(topic, payload));
+    const unroute = this.link.routePrefix(filter.slice(0, -1), (topic, payload) =>
+      this.onMessage(topic, payload),
+    );
+    // After a reconnect, ask for the retained presence again: announcements
+    // queued while the link was down may have been dropped by the broker.
+    let connectedBefore = this.link.client.connected;
+    const onConnect = () => {
+      if (connectedBefore) this.link.refresh(filter);
+      connectedBefore = true;
+    };
+    this.link.client.on("connect", onConnect);
+    this.undo = () => {
+      unroute();
+      this.link.client.off("connect", onConnect);
+      this.settleNow?.();
+      this.listeners.clear();
+      return this.link.unsubscribe(filter);
+    };
     return this.link.subscribe(filter).then(() => {
       this.settledAt = new Promise<void>((resolve) => {
         // Retained announcements of several instances arrive one by one: wait
@@ -83,6 +100,7 @@ export class PresenceWatch {
           if (this.availability === "online") done();
           else timer = setTimeout(done, QUIET_MS);
         });
+        this.settleNow = done;
         function done() {
           clearTimeout(timer);
           undo();
@@ -91,6 +109,17 @@ export class PresenceWatch {
       });
     });
   }
+
+  /** Stops watching: removes its route, listeners and subscription. */
+  dispose(): Promise<void> {
+    const undo = this.undo;
+    this.undo = undefined;
+    return undo?.() ?? Promise.resolve();
+  }
+
+  private undo: (() => Promise<void>) | undefined;
+  /** Ends the wait for retained announcements at once (when disposed). */
+  private settleNow: (() => void) | undefined;
 
   /** What the announcements say now. */
   get availability(): Availability {
@@ -161,6 +190,37 @@ export class PresenceWatch {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Whether `presence` speaks of an earlier run of `instance` than the one
+   * known: a retained announcement and a live one may arrive in either
+   * order (NATS delivers retained messages late), and a restarted server
+   * keeps its instance id. The departure (OFFLINE, DISCONNECTED) of another
+   * incarnation than the one online, and the ONLINE of an incarnation that
+   * closed on purpose, are both about the past.
+   */
+  private isStale(instance: string, presence: Presence): boolean {
+    const current = this.instances.get(instance);
+    const incarnation = presence.incarnation;
+    if (incarnation === 0) return false;
+    let closed = this.closedRuns.get(instance);
+    if (presence.state === Presence_State.ONLINE) return closed?.includes(incarnation) ?? false;
+    if (presence.state === Presence_State.OFFLINE) {
+      closed ??= [];
+      if (!closed.includes(incarnation)) closed.push(incarnation);
+      // A few are enough to tell late announcements of recent runs apart.
+      if (closed.length > 8) closed.shift();
+      this.closedRuns.set(instance, closed);
+    }
+    return (
+      current?.state === Presence_State.ONLINE &&
+      current.incarnation !== 0 &&
+      current.incarnation !== incarnation
+    );
+  }
+
+  /** Incarnations of each instance that closed on purpose (never to return). */
+  private readonly closedRuns = new Map<string, number[]>();
+
   private onMessage(topic: string, payload: Uint8Array): void {
     const instance = this.scheme.parsePresenceTopic(this.serverId, topic);
     if (instance === undefined) return;
@@ -177,6 +237,7 @@ export class PresenceWatch {
       // A presence of another protocol version cannot be believed: its
       // server would not understand this client's frames.
       if (presence.version !== PRESENCE_VERSION) return;
+      if (this.isStale(instance, presence)) return;
       this.instances.set(instance, presence);
     }
     const online = this.availability === "online";

@@ -68,11 +68,12 @@ export class ReplyRouter {
       unroute();
       clearInterval(this.heartbeatTimer);
       this.heartbeatTimer = undefined;
+      return link.unsubscribe(scheme.replyFilter(this.clientKey));
     };
   }
 
-  /** Stops routing and listening; the link's last user of this router calls it. */
-  readonly dispose: () => void;
+  /** Stops routing, listening and its subscription; the link's last user of this router calls it. */
+  readonly dispose: () => Promise<void>;
 
   /** Calls in flight. */
   get size(): number {
