@@ -1,0 +1,98 @@
+/**
+ * An mqrpc server in a child process, so that a test can kill it with
+ * SIGKILL: no DISCONNECT, no OFFLINE announcement, no cleanup, exactly what
+ * a crashed device does (the broker publishes its last will). Started by
+ * child-server-process.ts as `node --import tsx child-server.ts <config>`.
+ *
+ * It serves TestService.UnaryCall: a request with `responseSize` 0 answers
+ * at once (a probe); any other runs for `handlerMs` (or until cancelled)
+ * and answers with `responseSize` bytes. Every start, end and cancellation
+ * is a JSON line on stdout (synchronous on a pipe, so a line written
+ * before a SIGKILL is never lost). Stdin: `close` closes the server
+ * gracefully; the end of stdin (the parent is gone) exits at once.
+ */
+import { ConnectError } from "@connectrpc/connect";
+import { createMqttServer } from "../../packages/runtime/src/index.js";
+import { TestService } from "../gen/mqrpc/interop/v1/test_pb.js";
+
+/** What the parent passes as the one argument, JSON-encoded. */
+export interface ChildServerConfig {
+  readonly url: string;
+  readonly protocolVersion: 4 | 5;
+  readonly serverId: string;
+  /** The MQTT client id (and so the instance id); generated when absent. */
+  readonly clientId?: string;
+  /** How long a non-probe UnaryCall runs, in ms. */
+  readonly handlerMs: number;
+  readonly shutdownTimeoutMs?: number;
+}
+
+/** One line of the child's stdout. */
+export type ChildEvent =
+  | { readonly event: "ready"; readonly instanceId: string; readonly pid: number }
+  | { readonly event: "started"; readonly id: number; readonly pid: number }
+  | { readonly event: "finished"; readonly id: number; readonly pid: number }
+  | { readonly event: "aborted"; readonly id: number; readonly pid: number; readonly code: number }
+  | { readonly event: "warn"; readonly message: string }
+  | { readonly event: "closed" };
+
+function emit(e: ChildEvent): void {
+  process.stdout.write(`${JSON.stringify(e)}\n`);
+}
+
+async function main(): Promise<void> {
+  const config = JSON.parse(process.argv[2] ?? "{}") as ChildServerConfig;
+  const server = await createMqttServer({
+    serverId: config.serverId,
+    mqtt: {
+      url: config.url,
+      protocolVersion: config.protocolVersion,
+      reconnectPeriod: 200,
+      ...(config.clientId !== undefined ? { clientId: config.clientId } : {}),
+    },
+    shutdownTimeoutMs: config.shutdownTimeoutMs ?? 0,
+    logger: { warn: (message) => emit({ event: "warn", message }) },
+  });
+  server.service(TestService, {
+    async unaryCall(req, ctx) {
+      const id = req.responseSize;
+      if (id === 0) return {};
+      emit({ event: "started", id, pid: process.pid });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(resolve, config.handlerMs);
+          ctx.signal.addEventListener("abort", () => {
+            clearTimeout(timer);
+            reject(ctx.signal.reason);
+          });
+        });
+      } catch (e) {
+        emit({ event: "aborted", id, pid: process.pid, code: ConnectError.from(e).code });
+        throw e;
+      }
+      emit({ event: "finished", id, pid: process.pid });
+      return { payload: { body: new Uint8Array(id) } };
+    },
+    emptyCall() {
+      return {};
+    },
+  });
+  emit({ event: "ready", instanceId: server.instanceId, pid: process.pid });
+  let input = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (chunk: string) => {
+    input += chunk;
+    if (input.includes("close\n")) {
+      void server.close().then(() => {
+        emit({ event: "closed" });
+        process.exit(0);
+      });
+    }
+  });
+  process.stdin.on("end", () => process.exit(0));
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`child server failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});
