@@ -317,8 +317,11 @@ forEachBroker((target) => {
         sizes.map((responseSize) => client.unaryCall({ responseSize })),
       );
       expect(results.map((r) => r.payload?.body.byteLength)).toEqual(sizes);
-      // Every response reached its caller; wait until the observer saw them too.
-      await expect.poll(() => (seen.get(replyTopic) ?? 0) > 0).toBe(true);
+      // Every response reached its caller; wait until the observer saw both
+      // directions too (NATS may deliver one topic to it later than the other).
+      await expect
+        .poll(() => (seen.get(requestTopic) ?? 0) > 0 && (seen.get(replyTopic) ?? 0) > 0)
+        .toBe(true);
       const requests = seen.get(requestTopic) ?? 0;
       const replies = seen.get(replyTopic) ?? 0;
       // Issued in one turn, the requests need a handful of publishes, not 300;
