@@ -443,23 +443,13 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       // not run again. While its End is kept, a caller that missed it gets
       // it by asking (Ping); once it is gone, say so.
       if (done?.end === undefined) {
-        this.publishReply(
-          address.clientKey,
+        this.refuse(
+          address,
           frame.callId,
-          encodeFrame({
-            callId: frame.callId,
-            seq: 0,
-            kind: {
-              case: "end",
-              value: errorToEnd(
-                new ConnectError(
-                  `call ${frame.callId} already ran on server "${this.serverId}" and its reply is no longer kept`,
-                  Code.Unavailable,
-                ),
-                new Headers(),
-              ),
-            },
-          }),
+          new ConnectError(
+            `call ${frame.callId} already ran on server "${this.serverId}" and its reply is no longer kept`,
+            Code.Unavailable,
+          ),
         );
       }
       return;
@@ -487,15 +477,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
                 )
               : undefined;
     if (refusal !== undefined || entry === undefined) {
-      this.publishReply(
-        address.clientKey,
-        frame.callId,
-        encodeFrame({
-          callId: frame.callId,
-          seq: 0,
-          kind: { case: "end", value: errorToEnd(refusal, new Headers()) },
-        }),
-      );
+      this.refuse(address, frame.callId, refusal);
       return;
     }
     const started = new ServerCall(this, key, address, frame.callId, entry);
@@ -506,6 +488,19 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       (this.callsPerClient.get(address.clientKey) ?? 0) + 1,
     );
     started.onFrame(frame);
+  }
+
+  /** Ends a call that does not run here with `error`: an End at seq 0, not kept. */
+  private refuse(address: RequestAddress, callId: number, error: ConnectError | undefined): void {
+    this.publishReply(
+      address.clientKey,
+      callId,
+      encodeFrame({
+        callId,
+        seq: 0,
+        kind: { case: "end", value: errorToEnd(error, new Headers()) },
+      }),
+    );
   }
 
   /**
