@@ -1,11 +1,13 @@
 /**
  * Ends a transport's calls in flight when presence says their server is
- * gone (docs/PROTOCOL.md section 15.2): at once when the instance that has
- * a call closed (OFFLINE) or came back as another incarnation (it restarted
- * and lost the call), after the offline grace when its link dropped (its
- * last will says DISCONNECTED) and it did not return, and for calls whose
+ * gone (docs/PROTOCOL.md section 15.2): when the instance that has a call
+ * closed (OFFLINE) or came back as another incarnation (it restarted and
+ * lost the call), after the offline grace when its link dropped (its last
+ * will says DISCONNECTED) and it did not return, and for calls whose
  * instance is not known yet (a replicated server before it answered), when
- * no instance at all is online.
+ * no instance at all is online. Presence can lag or lose an announcement,
+ * so a call that presence gives up on first asks its server directly
+ * (ClientCall.probe) and ends only if it does not answer.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ClientCall } from "./client-call.js";
@@ -66,10 +68,10 @@ export class CallLiveness {
         if (anyOnline) continue;
         const since = this.presence.offlineSince;
         if (since === undefined) {
-          if (this.presence.availability === "offline") call.abandon(this.offline());
+          if (this.presence.availability === "offline") call.probe(this.offline());
           continue;
         }
-        if (now - since >= this.offlineGraceMs) call.abandon(this.wentOffline());
+        if (now - since >= this.offlineGraceMs) call.probe(this.wentOffline());
         else nextCheck = Math.min(nextCheck, since + this.offlineGraceMs);
         continue;
       }
@@ -77,7 +79,7 @@ export class CallLiveness {
         this.droppedAt.delete(instance);
         const incarnation = this.presence.incarnationOf(instance);
         if (call.incarnation !== undefined && incarnation !== call.incarnation) {
-          call.abandon(
+          call.probe(
             new ConnectError(
               `${this.serverLabel} restarted while the call was in progress; it may or may not have run`,
               Code.Unavailable,
@@ -90,12 +92,12 @@ export class CallLiveness {
           since = now;
           this.droppedAt.set(instance, since);
         }
-        if (now - since >= this.offlineGraceMs) call.abandon(this.wentOffline());
+        if (now - since >= this.offlineGraceMs) call.probe(this.wentOffline());
         else nextCheck = Math.min(nextCheck, since + this.offlineGraceMs);
       } else {
         // Closed on purpose: it finished what it had taken, so calls still
         // in flight reached it too late and will not be answered.
-        call.abandon(this.offline());
+        call.probe(this.offline());
       }
     }
     clearTimeout(this.timer);

@@ -36,6 +36,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 const SILENT_SERVER_INTERVALS = 4;
 
+/** How long a call whose server presence calls gone waits for the server to answer a Ping. */
+const PROBE_MS = 1000;
+
 /** Everything a call needs from its transport. */
 export interface ClientCallInit {
   readonly link: MqttLink;
@@ -287,6 +290,29 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     this.receiver.checkProgress(true);
   }
 
+  /**
+   * Presence says the server instance that has this call is gone (closed,
+   * dropped past its grace, or restarted). Presence can lag behind or lose
+   * an announcement, so ask the server directly: the call ends with
+   * `reason` unless the server answers a Ping (or sends anything new)
+   * within {@link PROBE_MS}. A call whose Open never went out ends at once.
+   */
+  probe(reason: ConnectError): void {
+    if (this.finished || this.probeTimer !== undefined) return;
+    if (!this.sender.started) {
+      this.abandon(reason);
+      return;
+    }
+    const asked = Date.now();
+    this.sender.sendUnsequenced({ case: "ping", value: {} });
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined;
+      if (this.lastHeard < asked) this.abandon(reason);
+    }, PROBE_MS);
+  }
+
+  private probeTimer: ReturnType<typeof setTimeout> | undefined;
+
   /** RoutedCall: the link came back; ask the server about the call at once. */
   resync(): void {
     if (this.finished || !this.sender.started) return;
@@ -308,7 +334,8 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
         this.lastHeard = Date.now();
         const { incarnation, unknown } = frame.kind.value;
         if (!unknown) {
-          this.incarnation ??= incarnation;
+          // The instance that answers has the call: its incarnation is the call's.
+          this.incarnation = incarnation;
           return;
         }
         if (this.incarnation !== undefined && incarnation !== this.incarnation) {
@@ -411,6 +438,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     this.receiver.dispose();
     this.init.router.unregister(this.callId);
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    if (this.probeTimer !== undefined) clearTimeout(this.probeTimer);
     if (this.abortListener !== undefined) {
       this.init.signal?.removeEventListener("abort", this.abortListener);
     }

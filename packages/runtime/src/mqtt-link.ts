@@ -310,11 +310,14 @@ export class MqttLink {
    * Sends SUBSCRIBE again for a filter this link holds, so that the broker
    * delivers its retained messages again: after a reconnect that resumed the
    * session, messages queued meanwhile may have been dropped (a broker's
-   * queue limit) while no new SUBSCRIBE would bring them back.
+   * queue limit) while no new SUBSCRIBE would bring them back. Resolves
+   * on the SUBACK (the retained messages come with it) or a failure.
    */
-  refresh(filter: string): void {
-    if (!this.subscriptions.has(filter)) return;
-    this.client.subscribe({ [filter]: { qos: 1 }, resubscribe: true } as never, () => {});
+  refresh(filter: string): Promise<void> {
+    if (!this.subscriptions.has(filter)) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.client.subscribe({ [filter]: { qos: 1 }, resubscribe: true } as never, () => resolve());
+    });
   }
 
   /**

@@ -195,6 +195,9 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   const liveness = new CallLiveness(presence, serverLabel, offlineGraceMs);
   const brokerState = new BrokerState(link);
 
+  /** Whether presence says some instance serves now (read afresh: messages change it). */
+  const serverOnline = (): boolean => presence.availability === "online";
+
   /** Whether `serverId` went offline so recently that it may be reconnecting. */
   function recentlyOnline(): number {
     const since = presence.offlineSince;
@@ -314,10 +317,15 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       const timeout = AbortSignal.timeout(grace);
       await presence.online(AbortSignal.any([linked, timeout])).catch((e: unknown) => {
         if (!timeout.aborted || linked.aborted) throw e;
-        throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
       });
+      if (!serverOnline()) await abortable(presence.recheck(), linked);
+      if (!serverOnline()) {
+        throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);
+      }
     } else {
       await abortable(presence.settle(), linked);
+      // An announcement may have been lost while this connection stalled.
+      if (!serverOnline()) await abortable(presence.recheck(), linked);
       const availability = presence.availability;
       if (availability === "offline") {
         throw new ConnectError(`${serverLabel} is offline`, Code.Unavailable);

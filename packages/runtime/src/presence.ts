@@ -37,6 +37,9 @@ export function newIncarnation(): number {
 /** Quiet time after the last retained announcement before deciding. */
 const QUIET_MS = 50;
 
+/** Retained presence is asked for again at most this often. */
+const RECHECK_INTERVAL_MS = 1000;
+
 /** Whether a server answers, as far as its presence tells. */
 export type Availability = "online" | "offline" | "unknown";
 
@@ -73,7 +76,7 @@ export class PresenceWatch {
     // queued while the link was down may have been dropped by the broker.
     let connectedBefore = this.link.client.connected;
     const onConnect = () => {
-      if (connectedBefore) this.link.refresh(filter);
+      if (connectedBefore) void this.link.refresh(filter);
       connectedBefore = true;
     };
     this.link.client.on("connect", onConnect);
@@ -85,6 +88,8 @@ export class PresenceWatch {
       return this.link.unsubscribe(filter);
     };
     return this.link.subscribe(filter).then(() => {
+      // Just granted: what is retained arrives now, no need to ask again yet.
+      this.recheckedAt = Date.now();
       this.settledAt = new Promise<void>((resolve) => {
         // Retained announcements of several instances arrive one by one: wait
         // for a short quiet spell after the last one, or for an online one,
@@ -109,6 +114,27 @@ export class PresenceWatch {
       });
     });
   }
+
+  /**
+   * Asks the broker for the retained presence again and resolves once it had
+   * its chance to arrive (the SUBACK, then a short quiet spell), at most
+   * once a second: before a caller gives up on a server that presence says
+   * is not online, in case an announcement was lost on the way (a broker
+   * drops queued messages past its limit while a link stalls).
+   */
+  recheck(): Promise<void> {
+    const now = Date.now();
+    if (now - this.recheckedAt < RECHECK_INTERVAL_MS) return this.rechecking ?? Promise.resolve();
+    this.recheckedAt = now;
+    const filter = this.scheme.presenceFilter(this.serverId);
+    this.rechecking = this.link
+      .refresh(filter)
+      .then(() => new Promise<void>((resolve) => setTimeout(resolve, QUIET_MS)));
+    return this.rechecking;
+  }
+
+  private rechecking: Promise<void> | undefined;
+  private recheckedAt = 0;
 
   /** Stops watching: removes its route, listeners and subscription. */
   dispose(): Promise<void> {
