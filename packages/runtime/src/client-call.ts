@@ -215,7 +215,8 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
       {
         timeoutMs: deadline === undefined ? 0 : Math.max(1, deadline - Date.now()),
         headers: headersToEntries(this.init.header),
-        window: this.init.window,
+        // 0 announces the protocol's default window in no bytes.
+        window: this.init.window === DEFAULT_WINDOW ? 0 : this.init.window,
         heartbeatMs: this.init.heartbeatMs,
         session: this.init.router.session,
       },

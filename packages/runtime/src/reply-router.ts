@@ -28,7 +28,8 @@ export class ReplyRouter {
   /** Resolves once the reply subscription is granted. */
   readonly ready: Promise<void>;
   /**
-   * This router's session (Open.session): a random non-zero number. Call
+   * This router's session (Open.session): a random non-zero number below
+   * 2^14. Call
    * ids count up from a random start within it (PROTOCOL.md section 6).
    */
   readonly session: number;
@@ -50,7 +51,10 @@ export class ReplyRouter {
     this.ready = link.subscribe(scheme.replyFilter(this.clientKey));
     const words = new Uint32Array(2);
     globalThis.crypto.getRandomValues(words);
-    this.session = (words[0] as number) || 1;
+    // Below 2^14: two bytes on the wire. A session only has to differ from
+    // the few earlier sessions of the same client key, and call ids start
+    // at random within it as well.
+    this.session = (words[0] as number) & 0x3fff || 1;
     // Ids start at random (below 2^31, so they do not wrap for billions of
     // calls) so that a restarted client reusing its MQTT client id does not
     // collide with calls the server still runs.

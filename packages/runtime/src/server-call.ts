@@ -556,7 +556,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
       value: {
         headers: [],
         instance: this.host.instanceId,
-        window: this.host.receiveWindow,
+        window: this.host.receiveWindow === DEFAULT_WINDOW ? 0 : this.host.receiveWindow,
         incarnation: this.host.incarnation,
       },
     });
@@ -569,7 +569,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
       value: {
         headers: headersToEntries(headers),
         instance: this.host.shared ? this.host.instanceId : "",
-        window: this.host.receiveWindow,
+        window: this.host.receiveWindow === DEFAULT_WINDOW ? 0 : this.host.receiveWindow,
         incarnation: this.host.incarnation,
       },
     });
