@@ -331,6 +331,18 @@ forEachBroker((target) => {
       expect(replies).toBeLessThanOrEqual(calls / 2);
     });
 
+    it("refuses client ids that a broker ACL would match wrongly, naming the option", async () => {
+      const serverId = uniqueServerId("clientid");
+      for (const clientId of ["alice-c/x", "alice.phone", "alice~phone"]) {
+        expect(() =>
+          createMqttTransport({ mqtt: mqttOptions(target, clientId), serverId }),
+        ).toThrow(/mqtt option: the MQTT client id .* has characters other than/);
+        await expect(
+          createMqttServer({ mqtt: mqttOptions(target, clientId), serverId }),
+        ).rejects.toThrow(/mqtt option: the MQTT client id/);
+      }
+    });
+
     it("garbage on a request topic is dropped with a log line and the server keeps serving", async () => {
       const serverId = uniqueServerId("garbage");
       const warnings: string[] = [];

@@ -37,7 +37,12 @@ import { ReassemblyBudget } from "./reassembly-budget.js";
 import { SeenCalls } from "./seen-calls.js";
 import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call.js";
 import { errorToEnd } from "./status.js";
-import { encodeTopicSegment, type RequestAddress, TopicScheme } from "./topic-scheme.js";
+import {
+  clientIdProblem,
+  encodeTopicSegment,
+  type RequestAddress,
+  TopicScheme,
+} from "./topic-scheme.js";
 
 /** Where the server reports what it drops; defaults to `console`. */
 export interface MqttServerLogger {
@@ -248,11 +253,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
           "if the process dies, callers see it online until their calls time out",
       );
     }
-    if (this.instanceId === "") {
+    const problem = clientIdProblem(this.instanceId);
+    if (problem !== undefined) {
       void this.link.release();
-      throw new Error(
-        "mqtt option: the MQTT client id is empty; the server needs it as its instance id",
-      );
+      throw new Error(`mqtt option: ${problem}`);
     }
   }
 

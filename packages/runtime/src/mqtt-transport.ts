@@ -40,7 +40,7 @@ import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
 import { PresenceWatch } from "./presence.js";
 import { ReassemblyBudget } from "./reassembly-budget.js";
 import { ReplyRouter } from "./reply-router.js";
-import { TopicScheme } from "./topic-scheme.js";
+import { clientIdProblem, TopicScheme } from "./topic-scheme.js";
 
 /** The longest delay a timer takes without wrapping around (2^31 ms wrap to 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -169,6 +169,11 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   const offlineGraceMs = positiveInteger("offlineGraceMs", options.offlineGraceMs, 3000, 0);
   const connectGraceMs = positiveInteger("connectGraceMs", options.connectGraceMs, 3000, 0);
   const link = MqttLink.acquire(options.mqtt);
+  const problem = clientIdProblem(link.clientId);
+  if (problem !== undefined) {
+    void link.release();
+    throw new Error(`mqtt option: ${problem}`);
+  }
   // Shared with the other transports on this connection; released on close,
   // so a shared MqttClient is left as it was found.
   const routerLease = link.acquireResource(

@@ -5,7 +5,7 @@
  */
 import { type CallFrame, decodeCallFrames } from "./frame-codec.js";
 import type { MqttLink } from "./mqtt-link.js";
-import type { TopicScheme } from "./topic-scheme.js";
+import { clientIdProblem, type TopicScheme } from "./topic-scheme.js";
 
 /** A call as the router sees it. */
 export interface RoutedCall {
@@ -40,11 +40,8 @@ export class ReplyRouter {
 
   constructor(link: MqttLink, scheme: TopicScheme) {
     this.clientKey = link.clientId;
-    if (this.clientKey === "") {
-      throw new Error(
-        "mqtt option: the MQTT client id is empty; mqrpc needs it to address replies",
-      );
-    }
+    const problem = clientIdProblem(this.clientKey);
+    if (problem !== undefined) throw new Error(`mqtt option: ${problem}`);
     const unroute = link.routePrefix(scheme.replyBase(this.clientKey), (topic, payload) =>
       this.dispatch(topic, payload),
     );

@@ -1,6 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeTopicSegment, encodeTopicSegment, TopicScheme } from "./topic-scheme.js";
+import {
+  clientIdProblem,
+  decodeTopicSegment,
+  encodeTopicSegment,
+  TopicScheme,
+} from "./topic-scheme.js";
 
 const portable = /^[A-Za-z0-9_~=-]+$/;
 
@@ -75,5 +80,24 @@ describe("TopicScheme", () => {
       expect(() => new TopicScheme(bad)).toThrow(/topicPrefix/);
     }
     expect(new TopicScheme("acme/rpc").replyTopic("c", "d")).toBe("acme/rpc/c/c/d");
+  });
+
+  it("accepts as client keys only ids that appear in topics unencoded, so ACL patterns on the client id hold", () => {
+    for (const ok of ["alice-phone-4", "mqrpc_0123abcd", "A_b-9"])
+      expect(clientIdProblem(ok)).toBeUndefined();
+    for (const bad of [
+      "",
+      "alice-c/x",
+      "alice.phone",
+      "alice~phone",
+      "a=b",
+      "a b",
+      "é",
+      "+",
+      "#",
+    ]) {
+      expect(clientIdProblem(bad)).toBeDefined();
+    }
+    expect(clientIdProblem("alice-c/x")).toContain('"alice-c/x"');
   });
 });

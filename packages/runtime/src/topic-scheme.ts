@@ -101,6 +101,22 @@ export interface RequestAddress {
  * - replies:  `{prefix}/c/{clientKey}/{serverId}`
  * - presence: `{prefix}/p/{serverId}/{instance}` (retained)
  */
+/**
+ * Why an MQTT client id cannot serve as a client key or instance id, or
+ * undefined when it can. Those ids appear in topics as they are, because a
+ * broker ACL binds topics to the connection's client id unencoded (`%c` in
+ * Mosquitto, `${clientid}` in EMQX): an id that the segment encoding would
+ * change (`/`, `.`, `~`, `=`, spaces…) would let the ACL pattern of one
+ * client match another's topics, or match nothing (docs/SECURITY.md).
+ */
+export function clientIdProblem(clientId: string): string | undefined {
+  if (clientId === "") return "the MQTT client id is empty";
+  if (!/^[A-Za-z0-9_-]+$/.test(clientId)) {
+    return `the MQTT client id ${JSON.stringify(clientId)} has characters other than A-Z, a-z, 0-9, "_" and "-"; broker ACLs bind mqrpc topics to the client id as it is, so mqrpc accepts only those`;
+  }
+  return undefined;
+}
+
 export class TopicScheme {
   /** The validated topic prefix, one or more plain levels. */
   readonly prefix: string;
