@@ -28,6 +28,11 @@ export interface EmbeddedBroker {
  * accepted socket: without it a QoS 1 round trip on loopback waits for
  * delayed ACKs and takes tens of milliseconds instead of a fraction of one.
  * Speaks MQTT 3.1.1 (Aedes has no MQTT 5).
+ *
+ * For development and tests: it has **no authentication and no ACL**. Any
+ * client that reaches it can read, forge and cancel every call and write
+ * any server's presence. It listens on 127.0.0.1 unless given another
+ * `host`; do not expose it on a network you do not trust (docs/SECURITY.md).
  */
 export async function startEmbeddedBroker(
   options: EmbeddedBrokerOptions = {},
