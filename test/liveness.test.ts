@@ -29,52 +29,60 @@ forEachBroker((target) => {
     const closer = new Closer();
     afterEach(() => closer.closeAll());
 
-    it("ends the call of a caller that went silent with UNAVAILABLE (3 heartbeat intervals + 1 s sweep)", async () => {
-      const serverId = uniqueServerId("silent");
-      const aborted = deferred<unknown>();
-      const server = await startServer(closer, target, { serverId });
-      server.service(TestService, {
-        async *fullDuplexCall(_requests, ctx) {
-          yield await untilAborted(ctx.signal, aborted);
-        },
+    for (const { heartbeatMs, says, what } of [
+      { heartbeatMs: 100, says: "no heartbeat from the caller", what: "3 heartbeat intervals" },
+      { heartbeatMs: 0, says: "(callIdleTimeoutMs)", what: "callIdleTimeoutMs, no heartbeats" },
+    ]) {
+      it(`ends the call of a caller that went silent with UNAVAILABLE (${what} + 1 s sweep)`, async () => {
+        const serverId = uniqueServerId("silent");
+        const aborted = deferred<unknown>();
+        const server = await startServer(closer, target, { serverId, callIdleTimeoutMs: 300 });
+        server.service(TestService, {
+          async *fullDuplexCall(_requests, ctx) {
+            yield await untilAborted(ctx.signal, aborted);
+          },
+        });
+        // A caller that opens a stream (promising pings every 100 ms, or none), then vanishes.
+        const raw = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
+          c.endAsync(),
+        );
+        // The caller is told, on its reply topic, how the call ended.
+        const replies: CallFrame[] = [];
+        const ended = deferred();
+        raw.on("message", (_topic, payload) => {
+          for (const frame of decodeCallFrames(payload)) {
+            replies.push(frame);
+            if (frame.kind.case === "end") ended.resolve();
+          }
+        });
+        await raw.subscribeAsync(
+          new TopicScheme().replyTopic(raw.options.clientId ?? "", serverId),
+          {
+            qos: 1,
+          },
+        );
+        const topic = new TopicScheme().requestTopic(
+          serverId,
+          TestService.typeName,
+          "FullDuplexCall",
+          raw.options.clientId ?? "",
+        );
+        await raw.publishAsync(
+          topic,
+          Buffer.from(
+            encodeFrame({ callId: 5, seq: 0, kind: { case: "open", value: { heartbeatMs } } }),
+          ),
+          { qos: 1 },
+        );
+        const reason = ConnectError.from(await aborted.promise);
+        expect(reason.code).toBe(Code.Unavailable);
+        expect(reason.rawMessage).toContain(says);
+        await ended.promise;
+        const end = replies.find((f) => f.kind.case === "end");
+        expect(end?.callId).toBe(5);
+        expect(end?.kind.case === "end" && end.kind.value.status?.code).toBe(Code.Unavailable);
       });
-      // A caller that opens a stream, promises pings every 100 ms, then vanishes.
-      const raw = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
-        c.endAsync(),
-      );
-      // The caller is told, on its reply topic, how the call ended.
-      const replies: CallFrame[] = [];
-      const ended = deferred();
-      raw.on("message", (_topic, payload) => {
-        for (const frame of decodeCallFrames(payload)) {
-          replies.push(frame);
-          if (frame.kind.case === "end") ended.resolve();
-        }
-      });
-      await raw.subscribeAsync(new TopicScheme().replyTopic(raw.options.clientId ?? "", serverId), {
-        qos: 1,
-      });
-      const topic = new TopicScheme().requestTopic(
-        serverId,
-        TestService.typeName,
-        "FullDuplexCall",
-        raw.options.clientId ?? "",
-      );
-      await raw.publishAsync(
-        topic,
-        Buffer.from(
-          encodeFrame({ callId: 5, seq: 0, kind: { case: "open", value: { heartbeatMs: 100 } } }),
-        ),
-        { qos: 1 },
-      );
-      const reason = ConnectError.from(await aborted.promise);
-      expect(reason.code).toBe(Code.Unavailable);
-      expect(reason.rawMessage).toContain("no heartbeat from the caller");
-      await ended.promise;
-      const end = replies.find((f) => f.kind.case === "end");
-      expect(end?.callId).toBe(5);
-      expect(end?.kind.case === "end" && end.kind.value.status?.code).toBe(Code.Unavailable);
-    });
+    }
 
     it("a server that restarted and lost the call fails it with UNAVAILABLE as soon as its new incarnation announces itself", async () => {
       const serverId = uniqueServerId("restart");

@@ -94,6 +94,13 @@ export interface MqttServerOptions {
   /** How long `close()` lets calls in progress finish before cancelling them, in ms (default 5000). */
   readonly shutdownTimeoutMs?: number;
   /**
+   * How long a call whose caller sends no heartbeats (Open.heartbeat_ms 0)
+   * may go without any frame from the caller before the server ends it with
+   * UNAVAILABLE, in ms (default 300000). Callers with heartbeats are ended
+   * after three silent intervals instead (docs/PROTOCOL.md section 15.3).
+   */
+  readonly callIdleTimeoutMs?: number;
+  /**
    * Receives a line per dropped frame (at most 10 a second, then a count of
    * those left out; topics quoted as JSON strings); default `console`.
    */
@@ -156,6 +163,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly maxConcurrentCalls: number;
   private readonly maxCallsPerClient: number;
   private readonly shutdownTimeoutMs: number;
+  readonly callIdleTimeoutMs: number;
   private readonly shareGroup: string | undefined;
   private readonly scheme: TopicScheme;
   private readonly link: MqttLink;
@@ -219,6 +227,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.reassemblyBudget = new ReassemblyBudget(
       reassemblyBytes,
       Math.max(Math.floor(reassemblyBytes / 4), this.maxMessageBytes),
+    );
+    this.callIdleTimeoutMs = positiveInteger(
+      "callIdleTimeoutMs",
+      options.callIdleTimeoutMs,
+      300_000,
     );
     this.shutdownTimeoutMs = positiveInteger(
       "shutdownTimeoutMs",

@@ -67,6 +67,8 @@ export interface ServerCallHost {
   readonly reassemblyBudget: ReassemblyBudget;
   /** Aborts every handler when the server shuts down. */
   readonly shutdownSource: SignalSource;
+  /** How long a call whose caller sends no heartbeats may go without a word from it, in ms. */
+  readonly callIdleTimeoutMs: number;
   /** Told once when the handler's part is over: the call no longer holds a slot. */
   callEnded(call: ServerCall): void;
   /**
@@ -220,6 +222,17 @@ export class ServerCall implements FrameOutput, ReceiverSink {
       this.expire(
         new ConnectError(
           `the server ended the call: no heartbeat from the caller for ${now - this.lastHeard} ms`,
+          Code.Unavailable,
+        ),
+      );
+      return;
+    }
+    if (this.heartbeatMs === 0 && now - this.lastHeard > this.host.callIdleTimeoutMs) {
+      // A caller that promised no heartbeats must still say something now
+      // and then, or its call could hold a slot for as long as it likes.
+      this.expire(
+        new ConnectError(
+          `the server ended the call: nothing from the caller (which sends no heartbeats) for ${now - this.lastHeard} ms (callIdleTimeoutMs)`,
           Code.Unavailable,
         ),
       );
