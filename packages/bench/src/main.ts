@@ -467,7 +467,7 @@ async function wireBytes(url: string, results: Results) {
   const replies: number[] = [];
   const observer = await connectAsync(url);
   observer.on("message", (_t, payload) => replies.push(payload.byteLength));
-  await observer.subscribeAsync("mqrpc/c/bench-wire", { qos: 1 });
+  await observer.subscribeAsync("mqrpc/c/bench-wire/+", { qos: 1 });
   const transport = createMqttTransport({ mqtt, serverId: "bench" });
   const client = createClient(TestService, transport);
   const request = { payload: { body: new Uint8Array(ECHO_BYTES) } };

@@ -81,6 +81,15 @@ export interface EndFields {
  */
 export const MAX_KEPT_END_BYTES = 1024;
 
+/** An End frame's fields as the sender builds them. */
+interface EndValue {
+  status?: Status;
+  headers: MetadataEntry[];
+  trailers: MetadataEntry[];
+  message?: Uint8Array;
+  ack?: boolean;
+}
+
 /** See the module comment. */
 export class FrameSender {
   private nextSeq = 0;
@@ -336,21 +345,16 @@ export class FrameSender {
   private endAck = false;
 
   private endFrameOf(end: EndFields, message: Uint8Array | undefined): Uint8Array {
-    const value = {
-      ...(end.status !== undefined ? { status: end.status } : {}),
-      headers: end.headers,
-      trailers: end.trailers,
-      ...(message !== undefined ? { message } : {}),
-    };
+    // Built without object spreads: this runs once per call.
+    const value: EndValue = { headers: end.headers, trailers: end.trailers };
+    if (end.status !== undefined) value.status = end.status;
+    if (message !== undefined) value.message = message;
     const seq = this.nextSeq;
     const frame = encodeFrame({ callId: this.callId, seq, kind: { case: "end", value } });
     this.endAck = this.retained.length > 0 || frame.byteLength > MAX_KEPT_END_BYTES;
     if (!this.endAck) return frame;
-    return encodeFrame({
-      callId: this.callId,
-      seq,
-      kind: { case: "end", value: { ...value, ack: true } },
-    });
+    value.ack = true;
+    return encodeFrame({ callId: this.callId, seq, kind: { case: "end", value } });
   }
 
   /**

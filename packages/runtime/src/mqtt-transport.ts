@@ -251,15 +251,23 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   const sharedInstances = () => presence.onlineInstances();
   const replyTopic = scheme.replyTopic(router.clientKey, options.serverId);
 
-  /** The one instance online and its incarnation, for a server that is not replicated. */
+  /**
+   * The one instance online and its incarnation, for a server that is not
+   * replicated; worked out again only when presence changes, not per call.
+   */
+  let sole: { instance: string | undefined; incarnation: number | undefined } | undefined;
+  const stopSole = presence.onChange(() => {
+    sole = undefined;
+  });
   function soleInstance(): { instance: string | undefined; incarnation: number | undefined } {
-    if (presence.shared) return { instance: undefined, incarnation: undefined };
-    const online = presence.onlineInstances();
+    if (sole !== undefined) return sole;
+    const online = presence.shared ? [] : presence.onlineInstances();
     const instance = online.length === 1 ? online[0] : undefined;
-    return {
+    sole = {
       instance,
       incarnation: instance === undefined ? undefined : presence.incarnationOf(instance),
     };
+    return sole;
   }
 
   function createCall(
@@ -270,6 +278,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     values: ContextValues | undefined,
     unary: boolean,
   ): ClientCall {
+    const bound = soleInstance();
     const call = new ClientCall({
       link,
       router,
@@ -289,7 +298,8 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       heartbeatMs,
       reassemblyBudget,
       sharedInstances: presence.shared ? sharedInstances : undefined,
-      ...soleInstance(),
+      instance: bound.instance,
+      incarnation: bound.incarnation,
       onFinish: forget,
     });
     if (!call.over) liveness.add(call);
@@ -490,6 +500,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     async close() {
       liveness.close();
       brokerState.close();
+      stopSole();
       const closed = new ConnectError("the transport was closed", Code.Canceled);
       closing.abort(closed);
       for (const call of liveness.inFlight()) call.abandon(closed);

@@ -129,7 +129,7 @@ export class TopicScheme {
    * callers over and over, and one string per topic also keeps Map lookups
    * on it cheap.
    */
-  private readonly replyTopics = new Map<string, string>();
+  private readonly replyTopics = new Map<string, Map<string, string>>();
 
   constructor(prefix = "mqrpc") {
     if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(prefix)) {
@@ -210,12 +210,17 @@ export class TopicScheme {
    * and a reply is attributable to the server the call went to.
    */
   replyTopic(clientKey: string, serverId: string): string {
-    const key = `${clientKey}\n${serverId}`;
-    let topic = this.replyTopics.get(key);
+    let byClient = this.replyTopics.get(serverId);
+    if (byClient === undefined) {
+      if (this.replyTopics.size >= CACHE_LIMIT) this.replyTopics.clear();
+      byClient = new Map();
+      this.replyTopics.set(serverId, byClient);
+    }
+    let topic = byClient.get(clientKey);
     if (topic === undefined) {
       topic = `${this.replyBase(clientKey)}${this.segment(serverId)}`;
-      if (this.replyTopics.size >= CACHE_LIMIT) this.replyTopics.clear();
-      this.replyTopics.set(key, topic);
+      if (byClient.size >= CACHE_LIMIT) byClient.clear();
+      byClient.set(clientKey, topic);
     }
     return topic;
   }
