@@ -33,6 +33,14 @@ export type MqttConnectionInput =
 /** Receives a message published on a routed topic. */
 export type TopicHandler = (topic: string, payload: Uint8Array, packet: IPublishPacket) => void;
 
+/**
+ * The session a link mqrpc opens asks for, unless the options say: a
+ * persistent one (calls survive a dropped link), or a clean one (a
+ * replicated server's: while it is gone the broker must not keep handing it
+ * new calls through its shared subscription).
+ */
+export type SessionDefault = "persistent" | "clean";
+
 /** A last will to install when mqrpc opens the connection itself. */
 export interface LinkWill {
   readonly topic: string;
@@ -139,13 +147,17 @@ export class MqttLink {
    * `MqttClient` keeps whatever will it was connected with. Every acquire
    * takes a reference that {@link release} gives back.
    */
-  static acquire(input: MqttConnectionInput, will?: (clientId: string) => LinkWill): MqttLink {
+  static acquire(
+    input: MqttConnectionInput,
+    will?: (clientId: string) => LinkWill,
+    session: SessionDefault = "persistent",
+  ): MqttLink {
     let link: MqttLink;
     if (input instanceof MqttClient) {
       link = links.get(input) ?? new MqttLink(input, false, false);
       links.set(input, link);
     } else {
-      const options = resolveOptions(input, will);
+      const options = resolveOptions(input, will, session);
       const { url, ...rest } = options;
       const client = url === undefined ? connect(rest) : connect(url, rest);
       link = new MqttLink(client, true, will !== undefined && options.will !== undefined);
@@ -726,6 +738,7 @@ function setNoDelay(client: MqttClient): void {
 function resolveOptions(
   input: string | (IClientOptions & { readonly url?: string }),
   will: ((clientId: string) => LinkWill) | undefined,
+  session: SessionDefault,
 ): IClientOptions & { url?: string } {
   const options: IClientOptions & { url?: string } =
     typeof input === "string" ? { url: input } : { ...input };
@@ -747,7 +760,7 @@ function resolveOptions(
   // that never comes back, until it expires (MQTT 5: after
   // sessionExpiryInterval, default 5 minutes here; MQTT 3.1.1: per broker
   // settings, e.g. Mosquitto's persistent_client_expiration).
-  options.clean ??= false;
+  options.clean ??= session === "clean";
   if (options.protocolVersion === 5 && options.clean === false) {
     options.properties = { sessionExpiryInterval: 300, ...options.properties };
   }

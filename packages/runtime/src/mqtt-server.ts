@@ -255,10 +255,22 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.shared = this.shareGroup !== undefined;
     this.logger = options.logger ?? console;
     this.drops = new DropLog(this.logger, `mqrpc server ${quoted(this.serverId)}`);
-    this.link = MqttLink.acquire(options.mqtt, (clientId) => ({
-      topic: this.scheme.presenceTopic(this.serverId, clientId),
-      payload: encodePresence(clientId, Presence_State.DISCONNECTED, this.shared, this.incarnation),
-    }));
+    // A replica's session is clean: with a persistent one, a broker keeps
+    // handing a dead replica its share of new calls (Mosquitto: until the
+    // session expires) and those calls are never run (PROTOCOL.md 16).
+    this.link = MqttLink.acquire(
+      options.mqtt,
+      (clientId) => ({
+        topic: this.scheme.presenceTopic(this.serverId, clientId),
+        payload: encodePresence(
+          clientId,
+          Presence_State.DISCONNECTED,
+          this.shared,
+          this.incarnation,
+        ),
+      }),
+      this.shared ? "clean" : "persistent",
+    );
     this.instanceId = this.link.clientId;
     if (!this.link.willInstalled) {
       this.logger.warn(
