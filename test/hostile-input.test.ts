@@ -280,6 +280,39 @@ forBrokersWhere(
         await expect(otherCall).resolves.toBeDefined();
       });
 
+      it("one caller flooding a server leaves the last tenth of the slots to others", async () => {
+        const serverId = uniqueServerId("fair");
+        const release = deferred();
+        const server = await startServer(closer, target, {
+          serverId,
+          maxConcurrentCalls: 20,
+          shutdownTimeoutMs: 0,
+        });
+        server.service(TestService, {
+          async emptyCall() {
+            await release.promise;
+            return {};
+          },
+        });
+        const flooder = createClient(TestService, startTransport(closer, target, { serverId }));
+        const flood = Array.from({ length: 25 }, () =>
+          flooder.emptyCall({}).then(
+            () => OK,
+            (e: unknown) => ConnectError.from(e).code,
+          ),
+        );
+        const running = () => (server as unknown as { running: number }).running;
+        await expect.poll(running).toBe(18);
+        const quiet = createClient(TestService, startTransport(closer, target, { serverId }));
+        const quietCalls = [quiet.emptyCall({}), quiet.emptyCall({})];
+        await expect.poll(running).toBe(20);
+        release.resolve();
+        await Promise.all(quietCalls);
+        const codes = await Promise.all(flood);
+        expect(codes.filter((c) => c === OK)).toHaveLength(18);
+        expect(codes.filter((c) => c === Code.ResourceExhausted)).toHaveLength(7);
+      });
+
       it("concurrent calls in total", async () => {
         const serverId = uniqueServerId("total");
         const release = deferred();

@@ -494,17 +494,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
                 : `service ${address.service} is not served by "${this.serverId}"`,
               Code.Unimplemented,
             )
-          : this.running >= this.maxConcurrentCalls
-            ? new ConnectError(
-                `server "${this.serverId}" is at its limit of concurrent calls`,
-                Code.ResourceExhausted,
-              )
-            : (this.callsPerClient.get(address.clientKey) ?? 0) >= this.maxCallsPerClient
-              ? new ConnectError(
-                  `too many concurrent calls from this caller`,
-                  Code.ResourceExhausted,
-                )
-              : undefined;
+          : this.limitRefusal(address.clientKey);
     if (refusal !== undefined || entry === undefined) {
       this.refuse(address, frame.callId, refusal);
       return;
@@ -517,6 +507,42 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       (this.callsPerClient.get(address.clientKey) ?? 0) + 1,
     );
     started.onFrame(frame);
+  }
+
+  /**
+   * Why a new call of `clientKey` may not start now, if it may not: the
+   * server is full, the caller is at `maxCallsPerClient`, or the server is
+   * nearly full and the caller holds its fair share already. The last
+   * tenth of the slots goes only to callers below their fair share (the
+   * slots divided among the callers with calls running and one more that
+   * may come), so a caller that floods a server leaves room for others.
+   */
+  private limitRefusal(clientKey: string): ConnectError | undefined {
+    const mine = this.callsPerClient.get(clientKey) ?? 0;
+    if (this.running >= this.maxConcurrentCalls) {
+      return new ConnectError(
+        `server "${this.serverId}" is at its limit of concurrent calls (maxConcurrentCalls ${this.maxConcurrentCalls})`,
+        Code.ResourceExhausted,
+      );
+    }
+    if (mine >= this.maxCallsPerClient) {
+      return new ConnectError(
+        `too many concurrent calls from this caller (maxCallsPerClient ${this.maxCallsPerClient})`,
+        Code.ResourceExhausted,
+      );
+    }
+    const reserved = Math.max(1, Math.floor(this.maxConcurrentCalls / 10));
+    if (this.running >= this.maxConcurrentCalls - reserved) {
+      const callers = this.callsPerClient.size + 1;
+      const fairShare = Math.floor(this.maxConcurrentCalls / callers);
+      if (mine >= fairShare) {
+        return new ConnectError(
+          `server "${this.serverId}" is nearly full and this caller holds its share (${mine} of ${this.maxConcurrentCalls} calls)`,
+          Code.ResourceExhausted,
+        );
+      }
+    }
+    return undefined;
   }
 
   /** Ends a call that does not run here with `error`: an End at seq 0, not kept. */
