@@ -30,16 +30,12 @@ export class CallLiveness {
     this.stopWatching = presence.onChange(() => this.review());
   }
 
-  /** Calls in flight. */
-  get size(): number {
-    return this.calls.size;
-  }
-
   /** Watches `call` until it finishes ({@link forget}). */
   add(call: ClientCall): void {
     this.calls.add(call);
   }
 
+  /** Stops watching `call`: it finished. */
   forget(call: ClientCall): void {
     this.calls.delete(call);
   }

@@ -8,8 +8,14 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
 import { type CallFrame, encodeFrame } from "./frame-codec.js";
-import { FrameReceiver, type ReceivedEvent, type ReceiverSink } from "./frame-receiver.js";
+import {
+  FrameReceiver,
+  type MessageLimit,
+  type ReceivedEvent,
+  type ReceiverSink,
+} from "./frame-receiver.js";
 import { type FrameOutput, FrameSender, type SignalSource } from "./frame-sender.js";
+import { MAX_TIMER_MS } from "./limits.js";
 import { MessageQueue } from "./message-queue.js";
 import { entriesToHeaders, headersToEntries } from "./metadata.js";
 import type { MethodSettings } from "./method-settings.js";
@@ -25,9 +31,6 @@ const CALL_OVER = new ConnectError("the call is over", Code.Canceled);
 
 /** MQTT fixed header, topic length, packet id and properties, roughly. */
 const PACKET_OVERHEAD = 24;
-
-/** The longest delay a timer takes without wrapping around (2^31 ms wrap to 1 ms). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Heartbeat intervals without a word from the server after which a call
@@ -57,7 +60,8 @@ export interface ClientCallInit {
   /** Unary calls keep their one response instead of queueing a stream. */
   readonly unary: boolean;
   readonly header: Headers;
-  readonly maxMessageBytes: number;
+  /** The cap on one response message (the transport makes it once). */
+  readonly maxMessage: MessageLimit;
   readonly maxPublishBytes: number;
   /** Response frames the server may send ahead of the caller. */
   readonly window: number;
@@ -136,8 +140,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     // The call is its sender's output and its receiver's sink: no adapter
     // objects or closures per call.
     this.sender = new FrameSender(this.callId, this, DEFAULT_WINDOW);
-    const limit = { bytes: init.maxMessageBytes, name: "the transport's maxMessageBytes" };
-    this.receiver = new FrameReceiver(init.window, limit, this, {
+    this.receiver = new FrameReceiver(init.window, init.maxMessage, this, {
       budget: init.reassemblyBudget,
       owner: undefined,
     });

@@ -101,11 +101,6 @@ export class FrameReceiver {
     return this.credit.announced;
   }
 
-  /** Whether the receiver waits for reassembly room. */
-  get waitingForRoom(): boolean {
-    return this.budgetWait !== undefined;
-  }
-
   /** Releases what a partly received message holds; the call is over. */
   dispose(): void {
     this.failed = true;

@@ -139,11 +139,6 @@ export class FrameSender {
     return this.retained.length;
   }
 
-  /** The seq the next sequenced frame gets. */
-  get sequence(): number {
-    return this.nextSeq;
-  }
-
   /** Calls `listener` whenever an acknowledgement arrives (once set). */
   onAcknowledged(listener: () => void): void {
     this.acknowledgedListener = listener;
@@ -389,9 +384,9 @@ export class FrameSender {
     if (received > 0) this.acknowledgedListener?.();
   }
 
-  /** Whether every sequenced frame, up to and including seq `upTo - 1`, was acknowledged. */
-  acknowledgedUpTo(upTo: number): boolean {
-    return this.retainedFrom >= upTo;
+  /** Whether the peer acknowledged every sequenced frame sent so far. */
+  get allAcknowledged(): boolean {
+    return this.retained.length === 0;
   }
 
   /** Publishes the retained frames that have room in flight. */

@@ -19,6 +19,9 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** Smallest publish size that leaves room for a frame around some data. */
 export const MIN_PUBLISH_BYTES = 512;
 
+/** The longest delay a Node or browser timer takes: longer ones (2^31 ms and up) wrap to 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Validates a positive integer option, naming it in the error. */
 export function positiveInteger(
   name: string,

@@ -83,7 +83,7 @@ async function run(options: {
     await sender.sendEnd({ headers: [], trailers: [] }, undefined, signal);
   })();
   // An End that did not ask for acknowledgement is kept by the server's record instead.
-  const acknowledged = () => !sender.endNeedsAck || sender.acknowledgedUpTo(sender.sequence);
+  const acknowledged = () => !sender.endNeedsAck || sender.allAcknowledged;
   let afterEnd = 0;
   for (; tick < 5000; tick++) {
     const deliver = <T>(channel: Channel<T>, to: (item: T) => void) => {

@@ -32,6 +32,7 @@ import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_PUBLISH_BYTES,
   defaultReassemblyBytes,
+  MAX_TIMER_MS,
   MIN_PUBLISH_BYTES,
   positiveInteger,
 } from "./limits.js";
@@ -41,9 +42,6 @@ import { PresenceWatch } from "./presence.js";
 import { ReassemblyBudget } from "./reassembly-budget.js";
 import { ReplyRouter } from "./reply-router.js";
 import { clientIdProblem, TopicScheme } from "./topic-scheme.js";
-
-/** The longest delay a timer takes without wrapping around (2^31 ms wrap to 1 ms). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Options of {@link createMqttTransport}. */
 export interface MqttTransportOptions {
@@ -144,6 +142,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     options.maxMessageBytes,
     DEFAULT_MAX_MESSAGE_BYTES,
   );
+  const maxMessage = { bytes: maxMessageBytes, name: "the transport's maxMessageBytes" };
   const maxPublishBytes = positiveInteger(
     "maxPublishBytes",
     options.maxPublishBytes,
@@ -291,7 +290,7 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       deadline,
       unary,
       header,
-      maxMessageBytes,
+      maxMessage,
       maxPublishBytes,
       window,
       settings: settingsForCall(method, values),

@@ -41,11 +41,6 @@ export class ReassemblyBudget {
     return this.used;
   }
 
-  /** Receivers waiting for room. */
-  get waiting(): number {
-    return this.waiters.length;
-  }
-
   /** Bytes held for `owner`. */
   heldBy(owner: string): number {
     return this.byOwner.get(owner) ?? 0;

@@ -14,10 +14,8 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import type { MetadataEntry } from "./gen/mqrpc/v1/wire_pb.js";
+import { MAX_TIMER_MS } from "./limits.js";
 import { entriesToHeaders } from "./metadata.js";
-
-/** The longest delay a Node or browser timer takes without wrapping around. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What a {@link ServerCallContext} is made from. */
 export interface ServerCallContextInit {

@@ -185,7 +185,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     ) {
       this.drainingSince = Date.now();
       this.sender.onAcknowledged(() => {
-        if (this.sender.acknowledgedUpTo(this.sender.sequence)) this.markFinished();
+        if (this.sender.allAcknowledged) this.markFinished();
       });
       return;
     }
