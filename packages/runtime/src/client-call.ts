@@ -317,11 +317,12 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
 
   private probeTimer: ReturnType<typeof setTimeout> | undefined;
 
-  /** RoutedCall: the link came back; ask the server about the call at once. */
-  resync(): void {
+  /** RoutedCall: the link came back; ask the server about the call (see ReconnectResync). */
+  resync(first: boolean): void {
     if (this.finished || !this.sender.started) return;
     this.sender.sendUnsequenced({ case: "ping", value: {} });
-    this.receiver.requestResend();
+    if (first) this.receiver.requestResend();
+    else this.receiver.checkProgress(true);
   }
 
   /** Reply frames for this call, routed by call id. */

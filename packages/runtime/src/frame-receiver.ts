@@ -164,6 +164,8 @@ export class FrameReceiver {
    */
   requestResend(): void {
     if (this.failed) return;
+    // Counts as a progress check: the next one asks again only if stalled.
+    this.lastCheckedExpected = this.order.expected;
     this.recovering = Math.max(this.window, DEFAULT_WINDOW);
     this.sink.grant(this.credit.announced, this.order.expected, true);
   }

@@ -34,6 +34,7 @@ import {
 import { type MqttConnectionInput, MqttLink } from "./mqtt-link.js";
 import { encodePresence, newIncarnation } from "./presence.js";
 import { ReassemblyBudget } from "./reassembly-budget.js";
+import { ReconnectResync } from "./reconnect-resync.js";
 import { SeenCalls } from "./seen-calls.js";
 import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call.js";
 import { errorToEnd } from "./status.js";
@@ -566,8 +567,12 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly reannounce = (): void => {
     if (this.closing !== undefined) return;
     if (this.announced) void this.announce(Presence_State.ONLINE);
-    for (const call of this.calls.values()) call.resync();
+    this.resync.reconnected();
   };
+
+  private readonly resync = new ReconnectResync((first) => {
+    for (const call of [...this.calls.values()]) call.resync(first);
+  });
 
   private sweepCalls(): void {
     const now = Date.now();
@@ -577,6 +582,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private async shutdownGracefully(): Promise<void> {
     clearInterval(this.sweepTimer);
     this.link.client.off("connect", this.reannounce);
+    this.resync.cancel();
     const inFlight = [...this.calls.values()].map((c) => c.finished);
     if (inFlight.length > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;

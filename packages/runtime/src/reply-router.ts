@@ -5,6 +5,7 @@
  */
 import { type CallFrame, decodeCallFrames } from "./frame-codec.js";
 import type { MqttLink } from "./mqtt-link.js";
+import { ReconnectResync } from "./reconnect-resync.js";
 import { clientIdProblem, type TopicScheme } from "./topic-scheme.js";
 
 /** A call as the router sees it. */
@@ -17,8 +18,11 @@ export interface RoutedCall {
   onFrame(frame: CallFrame): void;
   /** Sends a Ping if the call has lasted at least `intervalMs` by `now`. */
   heartbeat(now: number, intervalMs: number): void;
-  /** The link came back: find out at once what was lost meanwhile. */
-  resync(): void;
+  /**
+   * The link came back: find out what was lost meanwhile, at once
+   * (`first`), or again where nothing new arrived since (see ReconnectResync).
+   */
+  resync(first: boolean): void;
 }
 
 /** See the module comment. */
@@ -56,16 +60,20 @@ export class ReplyRouter {
     // calls) so that a restarted client reusing its MQTT client id does not
     // collide with calls the server still runs.
     this.nextId = 1 + ((words[1] as number) >>> 1);
-    // Every reconnect after the first connect: each call asks its peer at
-    // once for what may have been lost, rather than at its next heartbeat.
+    // Every reconnect after the first connect: each call asks its peer for
+    // what may have been lost, rather than waiting for its next heartbeat.
+    const resync = new ReconnectResync((first) => {
+      for (const call of [...this.calls.values()]) call.resync(first);
+    });
     let connectedBefore = link.client.connected;
     const onConnect = () => {
-      if (connectedBefore) for (const call of [...this.calls.values()]) call.resync();
+      if (connectedBefore) resync.reconnected();
       connectedBefore = true;
     };
     link.client.on("connect", onConnect);
     this.dispose = () => {
       link.client.off("connect", onConnect);
+      resync.cancel();
       unroute();
       clearInterval(this.heartbeatTimer);
       this.heartbeatTimer = undefined;

@@ -242,11 +242,14 @@ export class ServerCall implements FrameOutput, ReceiverSink {
   }
 
   /**
-   * Asks the caller at once for the request frames that may be lost: the
-   * server's link to the broker came back.
+   * The server's link to the broker came back: asks the caller for the
+   * request frames that may be lost, at once (`first`), or again where
+   * nothing new arrived since (see ReconnectResync).
    */
-  resync(): void {
-    if (!this.ended && !this.requestsComplete) this.receiver.requestResend();
+  resync(first: boolean): void {
+    if (this.ended || this.requestsComplete) return;
+    if (first) this.receiver.requestResend();
+    else this.receiver.checkProgress(true);
   }
 
   private checkProgress(now: number): void {
