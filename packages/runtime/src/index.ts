@@ -3,7 +3,13 @@
  * Connect `Transport`; servers take Connect service implementations.
  */
 
-export type { EmbeddedBroker, EmbeddedBrokerOptions } from "./embedded-broker.js";
+export type {
+  EmbeddedBroker,
+  EmbeddedBrokerClient,
+  EmbeddedBrokerDenial,
+  EmbeddedBrokerOptions,
+  EmbeddedBrokerPublish,
+} from "./embedded-broker.js";
 export { startEmbeddedBroker } from "./embedded-broker.js";
 export { PROTOCOL_VERSION } from "./frame-codec.js";
 export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./limits.js";
@@ -15,6 +21,14 @@ export {
   methodSettingsKey,
   settingsFromDescriptor,
 } from "./method-settings.js";
+export type {
+  AclAccess,
+  AclIdentity,
+  AclRule,
+  ClientAcl,
+  MosquittoAcl,
+} from "./mosquitto-acl.js";
+export { AclSyntaxError, parseMosquittoAcl } from "./mosquitto-acl.js";
 export { createMqttClient } from "./mqtt-client.js";
 export type { MqttConnectionInput } from "./mqtt-link.js";
 export type { MqttServer, MqttServerLogger, MqttServerOptions } from "./mqtt-server.js";
