@@ -1,12 +1,14 @@
 /**
- * The documented Mosquitto ACL (docs/mosquitto-acl.conf) confines each
- * caller to its own topics: another client can neither read its replies nor
- * inject frames into its calls, and a caller without publish rights on a
- * method gets PERMISSION_DENIED on MQTT 5 (and its deadline on 3.1.1, where
- * brokers drop refused publishes silently).
+ * The documented Mosquitto setup (docs/mosquitto.conf: client id = username;
+ * docs/mosquitto-acl.conf) binds each account to its own topics: another
+ * account can neither take its client id, read its replies nor inject
+ * frames into its calls, a server cannot answer for another, and a caller
+ * without publish rights on a method gets PERMISSION_DENIED on MQTT 5 (and
+ * its deadline on 3.1.1, where brokers drop refused publishes silently).
  */
 import { readFileSync } from "node:fs";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createMqttServer } from "@mqrpc/runtime";
 import { connectAsync } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { decodeCallFrames, encodeFrame } from "../packages/runtime/src/frame-codec.js";
@@ -20,6 +22,11 @@ import { interopService } from "./support/interop-service.js";
 import { Closer, deferred, startServer, startTransport } from "./support/rpc-fixture.js";
 
 const shippedAcl = readFileSync(new URL("../docs/mosquitto-acl.conf", import.meta.url), "utf8");
+/** The shipped listener settings that are not paths or ports (the test broker has its own). */
+const shippedListener = readFileSync(new URL("../docs/mosquitto.conf", import.meta.url), "utf8")
+  .split("\n")
+  .filter((line) => /^(allow_anonymous|use_username_as_clientid)\b/.test(line))
+  .join("\n");
 /** The shipped ACL with a second server's block, made from the first one's as the file says. */
 const documentedAcl = `${shippedAcl}\n${shippedAcl
   .slice(shippedAcl.indexOf("user dev-42"))
@@ -46,8 +53,13 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
   let restricted: MosquittoBroker;
   const closer = new Closer();
   beforeAll(async () => {
-    broker = await startMosquitto({ acl: documentedAcl, users });
-    restricted = await startMosquitto({ acl: emptyCallOnlyAcl, users });
+    expect(shippedListener).toContain("use_username_as_clientid true");
+    broker = await startMosquitto({ acl: documentedAcl, users, extraConfig: shippedListener });
+    restricted = await startMosquitto({
+      acl: emptyCallOnlyAcl,
+      users,
+      extraConfig: shippedListener,
+    });
   });
   afterEach(() => closer.closeAll());
   afterAll(async () => {
@@ -64,39 +76,48 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         mqttOptions: { protocolVersion },
         sharedSubscriptions: true,
       });
-      const as = (b: MosquittoBroker, username: keyof typeof users, clientId: string) => ({
+      /** An account's connection options; mqrpc uses the username as client id. */
+      const as = (b: MosquittoBroker, username: keyof typeof users) => ({
         url: b.url,
         protocolVersion,
         username,
         password: users[username],
-        clientId,
         reconnectPeriod: 200,
+      });
+      /** Raw MQTT.js needs the client id spelled out to use it in topics. */
+      const raw = (
+        b: MosquittoBroker,
+        username: keyof typeof users,
+        clientId: string = username,
+      ) => ({
+        ...as(b, username),
+        clientId,
       });
 
       async function serve(b: MosquittoBroker) {
         const server = await startServer(closer, target(b), {
           serverId: SERVER,
-          mqtt: as(b, "dev-42", `dev-42-${protocolVersion}`),
+          mqtt: as(b, "dev-42"),
         });
         server.service(TestService, interopService);
+        return server;
       }
 
       it("lets a caller call, and keeps another client out of its replies and its calls", async () => {
         await serve(broker);
-        const aliceId = `alice-phone-${protocolVersion}`;
+        const aliceId = "alice";
         const alice = createClient(
           TestService,
           startTransport(closer, target(broker), {
             serverId: SERVER,
-            mqtt: as(broker, "alice", aliceId),
+            mqtt: as(broker, "alice"),
           }),
         );
         await alice.emptyCall({});
 
         // Bob tries to read Alice's replies.
-        const bob = closer.add(
-          await connectAsync(broker.url, as(broker, "bob", `bob-laptop-${protocolVersion}`)),
-          (c) => c.endAsync(),
+        const bob = closer.add(await connectAsync(broker.url, raw(broker, "bob")), (c) =>
+          c.endAsync(),
         );
         const stolen: string[] = [];
         bob.on("message", (topic) => stolen.push(topic));
@@ -137,13 +158,89 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         expect(stolen).toEqual([]);
       });
 
+      it("an account cannot take another's client id: the caller and the server stay connected, their topics private", async () => {
+        const serverLink = closer.add(await connectAsync(broker.url, raw(broker, "dev-42")), (c) =>
+          c.endAsync(),
+        );
+        const aliceLink = closer.add(await connectAsync(broker.url, raw(broker, "alice")), (c) =>
+          c.endAsync(),
+        );
+        const server = await startServer(closer, target(broker), {
+          serverId: SERVER,
+          mqtt: serverLink,
+        });
+        server.service(TestService, interopService);
+        const alice = createClient(
+          TestService,
+          startTransport(closer, target(broker), { serverId: SERVER, mqtt: aliceLink }),
+        );
+        await alice.emptyCall({});
+        const dropped: string[] = [];
+        serverLink.on("close", () => dropped.push("server"));
+        aliceLink.on("close", () => dropped.push("alice"));
+
+        // Bob connects as Alice's client id, then as the server's.
+        const stolen: string[] = [];
+        for (const victim of ["alice", "dev-42"]) {
+          const bob = closer.add(await connectAsync(broker.url, raw(broker, "bob", victim)), (c) =>
+            c.endAsync(),
+          );
+          bob.on("message", (topic) => stolen.push(topic));
+          await bob.subscribeAsync(scheme.replyFilter(victim), { qos: 1 });
+          await bob.subscribeAsync(scheme.requestFilter(SERVER), { qos: 1 });
+        }
+        const results = await Promise.all(
+          Array.from({ length: 20 }, () => alice.unaryCall({ responseSize: 8 })),
+        );
+        expect(results.every((r) => r.payload?.body.byteLength === 8)).toBe(true);
+        expect(dropped).toEqual([]);
+        expect(stolen).toEqual([]);
+      });
+
+      it("a transport whose client id is not its username is told why the broker refuses it", async () => {
+        await serve(broker);
+        const alice = createClient(
+          TestService,
+          startTransport(closer, target(broker), {
+            serverId: SERVER,
+            mqtt: { ...as(broker, "alice"), clientId: "alice-phone" },
+          }),
+        );
+        const err = await alice.emptyCall({}, { timeoutMs: 1500 }).then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
+        // MQTT 5 says why; MQTT 3.1.1 brokers drop refused publishes silently.
+        if (protocolVersion === 5) {
+          expect(err?.code).toBe(Code.PermissionDenied);
+          expect(err?.message).toContain("use_username_as_clientid");
+        } else {
+          expect(err?.code).toBe(Code.DeadlineExceeded);
+        }
+      });
+
+      it.runIf(protocolVersion === 5)(
+        "a server whose presence the broker refuses does not resolve as announced",
+        async () => {
+          // Bob may not announce dev-42: createMqttServer({ routes }) resolves
+          // only once the broker acknowledged the ONLINE presence.
+          await expect(
+            createMqttServer({
+              serverId: SERVER,
+              mqtt: as(broker, "bob"),
+              routes: (s) => s.service(TestService, interopService),
+            }),
+          ).rejects.toThrow(/not authorized|0x87|135/i);
+        },
+      );
+
       it("a server cannot forge replies to calls made to another server, even knowing the call ids", async () => {
         // dev-43 is compromised: it sees the caller's call ids in the calls
         // made to it, and tries to answer the caller's calls to dev-42.
         const release = deferred();
         const server = await startServer(closer, target(broker), {
           serverId: SERVER,
-          mqtt: as(broker, "dev-42", `dev-42-forgery-${protocolVersion}`),
+          mqtt: as(broker, "dev-42"),
         });
         server.service(TestService, {
           async unaryCall() {
@@ -151,9 +248,8 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
             return { payload: { body: new Uint8Array(8).fill(42) } };
           },
         });
-        const attacker = closer.add(
-          await connectAsync(broker.url, as(broker, "dev-43", `dev-43-${protocolVersion}`)),
-          (c) => c.endAsync(),
+        const attacker = closer.add(await connectAsync(broker.url, raw(broker, "dev-43")), (c) =>
+          c.endAsync(),
         );
         const seenIds: number[] = [];
         attacker.on("message", (_topic, payload) => {
@@ -166,10 +262,9 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
           { qos: 1, retain: true },
         );
         // One connection for Alice, two transports: one router, one sequence of call ids.
-        const aliceId = `alice-two-${protocolVersion}`;
-        const aliceLink = closer.add(
-          await connectAsync(broker.url, as(broker, "alice", aliceId)),
-          (c) => c.endAsync(),
+        const aliceId = "alice";
+        const aliceLink = closer.add(await connectAsync(broker.url, raw(broker, "alice")), (c) =>
+          c.endAsync(),
         );
         const toOther = createClient(
           TestService,
@@ -225,7 +320,7 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
           TestService,
           startTransport(closer, target(restricted), {
             serverId: SERVER,
-            mqtt: as(restricted, "alice", `alice-restricted-${protocolVersion}`),
+            mqtt: as(restricted, "alice"),
           }),
         );
         await alice.emptyCall({});

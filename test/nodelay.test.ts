@@ -35,7 +35,11 @@ describe("TCP_NODELAY", () => {
     );
     server.service(TestService, interopService);
     const transport = closer.add(
-      createMqttTransport({ mqtt: broker.url, serverId: "nodelay" }),
+      // Options of its own, so that it does not share the server's connection.
+      createMqttTransport({
+        mqtt: { url: broker.url, clientId: "nodelay-caller" },
+        serverId: "nodelay",
+      }),
       (t) => t.close(),
     );
     await createClient(TestService, transport).emptyCall({});

@@ -13,6 +13,7 @@ interface Pair {
 
 export class FaultProxy {
   private readonly pairs = new Set<Pair>();
+  private readonly closedWaiters = new Set<() => void>();
   private refusing = false;
   private stalled = false;
   /** Connections accepted so far (reconnects included). */
@@ -35,6 +36,18 @@ export class FaultProxy {
     const proxy = new FaultProxy(server, target, port);
     server.on("connection", (client) => proxy.accept(client));
     return proxy;
+  }
+
+  /** Connections open now. */
+  get open(): number {
+    return this.pairs.size;
+  }
+
+  /** Resolves once `count` connections are open (checked as connections close). */
+  async untilOpen(count: number): Promise<void> {
+    while (this.pairs.size !== count) {
+      await new Promise<void>((resolve) => this.closedWaiters.add(resolve));
+    }
   }
 
   /** The URL clients use instead of the broker's. */
@@ -101,6 +114,8 @@ export class FaultProxy {
 
   private kill(pair: Pair): void {
     if (!this.pairs.delete(pair)) return;
+    for (const wake of this.closedWaiters) wake();
+    this.closedWaiters.clear();
     pair.client.unpipe();
     pair.upstream.unpipe();
     if (!pair.client.destroyed) pair.client.resetAndDestroy();

@@ -63,6 +63,18 @@ export interface LinkResourceLease<T> {
 
 const links = new WeakMap<MqttClient, MqttLink>();
 
+/**
+ * Connections mqrpc opened, by connection key (see {@link connectionKey}):
+ * transports and servers given equal connection options share one.
+ */
+const sharedLinks = new Map<string, MqttLink>();
+
+/** Client ids of the connections mqrpc opened that are open in this process. */
+const openClientIds = new Map<string, MqttLink>();
+
+/** MQTT 5 session expiry of the sessions mqrpc asks for, in seconds (PROTOCOL.md 2.1). */
+export const SESSION_EXPIRY_SECONDS = 60;
+
 /** MQTT.js copies publish options, so one object serves every publish. */
 const QOS_1: IClientPublishOptions = { qos: 1 };
 
@@ -74,6 +86,12 @@ export const CLOSE_GRACE_MS = 2000;
 
 /** The MQTT 5 reason code of a DISCONNECT over a packet that was too large. */
 const PACKET_TOO_LARGE = 0x95;
+
+/** The MQTT 5 reason code of a PUBACK the broker's ACL refused. */
+const NOT_AUTHORIZED = 0x87;
+
+/** The MQTT 5 reason code of a DISCONNECT because another connection took the client id. */
+const SESSION_TAKEN_OVER = 0x8e;
 
 const noop = () => {};
 
@@ -98,12 +116,13 @@ interface Subscription {
    * link's to unsubscribe.
    */
   ours: boolean;
+  /** Whether the broker granted it (on some connection). */
+  acknowledged: boolean;
 }
 
 /** A routed MQTT connection; see the module comment. */
 export class MqttLink {
-  /** Whether mqrpc installed its last will on this connection. */
-  readonly willInstalled: boolean;
+  private hasWill: boolean;
 
   private readonly exact = new Map<string, TopicHandler>();
   private readonly prefixes = new Map<string, TopicHandler>();
@@ -124,8 +143,12 @@ export class MqttLink {
     readonly client: MqttClient,
     private readonly owned: boolean,
     willInstalled: boolean,
+    /** Where the link is registered for sharing (owned links only). */
+    private readonly key?: string,
+    /** Whether the client id is the application's (given, or its username), not a random one. */
+    private readonly chosenClientId = false,
   ) {
-    this.willInstalled = willInstalled;
+    this.hasWill = willInstalled;
     this.originalMaxListeners = client.getMaxListeners();
     // Servers add a `connect` listener each; many of them on one connection
     // are expected, not a leak.
@@ -133,6 +156,7 @@ export class MqttLink {
     client.on("packetreceive", this.onPacketReceive);
     client.on("packetsend", this.onPacketSend);
     client.on("close", this.onClose);
+    client.on("connect", this.onConnect);
     client.on("message", this.onMessage);
     this.connackMaxPacketSize = client.serverProperties?.maximumPacketSize;
     if (client.connected) setNoDelay(client);
@@ -143,27 +167,109 @@ export class MqttLink {
 
   /**
    * Returns the link for `input`, creating the MQTT client when given a URL
-   * or options. `will` is installed only on a client mqrpc creates; a shared
-   * `MqttClient` keeps whatever will it was connected with. Every acquire
-   * takes a reference that {@link release} gives back.
+   * or options. Every acquire takes a reference that {@link release} gives
+   * back.
+   *
+   * Sharing: transports and servers given the same `MqttClient` share it;
+   * those given equal URLs or options (same values, same `session`) share
+   * one connection mqrpc opens, closed with its last user. Options holding
+   * functions or objects other than plain data and bytes are not compared
+   * and get a connection of their own.
+   *
+   * `will` (a server's presence) is installed only on a connection mqrpc
+   * opens; a shared `MqttClient` keeps whatever will it was connected with.
+   * A connection carries one will: a server joins an open connection of
+   * equal options only if it has none yet and its client id is the
+   * application's (then the will is installed and the connection made
+   * again); otherwise it opens its own, with `defaultClientId` when the
+   * options name none.
+   *
+   * @throws Error naming the `mqtt` option when two connections of this
+   *   process would use the same client id (the broker would drop one of
+   *   them each time the other connects).
    */
   static acquire(
     input: MqttConnectionInput,
     will?: (clientId: string) => LinkWill,
     session: SessionDefault = "persistent",
+    defaultClientId?: string,
   ): MqttLink {
-    let link: MqttLink;
     if (input instanceof MqttClient) {
-      link = links.get(input) ?? new MqttLink(input, false, false);
+      const link = links.get(input) ?? new MqttLink(input, false, false);
       links.set(input, link);
-    } else {
-      const options = resolveOptions(input, will, session);
-      const { url, ...rest } = options;
-      const client = url === undefined ? connect(rest) : connect(url, rest);
-      link = new MqttLink(client, true, will !== undefined && options.will !== undefined);
+      link.refs++;
+      return link;
     }
+    const key = connectionKey(input, session);
+    const open = key === undefined ? undefined : sharedLinks.get(key);
+    if (open !== undefined && (will === undefined || (!open.hasWill && open.chosenClientId))) {
+      if (will !== undefined) open.installWill(will);
+      open.refs++;
+      return open;
+    }
+    const { options, chosen, resume } = resolveOptions(input, will, session, defaultClientId);
+    const clientId = options.clientId ?? "";
+    if (openClientIds.has(clientId)) {
+      throw configError(
+        `client id "${clientId}" is already connected from this process with other options, ` +
+          "or by another mqrpc server (a connection carries one server's last will); " +
+          "give each server its own clientId (with use_username_as_clientid: its own account), " +
+          "or give transports the same options so that they share one connection",
+      );
+    }
+    const { url, ...rest } = options;
+    const client = url === undefined ? connect(rest) : connect(url, rest);
+    const link = new MqttLink(
+      client,
+      true,
+      will !== undefined && options.will !== undefined,
+      key,
+      chosen,
+    );
+    if (resume) {
+      // The first connect starts clean: a new process never inherits the
+      // session (and the queued frames) of an earlier one under its client
+      // id. Reconnects resume the session it made (PROTOCOL.md 2.1).
+      client.once("connect", () => {
+        client.options.clean = false;
+      });
+    }
+    if (key !== undefined && (open === undefined || (will !== undefined && !open.hasWill))) {
+      sharedLinks.set(key, link);
+    }
+    openClientIds.set(clientId, link);
     link.refs++;
     return link;
+  }
+
+  /**
+   * Why a broker may refuse mqrpc's own topics: one that makes client ids
+   * from usernames (SECURITY.md) gave this connection another id than mqrpc
+   * uses in its topics.
+   */
+  private identityHint(): string {
+    const { username, clientId } = this.client.options;
+    return username !== undefined && username !== clientId
+      ? `; the client id "${clientId}" is not the username "${username}": a broker with use_username_as_clientid uses the username as client id, so leave clientId unset or equal to it`
+      : "";
+  }
+
+  /** Whether this connection carries an mqrpc server's last will (its presence). */
+  get willInstalled(): boolean {
+    return this.hasWill;
+  }
+
+  /**
+   * Installs a server's will on a connection opened without one: the will
+   * goes into the CONNECT packet, so a connection that is up (or whose
+   * CONNECT went out) is made again; its session and its publishes in
+   * flight carry over.
+   */
+  private installWill(will: (clientId: string) => LinkWill): void {
+    const { topic, payload } = will(this.clientId);
+    this.client.options.will = { topic, payload: asBuffer(payload), qos: 1, retain: true };
+    this.hasWill = true;
+    if (!this.client.reconnecting) this.client.stream?.destroy();
   }
 
   /**
@@ -299,15 +405,35 @@ export class MqttLink {
   subscribe(filter: string): Promise<void> {
     let subscription = this.subscriptions.get(filter);
     if (subscription === undefined) {
-      const granted = this.client.subscribeAsync(filter, { qos: 1 }).then((grants) => {
-        if (grants.length === 0) created.ours = false;
-        for (const grant of grants) {
-          if (grant.qos >= 0x80) {
-            throw new Error(`the broker refused the subscription to ${filter} (code ${grant.qos})`);
-          }
-        }
-      });
-      const created: Subscription = { holders: 0, granted, ours: true };
+      const attempt = (): Promise<void> =>
+        this.client.subscribeAsync(filter, { qos: 1 }).then(
+          (grants) => {
+            if (grants.length === 0) created.ours = false;
+            for (const grant of grants) {
+              if (grant.qos >= 0x80) {
+                throw new Error(
+                  `the broker refused the subscription to ${filter} (code ${grant.qos})${this.identityHint()}`,
+                );
+              }
+            }
+            created.acknowledged = true;
+          },
+          (e: unknown) => {
+            // The connection dropped before the SUBACK (a reset, or a will
+            // being installed): subscribe again once it is back.
+            const dropped = e instanceof Error && e.message === "Connection closed";
+            if (
+              !dropped ||
+              this.client.disconnecting ||
+              this.subscriptions.get(filter) !== created
+            ) {
+              throw e;
+            }
+            return this.connected().then(attempt);
+          },
+        );
+      const granted = attempt();
+      const created: Subscription = { holders: 0, granted, ours: true, acknowledged: false };
       granted.catch(() => {
         if (this.subscriptions.get(filter) === created) this.subscriptions.delete(filter);
       });
@@ -400,6 +526,8 @@ export class MqttLink {
     this.coalescer.flushAll();
     if (--this.refs > 0) return;
     if (links.get(this.client) === this) links.delete(this.client);
+    if (this.key !== undefined && sharedLinks.get(this.key) === this) sharedLinks.delete(this.key);
+    if (openClientIds.get(this.clientId) === this) openClientIds.delete(this.clientId);
     // Everything below that talks to MQTT.js happens before the first await,
     // so a link made on the same client right after this one (a transport
     // closed and created again) subscribes after this one unsubscribed.
@@ -443,7 +571,11 @@ export class MqttLink {
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     let closed: (() => void) | undefined;
-    const graceful = client.endAsync(false).then(
+    // A process that leaves on purpose does not come back for its session:
+    // MQTT 5 lets the DISCONNECT end it now rather than after its expiry.
+    const disconnect =
+      this.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0 } } : undefined;
+    const graceful = client.endAsync(false, disconnect).then(
       () => true,
       () => true,
     );
@@ -469,6 +601,7 @@ export class MqttLink {
     client.off("packetreceive", this.onPacketReceive);
     client.off("packetsend", this.onPacketSend);
     client.off("close", this.onClose);
+    client.off("connect", this.onConnect);
     client.off("message", this.onMessage);
     // An owned client keeps its error listener: ending it may still fail.
     if (!this.owned) client.setMaxListeners(this.originalMaxListeners);
@@ -511,11 +644,15 @@ export class MqttLink {
    * with a plain "Message removed"; the caller is told why instead.
    */
   private explain(error: unknown): unknown {
-    return this.lastRefusal !== undefined &&
-      error instanceof Error &&
-      error.message === "Message removed"
-      ? this.lastRefusal
-      : error;
+    if (!(error instanceof Error)) return error;
+    if (this.lastRefusal !== undefined && error.message === "Message removed") {
+      return this.lastRefusal;
+    }
+    const hint = this.identityHint();
+    if (hint !== "" && (error as { code?: unknown }).code === NOT_AUTHORIZED) {
+      return Object.assign(error, { hint });
+    }
+    return error;
   }
 
   private readonly onPacketReceive = (packet: Packet): void => {
@@ -526,14 +663,35 @@ export class MqttLink {
         if (packet.messageId !== undefined) this.oversize.acknowledged(packet.messageId);
         break;
       case "connack":
+        // MQTT.js emits `connect` only after replaying its store, which a
+        // connection that closes meanwhile never reaches: note it here.
+        if (!packet.sessionPresent) this.resubscribeOwed = true;
         this.connackMaxPacketSize = packet.properties?.maximumPacketSize;
         setNoDelay(this.client);
         break;
       case "disconnect":
         if (packet.reasonCode === PACKET_TOO_LARGE) this.oversize.brokerSaidTooLarge();
+        if (packet.reasonCode === SESSION_TAKEN_OVER && this.owned) this.takenOver();
         break;
     }
   };
+
+  /**
+   * Another connection took this client id (MQTT 5 reason 0x8E): another
+   * process runs as the same server or account. Reconnecting would take it
+   * back and start a tug of war in which both keep losing calls, so this
+   * connection stays down, and calls on it fail naming the cause.
+   */
+  private takenOver(): void {
+    this.client.options.reconnectPeriod = 0;
+    this.client.emit(
+      "error",
+      new Error(
+        `another connection took over client id "${this.clientId}" (MQTT 5 reason 0x8e); ` +
+          "this one stays down: run one process per client id, or give each its own clientId or account",
+      ),
+    );
+  }
 
   private readonly onPacketSend = (packet: Packet): void => {
     if (packet.cmd !== "publish" || packet.qos === 0 || packet.messageId === undefined) return;
@@ -543,6 +701,34 @@ export class MqttLink {
       packet.messageId,
       publishPacketBytes(packet.topic, payloadBytes, this.protocolVersion),
     );
+  };
+
+  /** Whether the link's filters must be subscribed again at the next CONNACK, session or not. */
+  private resubscribeOwed = false;
+
+  /**
+   * Subscribes again, once connected after a CONNACK without a session (or
+   * after a resubscription that a closing connection cut off), to every
+   * filter the broker had acknowledged. MQTT.js's own resubscription waits
+   * behind its replay of unacknowledged publishes; when the connection
+   * closes first (a publish the broker refuses), the session the broker
+   * made has none of the filters, and the next CONNACK says "session
+   * present", so MQTT.js never sends them again.
+   */
+  private readonly onConnect = (): void => {
+    if (!this.resubscribeOwed) return;
+    const filters: Record<string, { qos: 1 }> = {};
+    for (const [filter, subscription] of this.subscriptions) {
+      if (subscription.ours && subscription.acknowledged) filters[filter] = { qos: 1 };
+    }
+    if (Object.keys(filters).length === 0) {
+      this.resubscribeOwed = false;
+      return;
+    }
+    // `resubscribe` makes MQTT.js send filters it believes subscribed.
+    this.client.subscribeAsync({ ...filters, resubscribe: true } as never).then(() => {
+      this.resubscribeOwed = false;
+    }, noop);
   };
 
   private readonly onClose = (): void => {
@@ -735,11 +921,55 @@ function setNoDelay(client: MqttClient): void {
   stream?.setNoDelay?.(true);
 }
 
+/**
+ * A string that is equal for connection inputs that may share one
+ * connection: the session kind and the options as data (keys sorted, bytes
+ * as hex). Undefined for options that hold functions or objects other than
+ * plain data and bytes, which are not compared.
+ */
+export function connectionKey(
+  input: string | (IClientOptions & { readonly url?: string }),
+  session: SessionDefault,
+): string | undefined {
+  const options = typeof input === "string" ? { url: input } : input;
+  try {
+    return `${session}\n${JSON.stringify(canonical(options))}`;
+  } catch {
+    return undefined;
+  }
+}
+
+function canonical(value: unknown): unknown {
+  if (value === null || typeof value !== "object") {
+    if (typeof value === "function" || typeof value === "symbol" || typeof value === "bigint") {
+      throw new TypeError("not comparable");
+    }
+    return value;
+  }
+  if (value instanceof Uint8Array) return { bytes: hex(value) };
+  if (Array.isArray(value)) return value.map(canonical);
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) throw new TypeError("not comparable");
+  const sorted: Record<string, unknown> = {};
+  for (const name of Object.keys(value).sort()) {
+    const field = (value as Record<string, unknown>)[name];
+    if (field !== undefined) sorted[name] = canonical(field);
+  }
+  return sorted;
+}
+
+/**
+ * The options of a connection mqrpc opens, with its defaults (PROTOCOL.md
+ * 16): `chosen` says whether the client id is the application's (given,
+ * or its username) rather than random, `resume` whether reconnects resume
+ * the session (`clean` switched off after the first CONNACK).
+ */
 function resolveOptions(
   input: string | (IClientOptions & { readonly url?: string }),
   will: ((clientId: string) => LinkWill) | undefined,
   session: SessionDefault,
-): IClientOptions & { url?: string } {
+  defaultClientId: string | undefined,
+): { options: IClientOptions & { url?: string }; chosen: boolean; resume: boolean } {
   const options: IClientOptions & { url?: string } =
     typeof input === "string" ? { url: input } : { ...input };
   if (typeof input === "string" && input.trim() === "") {
@@ -748,31 +978,50 @@ function resolveOptions(
   if (typeof input !== "string" && options.url === undefined && options.host === undefined) {
     throw configError("give a URL string, options with url or host, or an MqttClient");
   }
-  options.clientId ??= `mqrpc_${randomId()}`;
+  // Identity (SECURITY.md): brokers that bind client ids to accounts
+  // (Mosquitto's use_username_as_clientid) make the username the client id,
+  // and mqrpc's topics must use the id the broker uses.
+  const chosen = options.clientId !== undefined || options.username !== undefined;
+  const stable = chosen || defaultClientId !== undefined;
+  options.clientId ??= options.username ?? defaultClientId ?? `mqrpc_${randomId()}`;
   options.reconnectPeriod ??= 500;
   options.connectTimeout ??= 10_000;
   // A dead link is noticed by the broker within 1.5 keepalives, which bounds
   // how long a vanished server looks online.
   options.keepalive ??= 15;
-  // Persistent sessions: while a peer reconnects, the broker keeps its
-  // subscriptions and queues the QoS 1 frames of its calls, so calls in
-  // flight survive a dropped link. The cost: a session outlives a process
-  // that never comes back, until it expires (MQTT 5: after
-  // sessionExpiryInterval, default 5 minutes here; MQTT 3.1.1: per broker
-  // settings, e.g. Mosquitto's persistent_client_expiration).
-  options.clean ??= session === "clean";
-  if (options.protocolVersion === 5 && options.clean === false) {
-    options.properties = { sessionExpiryInterval: 300, ...options.properties };
+  // Sessions (PROTOCOL.md 2.1): a session is kept only for a client id that
+  // comes back (the application's, or a server's derived from its id). Each
+  // process starts clean, so it never inherits the queue of an earlier one,
+  // and its reconnects resume the session, so calls in flight survive a
+  // dropped link. The session a process that is gone leaves expires after
+  // SESSION_EXPIRY_SECONDS (MQTT 5) or is taken over by the next process
+  // with that id (MQTT 3.1.1, where sessions do not expire). A random
+  // client id never comes back: its session is clean throughout, and what a
+  // dropped link loses is recovered by resends.
+  let resume = false;
+  if (options.clean === undefined) {
+    options.clean = true;
+    resume = session === "persistent" && stable;
+  }
+  if (options.protocolVersion === 5 && (resume || options.clean === false)) {
+    options.properties = {
+      sessionExpiryInterval: SESSION_EXPIRY_SECONDS,
+      ...options.properties,
+    };
   }
   if (will !== undefined && options.will === undefined) {
     const { topic, payload } = will(options.clientId);
     options.will = { topic, payload: asBuffer(payload), qos: 1, retain: true };
   }
-  return options;
+  return { options, chosen: chosen || defaultClientId !== undefined, resume };
 }
 
 function randomId(): string {
   const bytes = new Uint8Array(8);
   globalThis.crypto.getRandomValues(bytes);
+  return hex(bytes);
+}
+
+function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }

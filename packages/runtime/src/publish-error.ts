@@ -70,7 +70,7 @@ export function publishError(error: unknown, topic: string): ConnectError {
   switch (reason) {
     case NOT_AUTHORIZED:
       return new ConnectError(
-        `the broker denied the publish to ${topic} (not authorized)`,
+        `the broker denied the publish to ${topic} (not authorized)${hintOf(error)}`,
         Code.PermissionDenied,
       );
     case PACKET_TOO_LARGE:
@@ -88,4 +88,10 @@ export function publishError(error: unknown, topic: string): ConnectError {
     default:
       return new ConnectError(`publish to ${topic} failed: ${message}`, Code.Unavailable);
   }
+}
+
+/** What the link that published found out about a refusal (e.g. a client id that is not the username). */
+function hintOf(error: unknown): string {
+  const hint = (error as { hint?: unknown } | undefined)?.hint;
+  return typeof hint === "string" ? hint : "";
 }

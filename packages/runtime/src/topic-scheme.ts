@@ -117,6 +117,20 @@ export function clientIdProblem(clientId: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The MQTT client id a server that is not replicated uses unless its
+ * options name one (or a username): `mqrpc-s-` and the server id, as hex
+ * of its UTF-8 bytes when it has other characters than A-Z, a-z, 0-9, "_"
+ * and "-". Stable, so that a restarted server takes over the session its
+ * previous process left on the broker instead of leaving it behind
+ * (PROTOCOL.md 2.1).
+ */
+export function serverClientId(serverId: string): string {
+  if (/^[A-Za-z0-9_-]+$/.test(serverId)) return `mqrpc-s-${serverId}`;
+  const bytes = new TextEncoder().encode(serverId);
+  return `mqrpc-s-x${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
 export class TopicScheme {
   /** The validated topic prefix, one or more plain levels. */
   readonly prefix: string;
