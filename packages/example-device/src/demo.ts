@@ -19,8 +19,11 @@ async function main(): Promise<void> {
   const url = process.env.MQTT_URL ?? (broker?.url as string);
   console.log(`broker     ${url}${broker ? " (embedded Aedes)" : ""}`);
 
-  const server = await createMqttServer({ mqtt: url, serverId: DEVICE_ID });
-  registerDeviceService(server, createDeviceImpl({ deviceId: DEVICE_ID }));
+  const server = await createMqttServer({
+    mqtt: url,
+    serverId: DEVICE_ID,
+    routes: (s) => registerDeviceService(s, createDeviceImpl({ deviceId: DEVICE_ID })),
+  });
   console.log(`device     "${DEVICE_ID}" serving mqrpc.example.device.v1.DeviceService`);
 
   const transport = createMqttTransport({ mqtt: url, serverId: DEVICE_ID });

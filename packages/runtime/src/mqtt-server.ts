@@ -12,6 +12,7 @@ import {
   type Interceptor,
   type ServiceImpl,
 } from "@connectrpc/connect";
+import { CallAdmission, type CallAdmissionLimits } from "./call-admission.js";
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DropLog, quoted } from "./drop-log.js";
 import { DEFAULT_WINDOW } from "./flow-credit.js";
@@ -42,6 +43,7 @@ import {
   clientIdProblem,
   encodeTopicSegment,
   type RequestAddress,
+  serverClientId,
   TopicScheme,
 } from "./topic-scheme.js";
 
@@ -56,6 +58,14 @@ export interface MqttServerOptions {
   readonly mqtt: MqttConnectionInput;
   /** The id callers address, e.g. a device id. Several replicas may share it (see `shared`). */
   readonly serverId: string;
+  /**
+   * Registers the services (`server.service(...)` or the generated
+   * `register<Service>(server, impl)`). When given, {@link createMqttServer}
+   * resolves only once the server's ONLINE presence is on the broker, so a
+   * caller that learns of the server from the application (rather than from
+   * presence) never finds it unannounced.
+   */
+  readonly routes?: (server: MqttServer) => void;
   /** First topic levels of every mqrpc topic; default `mqrpc`. Must match the callers'. */
   readonly topicPrefix?: string;
   /** Connect interceptors run around every handler. */
@@ -71,10 +81,30 @@ export interface MqttServerOptions {
    * subscriptions (MQTT 5 brokers; Mosquitto also on 3.1.1).
    */
   readonly shared?: boolean | string;
-  /** Calls in progress at once before new ones get RESOURCE_EXHAUSTED (default 1000). */
+  /**
+   * Calls whose handler runs at once (default 1000); calls that only wait
+   * for their End to be acknowledged do not count. The last tenth of the
+   * slots (at least one) goes only to callers running fewer calls than
+   * their fair share (the slots divided among the callers with calls here,
+   * itself included, plus one more; at least 1), so a lone caller runs at
+   * most 900 by default. A new call that finds no slot for its caller
+   * waits for one (see `maxQueuedCalls`); waiting calls start round-robin
+   * across callers as slots free (docs/PROTOCOL.md section 17.1).
+   */
   readonly maxConcurrentCalls?: number;
-  /** Calls in progress at once from one caller (default 1000). */
+  /** Calls of one caller (client key) whose handler runs at once (default 1000); more wait. */
   readonly maxCallsPerClient?: number;
+  /**
+   * Calls that may wait for a slot, in all (default `maxConcurrentCalls`;
+   * 0: none wait). A waiting call answers Pings, keeps its deadline and can
+   * be cancelled; its request frames wait under flow control. The last
+   * tenth of the places goes only to callers below their fair share of
+   * them. A call that can neither start nor wait gets RESOURCE_EXHAUSTED
+   * naming the limits; on `close()` waiting calls get UNAVAILABLE.
+   */
+  readonly maxQueuedCalls?: number;
+  /** Calls of one caller that may wait for a slot (default a quarter of `maxQueuedCalls`). */
+  readonly maxQueuedCallsPerClient?: number;
   /**
    * End frames of finished calls kept (up to 1 KiB each, for 5 minutes) to
    * send again to a caller that missed one (default 10000). Redelivered
@@ -125,8 +155,17 @@ export interface MqttServer {
     settings?: ServiceSettings<S>,
   ): MqttServer;
   /**
-   * Stops taking calls (new ones get UNAVAILABLE), lets calls in progress
-   * finish for up to `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE,
+   * Resolves once the broker has acknowledged the server's ONLINE presence
+   * (announced when the first service is registered; PROTOCOL.md 15.1), from
+   * when on callers find it online. Rejects when the announcement fails
+   * (e.g. an ACL that refuses the presence topic, on MQTT 5) or the server
+   * is closed first.
+   */
+  announced(): Promise<void>;
+  /**
+   * Stops taking calls (new ones, and those waiting for a slot, get
+   * UNAVAILABLE), lets calls in progress finish for up to
+   * `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE,
    * announces the server offline and releases the connection.
    */
   close(): Promise<void>;
@@ -134,13 +173,55 @@ export interface MqttServer {
 
 /**
  * Starts a server: connects, subscribes to the request topics and resolves
- * when it can take calls. Presence is announced once the first service is
- * registered, so callers never see the server before its methods exist.
+ * when it can take calls; with `routes`, registers the services and
+ * resolves once the server is announced (see {@link MqttServer.announced}).
+ * Presence is announced once the first service is registered, so callers
+ * never see the server before its methods exist.
+ *
+ * @throws Error naming the option for bad options, or when the broker
+ *   refuses the connection, the subscriptions or (with `routes`) the
+ *   presence announcement.
  */
 export async function createMqttServer(options: MqttServerOptions): Promise<MqttServer> {
   const server = new MqttServerImpl(options);
   await server.start();
+  if (options.routes === undefined) return server;
+  try {
+    options.routes(server);
+    if (!server.hasServices) {
+      throw new Error("routes: registered no service (call server.service(...) in it)");
+    }
+    await server.announced();
+  } catch (e) {
+    await server.close();
+    throw e;
+  }
   return server;
+}
+
+/**
+ * The admission limits of `options` (see MqttServerOptions), validated:
+ * a tenth of the slots and of the places to wait (at least one) reserved
+ * for callers below their fair share.
+ *
+ * @throws Error naming the option when one is not an integer in range.
+ */
+function admissionLimits(options: MqttServerOptions): CallAdmissionLimits {
+  const maxRunning = positiveInteger("maxConcurrentCalls", options.maxConcurrentCalls, 1000);
+  const maxWaiting = positiveInteger("maxQueuedCalls", options.maxQueuedCalls, maxRunning, 0);
+  return {
+    maxRunning,
+    maxRunningPerCaller: positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 1000),
+    reservedSlots: Math.max(1, Math.floor(maxRunning / 10)),
+    maxWaiting,
+    maxWaitingPerCaller: positiveInteger(
+      "maxQueuedCallsPerClient",
+      options.maxQueuedCallsPerClient,
+      Math.ceil(maxWaiting / 4),
+      0,
+    ),
+    reservedWaiting: maxWaiting === 0 ? 0 : Math.max(1, Math.floor(maxWaiting / 10)),
+  };
 }
 
 const RECORD_TTL_MS = 5 * 60_000;
@@ -161,8 +242,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   readonly receiveWindow: number;
   readonly reassemblyBudget: ReassemblyBudget;
   private readonly maxPublishBytes: number;
-  private readonly maxConcurrentCalls: number;
-  private readonly maxCallsPerClient: number;
+  /** Which new calls start, wait for a slot or are refused; keyed by call key. */
+  private readonly admission: CallAdmission<string>;
   private readonly shutdownTimeoutMs: number;
   readonly callIdleTimeoutMs: number;
   private readonly shareGroup: string | undefined;
@@ -173,14 +254,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly drops: DropLog;
   private readonly methods = new Map<string, Map<string, MethodEntry>>();
   private readonly calls = new Map<string, ServerCall>();
-  /** Calls whose handler part is not over, per caller and in all (draining calls do not count). */
-  private readonly callsPerClient = new Map<string, number>();
-  private running = 0;
   private readonly completed: CompletedCallRecord;
   private readonly seen = new SeenCalls(RECORD_TTL_MS, MAX_SESSIONS);
   private readonly shutdown = new AbortController();
   private readonly filters: string[] = [];
-  private announced = false;
+  private announcing: Promise<void> | undefined;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private unroute: (() => void) | undefined;
   private closing: Promise<void> | undefined;
@@ -207,12 +285,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       DEFAULT_MAX_PUBLISH_BYTES,
       MIN_PUBLISH_BYTES,
     );
-    this.maxConcurrentCalls = positiveInteger(
-      "maxConcurrentCalls",
-      options.maxConcurrentCalls,
-      1000,
-    );
-    this.maxCallsPerClient = positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 1000);
+    this.admission = new CallAdmission(admissionLimits(options));
     this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
     const reassemblyBytes = positiveInteger(
       "maxReassemblyBytes",
@@ -271,6 +344,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
         ),
       }),
       this.shared ? "clean" : "persistent",
+      this.shared ? undefined : serverClientId(this.serverId),
     );
     this.instanceId = this.link.clientId;
     if (!this.link.willInstalled) {
@@ -291,13 +365,18 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return this.shutdown;
   }
 
-  /** A call's handler part is over: it no longer holds a slot. */
+  /** A call's handler part is over (or it ended waiting): the calls that get its slot start. */
   callEnded(call: ServerCall): void {
-    const clientKey = call.address.clientKey;
-    this.running--;
-    const left = (this.callsPerClient.get(clientKey) ?? 1) - 1;
-    if (left > 0) this.callsPerClient.set(clientKey, left);
-    else this.callsPerClient.delete(clientKey);
+    this.startCalls(this.admission.end(call.key));
+  }
+
+  /** Starts calls that got a slot; one that is gone gives its slot on. */
+  private startCalls(keys: readonly string[]): void {
+    for (const key of keys) {
+      const call = this.calls.get(key);
+      if (call !== undefined) call.start();
+      else this.startCalls(this.admission.end(key));
+    }
   }
 
   /** A call is over: forget it, and keep its End for a caller that missed it. */
@@ -368,11 +447,30 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       });
     }
     this.methods.set(service.typeName, entries);
-    if (!this.announced) {
-      this.announced = true;
-      queueMicrotask(() => this.announce(Presence_State.ONLINE));
+    if (this.announcing === undefined) {
+      // After this turn, so that services registered together go online together.
+      this.announcing = Promise.resolve().then(() => this.publishPresence(Presence_State.ONLINE));
+      this.announcing.catch((e: unknown) => {
+        this.logger.warn(
+          `mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`,
+        );
+      });
     }
     return this;
+  }
+
+  get hasServices(): boolean {
+    return this.methods.size > 0;
+  }
+
+  announced(): Promise<void> {
+    if (this.closing !== undefined) return Promise.reject(new Error("the server is closed"));
+    if (this.announcing === undefined) {
+      return Promise.reject(
+        new Error("no service is registered: presence is announced with the first"),
+      );
+    }
+    return this.announcing;
   }
 
   close(): Promise<void> {
@@ -399,18 +497,20 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     );
   }
 
+  private publishPresence(state: Presence_State): Promise<void> {
+    return this.link.publish(
+      this.scheme.presenceTopic(this.serverId, this.instanceId),
+      encodePresence(this.instanceId, state, this.shared, this.incarnation),
+      { retain: true },
+    );
+  }
+
   private announce(state: Presence_State): Promise<void> {
-    return this.link
-      .publish(
-        this.scheme.presenceTopic(this.serverId, this.instanceId),
-        encodePresence(this.instanceId, state, this.shared, this.incarnation),
-        { retain: true },
-      )
-      .catch((e: unknown) => {
-        this.logger.warn(
-          `mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`,
-        );
-      });
+    return this.publishPresence(state).catch((e: unknown) => {
+      this.logger.warn(
+        `mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`,
+      );
+    });
   }
 
   private onRequest(topic: string, payload: Uint8Array): void {
@@ -495,55 +595,33 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
                 : `service ${address.service} is not served by "${this.serverId}"`,
               Code.Unimplemented,
             )
-          : this.limitRefusal(address.clientKey);
+          : undefined;
     if (refusal !== undefined || entry === undefined) {
       this.refuse(address, frame.callId, refusal);
       return;
     }
-    const started = new ServerCall(this, key, address, frame.callId, entry);
-    this.calls.set(key, started);
-    this.running++;
-    this.callsPerClient.set(
-      address.clientKey,
-      (this.callsPerClient.get(address.clientKey) ?? 0) + 1,
-    );
-    started.onFrame(frame);
-  }
-
-  /**
-   * Why a new call of `clientKey` may not start now, if it may not: the
-   * server is full, the caller is at `maxCallsPerClient`, or the server is
-   * nearly full and the caller holds its fair share already. The last
-   * tenth of the slots goes only to callers below their fair share (the
-   * slots divided among the callers with calls running and one more that
-   * may come), so a caller that floods a server leaves room for others.
-   */
-  private limitRefusal(clientKey: string): ConnectError | undefined {
-    const mine = this.callsPerClient.get(clientKey) ?? 0;
-    if (this.running >= this.maxConcurrentCalls) {
-      return new ConnectError(
-        `server "${this.serverId}" is at its limit of concurrent calls (maxConcurrentCalls ${this.maxConcurrentCalls})`,
-        Code.ResourceExhausted,
-      );
-    }
-    if (mine >= this.maxCallsPerClient) {
-      return new ConnectError(
-        `too many concurrent calls from this caller (maxCallsPerClient ${this.maxCallsPerClient})`,
-        Code.ResourceExhausted,
-      );
-    }
-    const reserved = Math.max(1, Math.floor(this.maxConcurrentCalls / 10));
-    if (this.running >= this.maxConcurrentCalls - reserved) {
-      const callers = this.callsPerClient.size + 1;
-      const fairShare = Math.floor(this.maxConcurrentCalls / callers);
-      if (mine >= fairShare) {
-        return new ConnectError(
-          `server "${this.serverId}" is nearly full and this caller holds its share (${mine} of ${this.maxConcurrentCalls} calls)`,
+    const admitted = this.admission.offer(address.clientKey, key);
+    if (admitted.kind === "refuse") {
+      this.refuse(
+        address,
+        frame.callId,
+        new ConnectError(
+          `server "${this.serverId}" cannot take the call now: ${admitted.reason}`,
           Code.ResourceExhausted,
-        );
-      }
+        ),
+      );
+      return;
     }
-    return undefined;
+    const created = new ServerCall(
+      this,
+      key,
+      address,
+      frame.callId,
+      entry,
+      admitted.kind === "wait",
+    );
+    this.calls.set(key, created);
+    created.onFrame(frame);
   }
 
   /** Ends a call that does not run here with `error`: an End at seq 0, not kept. */
@@ -566,7 +644,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
    */
   private readonly reannounce = (): void => {
     if (this.closing !== undefined) return;
-    if (this.announced) void this.announce(Presence_State.ONLINE);
+    if (this.announcing !== undefined) void this.announce(Presence_State.ONLINE);
     this.resync.reconnected();
   };
 
@@ -580,6 +658,13 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   }
 
   private async shutdownGracefully(): Promise<void> {
+    // Calls waiting for a slot never started: they end now, so that their
+    // callers may go elsewhere, rather than take slots during the grace.
+    const refusal = new ConnectError(
+      `server "${this.serverId}" is shutting down`,
+      Code.Unavailable,
+    );
+    for (const key of this.admission.takeWaiting()) this.calls.get(key)?.shutdown(refusal);
     clearInterval(this.sweepTimer);
     this.link.client.off("connect", this.reannounce);
     this.resync.cancel();
@@ -602,7 +687,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.unroute?.();
     // Announce the departure if the broker can hear it; a dead link has left
     // the last will (DISCONNECTED) in place already.
-    if (this.announced && this.link.client.connected) await this.announce(Presence_State.OFFLINE);
+    if (this.announcing !== undefined && this.link.client.connected) {
+      await this.announce(Presence_State.OFFLINE);
+    }
     await this.link.release();
   }
 }

@@ -124,7 +124,13 @@ export class PresenceWatch {
    */
   recheck(): Promise<void> {
     const now = Date.now();
-    if (now - this.recheckedAt < RECHECK_INTERVAL_MS) return this.rechecking ?? Promise.resolve();
+    if (now - this.recheckedAt < RECHECK_INTERVAL_MS) {
+      // Asked again within the second: the subscription is fresh, but an
+      // announcement may be on its way (a server that just came back, whose
+      // ONLINE the broker acknowledged to it before delivering it here):
+      // give it a quiet spell to arrive.
+      return (this.rechecking ?? Promise.resolve()).then(() => this.quietSpell());
+    }
     this.recheckedAt = now;
     const filter = this.scheme.presenceFilter(this.serverId);
     this.rechecking = this.link
@@ -135,6 +141,22 @@ export class PresenceWatch {
 
   private rechecking: Promise<void> | undefined;
   private recheckedAt = 0;
+
+  /** Resolves once this server id is online, or after QUIET_MS. */
+  private quietSpell(): Promise<void> {
+    if (this.availability === "online") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        undo();
+        resolve();
+      };
+      const timer = setTimeout(done, QUIET_MS);
+      const undo = this.onChange(() => {
+        if (this.availability === "online") done();
+      });
+    });
+  }
 
   /** Stops watching: removes its route, listeners and subscription. */
   dispose(): Promise<void> {

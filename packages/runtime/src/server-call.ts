@@ -69,7 +69,11 @@ export interface ServerCallHost {
   readonly shutdownSource: SignalSource;
   /** How long a call whose caller sends no heartbeats may go without a word from it, in ms. */
   readonly callIdleTimeoutMs: number;
-  /** Told once when the handler's part is over: the call no longer holds a slot. */
+  /**
+   * Told once when the handler's part is over, or when a call that waited
+   * for a slot ended before it got one: the call no longer holds a slot (or
+   * its place in the queue).
+   */
   callEnded(call: ServerCall): void;
   /**
    * Told once when the call is over and forgotten: its End frame was handed
@@ -117,6 +121,9 @@ export class ServerCall implements FrameOutput, ReceiverSink {
 
   /**
    * @param key the call's key on its server (client key and call id)
+   * @param waitingForSlot the call waits for a slot (docs/PROTOCOL.md 17.1):
+   *   it takes frames, answers Pings, keeps its deadline and can be
+   *   cancelled, but its handler runs only from {@link start}.
    */
   constructor(
     private readonly host: ServerCallHost,
@@ -124,6 +131,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     readonly address: RequestAddress,
     readonly callId: number,
     private readonly entry: MethodEntry,
+    private waitingForSlot = false,
   ) {
     // The call is its sender's output and its receiver's sink: no adapter
     // objects or closures per call.
@@ -133,6 +141,20 @@ export class ServerCall implements FrameOutput, ReceiverSink {
       owner: address.clientKey,
     });
     if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
+  }
+
+  /**
+   * The call got a slot: its handler runs now (a unary or server-streaming
+   * call's once its request is complete). Nothing when it was not waiting
+   * or has ended already.
+   */
+  start(): void {
+    if (!this.waitingForSlot) return;
+    this.waitingForSlot = false;
+    const context = this.context;
+    if (this.ended || context === undefined) return;
+    if (!this.direct) void this.run(context);
+    else if (this.requestsComplete) this.runDirect();
   }
 
   /** Settles when the call is over and its End frame was handed to MQTT. */
@@ -272,7 +294,8 @@ export class ServerCall implements FrameOutput, ReceiverSink {
   shutdown(reason: ConnectError): void {
     this.shuttingDown = true;
     if (this.drainingSince !== undefined) this.markFinished();
-    else this.context?.abort(reason);
+    else if (this.context !== undefined) this.context.abort(reason);
+    else this.fail(reason);
   }
 
   /** Set by {@link shutdown}: the End goes out, but nobody waits for its acknowledgement. */
@@ -385,7 +408,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
           // instance's sticky topic. Handler headers follow in the End frame.
           this.sendAccept();
         }
-        if (!this.direct) void this.run(context);
+        if (!this.direct && !this.waitingForSlot) void this.run(context);
         return;
       }
       case "message": {
@@ -417,8 +440,8 @@ export class ServerCall implements FrameOutput, ReceiverSink {
       }
       case "halfClose":
         this.requestsComplete = true;
-        if (this.direct) this.runDirect();
-        else this.requests.close();
+        if (!this.direct) this.requests.close();
+        else if (!this.waitingForSlot) this.runDirect();
         return;
       default:
         return;
