@@ -77,24 +77,54 @@ export class ChildServer {
 
   /** Spawns a child server and waits (at most 30 s) until it serves. */
   static async start(config: ChildServerConfig, label = "child server"): Promise<ChildServer> {
+    const server = ChildServer.spawn({ ...config, deferred: false }, label);
+    await server.untilReady();
+    return server;
+  }
+
+  /**
+   * Spawns a child server that loads and then waits (at most 30 s until it
+   * has loaded); {@link begin} starts it. For a replacement that must start
+   * quickly later: the process start (seconds on a busy machine) is paid now.
+   */
+  static async preload(config: ChildServerConfig, label = "child server"): Promise<ChildServer> {
+    const server = ChildServer.spawn({ ...config, deferred: true }, label);
+    await server.untilEvent("loaded", 30_000);
+    return server;
+  }
+
+  /** Starts a server spawned by {@link preload} and waits (at most 30 s) until it serves. */
+  async begin(): Promise<void> {
+    this.child.stdin.write("start\n");
+    await this.untilReady();
+  }
+
+  private static spawn(config: ChildServerConfig, label: string): ChildServer {
     const child = spawn(process.execPath, ["--import", "tsx", SCRIPT, JSON.stringify(config)], {
       cwd: REPO,
       stdio: ["pipe", "pipe", "pipe"],
     });
-    const server = new ChildServer(child, label);
+    return new ChildServer(child, label);
+  }
+
+  private async untilReady(): Promise<void> {
+    await this.untilEvent("ready", 30_000);
+    const ready = this.events.find((e) => e.event === "ready");
+    this.instanceId = ready?.event === "ready" ? ready.instanceId : "";
+  }
+
+  /** Waits for an event of the child's start; kills the child and throws with its output if it does not come. */
+  private async untilEvent(event: "loaded" | "ready", ms: number): Promise<void> {
     try {
       await within(
-        server.until((e) => e.event === "ready"),
-        30_000,
-        `${label} ready`,
+        this.until((e) => e.event === event),
+        ms,
+        `${this.label} ${event}`,
       );
     } catch (e) {
-      child.kill("SIGKILL");
-      throw new Error(`${String(e)}\n--- ${label} output ---\n${server.output}`);
+      this.child.kill("SIGKILL");
+      throw new Error(`${String(e)}\n--- ${this.label} output ---\n${this.output}`);
     }
-    const ready = server.events.find((e) => e.event === "ready");
-    server.instanceId = ready?.event === "ready" ? ready.instanceId : "";
-    return server;
   }
 
   get pid(): number {
@@ -127,6 +157,21 @@ export class ChildServer {
       };
       this.waiters.add(check);
       check();
+    });
+  }
+
+  /**
+   * Resolves at the child's next event or its exit, for a test that waits
+   * on a condition over several children's events.
+   */
+  nextEvent(): Promise<void> {
+    if (!this.alive) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = () => {
+        this.waiters.delete(wake);
+        resolve();
+      };
+      this.waiters.add(wake);
     });
   }
 

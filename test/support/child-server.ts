@@ -8,8 +8,9 @@
  * at once (a probe); any other runs for `handlerMs` (or until cancelled)
  * and answers with `responseSize` bytes. Every start, end and cancellation
  * is a JSON line on stdout (synchronous on a pipe, so a line written
- * before a SIGKILL is never lost). Stdin: `close` closes the server
- * gracefully; the end of stdin (the parent is gone) exits at once.
+ * before a SIGKILL is never lost). Stdin: `start` starts a deferred server
+ * (config `deferred`), `close` closes the server gracefully; the end of
+ * stdin (the parent is gone) exits at once.
  */
 import { ConnectError } from "@connectrpc/connect";
 import { createMqttServer } from "../../packages/runtime/src/index.js";
@@ -25,10 +26,19 @@ export interface ChildServerConfig {
   /** How long a non-probe UnaryCall runs, in ms. */
   readonly handlerMs: number;
   readonly shutdownTimeoutMs?: number;
+  /** Serve as a replica through a shared subscription (`shared: true`). */
+  readonly shared?: boolean;
+  /**
+   * Load, say `loaded`, and wait for `start` on stdin before connecting: a
+   * test spawns a replacement early and starts it when its subject needs it,
+   * without paying the process start then.
+   */
+  readonly deferred?: boolean;
 }
 
 /** One line of the child's stdout. */
 export type ChildEvent =
+  | { readonly event: "loaded"; readonly pid: number }
   | { readonly event: "ready"; readonly instanceId: string; readonly pid: number }
   | { readonly event: "started"; readonly id: number; readonly pid: number }
   | { readonly event: "finished"; readonly id: number; readonly pid: number }
@@ -40,8 +50,33 @@ function emit(e: ChildEvent): void {
   process.stdout.write(`${JSON.stringify(e)}\n`);
 }
 
+// Stdin carries commands, one a line; its end (the parent is gone) exits at once.
+let input = "";
+const lineWaiters = new Map<string, () => void>();
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (chunk: string) => {
+  input += chunk;
+  for (const [line, wake] of lineWaiters) {
+    if (input.includes(`${line}\n`)) {
+      lineWaiters.delete(line);
+      wake();
+    }
+  }
+});
+process.stdin.on("end", () => process.exit(0));
+
+/** Resolves once stdin has carried `line`. */
+function untilLine(line: string): Promise<void> {
+  if (input.includes(`${line}\n`)) return Promise.resolve();
+  return new Promise((resolve) => lineWaiters.set(line, resolve));
+}
+
 async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? "{}") as ChildServerConfig;
+  if (config.deferred === true) {
+    emit({ event: "loaded", pid: process.pid });
+    await untilLine("start");
+  }
   const server = await createMqttServer({
     serverId: config.serverId,
     mqtt: {
@@ -51,6 +86,7 @@ async function main(): Promise<void> {
       ...(config.clientId !== undefined ? { clientId: config.clientId } : {}),
     },
     shutdownTimeoutMs: config.shutdownTimeoutMs ?? 0,
+    ...(config.shared !== undefined ? { shared: config.shared } : {}),
     logger: { warn: (message) => emit({ event: "warn", message }) },
   });
   server.service(TestService, {
@@ -77,19 +113,12 @@ async function main(): Promise<void> {
       return {};
     },
   });
+  await server.announced();
   emit({ event: "ready", instanceId: server.instanceId, pid: process.pid });
-  let input = "";
-  process.stdin.setEncoding("utf8");
-  process.stdin.on("data", (chunk: string) => {
-    input += chunk;
-    if (input.includes("close\n")) {
-      void server.close().then(() => {
-        emit({ event: "closed" });
-        process.exit(0);
-      });
-    }
-  });
-  process.stdin.on("end", () => process.exit(0));
+  await untilLine("close");
+  await server.close();
+  emit({ event: "closed" });
+  process.exit(0);
 }
 
 main().catch((e: unknown) => {

@@ -8,6 +8,14 @@
  * no instance at all is online. Presence can lag or lose an announcement,
  * so a call that presence gives up on first asks its server directly
  * (ClientCall.probe) and ends only if it does not answer.
+ *
+ * On a replicated server a call is not known to belong to any replica until
+ * the one that took it says so. When a replica leaves (its will, or its
+ * OFFLINE), the calls opened before that and still unclaimed may be with it:
+ * the Open was queued for it, or its Headers were lost with it. After the
+ * offline grace (at once for an OFFLINE), they ask the online replicas, and
+ * end with UNAVAILABLE ("may or may not have run") when none has them,
+ * rather than at their deadline or heartbeat limit.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ClientCall } from "./client-call.js";
@@ -19,6 +27,13 @@ export class CallLiveness {
   private readonly calls = new Set<ClientCall>();
   /** When each instance was first seen DISCONNECTED, while it stays so. */
   private readonly droppedAt = new Map<string, number>();
+  /** The instances online at the last review, to tell which left since. */
+  private online = new Set<string>();
+  /**
+   * Replicas that left: when (`at`), and when calls opened before then and
+   * still unclaimed are probed (`due`); dropped once applied.
+   */
+  private departures: Array<{ readonly at: number; readonly due: number }> = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly stopWatching: () => void;
 
@@ -27,6 +42,7 @@ export class CallLiveness {
     private readonly serverLabel: string,
     private readonly offlineGraceMs: number,
   ) {
+    this.online = new Set(presence.onlineInstances());
     this.stopWatching = presence.onChange(() => this.review());
   }
 
@@ -56,12 +72,27 @@ export class CallLiveness {
     const now = Date.now();
     const anyOnline = this.presence.availability === "online";
     let nextCheck = Number.POSITIVE_INFINITY;
+    this.noteDepartures(now);
     for (const call of [...this.calls]) {
       const instance = call.boundInstance;
       const state = instance === undefined ? undefined : this.presence.stateOf(instance);
       if (instance === undefined || state === undefined) {
-        // Which instance has the call is not known: only "nobody serves" counts.
-        if (anyOnline) continue;
+        // Which instance has the call is not known: only "nobody serves"
+        // counts, or, for an unclaimed call, a replica that left after it
+        // was opened.
+        if (anyOnline) {
+          const opened = call.openedAt;
+          if (!call.awaitsReplica || opened === undefined) continue;
+          for (const { at, due } of this.departures) {
+            if (opened > at) continue;
+            if (now >= due) {
+              call.probe(this.replicaLeft());
+              break;
+            }
+            nextCheck = Math.min(nextCheck, due);
+          }
+          continue;
+        }
         const since = this.presence.offlineSince;
         if (since === undefined) {
           if (this.presence.availability === "offline") call.probe(this.offline());
@@ -96,12 +127,32 @@ export class CallLiveness {
         call.probe(this.offline());
       }
     }
+    this.departures = this.departures.filter((d) => d.due > now);
     clearTimeout(this.timer);
     this.timer = undefined;
     if (nextCheck !== Number.POSITIVE_INFINITY) {
       this.timer = setTimeout(() => this.review(), Math.max(0, nextCheck - now) + 1);
       (this.timer as { unref?: () => void }).unref?.();
     }
+  }
+
+  /** Records the instances that were online at the last review and are not now. */
+  private noteDepartures(now: number): void {
+    const online = new Set(this.presence.onlineInstances());
+    for (const instance of this.online) {
+      if (online.has(instance)) continue;
+      // A dropped link may come back within the grace; a close is final.
+      const dropped = this.presence.stateOf(instance) === Presence_State.DISCONNECTED;
+      this.departures.push({ at: now, due: dropped ? now + this.offlineGraceMs : now });
+    }
+    this.online = online;
+  }
+
+  private replicaLeft(): ConnectError {
+    return new ConnectError(
+      `a replica of ${this.serverLabel} went offline before it confirmed the call; it may or may not have run`,
+      Code.Unavailable,
+    );
   }
 
   private offline(): ConnectError {

@@ -120,6 +120,8 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
   private readonly startedAt = Date.now();
   /** When the server last said anything about this call (or the call started). */
   private lastHeard = this.startedAt;
+  /** Frames heard from the server (news only, as for lastHeard): a probe compares counts, not clocks. */
+  private heard = 0;
   private headerArrived = false;
   private headerWaiters: Array<() => void> | undefined;
   private settle!: (error: ConnectError | undefined) => void;
@@ -128,6 +130,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
   private aborter: AbortController | undefined;
   private endReason: ConnectError | undefined;
   private abortListener: (() => void) | undefined;
+  private openSentAt: number | undefined;
 
   constructor(private readonly init: ClientCallInit) {
     this.replyTopic = init.replyTopic;
@@ -181,6 +184,19 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     return this.instance ?? this.init.instance;
   }
 
+  /**
+   * Whether the call went to a replicated server and no replica has said
+   * yet that it took it (the first Headers frame names the replica).
+   */
+  get awaitsReplica(): boolean {
+    return this.instance === undefined && this.init.sharedInstances !== undefined;
+  }
+
+  /** When the Open was handed to the link (`Date.now()` time), once it was. */
+  get openedAt(): number | undefined {
+    return this.openSentAt;
+  }
+
   /** Whether the call is over (it may end in its constructor: an expired deadline). */
   get over(): boolean {
     return this.finished;
@@ -213,6 +229,7 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
    */
   open(message: Uint8Array | undefined, halfClose: boolean): Promise<void> | undefined {
     if (this.finished) return undefined;
+    this.openSentAt = Date.now();
     const deadline = this.init.deadline;
     return this.sender.sendOpen(
       {
@@ -300,6 +317,11 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
    * an announcement, so ask the server directly: the call ends with
    * `reason` unless the server answers a Ping (or sends anything new)
    * within {@link PROBE_MS}. A call whose Open never went out ends at once.
+   *
+   * A call on a replicated server that no replica has claimed yet asks every
+   * online replica on its sticky topic: the one that took the call answers
+   * (after its Headers, which it sent first), the others answer that they do
+   * not know it, which keeps nothing alive (see {@link onFrame}).
    */
   probe(reason: ConnectError): void {
     if (this.finished || this.probeTimer !== undefined) return;
@@ -307,11 +329,21 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
       this.abandon(reason);
       return;
     }
-    const asked = Date.now();
-    this.sender.sendUnsequenced({ case: "ping", value: {} });
+    // Counted, not timed: an answer in the millisecond of the question (or
+    // the call's start in it) must neither count nor be missed.
+    const heardBefore = this.heard;
+    const shared = this.init.sharedInstances;
+    if (this.instance === undefined && shared !== undefined) {
+      const ping = encodeFrame({ callId: this.callId, kind: { case: "ping", value: {} } });
+      for (const instance of shared()) {
+        this.init.link.publish(this.requestTopic(instance), ping).catch(() => {});
+      }
+    } else {
+      this.sender.sendUnsequenced({ case: "ping", value: {} });
+    }
     this.probeTimer = setTimeout(() => {
       this.probeTimer = undefined;
-      if (this.lastHeard < asked) this.abandon(reason);
+      if (this.heard === heardBefore) this.abandon(reason);
     }, PROBE_MS);
   }
 
@@ -330,14 +362,20 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     if (this.finished) return;
     switch (frame.kind.case) {
       case "credit": {
-        this.lastHeard = Date.now();
+        this.heardNow();
         const { limit, received, resend } = frame.kind.value;
         this.sender.onCredit(limit, received, resend);
         return;
       }
       case "pong": {
-        this.lastHeard = Date.now();
         const { incarnation, unknown } = frame.kind.value;
+        if (unknown && this.awaitsReplica) {
+          // A replica asked by a probe does not have the call. Another may
+          // have it, or one that died: either way nothing is learned, and
+          // the Open must not go out again (a dead replica may have run it).
+          return;
+        }
+        this.heardNow();
         if (!unknown) {
           // The instance that answers has the call: its incarnation is the call's.
           this.incarnation = incarnation;
@@ -369,8 +407,13 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
         // Only news counts as hearing from the server: a server that lost
         // the frames before an End it kept would otherwise keep a call alive
         // forever by answering every ping with that End again.
-        if (this.receiver.accept(frame)) this.lastHeard = Date.now();
+        if (this.receiver.accept(frame)) this.heardNow();
     }
+  }
+
+  private heardNow(): void {
+    this.lastHeard = Date.now();
+    this.heard++;
   }
 
   /** ReceiverSink: the server broke the protocol or a limit. */
