@@ -26,6 +26,7 @@ import {
 } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { ECHO_BYTES, INTEROP_PROTO, LARGE_BYTES, PROTO_ROOT } from "./echo-service.js";
 import { type Results, renderReport } from "./report.js";
+import { scaleScenarios } from "./scale.js";
 
 const ROUNDS = 3;
 const LATENCY_ROUNDS = 9;
@@ -36,7 +37,7 @@ const docs = (name: string) => fileURLToPath(new URL(`../../../docs/${name}`, im
 
 /**
  * Command-line selection, for working on one number at a time:
- * `npm run bench -- --only=unary,stream,large,wire --brokers=aedes,mosquitto
+ * `npm run bench -- --only=unary,stream,large,scale,wire --brokers=aedes,mosquitto
  * --contenders=raw,mqrpc,grpc,json --profile`. A selective run prints its
  * table but leaves docs/ alone; `--profile` writes V8 CPU profiles of the
  * measuring process and the peers to .tmp/profiles.
@@ -509,20 +510,25 @@ async function main(): Promise<void> {
     brokers.push({ name: "aedes", url: aedes.info.url as string, stop: () => aedes.stop() });
   }
   if (cli.pick("brokers", "mosquitto") && mosquittoAvailable()) {
-    const mosquitto = await startMosquitto();
+    // $SYS every second: the scale rows count connections and subscriptions there.
+    const mosquitto = await startMosquitto({ extraConfig: "sys_interval 1" });
     brokers.push({ name: "mosquitto", url: mosquitto.url, stop: () => mosquitto.stop() });
   }
-  for (const broker of brokers) {
-    console.log(`broker ${broker.name}`);
-    const entry: Results["brokers"][number] = { broker: broker.name, unary: [], stream: [] };
-    results.brokers.push(entry);
-    if (cli.pick("only", "unary")) await unaryScenarios(broker.url, entry);
-    if (cli.pick("only", "stream")) await streamScenarios(broker.url, entry);
-    if (cli.pick("only", "large")) await largeScenarios(broker.url, entry);
+  try {
+    for (const broker of brokers) {
+      console.log(`broker ${broker.name}`);
+      const entry: Results["brokers"][number] = { broker: broker.name, unary: [], stream: [] };
+      results.brokers.push(entry);
+      if (cli.pick("only", "unary")) await unaryScenarios(broker.url, entry);
+      if (cli.pick("only", "stream")) await streamScenarios(broker.url, entry);
+      if (cli.pick("only", "large")) await largeScenarios(broker.url, entry);
+      if (cli.pick("only", "scale")) await scaleScenarios(broker, entry);
+    }
+    if (cli.pick("only", "wire") && brokers[0] !== undefined)
+      await wireBytes(brokers[0].url, results);
+  } finally {
+    for (const broker of brokers) await broker.stop();
   }
-  if (cli.pick("only", "wire") && brokers[0] !== undefined)
-    await wireBytes(brokers[0].url, results);
-  for (const broker of brokers) await broker.stop();
   results.durationSeconds = (Date.now() - started) / 1000;
   const report = renderReport(results);
   if (cli.selective) {

@@ -19,6 +19,8 @@ const config = JSON.parse(configJson) as {
   chunk?: number;
 };
 const send = (m: unknown) => process.send?.(m);
+// Orphaned (the measuring process died): nothing is left to serve.
+process.on("disconnect", () => process.exit(1));
 let stop: () => Promise<void> = async () => {};
 process.on("message", (m) => {
   if (m === "stop") void stop().then(() => process.exit(0));

@@ -19,8 +19,78 @@ export interface Results {
       clientPeakAboveIdle?: number;
       serverPeakAboveIdle?: number;
     }>;
+    scale?: ScaleRow[];
   }>;
   wire: { requestOverheadBytes: number; responseOverheadBytes: number };
+}
+
+/**
+ * One scale row (packages/bench/src/scale.ts): one caller process calling
+ * `devices` mqrpc servers, each through a transport of its own.
+ */
+export interface ScaleRow {
+  devices: number;
+  /** Child processes hosting the device servers. */
+  serverProcesses: number;
+  /** Calls in flight at once. */
+  concurrency: number;
+  /** Wall time of every device's first call, transports created on the way, ms. */
+  firstCallsMs: number;
+  /** Wall time of a second call to every device, ms. */
+  secondCallsMs: number;
+  /** Calls of both passes that failed, and the first failure. */
+  failedCalls: number;
+  firstError?: string;
+  /** The caller's RSS with the devices' transports open minus before, both after a full GC, bytes. */
+  rssGrowthBytes: number;
+  /**
+   * {@link rssGrowthBytes} without the growth of V8's young generation,
+   * which is empty after the GC but kept at the size the allocation rate
+   * grew it to (up to 32 MiB): the memory the devices hold, bytes.
+   */
+  retainedGrowthBytes: number;
+  /** The same for V8 heap in use plus external memory, bytes. */
+  heapGrowthBytes: number;
+  /** TCP connections the caller process holds to the broker (its /proc). */
+  clientConnections?: number;
+  clientConnectionsAfterClose?: number;
+  /** Connected clients and subscriptions the broker gained (Mosquitto $SYS); absent elsewhere. */
+  brokerConnections?: number;
+  brokerSubscriptions?: number;
+  /** What the broker still had above the baseline once every transport was closed. */
+  brokerConnectionsAfterClose?: number;
+  brokerSubscriptionsAfterClose?: number;
+}
+
+/** Ratios of the largest row to the smallest (1,000 vs 100 devices); undefined with fewer than two rows. */
+export function scaleGrowth(rows: readonly ScaleRow[]):
+  | {
+      from: number;
+      to: number;
+      firstCalls: number;
+      secondCalls: number;
+      rss: number;
+      retained: number | undefined;
+      connections: number | undefined;
+      subscriptions: number | undefined;
+    }
+  | undefined {
+  const sorted = [...rows].sort((a, b) => a.devices - b.devices);
+  const small = sorted[0];
+  const large = sorted[sorted.length - 1];
+  if (small === undefined || large === undefined || small === large) return undefined;
+  const ratio = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined || a === 0 ? undefined : b / a;
+  return {
+    from: small.devices,
+    to: large.devices,
+    firstCalls: large.firstCallsMs / small.firstCallsMs,
+    secondCalls: large.secondCallsMs / small.secondCallsMs,
+    rss: large.rssGrowthBytes / small.rssGrowthBytes,
+    retained: ratio(small.retainedGrowthBytes, large.retainedGrowthBytes),
+    connections: ratio(small.clientConnections, large.clientConnections),
+    subscriptions: ratio(small.brokerSubscriptions, large.brokerSubscriptions),
+  };
 }
 
 interface Row {
@@ -103,6 +173,35 @@ export function ratios(results: Results): Row[] {
         );
       }
     }
+    // A row whose calls failed measured less than it says: never met.
+    const scaleMeasure = (row: ScaleRow, what: string) =>
+      `scale, ${row.devices.toLocaleString("en-US")} devices: ${what}${row.failedCalls > 0 ? ` (${row.failedCalls} calls failed)` : ""}`;
+    for (const scale of b.scale ?? []) {
+      const connections = scale.clientConnections ?? scale.brokerConnections;
+      if (connections !== undefined)
+        push(
+          scaleMeasure(scale, "broker connections held by the caller"),
+          connections,
+          "1",
+          connections <= 1 && scale.failedCalls === 0,
+        );
+    }
+    const largest = [...(b.scale ?? [])].sort((x, y) => y.devices - x.devices)[0];
+    if (largest !== undefined) {
+      const kib = largest.retainedGrowthBytes / largest.devices / 1024;
+      push(
+        scaleMeasure(largest, "caller RSS growth per device (young generation aside), KiB"),
+        kib,
+        "≤ 10",
+        kib <= 10 && largest.failedCalls === 0,
+      );
+      push(
+        scaleMeasure(largest, "caller RSS growth per device, all of it, KiB"),
+        largest.rssGrowthBytes / largest.devices / 1024,
+        "reference",
+        undefined,
+      );
+    }
   }
   // A selective run (--only) that skipped the wire measurement has nothing to show.
   if (results.wire.requestOverheadBytes > 0)
@@ -145,6 +244,31 @@ ${rows}
 `;
 }
 
+/** The scale rows of one broker and their growth from the fewest devices to the most. */
+function scaleTable(rows: readonly ScaleRow[]): string[] {
+  if (rows.length === 0) return [];
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  const count = (n: number | undefined) => (n === undefined ? "—" : String(n));
+  const lines = [
+    "",
+    "| devices called | first calls | second calls | failed calls | caller RSS growth | young generation aside | per device | heap + external growth | connections held | subscriptions gained | left after close: connections / subscriptions |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map(
+      (r) =>
+        `| ${r.devices.toLocaleString("en-US")} | ${seconds(r.firstCallsMs)} | ${seconds(r.secondCallsMs)} | ${r.failedCalls} | ${mib(r.rssGrowthBytes)} | ${mib(r.retainedGrowthBytes)} | ${(r.retainedGrowthBytes / r.devices / 1024).toFixed(1)} KiB | ${mib(r.heapGrowthBytes)} | ${count(r.clientConnections ?? r.brokerConnections)} | ${count(r.brokerSubscriptions)} | ${count(r.clientConnectionsAfterClose ?? r.brokerConnectionsAfterClose)} / ${count(r.brokerSubscriptionsAfterClose)} |`,
+    ),
+  ];
+  const growth = scaleGrowth(rows);
+  if (growth !== undefined) {
+    const times = (x: number | undefined) => (x === undefined ? "—" : `×${fmt(x)}`);
+    lines.push(
+      `| growth ${growth.to.toLocaleString("en-US")} / ${growth.from.toLocaleString("en-US")} | ${times(growth.firstCalls)} | ${times(growth.secondCalls)} | | ${times(growth.rss)} | ${times(growth.retained)} | | | ${times(growth.connections)} | ${times(growth.subscriptions)} | |`,
+    );
+  }
+  return lines;
+}
+
 function escapeXml(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
@@ -182,6 +306,7 @@ export function renderReport(results: Results): { table: string; svg: string; ma
           (l) =>
             `| ${l.contender} | ${l.megabytesPerSecond.toFixed(1)} | ${l.clientPeakAboveIdle === undefined ? "" : `${(l.clientPeakAboveIdle / 2 ** 20).toFixed(1)} MiB`} | ${l.serverPeakAboveIdle === undefined ? "" : `${(l.serverPeakAboveIdle / 2 ** 20).toFixed(1)} MiB`} |`,
         ),
+        ...scaleTable(b.scale ?? []),
       ].join("\n"),
     )
     .join("\n\n");
@@ -203,8 +328,27 @@ ping-pong between two clients; @grpc/grpc-js uses @grpc/proto-loader over
 HTTP/2 loopback; mqtt-json-rpc runs as its README shows (QoS 2 requests).
 The 16 MiB rows also show the peak RSS of a raw MQTT.js publisher and
 receiver moving the same bytes, for reference.
-Brokers: embedded Aedes, and Mosquitto 2 with \`set_tcp_nodelay true\` when
-installed.
+The scale rows: one caller process calls N devices (N = 100 and 1,000),
+each an mqrpc server with its own server id, spread over
+4 child processes; the caller makes one transport per device
+(\`createMqttTransport({ mqtt: url, serverId })\`, the natural user code)
+and a client on it, and calls every device once (transport created on the
+way), then once more, 100 calls in flight at once. The caller is a process
+of its own, so its RSS growth (after a full GC, before the first device
+and with every device's transport open) is what the devices cost; a
+warm-up call to one device before the baseline keeps the loaded code out
+of it. The per-device target leaves out the growth of V8's young
+generation: empty after the GC, it stays at the size the allocation rate
+of the first calls grew it to (up to 2 × 16 MiB, whatever the number of
+devices), which says how busy the process was, not what it holds; the
+RSS with all of it is shown for reference. For 100 devices that growth is
+mostly room V8's old space already had, so its growth ratio says little;
+read the 1,000-device row. Connections held are the caller's TCP
+connections to the broker (its /proc); on Mosquitto the broker's own
+counts (\`$SYS\`) give the connections and subscriptions gained, and what
+was left once every transport was closed.
+Brokers: embedded Aedes, and Mosquitto 2 with \`set_tcp_nodelay true\`
+(and \`sys_interval 1\` for the scale rows' counts) when installed.
 
 ## Targets
 
