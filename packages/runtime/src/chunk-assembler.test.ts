@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ChunkAssembler, NO_ROOM, splitIntoChunks } from "./chunk-assembler.js";
+import { ChunkAssembler, FIRST_BUFFER_BYTES, NO_ROOM, splitIntoChunks } from "./chunk-assembler.js";
 import { ChunkSchema } from "./gen/mqrpc/v1/wire_pb.js";
 import { ReassemblyBudget } from "./reassembly-budget.js";
 
@@ -101,81 +101,128 @@ describe("splitIntoChunks and ChunkAssembler", () => {
   });
 });
 
-describe("ReassemblyBudget across assemblers", () => {
-  it("reserves a message's announced size at its first chunk, refuses it with NO_ROOM when full, and returns it on completion and reset", () => {
-    const budget = new ReassemblyBudget(100);
-    const a = new ChunkAssembler(1000, budget);
-    const b = new ChunkAssembler(1000, budget);
-    expect(a.push(chunk(200, 0, new Uint8Array(10)))).toBe(NO_ROOM);
-    expect(budget.inUse).toBe(0);
-    expect(a.push(chunk(60, 0, new Uint8Array(20)))).toBeUndefined();
-    expect(budget.inUse).toBe(60);
-    expect(a.bufferedBytes).toBe(60);
-    expect(b.push(chunk(60, 0, new Uint8Array(20)))).toBe(NO_ROOM);
-    expect(budget.inUse).toBe(60);
-    a.reset();
-    expect(budget.inUse).toBe(0);
-    expect(b.push(chunk(80, 0, new Uint8Array(50).fill(1)))).toBeUndefined();
-    const whole = b.push(chunk(80, 50, new Uint8Array(30).fill(2)));
-    expect(whole).toEqual(new Uint8Array([...new Array(50).fill(1), ...new Array(30).fill(2)]));
-    expect(budget.inUse).toBe(0);
-  });
+/** Byte equality without a deep compare per element (slow on megabytes). */
+const same = (a: unknown, b: Uint8Array) =>
+  a instanceof Uint8Array && Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
 
-  it("serves waiters in order once room frees, reserving for them, and a held reservation is used by the next message", async () => {
-    const budget = new ReassemblyBudget(100);
-    const a = new ChunkAssembler(1000, budget);
-    const b = new ChunkAssembler(1000, budget);
-    expect(a.push(chunk(70, 0, new Uint8Array(10)))).toBeUndefined();
-    expect(b.push(chunk(50, 0, new Uint8Array(10)))).toBe(NO_ROOM);
-    let granted = false;
-    budget.wait(50, undefined, () => {
-      granted = true;
-    });
-    // A newcomer does not jump the queue.
-    expect(budget.reserve(40)).toBe(false);
+describe("ChunkAssembler with a ReassemblyBudget", () => {
+  const piece = (n: number, fill = 0) => new Uint8Array(n).fill(fill);
+
+  it("reserves as bytes arrive: a first chunk costs twice its size (at least the first step), not the announced size", () => {
+    const budget = new ReassemblyBudget(64 << 20);
+    const a = new ChunkAssembler(4 << 20, budget);
+    expect(a.push(chunk(4 << 20, 0, piece(1400)))).toBeUndefined();
+    expect(budget.inUse).toBe(FIRST_BUFFER_BYTES);
+    expect(a.bufferedBytes).toBe(FIRST_BUFFER_BYTES);
+    const b = new ChunkAssembler(4 << 20, budget);
+    expect(b.push(chunk(4 << 20, 0, piece(128 << 10)))).toBeUndefined();
+    expect(b.reservedBytes).toBe(256 << 10);
     a.reset();
-    expect(budget.inUse).toBe(50);
-    await Promise.resolve();
-    expect(granted).toBe(true);
-    b.hold(50);
-    expect(b.push(chunk(50, 0, new Uint8Array(10)))).toBeUndefined();
-    expect(budget.inUse).toBe(50);
     b.reset();
     expect(budget.inUse).toBe(0);
   });
 
-  it("bounds each owner by its share, without holding back other owners", async () => {
-    const budget = new ReassemblyBudget(100, 40);
-    expect(budget.reserve(40, "alice")).toBe(true);
-    expect(budget.reserve(10, "alice")).toBe(false);
-    let aliceGranted = false;
-    budget.wait(10, "alice", () => {
-      aliceGranted = true;
-    });
-    expect(budget.reserve(40, "bob")).toBe(true);
-    budget.release(40, "alice");
-    await Promise.resolve();
-    expect(aliceGranted).toBe(true);
-    expect(budget.heldBy("alice")).toBe(10);
-    expect(budget.inUse).toBe(50);
+  it("grows the buffer by doubling up to the announced size, never holding more than twice what arrived past the first step", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 2, max: 300_000 }),
+        fc.integer({ min: 1, max: 100 }),
+        (total, pieces) => {
+          const step = Math.max(1, Math.ceil(total / pieces));
+          const budget = new ReassemblyBudget(1 << 20);
+          const asm = new ChunkAssembler(1 << 20, budget);
+          const message = new Uint8Array(total).map((_, i) => i * 7);
+          let out: Uint8Array | undefined | typeof NO_ROOM;
+          for (const p of splitIntoChunks(message, Math.min(step, total - 1))) {
+            out = asm.push(chunk(p.totalSize, p.offset, p.data));
+            if (out === undefined) {
+              const bound = Math.max(FIRST_BUFFER_BYTES, 2 * asm.receivedBytes);
+              expect(asm.reservedBytes).toBeLessThanOrEqual(Math.min(total, bound));
+              expect(asm.bufferedBytes).toBe(asm.reservedBytes);
+            }
+          }
+          expect(same(out, message)).toBe(true);
+          expect(budget.inUse).toBe(0);
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 
-  it("skips cancelled waiters", async () => {
-    const budget = new ReassemblyBudget(10);
-    expect(budget.reserve(10)).toBe(true);
-    let first = false;
-    let second = false;
-    budget
-      .wait(5, undefined, () => {
-        first = true;
-      })
-      .cancel();
-    budget.wait(5, undefined, () => {
-      second = true;
+  it("refuses a chunk with NO_ROOM when its step does not fit, keeps what arrived, and takes it again once room is granted", async () => {
+    const budget = new ReassemblyBudget(100);
+    const other = budget.open(60);
+    expect(other.grow(60)).toBe(true);
+    const asm = new ChunkAssembler(100, budget);
+    // First step: min(total 80, max(64 KiB, 2 x 10)) = 80 does not fit the 40 left.
+    expect(asm.push(chunk(80, 0, piece(10, 1)))).toBe(NO_ROOM);
+    expect(asm.inProgress).toBe(false);
+    let granted = false;
+    asm.waitForRoom(() => {
+      granted = true;
     });
-    budget.release(10);
+    expect(granted).toBe(false);
+    other.close();
     await Promise.resolve();
-    expect(first).toBe(false);
-    expect(second).toBe(true);
+    expect(granted).toBe(true);
+    expect(budget.inUse).toBe(80);
+    expect(asm.push(chunk(80, 0, piece(10, 1)))).toBeUndefined();
+    const whole = asm.push(chunk(80, 10, piece(70, 2)));
+    expect(whole).toEqual(new Uint8Array([...piece(10, 1), ...piece(70, 2)]));
+    expect(budget.inUse).toBe(0);
+  });
+
+  it("refuses a later chunk whose step does not fit, and goes on from there once granted", async () => {
+    const budget = new ReassemblyBudget(300_000);
+    const older = budget.open(150_000);
+    expect(older.grow(150_000)).toBe(true);
+    const asm = new ChunkAssembler(300_000, budget);
+    expect(asm.push(chunk(200_000, 0, piece(50_000, 1)))).toBeUndefined();
+    expect(budget.inUse).toBe(250_000);
+    // The next step (to 200,000) needs 100,000 more; 50,000 are free.
+    expect(asm.push(chunk(200_000, 50_000, piece(60_000, 2)))).toBe(NO_ROOM);
+    expect(asm.receivedBytes).toBe(50_000);
+    let granted = false;
+    asm.waitForRoom(() => {
+      granted = true;
+    });
+    older.close();
+    await Promise.resolve();
+    expect(granted).toBe(true);
+    expect(asm.push(chunk(200_000, 50_000, piece(60_000, 2)))).toBeUndefined();
+    expect(asm.push(chunk(200_000, 110_000, piece(90_000, 3)))).toBeInstanceOf(Uint8Array);
+    expect(budget.inUse).toBe(0);
+  });
+
+  it("gives the room back on reset, also while waiting for it", () => {
+    const budget = new ReassemblyBudget(100);
+    const a = new ChunkAssembler(100, budget);
+    expect(a.push(chunk(90, 0, piece(10)))).toBeUndefined();
+    const b = new ChunkAssembler(100, budget);
+    expect(b.push(chunk(90, 0, piece(10)))).toBe(NO_ROOM);
+    b.waitForRoom(() => {});
+    b.reset();
+    a.reset();
+    expect(budget.inUse).toBe(0);
+  });
+
+  it("seventeen first chunks announcing the largest message leave room for another message", () => {
+    const budget = new ReassemblyBudget(64 << 20, 16 << 20);
+    const attackers = Array.from({ length: 17 }, (_, i) => {
+      const asm = new ChunkAssembler(4 << 20, budget, `mallory-${i % 5}`);
+      expect(asm.push(chunk(4 << 20, 0, piece(1400)))).toBeUndefined();
+      return asm;
+    });
+    expect(budget.inUse).toBe(17 * FIRST_BUFFER_BYTES);
+    const honest = new ChunkAssembler(4 << 20, budget, "alice");
+    const message = piece(2 << 20, 9);
+    let out: Uint8Array | undefined | typeof NO_ROOM;
+    for (const p of splitIntoChunks(message, 128 << 10)) {
+      out = honest.push(chunk(p.totalSize, p.offset, p.data));
+      expect(out).not.toBe(NO_ROOM);
+    }
+    expect(same(out, message)).toBe(true);
+    for (const a of attackers) a.reset();
+    expect(budget.inUse).toBe(0);
   });
 });

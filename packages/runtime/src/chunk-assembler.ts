@@ -4,11 +4,12 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Chunk } from "./gen/mqrpc/v1/wire_pb.js";
-import type { ReassemblyBudget } from "./reassembly-budget.js";
+import type { BudgetWait, MessageReservation, ReassemblyBudget } from "./reassembly-budget.js";
 
 /**
  * What {@link ChunkAssembler.push} returns when the budget has no room for
- * the message a first chunk starts: the chunk was not taken.
+ * the bytes a chunk brings: the chunk was not taken
+ * ({@link ChunkAssembler.waitForRoom} queues for the room).
  */
 export const NO_ROOM: unique symbol = Symbol("no room for the message");
 
@@ -40,21 +41,33 @@ export function splitIntoChunks(message: Uint8Array, maxChunkBytes: number): Chu
 }
 
 /**
+ * Room a reassembly buffer starts with, unless the first chunk is larger
+ * (then twice that chunk) or the message smaller.
+ */
+export const FIRST_BUFFER_BYTES = 64 * 1024;
+
+/**
  * Reassembles one message at a time from Chunk frames that arrive in
  * sequence order (the {@link ReorderWindow} runs first), copying each chunk
- * into one buffer of the announced size as it arrives, so a message costs
- * its size once, not its pieces and then their concatenation. The announced
- * size is checked against `maxMessageBytes` (RESOURCE_EXHAUSTED above it)
- * and reserved from the shared budget before anything is allocated; when the
- * budget has no room the chunk is refused with {@link NO_ROOM}, and the
- * receiver waits for room ({@link ChunkAssembler.hold}) and asks again.
+ * into one buffer as it arrives. The announced size is checked against
+ * `maxMessageBytes` (RESOURCE_EXHAUSTED above it) but not trusted: the
+ * buffer starts at twice the first chunk (at least {@link FIRST_BUFFER_BYTES})
+ * and doubles as bytes arrive, up to the announced size, and each step is
+ * reserved from the shared budget first. So a message holds at most twice
+ * the bytes received (plus the first step), and an honest large message is
+ * copied about once more in total than with one buffer of its size. When
+ * the budget has no room for a step, the chunk is refused with
+ * {@link NO_ROOM}; the receiver queues ({@link ChunkAssembler.waitForRoom})
+ * and asks for the chunk again once the room is reserved.
  */
 export class ChunkAssembler {
   private buffer: Uint8Array | undefined;
   private totalSize = 0;
   private received = 0;
-  /** Bytes the budget set aside for the next message, before its first chunk came back. */
-  private held = 0;
+  /** The message's room in the budget: made at its first chunk, closed when it ends. */
+  private reservation: MessageReservation | undefined;
+  /** Bytes the chunk refused with NO_ROOM needs reserved. */
+  private missing = 0;
 
   /**
    * @param maxMessageBytes cap on one message
@@ -69,27 +82,32 @@ export class ChunkAssembler {
     private readonly limitName = "maxMessageBytes",
   ) {}
 
-  /** Takes over `bytes` the budget reserved for this assembler's next message. */
-  hold(bytes: number): void {
-    this.held += bytes;
-  }
-
   /** True while a message is partly received. */
   get inProgress(): boolean {
     return this.buffer !== undefined;
   }
 
-  /** Bytes held for the message in progress (its announced size). */
+  /** Bytes allocated for the message in progress (at most twice what arrived, or the first step). */
   get bufferedBytes(): number {
-    return this.buffer === undefined ? 0 : this.totalSize;
+    return this.buffer?.byteLength ?? 0;
+  }
+
+  /** Bytes of the message in progress received so far. */
+  get receivedBytes(): number {
+    return this.received;
+  }
+
+  /** Bytes reserved in the budget for the message in progress (or about to start). */
+  get reservedBytes(): number {
+    return this.reservation?.held ?? 0;
   }
 
   /**
    * Adds a chunk. Returns the whole message when this chunk completes it,
-   * {@link NO_ROOM} when it starts a message the budget has no room for
-   * now, otherwise undefined. Throws a ConnectError (RESOURCE_EXHAUSTED for
-   * an oversize message, INVALID_ARGUMENT for an inconsistent sequence) and
-   * forgets the partial message.
+   * {@link NO_ROOM} when the budget has no room for its bytes now (nothing
+   * was taken), otherwise undefined. Throws a ConnectError
+   * (RESOURCE_EXHAUSTED for an oversize message, INVALID_ARGUMENT for an
+   * inconsistent sequence) and forgets the partial message.
    */
   push(chunk: Chunk): Uint8Array | undefined | typeof NO_ROOM {
     try {
@@ -100,36 +118,40 @@ export class ChunkAssembler {
     }
   }
 
-  /** Drops a partly received message and any room held for the next one. */
-  reset(): void {
-    this.finishMessage();
-    if (this.held > 0) this.budget?.release(this.held, this.owner);
-    this.held = 0;
+  /**
+   * After {@link NO_ROOM}: queues for the room the refused chunk needs;
+   * `granted` is called once it is reserved, and the chunk then fits.
+   * Undefined when there is no budget to wait for.
+   */
+  waitForRoom(granted: () => void): BudgetWait | undefined {
+    const reservation = this.reservation;
+    if (reservation === undefined || this.missing <= 0) return undefined;
+    return reservation.wait(this.missing, granted);
   }
 
-  private finishMessage(): void {
-    if (this.buffer !== undefined) this.budget?.release(this.totalSize, this.owner);
+  /** Drops a partly received message and the room it held or waited for. */
+  reset(): void {
+    this.reservation?.close();
+    this.reservation = undefined;
     this.buffer = undefined;
     this.totalSize = 0;
     this.received = 0;
+    this.missing = 0;
   }
 
-  /** Reserves room for a message of `size` bytes, from what is held first. */
-  private reserve(size: number): boolean {
-    if (this.held >= size) {
-      if (this.held > size) this.budget?.release(this.held - size, this.owner);
-      this.held = 0;
-      return true;
-    }
-    if (this.held > 0) {
-      this.budget?.release(this.held, this.owner);
-      this.held = 0;
-    }
-    return this.budget === undefined || this.budget.reserve(size, this.owner);
+  /** Makes sure `bytes` are reserved for the message; false when the budget has no room now. */
+  private reserve(bytes: number): boolean {
+    const reservation = this.reservation;
+    if (reservation === undefined) return true;
+    const more = bytes - reservation.held;
+    if (more <= 0 || reservation.grow(more)) return true;
+    this.missing = more;
+    return false;
   }
 
   private add(chunk: Chunk): Uint8Array | undefined | typeof NO_ROOM {
-    if (this.buffer === undefined) {
+    const size = chunk.data.byteLength;
+    if (this.received === 0) {
       if (chunk.offset !== 0) {
         throw new ConnectError(
           `chunk sequence starts at offset ${chunk.offset}, not 0`,
@@ -142,14 +164,23 @@ export class ChunkAssembler {
           Code.ResourceExhausted,
         );
       }
-      if (chunk.data.byteLength === chunk.totalSize) {
-        // The whole message in one chunk: no copy.
+      if (this.reservation !== undefined && this.reservation.size !== chunk.totalSize) {
+        // Not the message room was queued for (a peer that changed its mind).
+        this.reset();
+      }
+      if (size === chunk.totalSize) {
+        // The whole message in one chunk: no copy, no room.
+        this.reset();
         return chunk.data;
       }
       this.check(chunk);
-      if (!this.reserve(chunk.totalSize)) return NO_ROOM;
+      if (this.budget !== undefined && this.reservation === undefined) {
+        this.reservation = this.budget.open(chunk.totalSize, this.owner);
+      }
       this.totalSize = chunk.totalSize;
-      this.buffer = new Uint8Array(chunk.totalSize);
+      const first = Math.min(chunk.totalSize, Math.max(FIRST_BUFFER_BYTES, 2 * size));
+      if (!this.reserve(first)) return NO_ROOM;
+      this.buffer = new Uint8Array(first);
     } else if (chunk.totalSize !== this.totalSize || chunk.offset !== this.received) {
       throw new ConnectError(
         `chunk (offset ${chunk.offset}, total ${chunk.totalSize}) does not continue the message (offset ${this.received}, total ${this.totalSize})`,
@@ -158,14 +189,22 @@ export class ChunkAssembler {
     } else {
       this.check(chunk);
     }
-    this.buffer.set(chunk.data, this.received);
-    this.received += chunk.data.byteLength;
-    if (this.received < this.totalSize) {
-      return undefined;
+    let buffer = this.buffer as Uint8Array;
+    const end = this.received + size;
+    if (end > buffer.byteLength) {
+      const next = Math.min(this.totalSize, Math.max(2 * buffer.byteLength, end));
+      if (!this.reserve(next)) return NO_ROOM;
+      const grown = new Uint8Array(next);
+      grown.set(buffer.subarray(0, this.received));
+      buffer = grown;
+      this.buffer = grown;
     }
-    const message = this.buffer;
-    this.finishMessage();
-    return message;
+    buffer.set(chunk.data, this.received);
+    this.received = end;
+    if (this.received < this.totalSize) return undefined;
+    // The budget stops counting the message: it is the application's now.
+    this.reset();
+    return buffer;
   }
 
   private check(chunk: Chunk): void {

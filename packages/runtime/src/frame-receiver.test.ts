@@ -5,8 +5,9 @@ import { describe, expect, it } from "vitest";
 import { splitIntoChunks } from "./chunk-assembler.js";
 import { type CallFrame, decodeFrame, encodeFrame, type FrameInit } from "./frame-codec.js";
 
-import { FrameReceiver, type ReceivedEvent } from "./frame-receiver.js";
+import { FrameReceiver, maxFrameContentBytes, type ReceivedEvent } from "./frame-receiver.js";
 import { ChunkSchema } from "./gen/mqrpc/v1/wire_pb.js";
+import { ReassemblyBudget } from "./reassembly-budget.js";
 
 const decodeCallFrame = (bytes: Uint8Array): CallFrame => decodeFrame(bytes) as CallFrame;
 
@@ -37,10 +38,12 @@ function framesFor(messages: Uint8Array[], chunkSize: number, batchEvery: number
   return frames.map(encodeFrame);
 }
 
-function collect(window: number, maxMessageBytes: number) {
+function collect(window: number, maxMessageBytes: number, budget?: ReassemblyBudget) {
   const events: ReceivedEvent[] = [];
   const violations: ConnectError[] = [];
   const grants: number[] = [];
+  const acknowledged: number[] = [];
+  const resends: number[] = [];
   const receiver = new FrameReceiver(
     window,
     { bytes: maxMessageBytes, name: "maxMessageBytes" },
@@ -50,11 +53,24 @@ function collect(window: number, maxMessageBytes: number) {
         if (e.type === "message") receiver.took();
       },
       violation: (e) => violations.push(e),
-      grant: (l) => grants.push(l),
+      grant: (l, received, resend) => {
+        grants.push(l);
+        acknowledged.push(received);
+        if (resend) resends.push(received);
+      },
     },
+    budget === undefined ? undefined : { budget, owner: "peer" },
   );
-  return { receiver, events, violations, grants };
+  const messages = () => events.flatMap((e) => (e.type === "message" ? [e.data] : []));
+  return { receiver, events, violations, grants, acknowledged, resends, messages };
 }
+
+const messageFrame = (seq: number, data: Uint8Array) =>
+  decodeCallFrame(encodeFrame({ callId: 1, seq, kind: { case: "message", value: data } }));
+const chunkFrame = (seq: number, totalSize: number, offset: number, data: Uint8Array) =>
+  decodeCallFrame(
+    encodeFrame({ callId: 1, seq, kind: { case: "chunk", value: { totalSize, offset, data } } }),
+  );
 
 describe("FrameReceiver", () => {
   it("yields exactly the original messages in order under any in-window shuffle and duplication", () => {
@@ -107,6 +123,120 @@ describe("FrameReceiver", () => {
     expect(violations.map((v) => v.code)).toEqual([Code.ResourceExhausted]);
     expect(events).toEqual([]);
     expect(receiver.bufferedBytes).toBe(0);
+  });
+
+  it("refuses a frame larger than any a peer may send as it arrives, even ahead of a gap, before holding it", () => {
+    const { receiver, violations } = collect(64, 1000);
+    const limit = maxFrameContentBytes(1000);
+    receiver.accept(messageFrame(5, new Uint8Array(limit + 1)));
+    expect(violations.map((v) => v.code)).toEqual([Code.ResourceExhausted]);
+    expect(violations[0]?.rawMessage).toContain(`exceeds the ${limit} bytes a peer may send`);
+    expect(receiver.earlyBytes).toBe(0);
+  });
+
+  it("holds at most maxMessageBytes of early frames per call; the rest are dropped and come again", () => {
+    const { receiver, violations, messages } = collect(64, 10_000);
+    const data = Array.from({ length: 21 }, (_, i) => new Uint8Array(1000).fill(i));
+    const taken = data.slice(1).map((d, i) => receiver.accept(messageFrame(i + 1, d)));
+    expect(taken.filter(Boolean).length).toBeGreaterThan(3);
+    expect(taken.filter((t) => !t).length).toBeGreaterThan(3);
+    expect(receiver.earlyBytes).toBeLessThanOrEqual(10_000);
+    receiver.accept(messageFrame(0, data[0]!));
+    // The sender is asked again from the first frame not taken (a resend).
+    const from = receiver.expected;
+    expect(from).toBe(taken.indexOf(false) + 1);
+    for (let seq = from; seq < data.length; seq++) receiver.accept(messageFrame(seq, data[seq]!));
+    expect(violations).toEqual([]);
+    expect(messages().map((m) => m[0])).toEqual(data.map((_, i) => i));
+    expect(receiver.earlyBytes).toBe(0);
+  });
+
+  it("early frames draw on the shared budget as their bytes arrive and give it back, and hold only their own bytes", () => {
+    const budget = new ReassemblyBudget(1 << 20);
+    const { receiver, messages } = collect(64, 100_000, budget);
+    // One publish, coalesced: the early frame inside must not keep all of it.
+    const publish = encodeFrame({
+      callId: 0,
+      kind: {
+        case: "coalesced",
+        value: {
+          frames: [
+            {
+              version: 2,
+              callId: 1,
+              seq: 2,
+              kind: { case: "message", value: new Uint8Array(100).fill(2) },
+            },
+            {
+              version: 2,
+              callId: 2,
+              seq: 0,
+              kind: { case: "message", value: new Uint8Array(50_000) },
+            },
+          ],
+        },
+      },
+    });
+    const decoded = decodeFrame(publish);
+    if (decoded.kind.case !== "coalesced") throw new Error("not coalesced");
+    receiver.accept(decoded.kind.value.frames[0] as CallFrame);
+    expect(budget.heldBy("peer")).toBe(receiver.earlyBytes);
+    expect(receiver.earlyBytes).toBeGreaterThan(100);
+    receiver.accept(messageFrame(0, new Uint8Array([0])));
+    receiver.accept(messageFrame(1, new Uint8Array([1])));
+    const early = messages()[2]!;
+    expect(early[0]).toBe(2);
+    expect(early.buffer.byteLength).toBe(100);
+    expect(budget.inUse).toBe(0);
+    receiver.accept(messageFrame(5, new Uint8Array(10)));
+    expect(budget.inUse).toBeGreaterThan(0);
+    receiver.dispose();
+    expect(budget.inUse).toBe(0);
+  });
+
+  it("reserves a chunked message as its bytes arrive, and when a step finds no room waits, then asks for the chunk again", async () => {
+    const budget = new ReassemblyBudget(300_000);
+    const { receiver, violations, messages, resends } = collect(64, 300_000, budget);
+    const announced = 250_000;
+    // Another call's message holds half the budget.
+    const other = budget.open(150_000);
+    expect(other.grow(150_000)).toBe(true);
+    expect(receiver.accept(chunkFrame(0, announced, 0, new Uint8Array(40_000).fill(1)))).toBe(true);
+    // Announcing 250,000 bytes reserved 80,000: twice what arrived.
+    expect(budget.inUse).toBe(230_000);
+    // The next step (to 160,000) does not fit: dropped, and so is what follows.
+    expect(receiver.accept(chunkFrame(1, announced, 40_000, new Uint8Array(60_000).fill(2)))).toBe(
+      false,
+    );
+    expect(receiver.accept(chunkFrame(2, announced, 100_000, new Uint8Array(150_000)))).toBe(false);
+    expect(resends).toEqual([]);
+    other.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(resends).toEqual([1]);
+    receiver.accept(chunkFrame(1, announced, 40_000, new Uint8Array(60_000).fill(2)));
+    receiver.accept(chunkFrame(2, announced, 100_000, new Uint8Array(150_000).fill(3)));
+    expect(violations).toEqual([]);
+    expect(messages().map((m) => [m.byteLength, m[0], m[40_000], m[100_000]])).toEqual([
+      [announced, 1, 2, 3],
+    ]);
+    expect(budget.inUse).toBe(0);
+  });
+
+  it("never acknowledges a frame it then refuses for want of room, even when frames before it are taken in the same step", async () => {
+    const budget = new ReassemblyBudget(1500);
+    const other = budget.open(1000);
+    expect(other.grow(1000)).toBe(true);
+    // Window 2: every message taken grants credit at once.
+    const { receiver, acknowledged, resends, messages } = collect(2, 1000, budget);
+    expect(receiver.accept(chunkFrame(1, 500, 0, new Uint8Array(100)))).toBe(true);
+    receiver.accept(messageFrame(0, new Uint8Array([7])));
+    expect(messages()).toHaveLength(1);
+    expect(acknowledged.length).toBeGreaterThan(0);
+    expect(Math.max(...acknowledged)).toBe(1);
+    expect(receiver.expected).toBe(1);
+    other.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(resends).toEqual([1]);
   });
 
   it("grants credit as the consumer takes messages", () => {

@@ -1,18 +1,30 @@
 /**
  * The receiving half of one call direction: drops duplicate frames, restores
  * order, reassembles chunks, and turns frames into an ordered stream of
- * events for the call. Holds at most one window of early frames and one
- * message in reassembly; a peer that exceeds either gets a status, never an
- * exception or unbounded memory. When the shared reassembly budget has no
- * room for a message, the receiver drops its frames and asks for them again
- * once room is set aside for it (docs/PROTOCOL.md sections 9 and 11.2).
+ * events for the call. Holds at most one window of early frames (and at
+ * most `maxMessageBytes` of them) and one message in reassembly; a peer
+ * that exceeds the window or sends a frame larger than any it could
+ * legitimately send gets a status, never an exception or unbounded memory.
+ * Early frames and partly received messages draw on the shared reassembly
+ * budget as their bytes arrive; when it has no room, the receiver drops the
+ * frame and asks for it again: early frames at the next progress check,
+ * a chunk once room is set aside for it (docs/PROTOCOL.md sections 7, 9
+ * and 11.2).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ChunkAssembler, NO_ROOM } from "./chunk-assembler.js";
 import { afterThisTurn } from "./event-loop-turn.js";
 import { DEFAULT_WINDOW, ReceiveCredit } from "./flow-credit.js";
 import type { FrameKind } from "./frame-codec.js";
-import type { End, Frame, Headers as HeadersFrame, Open } from "./gen/mqrpc/v1/wire_pb.js";
+import { MAX_METADATA_BYTES } from "./frame-decoder.js";
+import type {
+  End,
+  Frame,
+  Headers as HeadersFrame,
+  MetadataEntry,
+  Open,
+} from "./gen/mqrpc/v1/wire_pb.js";
+import { DEFAULT_MAX_PUBLISH_BYTES } from "./limits.js";
 import type { BudgetWait, ReassemblyBudget } from "./reassembly-budget.js";
 import { ReorderWindow } from "./reorder-window.js";
 
@@ -39,6 +51,22 @@ export interface ReceiverSink {
 
 type SequencedFrame = Frame & { kind: { case: FrameKind } };
 
+/**
+ * The most bytes of messages, chunk data and metadata one frame may carry,
+ * for a receiver whose message cap is `maxMessageBytes`: one message (or,
+ * for a Batch, a default publish's worth when that is more), plus the
+ * metadata an Open, Headers or End may carry and as much again for a
+ * Status. A peer never needs more, since larger messages are chunked
+ * (docs/PROTOCOL.md section 9); a larger frame fails its call with
+ * RESOURCE_EXHAUSTED as it arrives, before it is held.
+ */
+export function maxFrameContentBytes(maxMessageBytes: number): number {
+  return Math.max(maxMessageBytes, DEFAULT_MAX_PUBLISH_BYTES) + 2 * MAX_METADATA_BYTES;
+}
+
+/** What an early frame costs beyond its content: the objects around it. */
+export const EARLY_FRAME_OVERHEAD_BYTES = 256;
+
 /** Where a receiver draws reassembly memory from. */
 export interface ReassemblyShare {
   readonly budget: ReassemblyBudget;
@@ -63,6 +91,16 @@ export class FrameReceiver {
   private lastCheckedExpected = -1;
   /** Waiting for reassembly room: every frame is dropped until it is granted. */
   private budgetWait: BudgetWait | undefined;
+  /** Bytes early frames hold, reserved in the shared budget. */
+  private earlyReserved = 0;
+  private readonly maxFrameBytes: number;
+  /**
+   * The seq after the last frame processed: what the peer is told arrived.
+   * The reorder window moves past every frame it hands out at once, but a
+   * frame among them may still be refused for want of room, and the peer
+   * must not forget it.
+   */
+  private processed = 0;
   /**
    * After asking for frames again, how many more in-order frames to
    * acknowledge as they come (one Credit per event-loop turn), so a sender
@@ -82,18 +120,25 @@ export class FrameReceiver {
     private readonly reassembly?: ReassemblyShare,
   ) {
     // End and HalfClose may travel without credit: room for them on top.
-    this.order = new ReorderWindow(Math.max(window, DEFAULT_WINDOW) + 2);
+    // Early frames hold at most one message's worth of bytes.
+    this.order = new ReorderWindow(Math.max(window, DEFAULT_WINDOW) + 2, limit.bytes);
     this.credit = new ReceiveCredit(window);
+    this.maxFrameBytes = maxFrameContentBytes(limit.bytes);
   }
 
-  /** Bytes held for a message in reassembly. */
+  /** Bytes allocated for a message in reassembly. */
   get bufferedBytes(): number {
     return this.assembler?.bufferedBytes ?? 0;
   }
 
+  /** Bytes that frames held ahead of a gap count for. */
+  get earlyBytes(): number {
+    return this.order.bufferedBytes;
+  }
+
   /** The next seq awaited: every frame below it was processed. */
   get expected(): number {
-    return this.order.expected;
+    return this.processed;
   }
 
   /** The last flow-control limit announced to the peer. */
@@ -107,6 +152,7 @@ export class FrameReceiver {
     this.budgetWait?.cancel();
     this.budgetWait = undefined;
     this.assembler?.reset();
+    this.dropEarly();
   }
 
   /**
@@ -116,8 +162,22 @@ export class FrameReceiver {
   accept(frame: SequencedFrame): boolean {
     if (this.failed || this.budgetWait !== undefined) return false;
     const before = this.order.expected;
+    if (frame.seq >= before) {
+      const bytes = frameContentBytes(frame);
+      if (bytes > this.maxFrameBytes) {
+        this.fail(
+          new ConnectError(
+            `a frame carrying ${bytes} bytes exceeds the ${this.maxFrameBytes} bytes a peer may send under ${this.limit.name} (${this.limit.bytes} bytes)`,
+            Code.ResourceExhausted,
+          ),
+        );
+        return false;
+      }
+      if (frame.seq > before && this.order.wouldHold(frame.seq))
+        return this.holdEarly(frame, bytes);
+    }
     const ready = this.order.accept(frame.seq, frame);
-    if (ready === "duplicate") return false;
+    if (ready === "duplicate" || ready === "full") return false;
     if (ready === "overflow") {
       this.fail(
         new ConnectError(
@@ -132,9 +192,12 @@ export class FrameReceiver {
       if (!this.process(next)) {
         // No room to reassemble: this frame and the ones after it come again.
         this.order.rewind(next.seq);
+        this.releaseEarly();
         return false;
       }
     }
+    this.processed = this.order.expected;
+    if (ready.length > 1) this.releaseEarly();
     if (this.recovering > 0 && this.order.expected > before) {
       this.recovering = Math.max(0, this.recovering - (this.order.expected - before));
       this.scheduleAck();
@@ -167,20 +230,22 @@ export class FrameReceiver {
     // Counts as a progress check: the next one asks again only if stalled.
     this.lastCheckedExpected = this.order.expected;
     this.recovering = Math.max(this.window, DEFAULT_WINDOW);
-    this.sink.grant(this.credit.announced, this.order.expected, true);
+    this.sink.grant(this.credit.announced, this.processed, true);
   }
 
   /** The consumer took one message: release its frame and maybe grant credit. */
   took(): void {
     this.credit.took();
     const limit = this.credit.nextGrant();
-    if (limit !== undefined) this.sink.grant(limit, this.order.expected, false);
+    if (limit !== undefined) this.sink.grant(limit, this.processed, false);
   }
 
   /** Processes one in-order frame; false when it could not be taken (no room). */
   private process(frame: SequencedFrame): boolean {
     const kind = frame.kind;
     if (this.oversizeInline(frame)) return true;
+    // Taken (a chunk only once it found room): credit granted from here on counts it.
+    if (kind.case !== "chunk") this.processed = frame.seq + 1;
     switch (kind.case) {
       case "open":
         this.credit.processedFrame(frame.seq, kind.value.message !== undefined ? 1 : 0);
@@ -216,9 +281,10 @@ export class FrameReceiver {
           return true;
         }
         if (message === NO_ROOM) {
-          this.waitForRoom(kind.value.totalSize);
+          this.waitForRoom();
           return false;
         }
+        this.processed = frame.seq + 1;
         this.credit.processedFrame(frame.seq, message === undefined ? 0 : 1);
         if (message !== undefined) this.sink.event({ type: "message", data: message });
         else this.took0();
@@ -238,6 +304,40 @@ export class FrameReceiver {
         // Unsequenced kinds never reach the receiver; the call routes them.
         return true;
     }
+  }
+
+  /**
+   * Keeps a frame that arrived ahead of a gap, when the call's early frames
+   * and the shared budget have room for it; otherwise drops it (it comes
+   * again when the receiver asks for the frames from the gap on). A kept
+   * frame is copied out of its publish, so that it holds only its own bytes.
+   */
+  private holdEarly(frame: SequencedFrame, content: number): boolean {
+    const bytes = content + EARLY_FRAME_OVERHEAD_BYTES;
+    if (this.order.bufferedBytes + bytes > this.limit.bytes) return false;
+    const share = this.reassembly;
+    if (share !== undefined && !share.budget.reserve(bytes, share.owner)) return false;
+    const held = this.order.accept(frame.seq, detached(frame), bytes);
+    if (!Array.isArray(held)) {
+      share?.budget.release(bytes, share.owner);
+      return false;
+    }
+    this.earlyReserved += bytes;
+    return true;
+  }
+
+  /** Gives back the budget of early frames the window no longer holds. */
+  private releaseEarly(): void {
+    const freed = this.earlyReserved - this.order.bufferedBytes;
+    if (freed <= 0) return;
+    this.earlyReserved -= freed;
+    this.reassembly?.budget.release(freed, this.reassembly.owner);
+  }
+
+  /** Forgets every early frame and gives back its budget. */
+  private dropEarly(): void {
+    this.order.rewind(this.order.expected);
+    this.releaseEarly();
   }
 
   /** Fails the call when a message carried inline is above the limit. */
@@ -260,21 +360,15 @@ export class FrameReceiver {
   }
 
   /**
-   * Queues for room for a message of `bytes`; meanwhile every frame is
+   * Queues for the room the refused chunk needs; meanwhile every frame is
    * dropped (the sender keeps them), and once room is reserved the sender
    * is asked to send them again.
    */
-  private waitForRoom(bytes: number): void {
-    const share = this.reassembly;
-    if (share === undefined) return;
-    const assembler = this.assembler;
-    this.budgetWait = share.budget.wait(bytes, share.owner, () => {
-      if (this.failed || this.budgetWait === undefined) {
-        share.budget.release(bytes, share.owner);
-        return;
-      }
+  private waitForRoom(): void {
+    this.budgetWait = this.assembler?.waitForRoom(() => {
+      // A call that ended meanwhile gave the room back when it closed.
+      if (this.failed || this.budgetWait === undefined) return;
       this.budgetWait = undefined;
-      assembler?.hold(bytes);
       this.requestResend();
     });
   }
@@ -285,14 +379,14 @@ export class FrameReceiver {
     this.ackScheduled = true;
     afterThisTurn(() => {
       this.ackScheduled = false;
-      if (!this.failed) this.sink.grant(this.credit.announced, this.order.expected, false);
+      if (!this.failed) this.sink.grant(this.credit.announced, this.processed, false);
     });
   }
 
   /** A chunk that completes nothing is released at once; maybe grant. */
   private took0(): void {
     const limit = this.credit.nextGrant();
-    if (limit !== undefined) this.sink.grant(limit, this.order.expected, false);
+    if (limit !== undefined) this.sink.grant(limit, this.processed, false);
   }
 
   private fail(error: ConnectError): void {
@@ -300,6 +394,128 @@ export class FrameReceiver {
     this.budgetWait?.cancel();
     this.budgetWait = undefined;
     this.assembler?.reset();
+    this.dropEarly();
     this.sink.violation(error);
+  }
+}
+
+function metadataBytes(entries: readonly MetadataEntry[]): number {
+  let bytes = 0;
+  for (const e of entries) {
+    bytes += e.key.length;
+    if (e.value.case === "binary") bytes += e.value.value.byteLength;
+    else if (e.value.case === "text") bytes += e.value.value.length;
+  }
+  return bytes;
+}
+
+/** Bytes of messages, chunk data and metadata a frame carries. */
+export function frameContentBytes(frame: SequencedFrame): number {
+  const kind = frame.kind;
+  switch (kind.case) {
+    case "message":
+      return kind.value.byteLength;
+    case "chunk":
+      return kind.value.data.byteLength;
+    case "batch": {
+      let bytes = 0;
+      for (const m of kind.value.messages) bytes += m.byteLength;
+      return bytes;
+    }
+    case "open":
+      return (kind.value.message?.byteLength ?? 0) + metadataBytes(kind.value.headers);
+    case "headers":
+      return metadataBytes(kind.value.headers) + kind.value.instance.length;
+    case "end": {
+      const status = kind.value.status;
+      let bytes =
+        (kind.value.message?.byteLength ?? 0) +
+        metadataBytes(kind.value.headers) +
+        metadataBytes(kind.value.trailers);
+      if (status !== undefined) {
+        bytes += status.message.length;
+        for (const d of status.details) bytes += d.type.length + d.value.byteLength;
+      }
+      return bytes;
+    }
+    default:
+      return 0;
+  }
+}
+
+const copyEntries = (entries: readonly MetadataEntry[]): MetadataEntry[] =>
+  entries.map((e) =>
+    e.value.case === "binary"
+      ? { ...e, value: { case: "binary", value: e.value.value.slice() } }
+      : e,
+  );
+
+/**
+ * A copy of `frame` whose bytes are its own: decoded bytes fields are views
+ * into the publish, and one small early frame must not keep a large (or
+ * coalesced) publish alive.
+ */
+function detached(frame: SequencedFrame): SequencedFrame {
+  const kind = frame.kind;
+  switch (kind.case) {
+    case "message":
+      return { ...frame, kind: { case: "message", value: kind.value.slice() } };
+    case "chunk":
+      return {
+        ...frame,
+        kind: { case: "chunk", value: { ...kind.value, data: kind.value.data.slice() } },
+      };
+    case "batch":
+      return {
+        ...frame,
+        kind: {
+          case: "batch",
+          value: { ...kind.value, messages: kind.value.messages.map((m) => m.slice()) },
+        },
+      };
+    case "open":
+      return {
+        ...frame,
+        kind: {
+          case: "open",
+          value: {
+            ...kind.value,
+            headers: copyEntries(kind.value.headers),
+            message: kind.value.message?.slice(),
+          },
+        },
+      };
+    case "headers":
+      return {
+        ...frame,
+        kind: {
+          case: "headers",
+          value: { ...kind.value, headers: copyEntries(kind.value.headers) },
+        },
+      };
+    case "end": {
+      const status = kind.value.status;
+      return {
+        ...frame,
+        kind: {
+          case: "end",
+          value: {
+            ...kind.value,
+            headers: copyEntries(kind.value.headers),
+            trailers: copyEntries(kind.value.trailers),
+            message: kind.value.message?.slice(),
+            status:
+              status === undefined
+                ? undefined
+                : {
+                    ...status,
+                    details: status.details.map((d) => ({ ...d, value: d.value.slice() })),
+                  },
+          },
+        },
+      };
+    }
+    default:
+      return frame;
   }
 }

@@ -155,6 +155,35 @@ describe("delivery over a lossy channel", () => {
     );
   }, 60_000);
 
+  it("delivers large chunked messages that reserve their room step by step in a tight budget, under loss and reordering", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 0, max: 400_000 }), { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 1, max: 0x7fff_ffff }),
+        fc.integer({ min: 0, max: 10 }),
+        async (sizes, seed, lossPercent) => {
+          const messages = sizes.map((n, i) => new Uint8Array(n).fill(i & 0xff));
+          const result = await run({
+            messages,
+            seed,
+            lossPercent,
+            duplicatePercent: 5,
+            maxFrameBytes: 16 * 1024,
+            // Room for one largest message, and another call holding half of it now and then.
+            budgetBytes: 600_000,
+          });
+          expect(result.violations).toEqual([]);
+          expect(result.ended, "ended").toBe(true);
+          const same = result.received.every((m, i) => Buffer.compare(m, messages[i]!) === 0);
+          expect(result.received.length).toBe(messages.length);
+          expect(same).toBe(true);
+          expect(result.budget.inUse).toBe(0);
+        },
+      ),
+      { numRuns: 15 },
+    );
+  }, 60_000);
+
   it("fails a message over the limit with RESOURCE_EXHAUSTED, inline as well as chunked", async () => {
     for (const size of [100, 5000]) {
       const violations: ConnectError[] = [];

@@ -26,6 +26,30 @@ describe("ReorderWindow", () => {
     expect(w.accept(2, 2)).toEqual([]);
   });
 
+  it("holds early frames only up to its byte cap: beyond it a frame is refused as full, and counted bytes leave with delivery", () => {
+    const w = new ReorderWindow<string>(8, 100);
+    expect(w.accept(1, "b", 60)).toEqual([]);
+    expect(w.accept(2, "c", 41)).toBe("full");
+    expect(w.accept(2, "c", 40)).toEqual([]);
+    expect(w.bufferedBytes).toBe(100);
+    // The frame the window waits for is never refused for its size.
+    expect(w.accept(0, "a", 500)).toEqual(["a", "b", "c"]);
+    expect(w.bufferedBytes).toBe(0);
+    expect(w.accept(4, "e", 10)).toEqual([]);
+    w.rewind(3);
+    expect(w.bufferedBytes).toBe(0);
+    expect(w.buffered).toBe(0);
+  });
+
+  it("says whether a frame would be held", () => {
+    const w = new ReorderWindow<string>(3);
+    expect(w.wouldHold(0)).toBe(false);
+    expect(w.wouldHold(1)).toBe(true);
+    expect(w.wouldHold(3)).toBe(false);
+    w.accept(1, "b");
+    expect(w.wouldHold(1)).toBe(false);
+  });
+
   it("rejects a non-positive capacity", () => {
     expect(() => new ReorderWindow(0)).toThrow(/capacity/);
   });

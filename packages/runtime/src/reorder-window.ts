@@ -1,6 +1,7 @@
 /**
  * Puts the sequenced frames of one call direction back in order and drops
- * duplicates, holding at most `capacity` early arrivals.
+ * duplicates, holding at most `capacity` early arrivals and at most
+ * `maxBytes` of them.
  *
  * QoS 1 may deliver a frame twice (redelivery after a reconnect), and frames
  * may overtake each other when a session is resumed; the receiver processes
@@ -8,13 +9,23 @@
  */
 export class ReorderWindow<T> {
   private next = 0;
-  /** Frames that arrived ahead of a gap; made at the first one (most calls never have any). */
-  private early: Map<number, T> | undefined;
+  /** Frames that arrived ahead of a gap, with their sizes; made at the first one (most calls never have any). */
+  private early: Map<number, { readonly item: T; readonly bytes: number }> | undefined;
+  private earlyBytes = 0;
 
-  /** @param capacity the most frames held while waiting for a gap to fill. */
-  constructor(private readonly capacity: number) {
+  /**
+   * @param capacity the most frames held while waiting for a gap to fill
+   * @param maxBytes the most bytes (as the caller counts them) those frames may hold
+   */
+  constructor(
+    private readonly capacity: number,
+    private readonly maxBytes: number = Number.POSITIVE_INFINITY,
+  ) {
     if (!Number.isInteger(capacity) || capacity < 1) {
       throw new Error(`ReorderWindow capacity must be a positive integer, got ${capacity}`);
+    }
+    if (!(maxBytes >= 0)) {
+      throw new Error(`ReorderWindow maxBytes must be at least 0, got ${maxBytes}`);
     }
   }
 
@@ -28,6 +39,11 @@ export class ReorderWindow<T> {
     return this.early?.size ?? 0;
   }
 
+  /** Bytes the early frames held count for. */
+  get bufferedBytes(): number {
+    return this.earlyBytes;
+  }
+
   /**
    * Forgets everything from `seq` on, as if it had never arrived: the frame
    * at `seq` could not be taken, and it and what followed will come again.
@@ -35,14 +51,32 @@ export class ReorderWindow<T> {
   rewind(seq: number): void {
     if (seq < this.next) this.next = seq;
     this.early?.clear();
+    this.earlyBytes = 0;
   }
 
   /**
-   * Offers the frame with sequence number `seq`. Returns the frames now
-   * deliverable in order (possibly none), `"duplicate"` for a sequence number
-   * seen before, or `"overflow"` when the frame lies beyond the window.
+   * Whether a frame with sequence number `seq` would be held as an early
+   * arrival (rather than delivered, or refused as a duplicate or beyond the
+   * window) if offered now; its size is not considered.
    */
-  accept(seq: number, item: T): T[] | "duplicate" | "overflow" {
+  wouldHold(seq: number): boolean {
+    return (
+      seq > this.next &&
+      seq < this.next + this.capacity &&
+      !(this.early?.has(seq) ?? false) &&
+      (this.early?.size ?? 0) < this.capacity
+    );
+  }
+
+  /**
+   * Offers the frame with sequence number `seq`, which counts for `bytes`
+   * while held. Returns the frames now deliverable in order (possibly
+   * none), `"duplicate"` for a sequence number seen before, `"overflow"`
+   * when the frame lies beyond the window, or `"full"` when it lies within
+   * the window but would take the early frames past `maxBytes`: it was not
+   * kept, and must come again.
+   */
+  accept(seq: number, item: T, bytes = 0): T[] | "duplicate" | "overflow" | "full" {
     const early = this.early;
     if (seq < this.next || early?.has(seq)) {
       return "duplicate";
@@ -51,8 +85,10 @@ export class ReorderWindow<T> {
       if (seq >= this.next + this.capacity || (early?.size ?? 0) >= this.capacity) {
         return "overflow";
       }
+      if (this.earlyBytes + bytes > this.maxBytes) return "full";
       this.early ??= new Map();
-      this.early.set(seq, item);
+      this.early.set(seq, { item, bytes });
+      this.earlyBytes += bytes;
       return [];
     }
     const ready = [item];
@@ -60,7 +96,8 @@ export class ReorderWindow<T> {
     if (early !== undefined && early.size > 0) {
       for (let held = early.get(this.next); held !== undefined; held = early.get(this.next)) {
         early.delete(this.next);
-        ready.push(held);
+        this.earlyBytes -= held.bytes;
+        ready.push(held.item);
         this.next++;
       }
     }
