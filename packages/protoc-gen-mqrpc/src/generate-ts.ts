@@ -14,6 +14,7 @@ const CONNECT = "@connectrpc/connect";
 
 /** Generates TypeScript for every file of the request that declares services. */
 export function generateTs(schema: Schema<PluginOptions>): void {
+  rejectCommonJs(schema);
   for (const file of schema.files) {
     if (file.services.length === 0) continue;
     const f = schema.generateFile(`${file.name}_mqrpc.ts`);
@@ -22,6 +23,23 @@ export function generateTs(schema: Schema<PluginOptions>): void {
       if (i > 0) f.print();
       generateService(f, service, schema.options);
     });
+  }
+}
+
+/**
+ * protoplugin would transpile to CommonJS for `js_import_style=legacy_commonjs`
+ * (target js), and CommonJS cannot load the ESM-only runtime
+ * (ERR_PACKAGE_PATH_NOT_EXPORTED at run time): refuse it at generation.
+ */
+function rejectCommonJs(schema: Schema<PluginOptions>): void {
+  const commonJs = (schema.proto.parameter ?? "")
+    .split(",")
+    .some((p) => p.trim() === "js_import_style=legacy_commonjs");
+  if (commonJs && schema.targets.includes("js")) {
+    throw new Error(
+      "js_import_style=legacy_commonjs is not supported: @mqrpc/runtime is ESM-only, " +
+        "so CommonJS output could not load it; generate ES modules (the default)",
+    );
   }
 }
 
@@ -39,11 +57,16 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
   const Service = f.importSchema(service);
   const ServiceSettings = f.import("ServiceSettings", RUNTIME).toTypeOnly();
   const MqttServer = f.import("MqttServer", RUNTIME).toTypeOnly();
+  // Not Partial<ServiceImpl<…>>: for target=js+dts, protoplugin emits the
+  // declarations with whichever TypeScript the user's project resolves, and
+  // TypeScript 7 ships no lib .d.ts there, so a global such as Partial is a
+  // "private name" (TS4078). Generated code names no lib type.
+  const PartialServiceImpl = f.import("PartialServiceImpl", RUNTIME).toTypeOnly();
   const bindServiceSettings = f.import("bindServiceSettings", RUNTIME);
   const mergeServiceSettings = f.import("mergeServiceSettings", RUNTIME);
+  const registerServiceSettings = f.import("registerServiceSettings", RUNTIME);
   const createClient = f.import("createMqttClient", RUNTIME);
   const Client = f.import("Client", CONNECT).toTypeOnly();
-  const ServiceImpl = f.import("ServiceImpl", CONNECT).toTypeOnly();
   const Transport = f.import("Transport", CONNECT).toTypeOnly();
   const what = service.typeName;
 
@@ -53,7 +76,9 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
         service,
         `MQTT settings of each method of ${what}, resolved at generation time from the ` +
           "proto options (method > service > file > plugin parameter). A field left out " +
-          "takes the runtime default; `{}` means every field does.",
+          "takes the runtime default; `{}` means every field does. Loading this module " +
+          "makes them the settings of the service wherever none are passed " +
+          "(`server.service(Service, impl)`, `createClient(Service, transport)`).",
       ),
     ),
   );
@@ -62,6 +87,7 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
     f.print("  ", method.localName, ": ", settingsLiteral(resolveSettings(method, options)), ",");
   }
   f.print("};");
+  f.print(registerServiceSettings, "(", Service, ", ", names.settings, ");");
   f.print();
 
   f.print(
@@ -113,7 +139,7 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
   );
   f.print(f.export("function", names.register), "(");
   f.print("  server: ", MqttServer, ",");
-  f.print("  impl: Partial<", ServiceImpl, "<typeof ", Service, ">>,");
+  f.print("  impl: ", PartialServiceImpl, "<typeof ", Service, ">,");
   f.print("): ", MqttServer, " {");
   f.print("  return server.service(", Service, ", impl, ", names.settings, ");");
   f.print("}");

@@ -10,7 +10,7 @@ import {
   type MqttOptions,
   method_options,
   service_options,
-} from "@mqrpc/runtime/proto";
+} from "./gen/mqrpc/v1/options_pb.js";
 import type { PluginOptions } from "./plugin-options.js";
 
 /** The settings generated for one method: only the fields some level sets. */

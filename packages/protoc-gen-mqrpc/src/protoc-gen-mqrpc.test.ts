@@ -6,6 +6,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -114,15 +115,17 @@ describe("protoc-gen-mqrpc", () => {
       "// @generated from file acme/v1/widget.proto (package acme.v1, syntax proto3)",
       "/* eslint-disable */",
       "",
-      'import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";',
-      'import { bindServiceSettings, createMqttClient, mergeServiceSettings } from "@mqrpc/runtime";',
+      'import type { MqttServer, PartialServiceImpl, ServiceSettings } from "@mqrpc/runtime";',
+      'import { bindServiceSettings, createMqttClient, mergeServiceSettings, registerServiceSettings } from "@mqrpc/runtime";',
       'import { Gadget, WidgetService } from "./widget_pb.js";',
-      'import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";',
+      'import type { Client, Transport } from "@connectrpc/connect";',
       "",
       "/**",
       " * MQTT settings of each method of acme.v1.WidgetService, resolved at generation",
       " * time from the proto options (method > service > file > plugin parameter). A",
       " * field left out takes the runtime default; `{}` means every field does.",
+      " * Loading this module makes them the settings of the service wherever none are",
+      " * passed (`server.service(Service, impl)`, `createClient(Service, transport)`).",
       " *",
       " * Talks to a widget.",
       " *",
@@ -134,6 +137,7 @@ describe("protoc-gen-mqrpc", () => {
       "  upload: {},",
       "  chat: {},",
       "};",
+      "registerServiceSettings(WidgetService, WidgetServiceMqtt);",
       "",
       "/**",
       " * Creates a client of acme.v1.WidgetService that calls over `transport` with",
@@ -165,7 +169,7 @@ describe("protoc-gen-mqrpc", () => {
       " */",
       "export function registerWidgetService(",
       "  server: MqttServer,",
-      "  impl: Partial<ServiceImpl<typeof WidgetService>>,",
+      "  impl: PartialServiceImpl<typeof WidgetService>,",
       "): MqttServer {",
       "  return server.service(WidgetService, impl, WidgetServiceMqtt);",
       "}",
@@ -173,13 +177,16 @@ describe("protoc-gen-mqrpc", () => {
       "/**",
       " * MQTT settings of each method of acme.v1.Gadget, resolved at generation time",
       " * from the proto options (method > service > file > plugin parameter). A field",
-      " * left out takes the runtime default; `{}` means every field does.",
+      " * left out takes the runtime default; `{}` means every field does. Loading this",
+      " * module makes them the settings of the service wherever none are passed",
+      " * (`server.service(Service, impl)`, `createClient(Service, transport)`).",
       " *",
       " * @deprecated",
       " */",
       "export const GadgetMqtt: ServiceSettings<typeof Gadget> = {",
       "  get: {},",
       "};",
+      "registerServiceSettings(Gadget, GadgetMqtt);",
       "",
       "/**",
       " * Creates a client of acme.v1.Gadget that calls over `transport` with the",
@@ -207,7 +214,7 @@ describe("protoc-gen-mqrpc", () => {
       " */",
       "export function registerGadget(",
       "  server: MqttServer,",
-      "  impl: Partial<ServiceImpl<typeof Gadget>>,",
+      "  impl: PartialServiceImpl<typeof Gadget>,",
       "): MqttServer {",
       "  return server.service(Gadget, impl, GadgetMqtt);",
       "}",
@@ -311,6 +318,49 @@ service Bare {
     );
     expect(files["acme/v1/widget_mqrpc.d.ts"]).toContain(
       "export declare const WidgetServiceMqtt: ServiceSettings<typeof WidgetService>;",
+    );
+  });
+
+  it("emits declarations without TypeScript's lib (a project on TypeScript 7 transpiles so)", () => {
+    // For target=js+dts protoplugin emits with its own TypeScript (5.4)
+    // but reads the lib .d.ts files from the project's top-level typescript
+    // package; TypeScript 7 ships none, so a generated declaration that
+    // names a global type (Partial, Promise…) fails with TS4078. Emit the
+    // generated TypeScript as protoplugin does, with no lib at all.
+    const ts: typeof import("typescript") = createRequire(
+      createRequire(import.meta.url).resolve("@bufbuild/protoplugin"),
+    )("typescript");
+    const name = "acme/v1/widget_mqrpc.ts";
+    const source = generate(widget, "target=ts,import_extension=js")[name] ?? "";
+    const options: import("typescript").CompilerOptions = {
+      noLib: true,
+      noResolve: true,
+      declaration: true,
+      emitDeclarationOnly: true,
+      module: ts.ModuleKind.ES2020,
+      target: ts.ScriptTarget.ES2017,
+    };
+    const host = ts.createCompilerHost(options);
+    host.getSourceFile = (file, languageVersion) =>
+      file === name ? ts.createSourceFile(file, source, languageVersion) : undefined;
+    host.fileExists = (file) => file === name;
+    host.readFile = (file) => (file === name ? source : undefined);
+    host.writeFile = () => {};
+    const emitted = ts.createProgram([name], options, host).emit();
+    expect(
+      emitted.diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n")),
+    ).toEqual([]);
+  });
+
+  it("rejects js_import_style=legacy_commonjs for JavaScript output (the runtime is ESM-only)", () => {
+    // TypeScript output is ES modules whatever the parameter says. (Not
+    // toEqual: protoplugin carries the targets of an earlier run of the same
+    // plugin object into this one, adding .js and .d.ts here.)
+    expect(Object.keys(generate(widget, "target=ts,js_import_style=legacy_commonjs"))).toContain(
+      "acme/v1/widget_mqrpc.ts",
+    );
+    expect(() => generate(widget, "target=js+dts,js_import_style=legacy_commonjs")).toThrow(
+      "js_import_style=legacy_commonjs is not supported: @mqrpc/runtime is ESM-only",
     );
   });
 

@@ -186,7 +186,7 @@ export async function startEmbeddedBroker(
 ): Promise<EmbeddedBroker> {
   const settings = checkOptions(options);
   const [{ Aedes }, net, crypto] = await Promise.all([
-    import("aedes"),
+    importAedes(),
     import("node:net"),
     import("node:crypto"),
   ]);
@@ -247,6 +247,25 @@ export async function startEmbeddedBroker(
       return closing;
     },
   };
+}
+
+/**
+ * Aedes is an optional peer dependency, so that clients and browser bundles
+ * install no broker: a missing one is named with the command that adds it.
+ */
+async function importAedes(): Promise<typeof import("aedes")> {
+  try {
+    return await import("aedes");
+  } catch (e) {
+    if ((e as { code?: unknown } | null)?.code === "ERR_MODULE_NOT_FOUND") {
+      throw new Error(
+        "startEmbeddedBroker needs the package aedes, an optional peer dependency of " +
+          "@mqrpc/runtime: install it with `npm install aedes@^1.2.0`",
+        { cause: e },
+      );
+    }
+    throw e;
+  }
 }
 
 type PublishFunction = (

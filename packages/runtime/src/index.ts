@@ -19,6 +19,7 @@ export {
   defaultMethodSettings,
   mergeServiceSettings,
   methodSettingsKey,
+  registerServiceSettings,
   settingsFromDescriptor,
 } from "./method-settings.js";
 export type {
@@ -31,7 +32,12 @@ export type {
 export { AclSyntaxError, parseMosquittoAcl } from "./mosquitto-acl.js";
 export { createMqttClient } from "./mqtt-client.js";
 export type { MqttConnectionInput } from "./mqtt-link.js";
-export type { MqttServer, MqttServerLogger, MqttServerOptions } from "./mqtt-server.js";
+export type {
+  MqttServer,
+  MqttServerLogger,
+  MqttServerOptions,
+  PartialServiceImpl,
+} from "./mqtt-server.js";
 export { createMqttServer } from "./mqtt-server.js";
 export type { MqttTransport, MqttTransportOptions } from "./mqtt-transport.js";
 export { createMqttTransport, waitForServerKey } from "./mqtt-transport.js";

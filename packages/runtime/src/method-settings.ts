@@ -62,14 +62,46 @@ export function completeMethodSettings(
   };
 }
 
+/** Settings that generated `*_mqrpc.ts` modules registered, per method descriptor. */
+const registeredSettings = new WeakMap<DescMethod, MethodSettings>();
+
 /**
- * Resolves settings from the custom options embedded in a method's
- * descriptor (method > service > file > runtime default). Used when a client
- * or service comes without generated settings, e.g. plain
- * `createClient(Service, transport)`; generated settings also include the
- * plugin parameter level.
+ * Makes `settings` the settings of `service`'s methods wherever a client or
+ * registration comes without settings of its own: `server.service(Service,
+ * impl)`, Connect's `createClient(Service, transport)` and
+ * `createMqttClient(Service, transport)` then behave as the generated
+ * `register<Service>` and `create<Service>Client` do. Every generated
+ * `*_mqrpc.ts` module calls it for each of its services when it loads, so
+ * the generated settings (which include the plugin parameters) apply even
+ * when the descriptor carries no mqrpc options, e.g. when the `_pb` file was
+ * generated with `exclude_types: [mqrpc.v1]`, which strips them. Methods
+ * that `settings` leaves out, and fields it leaves unset, take the runtime
+ * defaults. A later call for the same descriptor replaces the settings.
+ */
+export function registerServiceSettings<S extends DescService>(
+  service: S,
+  settings: ServiceSettings<S>,
+): void {
+  for (const method of service.methods) {
+    registeredSettings.set(
+      method,
+      completeMethodSettings(
+        (settings as Record<string, Partial<MethodSettings> | undefined>)[method.localName],
+      ),
+    );
+  }
+}
+
+/**
+ * The settings of a method that comes without generated settings, e.g. in
+ * plain `createClient(Service, transport)`: those registered for its service
+ * by {@link registerServiceSettings} (the generated `*_mqrpc.ts` module, once
+ * loaded), otherwise the custom options embedded in its descriptor (method >
+ * service > file > runtime default; no plugin parameter level).
  */
 export function settingsFromDescriptor(method: DescMethod): MethodSettings {
+  const registered = registeredSettings.get(method);
+  if (registered !== undefined) return registered;
   let settings = descriptorSettings.get(method);
   if (settings === undefined) {
     settings = readDescriptorSettings(method);

@@ -138,6 +138,13 @@ export interface MqttServerOptions {
   readonly logger?: MqttServerLogger;
 }
 
+/**
+ * An implementation of `S` for {@link MqttServer.service}: Connect's
+ * `ServiceImpl` with every method optional (methods left out answer
+ * UNIMPLEMENTED). Generated `register<Service>` functions take it.
+ */
+export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
+
 /** A running mqrpc server. */
 export interface MqttServer {
   /** The id callers address. */
@@ -147,11 +154,13 @@ export interface MqttServer {
   /**
    * Registers a service implementation. Methods left out answer
    * UNIMPLEMENTED. `settings` are the generated per-method MQTT settings;
-   * without them the descriptor's options apply.
+   * for a method they leave out, the settings the generated `*_mqrpc.ts`
+   * module registered apply once it is loaded (see registerServiceSettings),
+   * otherwise the descriptor's options.
    */
   service<S extends DescService>(
     service: S,
-    impl: Partial<ServiceImpl<S>>,
+    impl: PartialServiceImpl<S>,
     settings?: ServiceSettings<S>,
   ): MqttServer;
   /**

@@ -6,16 +6,18 @@
 // @generated from file mqrpc/interop/v1/test.proto (package mqrpc.interop.v1, syntax proto3)
 /* eslint-disable */
 
-import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";
-import { bindServiceSettings, createMqttClient, mergeServiceSettings } from "@mqrpc/runtime";
+import type { MqttServer, PartialServiceImpl, ServiceSettings } from "@mqrpc/runtime";
+import { bindServiceSettings, createMqttClient, mergeServiceSettings, registerServiceSettings } from "@mqrpc/runtime";
 import { TestService, UnimplementedService } from "./test_pb.js";
-import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
+import type { Client, Transport } from "@connectrpc/connect";
 
 /**
  * MQTT settings of each method of mqrpc.interop.v1.TestService, resolved at
  * generation time from the proto options (method > service > file > plugin
  * parameter). A field left out takes the runtime default; `{}` means every
- * field does.
+ * field does. Loading this module makes them the settings of the service
+ * wherever none are passed (`server.service(Service, impl)`,
+ * `createClient(Service, transport)`).
  */
 export const TestServiceMqtt: ServiceSettings<typeof TestService> = {
   emptyCall: {},
@@ -25,6 +27,7 @@ export const TestServiceMqtt: ServiceSettings<typeof TestService> = {
   fullDuplexCall: {},
   unimplementedCall: {},
 };
+registerServiceSettings(TestService, TestServiceMqtt);
 
 /**
  * Creates a client of mqrpc.interop.v1.TestService that calls over `transport`
@@ -48,7 +51,7 @@ export function createTestServiceClient(
  */
 export function registerTestService(
   server: MqttServer,
-  impl: Partial<ServiceImpl<typeof TestService>>,
+  impl: PartialServiceImpl<typeof TestService>,
 ): MqttServer {
   return server.service(TestService, impl, TestServiceMqtt);
 }
@@ -57,13 +60,16 @@ export function registerTestService(
  * MQTT settings of each method of mqrpc.interop.v1.UnimplementedService,
  * resolved at generation time from the proto options (method > service > file >
  * plugin parameter). A field left out takes the runtime default; `{}` means
- * every field does.
+ * every field does. Loading this module makes them the settings of the service
+ * wherever none are passed (`server.service(Service, impl)`,
+ * `createClient(Service, transport)`).
  *
  * A service that no server registers.
  */
 export const UnimplementedServiceMqtt: ServiceSettings<typeof UnimplementedService> = {
   unimplementedCall: {},
 };
+registerServiceSettings(UnimplementedService, UnimplementedServiceMqtt);
 
 /**
  * Creates a client of mqrpc.interop.v1.UnimplementedService that calls over
@@ -91,7 +97,7 @@ export function createUnimplementedServiceClient(
  */
 export function registerUnimplementedService(
   server: MqttServer,
-  impl: Partial<ServiceImpl<typeof UnimplementedService>>,
+  impl: PartialServiceImpl<typeof UnimplementedService>,
 ): MqttServer {
   return server.service(UnimplementedService, impl, UnimplementedServiceMqtt);
 }

@@ -5,22 +5,25 @@
 // @generated from file mqrpc/test/v1/settings.proto (package mqrpc.test.v1, syntax proto3)
 /* eslint-disable */
 
-import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";
-import { bindServiceSettings, createMqttClient, mergeServiceSettings } from "@mqrpc/runtime";
+import type { MqttServer, PartialServiceImpl, ServiceSettings } from "@mqrpc/runtime";
+import { bindServiceSettings, createMqttClient, mergeServiceSettings, registerServiceSettings } from "@mqrpc/runtime";
 import { FileLevelService, ServiceLevelService } from "./settings_pb.js";
-import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
+import type { Client, Transport } from "@connectrpc/connect";
 
 /**
  * MQTT settings of each method of mqrpc.test.v1.FileLevelService, resolved at
  * generation time from the proto options (method > service > file > plugin
  * parameter). A field left out takes the runtime default; `{}` means every
- * field does.
+ * field does. Loading this module makes them the settings of the service
+ * wherever none are passed (`server.service(Service, impl)`,
+ * `createClient(Service, transport)`).
  *
  * Inherits the file's options.
  */
 export const FileLevelServiceMqtt: ServiceSettings<typeof FileLevelService> = {
   ticks: { batchedStream: true, batchLingerMs: 7 },
 };
+registerServiceSettings(FileLevelService, FileLevelServiceMqtt);
 
 /**
  * Creates a client of mqrpc.test.v1.FileLevelService that calls over
@@ -48,7 +51,7 @@ export function createFileLevelServiceClient(
  */
 export function registerFileLevelService(
   server: MqttServer,
-  impl: Partial<ServiceImpl<typeof FileLevelService>>,
+  impl: PartialServiceImpl<typeof FileLevelService>,
 ): MqttServer {
   return server.service(FileLevelService, impl, FileLevelServiceMqtt);
 }
@@ -57,7 +60,9 @@ export function registerFileLevelService(
  * MQTT settings of each method of mqrpc.test.v1.ServiceLevelService, resolved
  * at generation time from the proto options (method > service > file > plugin
  * parameter). A field left out takes the runtime default; `{}` means every
- * field does.
+ * field does. Loading this module makes them the settings of the service
+ * wherever none are passed (`server.service(Service, impl)`,
+ * `createClient(Service, transport)`).
  *
  * Overrides the file, and one method overrides the service back.
  */
@@ -66,6 +71,7 @@ export const ServiceLevelServiceMqtt: ServiceSettings<typeof ServiceLevelService
   batchedTicks: { batchedStream: true, batchLingerMs: 2 },
   upload: { batchedStream: true, batchLingerMs: 7 },
 };
+registerServiceSettings(ServiceLevelService, ServiceLevelServiceMqtt);
 
 /**
  * Creates a client of mqrpc.test.v1.ServiceLevelService that calls over
@@ -93,7 +99,7 @@ export function createServiceLevelServiceClient(
  */
 export function registerServiceLevelService(
   server: MqttServer,
-  impl: Partial<ServiceImpl<typeof ServiceLevelService>>,
+  impl: PartialServiceImpl<typeof ServiceLevelService>,
 ): MqttServer {
   return server.service(ServiceLevelService, impl, ServiceLevelServiceMqtt);
 }

@@ -5,16 +5,18 @@
 // @generated from file mqrpc/example/device/v1/device.proto (package mqrpc.example.device.v1, syntax proto3)
 /* eslint-disable */
 
-import type { MqttServer, ServiceSettings } from "@mqrpc/runtime";
-import { bindServiceSettings, createMqttClient, mergeServiceSettings } from "@mqrpc/runtime";
+import type { MqttServer, PartialServiceImpl, ServiceSettings } from "@mqrpc/runtime";
+import { bindServiceSettings, createMqttClient, mergeServiceSettings, registerServiceSettings } from "@mqrpc/runtime";
 import { DeviceService } from "./device_pb.js";
-import type { Client, ServiceImpl, Transport } from "@connectrpc/connect";
+import type { Client, Transport } from "@connectrpc/connect";
 
 /**
  * MQTT settings of each method of mqrpc.example.device.v1.DeviceService,
  * resolved at generation time from the proto options (method > service > file >
  * plugin parameter). A field left out takes the runtime default; `{}` means
- * every field does.
+ * every field does. Loading this module makes them the settings of the service
+ * wherever none are passed (`server.service(Service, impl)`,
+ * `createClient(Service, transport)`).
  */
 export const DeviceServiceMqtt: ServiceSettings<typeof DeviceService> = {
   getInfo: {},
@@ -23,6 +25,7 @@ export const DeviceServiceMqtt: ServiceSettings<typeof DeviceService> = {
   uploadFirmware: {},
   console: {},
 };
+registerServiceSettings(DeviceService, DeviceServiceMqtt);
 
 /**
  * Creates a client of mqrpc.example.device.v1.DeviceService that calls over
@@ -46,7 +49,7 @@ export function createDeviceServiceClient(
  */
 export function registerDeviceService(
   server: MqttServer,
-  impl: Partial<ServiceImpl<typeof DeviceService>>,
+  impl: PartialServiceImpl<typeof DeviceService>,
 ): MqttServer {
   return server.service(DeviceService, impl, DeviceServiceMqtt);
 }
