@@ -219,9 +219,9 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         }
       });
 
-      it.runIf(protocolVersion === 5)(
-        "a server whose presence the broker refuses does not resolve as announced",
-        async () => {
+      // MQTT 3.1.1 cannot refuse a publish: there is nothing to test.
+      if (protocolVersion === 5) {
+        it("a server whose presence the broker refuses does not resolve as announced", async () => {
           // Bob may not announce dev-42: createMqttServer({ routes }) resolves
           // only once the broker acknowledged the ONLINE presence.
           await expect(
@@ -231,8 +231,8 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
               routes: (s) => s.service(TestService, interopService),
             }),
           ).rejects.toThrow(/not authorized|0x87|135/i);
-        },
-      );
+        });
+      }
 
       it("a server cannot forge replies to calls made to another server, even knowing the call ids", async () => {
         // dev-43 is compromised: it sees the caller's call ids in the calls
