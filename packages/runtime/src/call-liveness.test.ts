@@ -6,7 +6,7 @@ import { CallLiveness } from "./call-liveness.js";
 import type { ClientCall } from "./client-call.js";
 import { Presence_State } from "./gen/mqrpc/v1/wire_pb.js";
 import type { MqttLink } from "./mqtt-link.js";
-import { encodePresence, PresenceWatch } from "./presence.js";
+import { encodePresence, PresenceBoard } from "./presence.js";
 import { TopicScheme } from "./topic-scheme.js";
 
 const GRACE_MS = 1000;
@@ -25,8 +25,8 @@ async function replicas() {
     refresh() {},
   } as unknown as MqttLink;
   const scheme = new TopicScheme();
-  const presence = new PresenceWatch(link, scheme, "svc", 10);
-  await presence.start();
+  const presence = new PresenceBoard(link, scheme).acquire("svc", 10);
+  await presence.ready;
   const announce = (instance: string, state: Presence_State) =>
     handler?.(scheme.presenceTopic("svc", instance), encodePresence(instance, state, true, 7));
   announce("a", Presence_State.ONLINE);

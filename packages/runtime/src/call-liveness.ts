@@ -25,10 +25,10 @@ import type { PresenceWatch } from "./presence.js";
 /** See the module comment. */
 export class CallLiveness {
   private readonly calls = new Set<ClientCall>();
-  /** When each instance was first seen DISCONNECTED, while it stays so. */
-  private readonly droppedAt = new Map<string, number>();
+  /** When each instance was first seen DISCONNECTED, while it stays so; made when needed. */
+  private droppedAt: Map<string, number> | undefined;
   /** The instances online at the last review, to tell which left since. */
-  private online = new Set<string>();
+  private online: readonly string[];
   /**
    * Replicas that left: when (`at`), and when calls opened before then and
    * still unclaimed are probed (`due`); dropped once applied.
@@ -42,7 +42,7 @@ export class CallLiveness {
     private readonly serverLabel: string,
     private readonly offlineGraceMs: number,
   ) {
-    this.online = new Set(presence.onlineInstances());
+    this.online = presence.onlineInstances();
     this.stopWatching = presence.onChange(() => this.review());
   }
 
@@ -54,6 +54,11 @@ export class CallLiveness {
   /** Stops watching `call`: it finished. */
   forget(call: ClientCall): void {
     this.calls.delete(call);
+  }
+
+  /** How many calls it watches. */
+  get size(): number {
+    return this.calls.size;
   }
 
   /** The calls in flight, to cancel when the transport closes. */
@@ -103,7 +108,7 @@ export class CallLiveness {
         continue;
       }
       if (state === Presence_State.ONLINE) {
-        this.droppedAt.delete(instance);
+        this.droppedAt?.delete(instance);
         const incarnation = this.presence.incarnationOf(instance);
         if (call.incarnation !== undefined && incarnation !== call.incarnation) {
           call.probe(
@@ -114,9 +119,10 @@ export class CallLiveness {
           );
         }
       } else if (state === Presence_State.DISCONNECTED) {
-        let since = this.droppedAt.get(instance);
+        let since = this.droppedAt?.get(instance);
         if (since === undefined) {
           since = now;
+          this.droppedAt ??= new Map();
           this.droppedAt.set(instance, since);
         }
         if (now - since >= this.offlineGraceMs) call.probe(this.wentOffline());
@@ -138,9 +144,14 @@ export class CallLiveness {
 
   /** Records the instances that were online at the last review and are not now. */
   private noteDepartures(now: number): void {
-    const online = new Set(this.presence.onlineInstances());
+    const online = this.presence.onlineInstances();
+    // A set only for many replicas: most servers have one instance.
+    const stillOnline =
+      online.length > 8
+        ? new Set(online)
+        : { has: (instance: string) => online.includes(instance) };
     for (const instance of this.online) {
-      if (online.has(instance)) continue;
+      if (stillOnline.has(instance)) continue;
       // A dropped link may come back within the grace; a close is final.
       const dropped = this.presence.stateOf(instance) === Presence_State.DISCONNECTED;
       this.departures.push({ at: now, due: dropped ? now + this.offlineGraceMs : now });

@@ -388,8 +388,11 @@ export class MqttLink {
       throw new Error(`topic prefix ${prefix} is already routed on this connection`);
     }
     this.prefixes.set(prefix, handler);
+    this.prefixList = undefined;
     return () => {
-      if (this.prefixes.get(prefix) === handler) this.prefixes.delete(prefix);
+      if (this.prefixes.get(prefix) !== handler) return;
+      this.prefixes.delete(prefix);
+      this.prefixList = undefined;
     };
   }
 
@@ -542,6 +545,7 @@ export class MqttLink {
     this.resources.clear();
     this.exact.clear();
     this.prefixes.clear();
+    this.prefixList = undefined;
     // The session may be persistent: leave nothing subscribed in it, so the
     // broker queues nothing for a peer that is gone for good.
     const filters: string[] = [];
@@ -776,12 +780,28 @@ export class MqttLink {
     this.client.removeOutgoingMessage(culprit.messageId);
   }
 
+  /**
+   * The handler of the longest routed prefix of `topic`: prefixes may nest
+   * (a transport's `{prefix}/p/` for presence and another topic prefix
+   * `{prefix}/p` on the same connection), and the most specific one owns the
+   * topic. A scan: a connection carries a few prefixes (a reply route and a
+   * presence route per topic prefix, a server's request route), not one
+   * per server called.
+   */
   private prefixHandler(topic: string): TopicHandler | undefined {
-    for (const [prefix, handler] of this.prefixes) {
-      if (topic.startsWith(prefix)) return handler;
+    // Longest first, so the first match is the one; an array, so that the
+    // scan of every message allocates nothing.
+    this.prefixList ??= [...this.prefixes.keys()].sort((a, b) => b.length - a.length);
+    const list = this.prefixList;
+    for (let i = 0; i < list.length; i++) {
+      const prefix = list[i] as string;
+      if (topic.startsWith(prefix)) return this.prefixes.get(prefix);
     }
     return undefined;
   }
+
+  /** The routed prefixes, longest first; made again after a change. */
+  private prefixList: string[] | undefined;
 }
 
 /** One QoS 1/2 publish the broker has not acknowledged yet. */

@@ -31,6 +31,8 @@ export class ReplyRouter {
   readonly clientKey: string;
   /** Resolves once the reply subscription is granted. */
   readonly ready: Promise<void>;
+  /** Whether the reply subscription was granted. */
+  subscribed = false;
   /**
    * This router's session (Open.session): a random non-zero number below
    * 2^14. Call
@@ -49,7 +51,11 @@ export class ReplyRouter {
     const unroute = link.routePrefix(scheme.replyBase(this.clientKey), (topic, payload) =>
       this.dispatch(topic, payload),
     );
-    this.ready = link.subscribe(scheme.replyFilter(this.clientKey));
+    this.ready = link.subscribe(scheme.replyFilter(this.clientKey)).then(() => {
+      this.subscribed = true;
+    });
+    // Callers that need it wait for it and see its failure.
+    this.ready.catch(() => {});
     const words = new Uint32Array(2);
     globalThis.crypto.getRandomValues(words);
     // Below 2^14: two bytes on the wire. A session only has to differ from
