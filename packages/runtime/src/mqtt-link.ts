@@ -145,8 +145,8 @@ export class MqttLink {
     willInstalled: boolean,
     /** Where the link is registered for sharing (owned links only). */
     private readonly key?: string,
-    /** Whether the client id is the application's (given, or its username), not a random one. */
-    private readonly chosenClientId = false,
+    /** Whether the client id comes back with the next process (given, the username, or a server's), not random. */
+    private readonly stableClientId = false,
   ) {
     this.hasWill = willInstalled;
     this.originalMaxListeners = client.getMaxListeners();
@@ -202,12 +202,12 @@ export class MqttLink {
     }
     const key = connectionKey(input, session);
     const open = key === undefined ? undefined : sharedLinks.get(key);
-    if (open !== undefined && (will === undefined || (!open.hasWill && open.chosenClientId))) {
+    if (open !== undefined && (will === undefined || (!open.hasWill && open.stableClientId))) {
       if (will !== undefined) open.installWill(will);
       open.refs++;
       return open;
     }
-    const { options, chosen, resume } = resolveOptions(input, will, session, defaultClientId);
+    const { options, stable, resume } = resolveOptions(input, will, session, defaultClientId);
     const clientId = options.clientId ?? "";
     if (openClientIds.has(clientId)) {
       throw configError(
@@ -224,7 +224,7 @@ export class MqttLink {
       true,
       will !== undefined && options.will !== undefined,
       key,
-      chosen,
+      stable,
     );
     if (resume) {
       // The first connect starts clean: a new process never inherits the
@@ -980,16 +980,17 @@ function canonical(value: unknown): unknown {
 
 /**
  * The options of a connection mqrpc opens, with its defaults (PROTOCOL.md
- * 16): `chosen` says whether the client id is the application's (given,
- * or its username) rather than random, `resume` whether reconnects resume
- * the session (`clean` switched off after the first CONNACK).
+ * 2.1): `stable` says whether the client id comes back with the next
+ * process (given, the username, or `defaultClientId`) rather than random,
+ * `resume` whether reconnects resume the session (`clean` switched off
+ * after the first CONNACK).
  */
 function resolveOptions(
   input: string | (IClientOptions & { readonly url?: string }),
   will: ((clientId: string) => LinkWill) | undefined,
   session: SessionDefault,
   defaultClientId: string | undefined,
-): { options: IClientOptions & { url?: string }; chosen: boolean; resume: boolean } {
+): { options: IClientOptions & { url?: string }; stable: boolean; resume: boolean } {
   const options: IClientOptions & { url?: string } =
     typeof input === "string" ? { url: input } : { ...input };
   if (typeof input === "string" && input.trim() === "") {
@@ -1001,8 +1002,10 @@ function resolveOptions(
   // Identity (SECURITY.md): brokers that bind client ids to accounts
   // (Mosquitto's use_username_as_clientid) make the username the client id,
   // and mqrpc's topics must use the id the broker uses.
-  const chosen = options.clientId !== undefined || options.username !== undefined;
-  const stable = chosen || defaultClientId !== undefined;
+  const stable =
+    options.clientId !== undefined ||
+    options.username !== undefined ||
+    defaultClientId !== undefined;
   options.clientId ??= options.username ?? defaultClientId ?? `mqrpc_${randomId()}`;
   options.reconnectPeriod ??= 500;
   options.connectTimeout ??= 10_000;
@@ -1033,7 +1036,7 @@ function resolveOptions(
     const { topic, payload } = will(options.clientId);
     options.will = { topic, payload: asBuffer(payload), qos: 1, retain: true };
   }
-  return { options, chosen: chosen || defaultClientId !== undefined, resume };
+  return { options, stable, resume };
 }
 
 function randomId(): string {

@@ -459,11 +459,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     if (this.announcing === undefined) {
       // After this turn, so that services registered together go online together.
       this.announcing = Promise.resolve().then(() => this.publishPresence(Presence_State.ONLINE));
-      this.announcing.catch((e: unknown) => {
-        this.logger.warn(
-          `mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`,
-        );
-      });
+      this.announcing.catch(this.presenceFailed);
     }
     return this;
   }
@@ -514,13 +510,14 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     );
   }
 
+  /** Announces `state`; a failure is logged, not thrown. */
   private announce(state: Presence_State): Promise<void> {
-    return this.publishPresence(state).catch((e: unknown) => {
-      this.logger.warn(
-        `mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`,
-      );
-    });
+    return this.publishPresence(state).catch(this.presenceFailed);
   }
+
+  private readonly presenceFailed = (e: unknown): void => {
+    this.logger.warn(`mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`);
+  };
 
   private onRequest(topic: string, payload: Uint8Array): void {
     const address = this.scheme.parseRequestTopic(this.serverId, topic);
