@@ -14,6 +14,7 @@ import { readFileSync } from "node:fs";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
+  createMqttServer,
   type EmbeddedBroker,
   type EmbeddedBrokerDenial,
   type EmbeddedBrokerOptions,
@@ -197,6 +198,18 @@ describe("embedded broker with users and the shipped ACL", () => {
       ["connect", 4],
       ["connect", 5],
     ]);
+  });
+
+  it("fails createMqttServer with the broker's reason when it refuses the login, instead of waiting forever", async () => {
+    await expect(
+      createMqttServer({
+        serverId: SERVER,
+        mqtt: { ...mqttAs(SERVER), password: "guess" },
+        routes: (s) => s.service(TestService, interopService),
+      }),
+    ).rejects.toThrow(
+      /mqtt option: the MQTT broker refused the connection: .*Bad username or password/,
+    );
   });
 
   it("refuses an account using another account's client id: no kicking it off, no reading its replies", async () => {

@@ -414,11 +414,25 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
     const subscribed: string[] = [];
+    // A broker that refuses the credentials or the client id refuses every
+    // retry too: fail the start rather than wait for a connection forever.
+    let onError: ((e: unknown) => void) | undefined;
+    const refused = new Promise<never>((_resolve, reject) => {
+      onError = (e) => {
+        if (isLoginRefusal(e)) {
+          reject(new Error(`mqtt option: the MQTT broker refused the connection: ${e.message}`));
+        }
+      };
+      this.link.client.on("error", onError);
+    });
     try {
-      for (const filter of this.filters) {
-        await this.link.subscribe(filter);
-        subscribed.push(filter);
-      }
+      const subscribeAll = async () => {
+        for (const filter of this.filters) {
+          await this.link.subscribe(filter);
+          subscribed.push(filter);
+        }
+      };
+      await Promise.race([subscribeAll(), refused]);
     } catch (e) {
       // Leave a shared MqttClient as it was found.
       clearInterval(this.sweepTimer);
@@ -427,6 +441,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       for (const filter of subscribed) await this.link.unsubscribe(filter);
       await this.link.release();
       throw e;
+    } finally {
+      if (onError !== undefined) this.link.client.off("error", onError);
     }
   }
 
@@ -698,4 +714,19 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
     await this.link.release();
   }
+}
+
+/**
+ * CONNACK codes a retry does not change: identifier rejected, bad user name
+ * or password, not authorized (MQTT 3.1.1: 2, 4, 5; MQTT 5: 0x85, 0x86,
+ * 0x87, 0x8C bad authentication method).
+ */
+const LOGIN_REFUSALS = new Set([2, 4, 5, 0x85, 0x86, 0x87, 0x8c]);
+
+function isLoginRefusal(e: unknown): e is Error {
+  return (
+    e instanceof Error &&
+    e.message.startsWith("Connection refused") &&
+    LOGIN_REFUSALS.has((e as { code?: unknown }).code as number)
+  );
 }
