@@ -24,8 +24,8 @@ import {
   decodeCallFrames,
   encodeFrame,
   type FrameInit,
-} from "../packages/runtime/src/frame-codec.js";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+} from "../packages/runtime/src/wire/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { type MosquittoBroker, mosquittoAvailable, startMosquitto } from "./brokers/mosquitto.js";
 import type { BrokerTarget } from "./brokers/targets.js";
 import { StreamingOutputCallRequestSchema, TestService } from "./gen/mqrpc/interop/v1/test_pb.js";

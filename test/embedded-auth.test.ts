@@ -22,10 +22,10 @@ import {
 } from "@mqrpc/runtime";
 import { connectAsync, type IClientOptions, type MqttClient } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { encodeFrame } from "../packages/runtime/src/frame-codec.js";
 import { Presence_State, PresenceSchema } from "../packages/runtime/src/gen/mqrpc/v1/wire_pb.js";
-import { encodePresence } from "../packages/runtime/src/presence.js";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import { encodePresence } from "../packages/runtime/src/link/presence.js";
+import { encodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import type { BrokerTarget } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
 import { interopService } from "./support/interop-service.js";

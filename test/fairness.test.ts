@@ -14,9 +14,9 @@ import {
   decodeCallFrames,
   encodeFrame,
   type FrameInit,
-} from "../packages/runtime/src/frame-codec.js";
-import { writeCoalesced } from "../packages/runtime/src/frame-encoder.js";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+} from "../packages/runtime/src/wire/frame-codec.js";
+import { writeCoalesced } from "../packages/runtime/src/wire/frame-encoder.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forBrokersWhere, type RunTarget } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
 import {

@@ -9,8 +9,12 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import fc from "fast-check";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { decodeFrame, encodeFrame, type FrameInit } from "../packages/runtime/src/frame-codec.js";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import {
+  decodeFrame,
+  encodeFrame,
+  type FrameInit,
+} from "../packages/runtime/src/wire/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forBrokersWhere } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
 import { interopService } from "./support/interop-service.js";

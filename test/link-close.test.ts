@@ -13,7 +13,7 @@ import {
   startEmbeddedBroker,
 } from "@mqrpc/runtime";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { CLOSE_GRACE_MS, MqttLink } from "../packages/runtime/src/mqtt-link.js";
+import { CLOSE_GRACE_MS, MqttLink } from "../packages/runtime/src/link/mqtt-link.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
 import { Closer, deferred, uniqueServerId, untilAborted } from "./support/rpc-fixture.js";
 

@@ -10,7 +10,7 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { MqttLink } from "../packages/runtime/src/mqtt-link.js";
+import { MqttLink } from "../packages/runtime/src/link/mqtt-link.js";
 import { type MosquittoBroker, mosquittoAvailable, startMosquitto } from "./brokers/mosquitto.js";
 import type { BrokerTarget } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";

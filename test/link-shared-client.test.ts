@@ -8,7 +8,7 @@ import { createClient } from "@connectrpc/connect";
 import { createMqttServer, createMqttTransport, startEmbeddedBroker } from "@mqrpc/runtime";
 import { connect, type MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { MqttLink } from "../packages/runtime/src/mqtt-link.js";
+import { MqttLink } from "../packages/runtime/src/link/mqtt-link.js";
 import { type BrokerTarget, forEachBroker } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
 import { interopService } from "./support/interop-service.js";

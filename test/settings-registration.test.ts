@@ -14,8 +14,8 @@ import { createMqttClient } from "@mqrpc/runtime";
 import { file_options, method_options } from "@mqrpc/runtime/proto";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { decodeFrame } from "../packages/runtime/src/frame-codec.js";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import { decodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 // Loaded for its registration only: nothing below uses its exports.
 import "./gen/mqrpc/test/v1/settings_mqrpc.js";

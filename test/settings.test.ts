@@ -4,8 +4,8 @@
  */
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { decodeFrame } from "../packages/runtime/src/frame-codec.js";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import { decodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 import {
   createFileLevelServiceClient,

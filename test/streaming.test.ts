@@ -9,7 +9,7 @@ import { Code, ConnectError, createClient, encodeBinaryHeader } from "@connectrp
 import { bindServiceSettings } from "@mqrpc/runtime";
 import { connectAsync } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 import {
   type StreamingOutputCallRequestSchema,

@@ -12,8 +12,8 @@ import {
 import { createMqttServer, createMqttTransport, waitForServerKey } from "@mqrpc/runtime";
 import { connectAsync, type MqttClient } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { encodeFrame } from "../packages/runtime/src/frame-codec.js";
-import { TopicScheme } from "../packages/runtime/src/topic-scheme.js";
+import { encodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
+import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 import {
   EchoStatusSchema,

@@ -10,7 +10,7 @@ import type { TestProject } from "vitest/node";
 import {
   type EmbeddedBroker,
   startEmbeddedBroker,
-} from "../../packages/runtime/src/embedded-broker.js";
+} from "../../packages/runtime/src/broker/embedded-broker.js";
 import { type MosquittoBroker, mosquittoPath, startMosquitto } from "./mosquitto.js";
 import { type NatsBroker, natsPath, startNats } from "./nats.js";
 import { brokerSelection, TARGET_NAMES, type TargetName } from "./selection.js";

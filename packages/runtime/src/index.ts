@@ -9,10 +9,20 @@ export type {
   EmbeddedBrokerDenial,
   EmbeddedBrokerOptions,
   EmbeddedBrokerPublish,
-} from "./embedded-broker.js";
-export { startEmbeddedBroker } from "./embedded-broker.js";
-export { PROTOCOL_VERSION } from "./frame-codec.js";
-export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./limits.js";
+} from "./broker/embedded-broker.js";
+export { startEmbeddedBroker } from "./broker/embedded-broker.js";
+export type {
+  AclAccess,
+  AclIdentity,
+  AclRule,
+  ClientAcl,
+  MosquittoAcl,
+} from "./broker/mosquitto-acl.js";
+export { AclSyntaxError, parseMosquittoAcl } from "./broker/mosquitto-acl.js";
+export type { MqttTransport, MqttTransportOptions } from "./client/mqtt-transport.js";
+export { createMqttTransport, waitForServerKey } from "./client/mqtt-transport.js";
+export { createMqttClient } from "./link/mqtt-client.js";
+export type { MqttConnectionInput } from "./link/mqtt-link.js";
 export type { MethodSettings, ServiceSettings } from "./method-settings.js";
 export {
   bindServiceSettings,
@@ -23,22 +33,12 @@ export {
   settingsFromDescriptor,
 } from "./method-settings.js";
 export type {
-  AclAccess,
-  AclIdentity,
-  AclRule,
-  ClientAcl,
-  MosquittoAcl,
-} from "./mosquitto-acl.js";
-export { AclSyntaxError, parseMosquittoAcl } from "./mosquitto-acl.js";
-export { createMqttClient } from "./mqtt-client.js";
-export type { MqttConnectionInput } from "./mqtt-link.js";
-export type {
   MqttServer,
   MqttServerLogger,
   MqttServerOptions,
   PartialServiceImpl,
-} from "./mqtt-server.js";
-export { createMqttServer } from "./mqtt-server.js";
-export type { MqttTransport, MqttTransportOptions } from "./mqtt-transport.js";
-export { createMqttTransport, waitForServerKey } from "./mqtt-transport.js";
-export { decodeTopicSegment, encodeTopicSegment, TopicScheme } from "./topic-scheme.js";
+} from "./server/mqtt-server.js";
+export { createMqttServer } from "./server/mqtt-server.js";
+export { PROTOCOL_VERSION } from "./wire/frame-codec.js";
+export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./wire/limits.js";
+export { decodeTopicSegment, encodeTopicSegment, TopicScheme } from "./wire/topic-scheme.js";

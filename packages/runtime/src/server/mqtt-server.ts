@@ -1,0 +1,732 @@
+/**
+ * `createMqttServer`: serves Connect service implementations to callers that
+ * reach this process through an MQTT broker. The server subscribes to its
+ * request topics once, announces itself with a retained presence and a last
+ * will, and runs each call as a {@link ServerCall}.
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createServiceImplSpec,
+  type Interceptor,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import { DEFAULT_WINDOW } from "../flow/flow-credit.js";
+import type { MessageLimit } from "../flow/frame-receiver.js";
+import { ReassemblyBudget } from "../flow/reassembly-budget.js";
+import { Presence_State } from "../gen/mqrpc/v1/wire_pb.js";
+import { type MqttConnectionInput, MqttLink } from "../link/mqtt-link.js";
+import { encodePresence, newIncarnation } from "../link/presence.js";
+import { ReconnectResync } from "../link/reconnect-resync.js";
+import {
+  completeMethodSettings,
+  type MethodSettings,
+  type ServiceSettings,
+  settingsFromDescriptor,
+} from "../method-settings.js";
+import { type CallFrame, decodeCallFrames, encodeFrame } from "../wire/frame-codec.js";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_PUBLISH_BYTES,
+  defaultReassemblyBytes,
+  MIN_PUBLISH_BYTES,
+  positiveInteger,
+} from "../wire/limits.js";
+import { errorToEnd } from "../wire/status.js";
+import {
+  clientIdProblem,
+  encodeTopicSegment,
+  type RequestAddress,
+  serverClientId,
+  TopicScheme,
+} from "../wire/topic-scheme.js";
+import { CallAdmission, type CallAdmissionLimits } from "./call-admission.js";
+import { CompletedCallRecord } from "./completed-call-record.js";
+import { DropLog, quoted } from "./drop-log.js";
+import { SeenCalls } from "./seen-calls.js";
+import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call.js";
+
+/** Where the server reports what it drops; defaults to `console`. */
+export interface MqttServerLogger {
+  warn(message: string): void;
+}
+
+/** Options of {@link createMqttServer}. */
+export interface MqttServerOptions {
+  /** The broker: URL, MQTT.js options or an existing `MqttClient` to share. */
+  readonly mqtt: MqttConnectionInput;
+  /** The id callers address, e.g. a device id. Several replicas may share it (see `shared`). */
+  readonly serverId: string;
+  /**
+   * Registers the services (`server.service(...)` or the generated
+   * `register<Service>(server, impl)`). When given, {@link createMqttServer}
+   * resolves only once the server's ONLINE presence is on the broker, so a
+   * caller that learns of the server from the application (rather than from
+   * presence) never finds it unannounced.
+   */
+  readonly routes?: (server: MqttServer) => void;
+  /** First topic levels of every mqrpc topic; default `mqrpc`. Must match the callers'. */
+  readonly topicPrefix?: string;
+  /** Connect interceptors run around every handler. */
+  readonly interceptors?: Interceptor[];
+  /** Largest request message accepted, in bytes (default 4 MiB); larger ones get RESOURCE_EXHAUSTED. */
+  readonly maxMessageBytes?: number;
+  /** Largest MQTT packet published (default 128 KiB); bigger responses are chunked. */
+  readonly maxPublishBytes?: number;
+  /**
+   * Serve through an MQTT shared subscription so that replicas with the same
+   * `serverId` split the calls. `true` uses the server id as the share
+   * group; a string names the group. Needs a broker with shared
+   * subscriptions (MQTT 5 brokers; Mosquitto also on 3.1.1).
+   */
+  readonly shared?: boolean | string;
+  /**
+   * Calls whose handler runs at once (default 1000); calls that only wait
+   * for their End to be acknowledged do not count. The last tenth of the
+   * slots (at least one) goes only to callers running fewer calls than
+   * their fair share (the slots divided among the callers with calls here,
+   * itself included, plus one more; at least 1), so a lone caller runs at
+   * most 900 by default. A new call that finds no slot for its caller
+   * waits for one (see `maxQueuedCalls`); waiting calls start round-robin
+   * across callers as slots free (docs/PROTOCOL.md section 17.1).
+   */
+  readonly maxConcurrentCalls?: number;
+  /** Calls of one caller (client key) whose handler runs at once (default 1000); more wait. */
+  readonly maxCallsPerClient?: number;
+  /**
+   * Calls that may wait for a slot, in all (default `maxConcurrentCalls`;
+   * 0: none wait). A waiting call answers Pings, keeps its deadline and can
+   * be cancelled; its request frames wait under flow control. The last
+   * tenth of the places goes only to callers below their fair share of
+   * them. A call that can neither start nor wait gets RESOURCE_EXHAUSTED
+   * naming the limits; on `close()` waiting calls get UNAVAILABLE.
+   */
+  readonly maxQueuedCalls?: number;
+  /** Calls of one caller that may wait for a slot (default a quarter of `maxQueuedCalls`). */
+  readonly maxQueuedCallsPerClient?: number;
+  /**
+   * End frames of finished calls kept (up to 1 KiB each, for 5 minutes) to
+   * send again to a caller that missed one (default 10000). Redelivered
+   * requests are recognised by caller-session windows regardless
+   * (docs/PROTOCOL.md section 8).
+   */
+  readonly completedCallMemory?: number;
+  /**
+   * Bytes that partly received (chunked) request messages may hold across
+   * all calls (default 64 MiB, at least twice maxMessageBytes; must be at
+   * least maxMessageBytes); one caller may hold a quarter of it (at least
+   * maxMessageBytes). A message that finds no room waits: the caller is
+   * asked to send it again once there is (backpressure, not an error).
+   */
+  readonly maxReassemblyBytes?: number;
+  /** Request frames a caller may send ahead of the handler (default 64). */
+  readonly receiveWindow?: number;
+  /** How long `close()` lets calls in progress finish before cancelling them, in ms (default 5000). */
+  readonly shutdownTimeoutMs?: number;
+  /**
+   * How long a call whose caller sends no heartbeats (Open.heartbeat_ms 0)
+   * may go without any frame from the caller before the server ends it with
+   * UNAVAILABLE, in ms (default 300000). Callers with heartbeats are ended
+   * after three silent intervals instead (docs/PROTOCOL.md section 15.3).
+   */
+  readonly callIdleTimeoutMs?: number;
+  /**
+   * Receives a line per dropped frame (at most 10 a second, then a count of
+   * those left out; topics quoted as JSON strings); default `console`.
+   */
+  readonly logger?: MqttServerLogger;
+}
+
+/**
+ * An implementation of `S` for {@link MqttServer.service}: Connect's
+ * `ServiceImpl` with every method optional (methods left out answer
+ * UNIMPLEMENTED). Generated `register<Service>` functions take it.
+ */
+export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
+
+/** A running mqrpc server. */
+export interface MqttServer {
+  /** The id callers address. */
+  readonly serverId: string;
+  /** This replica's id (its MQTT client id), used for sticky streams and presence. */
+  readonly instanceId: string;
+  /**
+   * Registers a service implementation. Methods left out answer
+   * UNIMPLEMENTED. `settings` are the generated per-method MQTT settings;
+   * for a method they leave out, the settings the generated `*_mqrpc.ts`
+   * module registered apply once it is loaded (see registerServiceSettings),
+   * otherwise the descriptor's options.
+   */
+  service<S extends DescService>(
+    service: S,
+    impl: PartialServiceImpl<S>,
+    settings?: ServiceSettings<S>,
+  ): MqttServer;
+  /**
+   * Resolves once the broker has acknowledged the server's ONLINE presence
+   * (announced when the first service is registered; PROTOCOL.md 15.1), from
+   * when on callers find it online. Rejects when the announcement fails
+   * (e.g. an ACL that refuses the presence topic, on MQTT 5) or the server
+   * is closed first.
+   */
+  announced(): Promise<void>;
+  /**
+   * Stops taking calls (new ones, and those waiting for a slot, get
+   * UNAVAILABLE), lets calls in progress finish for up to
+   * `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE,
+   * announces the server offline and releases the connection.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a server: connects, subscribes to the request topics and resolves
+ * when it can take calls; with `routes`, registers the services and
+ * resolves once the server is announced (see {@link MqttServer.announced}).
+ * Presence is announced once the first service is registered, so callers
+ * never see the server before its methods exist.
+ *
+ * @throws Error naming the option for bad options, or when the broker
+ *   refuses the connection, the subscriptions or (with `routes`) the
+ *   presence announcement.
+ */
+export async function createMqttServer(options: MqttServerOptions): Promise<MqttServer> {
+  const server = new MqttServerImpl(options);
+  await server.start();
+  if (options.routes === undefined) return server;
+  try {
+    options.routes(server);
+    if (!server.hasServices) {
+      throw new Error("routes: registered no service (call server.service(...) in it)");
+    }
+    await server.announced();
+  } catch (e) {
+    await server.close();
+    throw e;
+  }
+  return server;
+}
+
+/**
+ * The admission limits of `options` (see MqttServerOptions), validated:
+ * a tenth of the slots and of the places to wait (at least one) reserved
+ * for callers below their fair share.
+ *
+ * @throws Error naming the option when one is not an integer in range.
+ */
+function admissionLimits(options: MqttServerOptions): CallAdmissionLimits {
+  const maxRunning = positiveInteger("maxConcurrentCalls", options.maxConcurrentCalls, 1000);
+  const maxWaiting = positiveInteger("maxQueuedCalls", options.maxQueuedCalls, maxRunning, 0);
+  return {
+    maxRunning,
+    maxRunningPerCaller: positiveInteger("maxCallsPerClient", options.maxCallsPerClient, 1000),
+    reservedSlots: Math.max(1, Math.floor(maxRunning / 10)),
+    maxWaiting,
+    maxWaitingPerCaller: positiveInteger(
+      "maxQueuedCallsPerClient",
+      options.maxQueuedCallsPerClient,
+      Math.ceil(maxWaiting / 4),
+      0,
+    ),
+    reservedWaiting: maxWaiting === 0 ? 0 : Math.max(1, Math.floor(maxWaiting / 10)),
+  };
+}
+
+const RECORD_TTL_MS = 5 * 60_000;
+/** Caller sessions whose calls are remembered (section 8); about 600 bytes each. */
+const MAX_SESSIONS = 20_000;
+/** How often calls are checked for callers that went silent. */
+const SWEEP_MS = 1000;
+const PACKET_OVERHEAD = 24;
+
+class MqttServerImpl implements MqttServer, ServerCallHost {
+  readonly serverId: string;
+  readonly instanceId: string;
+  readonly incarnation = newIncarnation();
+  readonly shared: boolean;
+  readonly interceptors: Interceptor[];
+  readonly maxMessageBytes: number;
+  readonly maxMessageLimit: MessageLimit;
+  readonly receiveWindow: number;
+  readonly reassemblyBudget: ReassemblyBudget;
+  private readonly maxPublishBytes: number;
+  /** Which new calls start, wait for a slot or are refused; keyed by call key. */
+  private readonly admission: CallAdmission<string>;
+  private readonly shutdownTimeoutMs: number;
+  readonly callIdleTimeoutMs: number;
+  private readonly shareGroup: string | undefined;
+  private readonly scheme: TopicScheme;
+  private readonly link: MqttLink;
+  private readonly logger: MqttServerLogger;
+  /** Dropped input, at most 10 lines a second. */
+  private readonly drops: DropLog;
+  private readonly methods = new Map<string, Map<string, MethodEntry>>();
+  private readonly calls = new Map<string, ServerCall>();
+  private readonly completed: CompletedCallRecord;
+  private readonly seen = new SeenCalls(RECORD_TTL_MS, MAX_SESSIONS);
+  private readonly shutdown = new AbortController();
+  private readonly filters: string[] = [];
+  private announcing: Promise<void> | undefined;
+  private sweepTimer: ReturnType<typeof setInterval> | undefined;
+  private unroute: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: MqttServerOptions) {
+    if (typeof options.serverId !== "string" || options.serverId === "") {
+      throw new Error("serverId must be a non-empty string");
+    }
+    this.serverId = options.serverId;
+    this.scheme = new TopicScheme(options.topicPrefix);
+    this.interceptors = options.interceptors ?? [];
+    this.maxMessageBytes = positiveInteger(
+      "maxMessageBytes",
+      options.maxMessageBytes,
+      DEFAULT_MAX_MESSAGE_BYTES,
+    );
+    this.maxMessageLimit = {
+      bytes: this.maxMessageBytes,
+      name: `server "${options.serverId}"'s maxMessageBytes`,
+    };
+    this.maxPublishBytes = positiveInteger(
+      "maxPublishBytes",
+      options.maxPublishBytes,
+      DEFAULT_MAX_PUBLISH_BYTES,
+      MIN_PUBLISH_BYTES,
+    );
+    this.admission = new CallAdmission(admissionLimits(options));
+    this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
+    const reassemblyBytes = positiveInteger(
+      "maxReassemblyBytes",
+      options.maxReassemblyBytes,
+      defaultReassemblyBytes(this.maxMessageBytes),
+    );
+    if (reassemblyBytes < this.maxMessageBytes) {
+      throw new Error(
+        `maxReassemblyBytes (${reassemblyBytes}) must be at least maxMessageBytes (${this.maxMessageBytes})`,
+      );
+    }
+    // One caller may hold a quarter of it (at least one whole message).
+    this.reassemblyBudget = new ReassemblyBudget(
+      reassemblyBytes,
+      Math.max(Math.floor(reassemblyBytes / 4), this.maxMessageBytes),
+    );
+    this.callIdleTimeoutMs = positiveInteger(
+      "callIdleTimeoutMs",
+      options.callIdleTimeoutMs,
+      300_000,
+    );
+    this.shutdownTimeoutMs = positiveInteger(
+      "shutdownTimeoutMs",
+      options.shutdownTimeoutMs,
+      5000,
+      0,
+    );
+    this.completed = new CompletedCallRecord(
+      positiveInteger("completedCallMemory", options.completedCallMemory, 10_000),
+      RECORD_TTL_MS,
+    );
+    if (options.shared !== undefined && typeof options.shared !== "boolean") {
+      if (!/^[A-Za-z0-9_-]+$/.test(options.shared)) {
+        throw new Error(
+          `shared: share group "${options.shared}" must use only A-Z, a-z, 0-9, "_" and "-"`,
+        );
+      }
+    }
+    this.shareGroup =
+      options.shared === true ? encodeTopicSegment(options.serverId) : options.shared || undefined;
+    this.shared = this.shareGroup !== undefined;
+    this.logger = options.logger ?? console;
+    this.drops = new DropLog(this.logger, `mqrpc server ${quoted(this.serverId)}`);
+    // A replica's session is clean: with a persistent one, a broker keeps
+    // handing a dead replica its share of new calls (Mosquitto: until the
+    // session expires) and those calls are never run (PROTOCOL.md 16).
+    this.link = MqttLink.acquire(
+      options.mqtt,
+      (clientId) => ({
+        topic: this.scheme.presenceTopic(this.serverId, clientId),
+        payload: encodePresence(
+          clientId,
+          Presence_State.DISCONNECTED,
+          this.shared,
+          this.incarnation,
+        ),
+      }),
+      this.shared ? "clean" : "persistent",
+      this.shared ? undefined : serverClientId(this.serverId),
+    );
+    this.instanceId = this.link.clientId;
+    if (!this.link.willInstalled) {
+      this.logger.warn(
+        `mqrpc server "${this.serverId}": no last will on this connection (a shared MqttClient, or options with their own will); ` +
+          "if the process dies, callers see it online until their calls time out",
+      );
+    }
+    const problem = clientIdProblem(this.instanceId);
+    if (problem !== undefined) {
+      void this.link.release();
+      throw new Error(`mqtt option: ${problem}`);
+    }
+  }
+
+  /** Aborts every handler's waits when the server shuts down. */
+  get shutdownSource(): { readonly signal: AbortSignal } {
+    return this.shutdown;
+  }
+
+  /** A call's handler part is over (or it ended waiting): the calls that get its slot start. */
+  callEnded(call: ServerCall): void {
+    this.startCalls(this.admission.end(call.key));
+  }
+
+  /** Starts calls that got a slot; one that is gone gives its slot on. */
+  private startCalls(keys: readonly string[]): void {
+    for (const key of keys) {
+      const call = this.calls.get(key);
+      if (call !== undefined) call.start();
+      else this.startCalls(this.admission.end(key));
+    }
+  }
+
+  /** A call is over: forget it, and keep its End for a caller that missed it. */
+  callFinished(call: ServerCall): void {
+    this.calls.delete(call.key);
+    this.completed.add(call.key, call.endFrame);
+  }
+
+  /** A reply publish failed: the caller's call will time out or retry. */
+  publishFailed(error: unknown, topic: string): void {
+    this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${String(error)}`);
+  }
+
+  async start(): Promise<void> {
+    const base = this.scheme.requestBase(this.serverId);
+    this.unroute = this.link.routePrefix(base, (topic, payload) => this.onRequest(topic, payload));
+    if (this.shareGroup === undefined) {
+      this.filters.push(this.scheme.requestFilter(this.serverId));
+    } else {
+      this.filters.push(`$share/${this.shareGroup}/${base}+/+/+`);
+      this.filters.push(`${base}+/+/+/${encodeTopicSegment(this.instanceId)}`);
+    }
+    // The last will marks this instance offline whenever the link drops;
+    // announce it again on every reconnect.
+    this.link.client.on("connect", this.reannounce);
+    this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
+    (this.sweepTimer as { unref?: () => void }).unref?.();
+    const subscribed: string[] = [];
+    // A broker that refuses the credentials or the client id refuses every
+    // retry too: fail the start rather than wait for a connection forever.
+    let onError: ((e: unknown) => void) | undefined;
+    const refused = new Promise<never>((_resolve, reject) => {
+      onError = (e) => {
+        if (isLoginRefusal(e)) {
+          reject(new Error(`mqtt option: the MQTT broker refused the connection: ${e.message}`));
+        }
+      };
+      this.link.client.on("error", onError);
+    });
+    try {
+      const subscribeAll = async () => {
+        for (const filter of this.filters) {
+          await this.link.subscribe(filter);
+          subscribed.push(filter);
+        }
+      };
+      await Promise.race([subscribeAll(), refused]);
+    } catch (e) {
+      // Leave a shared MqttClient as it was found.
+      clearInterval(this.sweepTimer);
+      this.link.client.off("connect", this.reannounce);
+      this.unroute();
+      for (const filter of subscribed) await this.link.unsubscribe(filter);
+      await this.link.release();
+      throw e;
+    } finally {
+      if (onError !== undefined) this.link.client.off("error", onError);
+    }
+  }
+
+  service<S extends DescService>(
+    service: S,
+    impl: Partial<ServiceImpl<S>>,
+    settings?: ServiceSettings<S>,
+  ): MqttServer {
+    if (this.closing !== undefined) throw new Error("the server is closed");
+    if (this.methods.has(service.typeName)) {
+      throw new Error(`service ${service.typeName} is already registered`);
+    }
+    const spec = createServiceImplSpec(service, impl);
+    const entries = new Map<string, MethodEntry>();
+    for (const method of service.methods) {
+      const methodSpec = spec.methods[method.localName];
+      if (methodSpec === undefined) continue;
+      const generated = (
+        settings as Record<string, Partial<MethodSettings> | undefined> | undefined
+      )?.[method.localName];
+      entries.set(method.name, {
+        spec: methodSpec,
+        settings:
+          generated !== undefined
+            ? completeMethodSettings(generated)
+            : settingsFromDescriptor(method),
+      });
+    }
+    this.methods.set(service.typeName, entries);
+    if (this.announcing === undefined) {
+      // After this turn, so that services registered together go online together.
+      this.announcing = Promise.resolve().then(() => this.publishPresence(Presence_State.ONLINE));
+      this.announcing.catch(this.presenceFailed);
+    }
+    return this;
+  }
+
+  get hasServices(): boolean {
+    return this.methods.size > 0;
+  }
+
+  announced(): Promise<void> {
+    if (this.closing !== undefined) return Promise.reject(new Error("the server is closed"));
+    if (this.announcing === undefined) {
+      return Promise.reject(
+        new Error("no service is registered: presence is announced with the first"),
+      );
+    }
+    return this.announcing;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdownGracefully();
+    return this.closing;
+  }
+
+  publishReply(clientKey: string, callId: number, frame: Uint8Array): void {
+    this.link.sendFrame(
+      this.scheme.replyTopic(clientKey, this.serverId),
+      callId,
+      frame,
+      this.maxReplyFrameBytes(clientKey),
+      this,
+    );
+  }
+
+  maxReplyFrameBytes(clientKey: string): number {
+    const brokerMax = this.link.brokerMaxPacketSize ?? Number.POSITIVE_INFINITY;
+    return (
+      Math.min(this.maxPublishBytes, brokerMax) -
+      this.scheme.replyTopic(clientKey, this.serverId).length -
+      PACKET_OVERHEAD
+    );
+  }
+
+  private publishPresence(state: Presence_State): Promise<void> {
+    return this.link.publish(
+      this.scheme.presenceTopic(this.serverId, this.instanceId),
+      encodePresence(this.instanceId, state, this.shared, this.incarnation),
+      { retain: true },
+    );
+  }
+
+  /** Announces `state`; a failure is logged, not thrown. */
+  private announce(state: Presence_State): Promise<void> {
+    return this.publishPresence(state).catch(this.presenceFailed);
+  }
+
+  private readonly presenceFailed = (e: unknown): void => {
+    this.logger.warn(`mqrpc server "${this.serverId}": presence announcement failed: ${String(e)}`);
+  };
+
+  private onRequest(topic: string, payload: Uint8Array): void {
+    const address = this.scheme.parseRequestTopic(this.serverId, topic);
+    if (address === undefined) {
+      this.drops.drop(`dropped a publish on ${quoted(topic)}: not a request topic`);
+      return;
+    }
+    let frames: readonly CallFrame[];
+    try {
+      frames = decodeCallFrames(payload);
+    } catch (e) {
+      this.drops.drop(
+        `dropped a malformed frame on ${quoted(topic)}: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      return;
+    }
+    for (const frame of frames) this.onCallFrame(topic, address, frame);
+  }
+
+  private onCallFrame(topic: string, address: RequestAddress, frame: CallFrame): void {
+    const key = `${address.clientKey}\n${frame.callId}`;
+    const call = this.calls.get(key);
+    if (call !== undefined) {
+      call.onFrame(frame);
+      return;
+    }
+    const done = this.completed.get(key);
+    if (done !== undefined && frame.kind.case !== "open") {
+      // A late or redelivered frame of a call that is over. A caller that
+      // still asks about the call (Ping, or Credit asking to resend) missed
+      // the End: send it again when it was kept.
+      const asks =
+        frame.kind.case === "ping" || (frame.kind.case === "credit" && frame.kind.value.resend);
+      if (asks && done.end !== undefined)
+        this.publishReply(address.clientKey, frame.callId, done.end);
+      return;
+    }
+    if (frame.kind.case === "ping" && (address.instance !== undefined || !this.shared)) {
+      // The caller believes in a call this server does not have: its Open
+      // was lost on the way, or this is another incarnation of the server.
+      // The caller tells which from the incarnation (PROTOCOL.md 15.3).
+      this.publishReply(
+        address.clientKey,
+        frame.callId,
+        encodeFrame({
+          callId: frame.callId,
+          kind: { case: "pong", value: { incarnation: this.incarnation, unknown: true } },
+        }),
+      );
+      return;
+    }
+    if (frame.kind.case !== "open") return;
+    if (frame.seq !== 0) {
+      this.drops.drop(`dropped an open frame with seq ${frame.seq} on ${quoted(topic)}`);
+      return;
+    }
+    if (!this.seen.admit(address.clientKey, frame.kind.value.session, frame.callId)) {
+      // This call started here before: a redelivered or resent Open. It must
+      // not run again. While its End is kept, a caller that missed it gets
+      // it by asking (Ping); once it is gone, say so.
+      if (done?.end === undefined) {
+        this.refuse(
+          address,
+          frame.callId,
+          new ConnectError(
+            `call ${frame.callId} already ran on server "${this.serverId}" and its reply is no longer kept`,
+            Code.Unavailable,
+          ),
+        );
+      }
+      return;
+    }
+    const entry = this.methods.get(address.service)?.get(address.method);
+    const refusal =
+      this.closing !== undefined
+        ? new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable)
+        : entry === undefined
+          ? new ConnectError(
+              this.methods.has(address.service)
+                ? `method ${address.service}/${address.method} is not implemented`
+                : `service ${address.service} is not served by "${this.serverId}"`,
+              Code.Unimplemented,
+            )
+          : undefined;
+    if (refusal !== undefined || entry === undefined) {
+      this.refuse(address, frame.callId, refusal);
+      return;
+    }
+    const admitted = this.admission.offer(address.clientKey, key);
+    if (admitted.kind === "refuse") {
+      this.refuse(
+        address,
+        frame.callId,
+        new ConnectError(
+          `server "${this.serverId}" cannot take the call now: ${admitted.reason}`,
+          Code.ResourceExhausted,
+        ),
+      );
+      return;
+    }
+    const created = new ServerCall(
+      this,
+      key,
+      address,
+      frame.callId,
+      entry,
+      admitted.kind === "wait",
+    );
+    this.calls.set(key, created);
+    created.onFrame(frame);
+  }
+
+  /** Ends a call that does not run here with `error`: an End at seq 0, not kept. */
+  private refuse(address: RequestAddress, callId: number, error: ConnectError | undefined): void {
+    this.publishReply(
+      address.clientKey,
+      callId,
+      encodeFrame({
+        callId,
+        seq: 0,
+        kind: { case: "end", value: errorToEnd(error, new Headers()) },
+      }),
+    );
+  }
+
+  /**
+   * The link is back: announce again (the last will may have said
+   * DISCONNECTED), and ask every call at once for request frames that may
+   * have been lost meanwhile instead of waiting for its next progress check.
+   */
+  private readonly reannounce = (): void => {
+    if (this.closing !== undefined) return;
+    if (this.announcing !== undefined) void this.announce(Presence_State.ONLINE);
+    this.resync.reconnected();
+  };
+
+  private readonly resync = new ReconnectResync((first) => {
+    for (const call of [...this.calls.values()]) call.resync(first);
+  });
+
+  private sweepCalls(): void {
+    const now = Date.now();
+    for (const call of [...this.calls.values()]) call.sweep(now);
+  }
+
+  private async shutdownGracefully(): Promise<void> {
+    // Calls waiting for a slot never started: they end now, so that their
+    // callers may go elsewhere, rather than take slots during the grace.
+    const refusal = new ConnectError(
+      `server "${this.serverId}" is shutting down`,
+      Code.Unavailable,
+    );
+    for (const key of this.admission.takeWaiting()) this.calls.get(key)?.shutdown(refusal);
+    clearInterval(this.sweepTimer);
+    this.link.client.off("connect", this.reannounce);
+    this.resync.cancel();
+    const inFlight = [...this.calls.values()].map((c) => c.finished);
+    if (inFlight.length > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(inFlight),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, this.shutdownTimeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    const reason = new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable);
+    this.shutdown.abort(reason);
+    for (const call of this.calls.values()) call.shutdown(reason);
+    await Promise.all([...this.calls.values()].map((c) => c.finished));
+    for (const filter of this.filters) await this.link.unsubscribe(filter);
+    this.unroute?.();
+    // Announce the departure if the broker can hear it; a dead link has left
+    // the last will (DISCONNECTED) in place already.
+    if (this.announcing !== undefined && this.link.client.connected) {
+      await this.announce(Presence_State.OFFLINE);
+    }
+    await this.link.release();
+  }
+}
+
+/**
+ * CONNACK codes a retry does not change: identifier rejected, bad user name
+ * or password, not authorized (MQTT 3.1.1: 2, 4, 5; MQTT 5: 0x85, 0x86,
+ * 0x87, 0x8C bad authentication method).
+ */
+const LOGIN_REFUSALS = new Set([2, 4, 5, 0x85, 0x86, 0x87, 0x8c]);
+
+function isLoginRefusal(e: unknown): e is Error {
+  return (
+    e instanceof Error &&
+    e.message.startsWith("Connection refused") &&
+    LOGIN_REFUSALS.has((e as { code?: unknown }).code as number)
+  );
+}

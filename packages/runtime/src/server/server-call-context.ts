@@ -1,0 +1,156 @@
+/**
+ * The `HandlerContext` a handler receives, built for a call rate where
+ * every allocation shows: the signal, the header objects and the context
+ * values are made when the handler first touches them, not per call. Its
+ * behaviour is Connect's: the signal aborts on deadline, cancellation,
+ * server shutdown and when the call is over.
+ */
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import type { MetadataEntry } from "../gen/mqrpc/v1/wire_pb.js";
+import { MAX_TIMER_MS } from "../wire/limits.js";
+import { entriesToHeaders } from "../wire/metadata.js";
+
+/** What a {@link ServerCallContext} is made from. */
+export interface ServerCallContextInit {
+  readonly method: DescMethod;
+  readonly serverId: string;
+  /** The caller's remaining time from the Open frame; 0 for none. */
+  readonly timeoutMs: number;
+  readonly requestHeader: readonly MetadataEntry[];
+  /** Called once, with the reason, when the context aborts. */
+  readonly onAbort: (reason: unknown) => void;
+}
+
+/**
+ * A handler's context plus what the call needs to drive it. The lazy parts
+ * are getters on the prototype, so a call costs one small object. Connect's
+ * own helpers copy contexts with `Object.assign`, which skips prototype
+ * getters: give them {@link ServerCallContext.snapshot} instead.
+ */
+export class ServerCallContext implements HandlerContext {
+  readonly method: DescMethod;
+  readonly service: DescService;
+  readonly requestMethod = "POST";
+  readonly protocolName = "mqrpc";
+  readonly timeoutMs: () => number | undefined;
+
+  private controller: AbortController | undefined;
+  private reason: unknown;
+  private isAborted = false;
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  private headerIn: Headers | undefined;
+  private headerOut: Headers | undefined;
+  private trailerOut: Headers | undefined;
+  private contextValues: ContextValues | undefined;
+
+  constructor(private readonly init: ServerCallContextInit) {
+    this.method = init.method;
+    this.service = init.method.parent;
+    if (init.timeoutMs > 0) {
+      const deadline = Date.now() + init.timeoutMs;
+      this.timeoutMs = () => deadline - Date.now();
+      // Node's timers wrap delays of 2^31 ms and more to 1 ms.
+      this.deadlineTimer = setTimeout(this.onDeadline, Math.min(init.timeoutMs, MAX_TIMER_MS));
+    } else {
+      this.timeoutMs = noTimeout;
+    }
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.isAborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  get url(): string {
+    const { serverId, method } = this.init;
+    return `mqtt://${encodeURIComponent(serverId)}/${method.parent.typeName}/${method.name}`;
+  }
+
+  get requestHeader(): Headers {
+    this.headerIn ??= entriesToHeaders(this.init.requestHeader);
+    return this.headerIn;
+  }
+
+  get responseHeader(): Headers {
+    this.headerOut ??= new Headers();
+    return this.headerOut;
+  }
+
+  get responseTrailer(): Headers {
+    this.trailerOut ??= new Headers();
+    return this.trailerOut;
+  }
+
+  get values(): ContextValues {
+    this.contextValues ??= createContextValues();
+    return this.contextValues;
+  }
+
+  /** Whether the context aborted (deadline, cancellation, shutdown or the end). */
+  get aborted(): boolean {
+    return this.isAborted;
+  }
+
+  /** Why the context aborted, once it did. */
+  get abortReason(): unknown {
+    return this.reason;
+  }
+
+  /** Response headers the handler set, or undefined if it never touched them. */
+  get responseHeaderIfSet(): Headers | undefined {
+    return this.headerOut;
+  }
+
+  /** Response trailers the handler set, or undefined if it never touched them. */
+  get responseTrailerIfSet(): Headers | undefined {
+    return this.trailerOut;
+  }
+
+  /**
+   * The context as a plain object with every field its own property, for
+   * Connect's interceptor and streaming helpers (they copy it). Shares the
+   * signal and the header objects with this context.
+   */
+  snapshot(): HandlerContext {
+    return {
+      method: this.method,
+      service: this.service,
+      requestMethod: this.requestMethod,
+      protocolName: this.protocolName,
+      timeoutMs: this.timeoutMs,
+      signal: this.signal,
+      url: this.url,
+      requestHeader: this.requestHeader,
+      responseHeader: this.responseHeader,
+      responseTrailer: this.responseTrailer,
+      values: this.values,
+    };
+  }
+
+  /** Aborts the handler's signal once; later calls change nothing. */
+  abort(reason: unknown): void {
+    if (this.isAborted) return;
+    this.isAborted = true;
+    this.reason = reason;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.controller?.abort(reason);
+    this.init.onAbort(reason);
+  }
+
+  private readonly onDeadline = (): void => {
+    this.deadlineTimer = undefined;
+    this.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+  };
+}
+
+const noTimeout = () => undefined;

@@ -1,0 +1,711 @@
+/**
+ * The server side of one call: receives the request frames in order, runs the
+ * handler through Connect's implementation helpers (so server interceptors
+ * and `HandlerContext` behave as in connect-node), and sends the response
+ * frames, ending every call with exactly one End frame unless the caller
+ * cancelled it.
+ */
+import {
+  create,
+  type DescMessage,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
+import {
+  invokeUnaryImplementation,
+  transformInvokeImplementation,
+} from "@connectrpc/connect/protocol";
+import { abortable } from "../client/abortable.js";
+import { DEFAULT_WINDOW } from "../flow/flow-credit.js";
+import {
+  FrameReceiver,
+  type MessageLimit,
+  type ReceivedEvent,
+  type ReceiverSink,
+} from "../flow/frame-receiver.js";
+import { type FrameOutput, FrameSender, type SignalSource } from "../flow/frame-sender.js";
+import { MessageQueue } from "../flow/message-queue.js";
+import type { ReassemblyBudget } from "../flow/reassembly-budget.js";
+import { StatusSchema } from "../gen/mqrpc/v1/wire_pb.js";
+import type { MethodSettings } from "../method-settings.js";
+import type { CallFrame } from "../wire/frame-codec.js";
+import { MessageGroupEncoder } from "../wire/message-group-encoder.js";
+import { headersToEntries } from "../wire/metadata.js";
+import { errorToEnd } from "../wire/status.js";
+import type { RequestAddress } from "../wire/topic-scheme.js";
+import { ServerCallContext } from "./server-call-context.js";
+
+/** The reason the handler's signal carries after the call finished normally. */
+const CALL_FINISHED = new ConnectError("the call finished", Code.Canceled);
+
+/** The status of every successful call. */
+const OK = create(StatusSchema, { code: 0 });
+
+/** How often a call without heartbeats checks for lost request frames. */
+const DEFAULT_PROGRESS_CHECK_MS = 10_000;
+
+/**
+ * How long an ended call whose caller sends no heartbeats keeps its
+ * unacknowledged frames for a caller that may still ask for them.
+ */
+const DRAIN_WITHOUT_HEARTBEAT_MS = 60_000;
+
+/** What a call needs from the server that runs it. */
+export interface ServerCallHost {
+  readonly serverId: string;
+  readonly instanceId: string;
+  /** This server process's incarnation (Presence.incarnation). */
+  readonly incarnation: number;
+  readonly shared: boolean;
+  readonly interceptors: Interceptor[];
+  /** The cap on one request message, named as errors should name it. */
+  readonly maxMessageLimit: MessageLimit;
+  readonly receiveWindow: number;
+  /** Shared cap on the bytes of partly received request messages. */
+  readonly reassemblyBudget: ReassemblyBudget;
+  /** Aborts every handler when the server shuts down. */
+  readonly shutdownSource: SignalSource;
+  /** How long a call whose caller sends no heartbeats may go without a word from it, in ms. */
+  readonly callIdleTimeoutMs: number;
+  /**
+   * Told once when the handler's part is over, or when a call that waited
+   * for a slot ended before it got one: the call no longer holds a slot (or
+   * its place in the queue).
+   */
+  callEnded(call: ServerCall): void;
+  /**
+   * Told once when the call is over and forgotten: its End frame was handed
+   * to MQTT and, when End.ack asked for it, acknowledged (or given up on).
+   */
+  callFinished(call: ServerCall): void;
+  /** Publishes a frame of call `callId` to the caller's reply topic. */
+  publishReply(clientKey: string, callId: number, frame: Uint8Array): void;
+  /** The largest frame that fits in a publish to the caller's reply topic. */
+  maxReplyFrameBytes(clientKey: string): number;
+}
+
+/** A registered method: Connect's spec of the user's implementation, plus its MQTT settings. */
+export interface MethodEntry {
+  readonly spec: MethodImplSpec;
+  readonly settings: MethodSettings;
+}
+
+/** See the module comment. */
+export class ServerCall implements FrameOutput, ReceiverSink {
+  private readonly sender: FrameSender;
+  private readonly receiver: FrameReceiver;
+  private requestQueue: MessageQueue<MessageShape<DescMessage>> | undefined;
+  /** The caller cancelled (or vanished): no End goes out. */
+  private cancelled = false;
+  private context: ServerCallContext | undefined;
+  /**
+   * Unary and server-streaming calls without interceptors skip Connect's
+   * generic invocation and the request queue: the one request is kept here
+   * until the half-close.
+   */
+  private direct = false;
+  private directInput: MessageShape<DescMessage> | undefined;
+  private headersSent = false;
+  private heartbeatMs = 0;
+  private lastHeard = Date.now();
+  private lastProgressCheck = Date.now();
+  private requestsComplete = false;
+  /** The handler's part is over: its End went out (or the caller cancelled). */
+  private ended = false;
+  /** When the End went out, while the call waits for the caller's acknowledgement. */
+  private drainingSince: number | undefined;
+  private isFinished = false;
+  private finishedWaiters: Array<() => void> | undefined;
+
+  /**
+   * @param key the call's key on its server (client key and call id)
+   * @param waitingForSlot the call waits for a slot (docs/PROTOCOL.md 17.1):
+   *   it takes frames, answers Pings, keeps its deadline and can be
+   *   cancelled, but its handler runs only from {@link start}.
+   */
+  constructor(
+    private readonly host: ServerCallHost,
+    readonly key: string,
+    readonly address: RequestAddress,
+    readonly callId: number,
+    private readonly entry: MethodEntry,
+    private waitingForSlot = false,
+  ) {
+    // The call is its sender's output and its receiver's sink: no adapter
+    // objects or closures per call.
+    this.sender = new FrameSender(callId, this, DEFAULT_WINDOW);
+    this.receiver = new FrameReceiver(host.receiveWindow, host.maxMessageLimit, this, {
+      budget: host.reassemblyBudget,
+      owner: address.clientKey,
+    });
+    if (entry.settings.batchedStream) this.sender.enableBatching(entry.settings.batchLingerMs);
+  }
+
+  /**
+   * The call got a slot: its handler runs now (a unary or server-streaming
+   * call's once its request is complete). Nothing when it was not waiting
+   * or has ended already.
+   */
+  start(): void {
+    if (!this.waitingForSlot) return;
+    this.waitingForSlot = false;
+    const context = this.context;
+    if (this.ended || context === undefined) return;
+    if (!this.direct) void this.run(context);
+    else if (this.requestsComplete) this.runDirect();
+  }
+
+  /** Settles when the call is over and its End frame was handed to MQTT. */
+  get finished(): Promise<void> {
+    if (this.isFinished) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.finishedWaiters ??= [];
+      this.finishedWaiters.push(resolve);
+    });
+  }
+
+  /** FrameOutput: publishes one of the call's frames to the caller's reply topic. */
+  publish(frame: Uint8Array): void {
+    this.host.publishReply(this.address.clientKey, this.callId, frame);
+  }
+
+  /** FrameOutput: the largest frame that fits in one publish to the caller. */
+  maxFrameBytes(): number {
+    return this.host.maxReplyFrameBytes(this.address.clientKey);
+  }
+
+  /** ReceiverSink: the caller broke the protocol or a limit. */
+  violation(error: ConnectError): void {
+    this.fail(error);
+  }
+
+  /** ReceiverSink: tells the caller how much more it may send. */
+  grant(limit: number, received: number, resend: boolean): void {
+    this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } });
+  }
+
+  private get requests(): MessageQueue<MessageShape<DescMessage>> {
+    this.requestQueue ??= new MessageQueue(() => this.receiver.took());
+    return this.requestQueue;
+  }
+
+  /** Whether the call waits for the caller to acknowledge its End. */
+  get draining(): boolean {
+    return this.drainingSince !== undefined;
+  }
+
+  /** The handler's part is over; the call is finished now, or once its End is acknowledged. */
+  private markEnded(): void {
+    this.host.callEnded(this);
+    if (
+      !this.cancelled &&
+      !this.shuttingDown &&
+      this.sender.endNeedsAck &&
+      this.sender.endFrame !== undefined
+    ) {
+      this.drainingSince = Date.now();
+      this.sender.onAcknowledged(() => {
+        if (this.sender.allAcknowledged) this.markFinished();
+      });
+      return;
+    }
+    this.markFinished();
+  }
+
+  private markFinished(): void {
+    if (this.isFinished) return;
+    this.isFinished = true;
+    this.drainingSince = undefined;
+    this.host.callFinished(this);
+    const waiters = this.finishedWaiters;
+    this.finishedWaiters = undefined;
+    if (waiters !== undefined) for (const wake of waiters) wake();
+  }
+
+  /**
+   * Called by the server's sweep every second. A running call whose caller
+   * has been silent for three heartbeat intervals is ended with UNAVAILABLE
+   * (the End waits in the caller's session, and is kept, for when it comes
+   * back); a draining call whose caller went silent, or that waited long
+   * enough, is forgotten. Otherwise, once per heartbeat interval, asks the
+   * caller to send again what seems lost (FrameReceiver.checkProgress).
+   */
+  sweep(now: number): void {
+    if (this.isFinished) return;
+    const silent = this.heartbeatMs > 0 && now - this.lastHeard > 3 * this.heartbeatMs;
+    if (this.drainingSince !== undefined) {
+      if (silent || now - this.drainingSince > DRAIN_WITHOUT_HEARTBEAT_MS) this.markFinished();
+      return;
+    }
+    if (this.ended) return;
+    if (silent) {
+      this.expire(
+        new ConnectError(
+          `the server ended the call: no heartbeat from the caller for ${now - this.lastHeard} ms`,
+          Code.Unavailable,
+        ),
+      );
+      return;
+    }
+    if (this.heartbeatMs === 0 && now - this.lastHeard > this.host.callIdleTimeoutMs) {
+      // A caller that promised no heartbeats must still say something now
+      // and then, or its call could hold a slot for as long as it likes.
+      this.expire(
+        new ConnectError(
+          `the server ended the call: nothing from the caller (which sends no heartbeats) for ${now - this.lastHeard} ms (callIdleTimeoutMs)`,
+          Code.Unavailable,
+        ),
+      );
+      return;
+    }
+    this.checkProgress(now);
+  }
+
+  /**
+   * The server's link to the broker came back: asks the caller for the
+   * request frames that may be lost, at once (`first`), or again where
+   * nothing new arrived since (see ReconnectResync).
+   */
+  resync(first: boolean): void {
+    if (this.ended || this.requestsComplete) return;
+    if (first) this.receiver.requestResend();
+    else this.receiver.checkProgress(true);
+  }
+
+  private checkProgress(now: number): void {
+    const interval = this.heartbeatMs > 0 ? this.heartbeatMs : DEFAULT_PROGRESS_CHECK_MS;
+    if (now - this.lastProgressCheck < interval) return;
+    this.lastProgressCheck = now;
+    this.receiver.checkProgress(!this.requestsComplete);
+  }
+
+  /** The End frame as sent, for answering a caller that missed it. */
+  get endFrame(): Uint8Array | undefined {
+    return this.sender.endFrame;
+  }
+
+  /**
+   * Aborts the handler because the server shuts down; the caller gets an End
+   * with `reason`. (The server calls this per call rather than linking every
+   * handler to one shared signal.)
+   */
+  shutdown(reason: ConnectError): void {
+    this.shuttingDown = true;
+    if (this.drainingSince !== undefined) this.markFinished();
+    else if (this.context !== undefined) this.context.abort(reason);
+    else this.fail(reason);
+  }
+
+  /** Set by {@link shutdown}: the End goes out, but nobody waits for its acknowledgement. */
+  private shuttingDown = false;
+
+  /** Cancels the handler, as a Cancel frame from the caller would; no End is sent. */
+  cancel(reason: ConnectError): void {
+    if (this.ended) {
+      if (this.drainingSince !== undefined) {
+        // The caller gave up on a call that was over: stop waiting for its acknowledgement.
+        this.markFinished();
+      } else if (!this.isFinished) {
+        // The End is still on its way out (a large response): stop sending it.
+        this.cancelled = true;
+        this.context?.abort(reason);
+      }
+      return;
+    }
+    this.cancelled = true;
+    if (this.context !== undefined) {
+      this.context.abort(reason);
+    } else {
+      this.ended = true;
+      this.receiver.dispose();
+      this.markEnded();
+    }
+  }
+
+  /** Ends the call with `reason` as its status, as a deadline would. */
+  private expire(reason: ConnectError): void {
+    if (this.context !== undefined) {
+      this.context.abort(reason);
+    } else {
+      this.fail(reason);
+    }
+  }
+
+  /** A frame the caller published for this call. */
+  onFrame(frame: CallFrame): void {
+    if (this.isFinished) return;
+    this.lastHeard = Date.now();
+    if (this.ended) {
+      // Over, but its last frames may still be asked for or acknowledged.
+      const kind = frame.kind;
+      if (kind.case === "credit") {
+        this.sender.onCredit(kind.value.limit, kind.value.received, kind.value.resend);
+      } else if (kind.case === "ping") {
+        this.sendPong();
+      } else if (kind.case === "cancel") {
+        this.cancel(new ConnectError("the caller cancelled the call", Code.Canceled));
+      }
+      return;
+    }
+    switch (frame.kind.case) {
+      case "cancel":
+        this.cancel(
+          frame.kind.value.code === Code.DeadlineExceeded
+            ? new ConnectError("the caller's deadline expired", Code.DeadlineExceeded)
+            : new ConnectError("the caller cancelled the call", Code.Canceled),
+        );
+        return;
+      case "credit": {
+        const { limit, received, resend } = frame.kind.value;
+        this.sender.onCredit(limit, received, resend);
+        return;
+      }
+      case "ping":
+        this.sendPong();
+        return;
+      case "pong":
+      case "headers":
+      case "end":
+        return;
+      default:
+        this.receiver.accept(frame);
+    }
+  }
+
+  /** ReceiverSink: the caller's frames, in order. */
+  event(event: ReceivedEvent): void {
+    switch (event.type) {
+      case "open": {
+        if (this.context !== undefined) {
+          this.fail(
+            new ConnectError("protocol error: a second Open in one call", Code.InvalidArgument),
+          );
+          return;
+        }
+        const spec = this.entry.spec;
+        const context = new ServerCallContext({
+          method: spec.method,
+          serverId: this.host.serverId,
+          timeoutMs: event.open.timeoutMs,
+          requestHeader: event.open.headers,
+          onAbort: (reason) => {
+            // Deadline, cancellation or shutdown while the handler runs: the
+            // call ends now, whatever the handler does later.
+            if (!this.ended) void this.end(reason, undefined, context);
+          },
+        });
+        this.context = context;
+        this.direct =
+          (spec.kind === "unary" || spec.kind === "server_streaming") &&
+          this.host.interceptors.length === 0;
+        if (event.open.window > 0) this.sender.grantWindow(event.open.window);
+        this.heartbeatMs = event.open.heartbeatMs;
+        if (this.host.shared) {
+          // Tell the caller which replica owns the call before it sends more
+          // (messages, half-close, pings): its later frames then come to this
+          // instance's sticky topic. Handler headers follow in the End frame.
+          this.sendAccept();
+        }
+        if (!this.direct && !this.waitingForSlot) void this.run(context);
+        return;
+      }
+      case "message": {
+        let message: MessageShape<DescMessage>;
+        try {
+          message = fromBinary(this.entry.spec.method.input, event.data);
+        } catch (e) {
+          this.fail(
+            new ConnectError(
+              `failed to parse ${this.entry.spec.method.input.typeName}: ${e instanceof Error ? e.message : String(e)}`,
+              Code.InvalidArgument,
+            ),
+          );
+          return;
+        }
+        if (!this.direct) {
+          this.requests.push(message);
+        } else if (this.directInput === undefined) {
+          this.directInput = message;
+        } else {
+          this.fail(
+            new ConnectError(
+              `protocol error: more than one request message for ${this.entry.spec.kind.replace("_", "-")} method`,
+              Code.InvalidArgument,
+            ),
+          );
+        }
+        return;
+      }
+      case "halfClose":
+        this.requestsComplete = true;
+        if (!this.direct) this.requests.close();
+        else if (!this.waitingForSlot) this.runDirect();
+        return;
+      default:
+        return;
+    }
+  }
+
+  /**
+   * Runs a unary or server-streaming handler without interceptors on the
+   * one request it got: what Connect's invoke helpers do (normalize each
+   * response with `create`), without their generic async-iterable plumbing.
+   */
+  private runDirect(): void {
+    const context = this.context;
+    const input = this.directInput;
+    if (context === undefined || this.ended) return;
+    if (input === undefined) {
+      this.fail(
+        new ConnectError(
+          `protocol error: missing request message for ${this.entry.spec.kind.replace("_", "-")} method`,
+          Code.InvalidArgument,
+        ),
+      );
+      return;
+    }
+    if (this.entry.spec.kind === "server_streaming") {
+      void this.runServerStream(this.entry.spec, context, input);
+      return;
+    }
+    const spec = this.entry.spec as MethodImplSpec & { kind: "unary" };
+    const output = spec.method.output;
+    const respond = (response: unknown) => {
+      if (this.ended) return;
+      let bytes: Uint8Array;
+      try {
+        bytes = toBinary(output, create(output, response as MessageShape<DescMessage>));
+      } catch (e) {
+        void this.end(e, undefined, context);
+        return;
+      }
+      void this.end(undefined, bytes, context);
+    };
+    const failed = (error: unknown) => {
+      if (!this.ended) void this.end(error, undefined, context);
+    };
+    let result: unknown;
+    try {
+      result = spec.impl(input, context);
+    } catch (e) {
+      failed(e);
+      return;
+    }
+    if (result instanceof Promise) result.then(respond, failed);
+    else respond(result);
+  }
+
+  private async runServerStream(
+    spec: MethodImplSpec & { kind: "server_streaming" },
+    context: ServerCallContext,
+    input: MessageShape<DescMessage>,
+  ): Promise<void> {
+    const output = spec.method.output;
+    const send = (bytes: Uint8Array) => this.sender.sendMessage(bytes, context);
+    // Batched streams serialize their messages a group at a time.
+    const group = this.entry.settings.batchedStream
+      ? new MessageGroupEncoder(output, send, (e) => {
+          void this.end(e, undefined, context);
+        })
+      : undefined;
+    let it: AsyncIterator<unknown> | undefined;
+    let done = false;
+    try {
+      it = spec.impl(input, context)[Symbol.asyncIterator]();
+      for (;;) {
+        // A deadline, cancellation or shutdown ends the call through the
+        // context's abort hook; the loop only has to notice.
+        const next = await it.next();
+        if (next.done === true) done = true;
+        if (this.ended || done) break;
+        if (!this.headersSent) this.sendHeaders(context.responseHeader);
+        const message = create(output, next.value as MessageShape<DescMessage>);
+        const sending = group !== undefined ? group.add(message) : send(toBinary(output, message));
+        if (sending !== undefined) await sending;
+        if (this.ended) break;
+      }
+      if (!this.ended) {
+        const rest = group?.flush();
+        if (rest !== undefined) await rest;
+        await this.end(undefined, undefined, context);
+      }
+    } catch (e) {
+      await this.end(e, undefined, context);
+    } finally {
+      // However the loop ended (the call was cancelled while the handler
+      // waited for credit, a send failed, the server shut down), a generator
+      // that did not finish is closed, so its finally blocks run.
+      if (!done) closeQuietly(it);
+    }
+  }
+
+  private async run(context: ServerCallContext): Promise<void> {
+    const spec = this.entry.spec;
+    const output = spec.method.output;
+    // Connect's helpers copy the context: they get a plain snapshot of it.
+    const plain = context.snapshot();
+    let it: AsyncIterator<MessageShape<DescMessage>> | undefined;
+    let done = false;
+    try {
+      if (spec.kind === "unary") {
+        done = true;
+        const input = await abortable(single(this.requests), plain.signal);
+        const response = await abortable(
+          invokeUnaryImplementation(spec, plain, input, this.host.interceptors),
+          plain.signal,
+        );
+        await this.end(undefined, toBinary(output, response), context);
+        return;
+      }
+      const responses = transformInvokeImplementation(
+        spec,
+        plain,
+        this.host.interceptors,
+      )(this.requests);
+      it = responses[Symbol.asyncIterator]();
+      for (;;) {
+        // A deadline, cancellation or shutdown ends the call through the
+        // context's abort hook; the loop only has to notice.
+        const next = await it.next();
+        if (next.done === true) done = true;
+        if (this.ended || done) break;
+        const bytes = toBinary(output, next.value);
+        if (spec.kind === "client_streaming") {
+          await this.end(undefined, bytes, context);
+          break;
+        }
+        if (!this.headersSent) this.sendHeaders(plain.responseHeader);
+        const sending = this.sender.sendMessage(bytes, plain);
+        if (sending !== undefined) await sending;
+        if (this.ended) break;
+      }
+      if (!this.ended) await this.end(undefined, undefined, context);
+    } catch (e) {
+      await this.end(e, undefined, context);
+    } finally {
+      if (!done) closeQuietly(it);
+    }
+  }
+
+  private sendAccept(): void {
+    this.sender.sendControl({
+      case: "headers",
+      value: {
+        headers: [],
+        instance: this.host.instanceId,
+        window: this.host.receiveWindow === DEFAULT_WINDOW ? 0 : this.host.receiveWindow,
+        incarnation: this.host.incarnation,
+      },
+    });
+  }
+
+  private sendHeaders(headers: Headers): void {
+    this.headersSent = true;
+    this.sender.sendControl({
+      case: "headers",
+      value: {
+        headers: headersToEntries(headers),
+        instance: this.host.shared ? this.host.instanceId : "",
+        window: this.host.receiveWindow === DEFAULT_WINDOW ? 0 : this.host.receiveWindow,
+        incarnation: this.host.incarnation,
+      },
+    });
+  }
+
+  /**
+   * Sends the End frame (unless the caller cancelled) and releases the
+   * handler's slot; the call is forgotten once the End is acknowledged when
+   * it asked to be (End.ack).
+   */
+  private async end(
+    error: unknown,
+    message: Uint8Array | undefined,
+    context: ServerCallContext,
+  ): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      if (!this.cancelled) {
+        const headers = this.headersSent ? undefined : context.responseHeaderIfSet;
+        const trailers = context.responseTrailerIfSet;
+        if (error === undefined) {
+          // A caller's Cancel (or the deadline) while a large response is
+          // still being chunked aborts the context, and with it this send.
+          await this.sender.sendEnd(
+            {
+              status: OK,
+              headers: headers ? headersToEntries(headers) : [],
+              trailers: trailers ? headersToEntries(trailers) : [],
+            },
+            message,
+            context,
+          );
+        } else {
+          const reason =
+            context.aborted && !(error instanceof ConnectError) ? context.abortReason : error;
+          this.sender.sendEndNow(errorToEnd(reason, trailers ?? new Headers(), headers));
+        }
+      }
+    } catch {
+      // The reply could not be encoded or sent; nothing more can reach the caller.
+    } finally {
+      this.receiver.dispose();
+      this.requestQueue?.close();
+      // Connect's contract: the handler's signal also fires when the call is
+      // done. A reason object avoids a DOMException per call.
+      context.abort(CALL_FINISHED);
+      this.markEnded();
+    }
+  }
+
+  /** Ends the call because of a protocol violation or bad input. */
+  private fail(error: ConnectError): void {
+    if (this.ended) return;
+    if (this.context === undefined) {
+      this.ended = true;
+      this.receiver.dispose();
+      this.sender.sendEndNow(errorToEnd(error, new Headers()));
+      this.markEnded();
+      return;
+    }
+    this.requestQueue?.fail(error);
+    void this.end(error, undefined, this.context);
+  }
+
+  private sendPong(): void {
+    this.sender.sendUnsequenced({
+      case: "pong",
+      value: { incarnation: this.host.incarnation, unknown: false },
+    });
+  }
+}
+
+/** Closes an iterator that did not finish; what its return() throws is dropped. */
+function closeQuietly(it: AsyncIterator<unknown> | undefined): void {
+  try {
+    it?.return?.()?.catch(() => {});
+  } catch {
+    // A return() that throws synchronously is the handler's problem, not the call's.
+  }
+}
+
+async function single<T>(requests: AsyncIterable<T>): Promise<T> {
+  const it = requests[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done === true) {
+    throw new ConnectError(
+      "protocol error: missing request message for unary method",
+      Code.InvalidArgument,
+    );
+  }
+  const second = await it.next();
+  if (second.done !== true) {
+    throw new ConnectError(
+      "protocol error: more than one request message for unary method",
+      Code.InvalidArgument,
+    );
+  }
+  return first.value;
+}
