@@ -11,6 +11,7 @@ export default defineConfig({
     // package name points at the sources here too.
     alias: [
       { find: /^@mqrpc\/runtime\/proto$/, replacement: src("proto.ts") },
+      { find: /^@mqrpc\/runtime\/proto\/(.*)\.js$/, replacement: src("gen/$1.ts") },
       { find: /^@mqrpc\/runtime$/, replacement: src("index.ts") },
     ],
   },

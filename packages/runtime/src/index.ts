@@ -21,6 +21,7 @@ export type {
 export { AclSyntaxError, parseMosquittoAcl } from "./broker/mosquitto-acl.js";
 export type { MqttTransport, MqttTransportOptions } from "./client/mqtt-transport.js";
 export { createMqttTransport, waitForServerKey } from "./client/mqtt-transport.js";
+export type { RawStreamRequest, RawStreamResponse } from "./client/raw-stream.js";
 export { createMqttClient } from "./link/mqtt-client.js";
 export type { MqttConnectionInput } from "./link/mqtt-link.js";
 export type { MethodSettings, ServiceSettings } from "./method-settings.js";
@@ -39,6 +40,15 @@ export type {
   PartialServiceImpl,
 } from "./server/mqtt-server.js";
 export { createMqttServer } from "./server/mqtt-server.js";
+export type {
+  MethodKind,
+  RawCallContext,
+  RawHandler,
+  RawMethod,
+  RawMethodResolver,
+} from "./server/raw-method.js";
+export type { ReflectionSource } from "./server/reflection.js";
+export { reflectionServiceNames, serveReflection } from "./server/reflection.js";
 export { PROTOCOL_VERSION } from "./wire/frame-codec.js";
 export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./wire/limits.js";
 export { decodeTopicSegment, encodeTopicSegment, TopicScheme } from "./wire/topic-scheme.js";

@@ -4,7 +4,6 @@
  * response messages and trailers to the transport. Cancels the server when
  * the caller's signal aborts (deadline or cancellation).
  */
-import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DEFAULT_WINDOW } from "../flow/flow-credit.js";
 import {
@@ -42,13 +41,22 @@ const SILENT_SERVER_INTERVALS = 4;
 /** How long a call whose server presence calls gone waits for the server to answer a Ping. */
 const PROBE_MS = 1000;
 
+/**
+ * The method a call goes to: a descriptor (`DescMethod` fits) or, for a raw
+ * call, just its names.
+ */
+export interface MethodRef {
+  readonly parent: { readonly typeName: string };
+  readonly name: string;
+}
+
 /** Everything a call needs from its transport. */
 export interface ClientCallInit {
   readonly link: MqttLink;
   readonly router: ReplyRouter;
   readonly scheme: TopicScheme;
   readonly serverId: string;
-  readonly method: DescMethod;
+  readonly method: MethodRef;
   /** The method's request topic on any instance (the transport caches it). */
   readonly topic: string;
   /** The server's reply topic for this client (the transport caches it). */

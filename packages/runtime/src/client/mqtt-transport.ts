@@ -31,7 +31,11 @@ import type { MessageLimit } from "../flow/frame-receiver.js";
 import { ReassemblyBudget } from "../flow/reassembly-budget.js";
 import { type MqttConnectionInput, MqttLink } from "../link/mqtt-link.js";
 import { flatString, PresenceBoard, type PresenceWatch } from "../link/presence.js";
-import { settingsForCall } from "../method-settings.js";
+import {
+  completeMethodSettings,
+  type MethodSettings,
+  settingsForCall,
+} from "../method-settings.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_PUBLISH_BYTES,
@@ -43,7 +47,8 @@ import {
 import { clientIdProblem, encodeTopicSegment, TopicScheme } from "../wire/topic-scheme.js";
 import { abortable } from "./abortable.js";
 import { CallLiveness } from "./call-liveness.js";
-import { ClientCall } from "./client-call.js";
+import { ClientCall, type MethodRef } from "./client-call.js";
+import type { RawStreamRequest, RawStreamResponse } from "./raw-stream.js";
 import { ReplyRouter } from "./reply-router.js";
 
 /** Options of {@link createMqttTransport}. */
@@ -118,6 +123,17 @@ export interface MqttTransportOptions {
 
 /** A Connect transport over MQTT that can also be closed. */
 export interface MqttTransport extends Transport {
+  /**
+   * Calls a method by name with serialized messages, for callers without
+   * its schema (a gRPC ingress forwarding bytes). Resolves once the
+   * server's response headers arrived, or the call ended; a failed call's
+   * status is thrown by iterating the response's `message` (as with
+   * Connect's `Transport.stream`). Interceptors do not run for raw calls.
+   *
+   * @throws ConnectError INVALID_ARGUMENT for an empty service or method
+   *   name; UNAVAILABLE, CANCELED, DEADLINE_EXCEEDED as any call.
+   */
+  rawStream(request: RawStreamRequest): Promise<RawStreamResponse>;
   /**
    * Fails calls in flight with CANCELED and releases the MQTT connection.
    * Calling it again returns the same promise.
@@ -252,9 +268,11 @@ class MqttTransportImpl implements MqttTransport {
   /** Where this client's replies from the server come (PROTOCOL.md 3.1). */
   private readonly replyTopic: string;
   /** The request topic of the first method called, and of others once there are others. */
-  private firstMethod: DescMethod | undefined;
+  private firstMethod: MethodRef | undefined;
   private firstTopic = "";
-  private topics: WeakMap<DescMethod, string> | undefined;
+  private topics: WeakMap<MethodRef, string> | undefined;
+  /** Raw calls' methods by "service/method", so that their topics are cached too. */
+  private rawMethods: Map<string, RawMethodRef> | undefined;
   private calls: CallsInFlight | undefined;
   /** Calls waiting for the connection or the server; aborted by close(). */
   private waiting: Set<CallWait> | undefined;
@@ -343,7 +361,7 @@ class MqttTransportImpl implements MqttTransport {
           await call.open(toBinary(method.input, single), true);
         } else {
           await call.open(undefined, false);
-          pumpRequests(call, method.input, req.message);
+          pumpRequests(call, req.message, (message) => toBinary(method.input, message));
         }
         await call.headerReceived;
         return {
@@ -356,6 +374,69 @@ class MqttTransportImpl implements MqttTransport {
         };
       },
     });
+  }
+
+  async rawStream(request: RawStreamRequest): Promise<RawStreamResponse> {
+    const { service, method: name, kind } = request;
+    if (typeof service !== "string" || service === "" || typeof name !== "string" || name === "") {
+      throw new ConnectError(
+        "rawStream: service and method must be non-empty strings",
+        Code.InvalidArgument,
+      );
+    }
+    const deadline = request.timeoutMs === undefined ? undefined : Date.now() + request.timeoutMs;
+    const method = this.rawMethodRef(service, name, request.settings);
+    const signal = request.signal;
+    try {
+      const starting = this.startCall(
+        method,
+        signal,
+        deadline,
+        new Headers(request.header),
+        undefined,
+        false,
+      );
+      const call = starting instanceof Promise ? await starting : starting;
+      if (kind === "unary" || kind === "server_streaming") {
+        const single = await firstOnly(request.message);
+        const opening = call.open(single, true);
+        if (opening !== undefined) await opening;
+      } else {
+        const opening = call.open(undefined, false);
+        if (opening !== undefined) await opening;
+        pumpRequests(call, request.message, identity);
+      }
+      await call.headerReceived;
+      return {
+        service,
+        method: name,
+        header: call.header,
+        trailer: call.trailer,
+        message: mapMessages(call, identity),
+      };
+    } catch (e) {
+      throw signal?.aborted
+        ? ConnectError.from(signal.reason, Code.Canceled)
+        : ConnectError.from(e);
+    }
+  }
+
+  /** The method of a raw call, made once per name (at most 1024 kept). */
+  private rawMethodRef(
+    service: string,
+    name: string,
+    settings: Partial<MethodSettings> | undefined,
+  ): RawMethodRef {
+    const complete = completeMethodSettings(settings);
+    const key = `${service}/${name}`;
+    this.rawMethods ??= new Map();
+    let ref = this.rawMethods.get(key);
+    if (ref === undefined || ref.settings !== complete) {
+      if (this.rawMethods.size >= 1024) this.rawMethods.clear();
+      ref = { parent: { typeName: service }, name, settings: complete };
+      this.rawMethods.set(key, ref);
+    }
+    return ref;
   }
 
   close(): Promise<void> {
@@ -400,7 +481,7 @@ class MqttTransportImpl implements MqttTransport {
    * cancelled by close() directly, which keeps the hot path free of listeners.
    */
   private startCall(
-    method: DescMethod,
+    method: DescMethod | RawMethodRef,
     signal: AbortSignal | undefined,
     deadline: number | undefined,
     header: Headers,
@@ -420,7 +501,7 @@ class MqttTransportImpl implements MqttTransport {
   }
 
   /** The request topic of `method` (made once per method). */
-  private topicOf(method: DescMethod): string {
+  private topicOf(method: MethodRef): string {
     if (method === this.firstMethod) return this.firstTopic;
     let topic = this.topics?.get(method);
     if (topic === undefined) {
@@ -482,7 +563,7 @@ class MqttTransportImpl implements MqttTransport {
   }
 
   private createCall(
-    method: DescMethod,
+    method: DescMethod | RawMethodRef,
     signal: AbortSignal | undefined,
     deadline: number | undefined,
     header: Headers,
@@ -508,7 +589,7 @@ class MqttTransportImpl implements MqttTransport {
       maxMessage: settings.maxMessage,
       maxPublishBytes: settings.maxPublishBytes,
       window: settings.window,
-      settings: settingsForCall(method, values),
+      settings: "settings" in method ? method.settings : settingsForCall(method, values),
       heartbeatMs: settings.heartbeatMs,
       reassemblyBudget: calls.reassemblyBudget,
       sharedInstances: presence.shared ? this.onlineInstances() : undefined,
@@ -866,15 +947,15 @@ function decode<O extends DescMessage>(schema: O, bytes: Uint8Array): MessageSha
 }
 
 /** Sends request messages as the caller produces them, then half-closes. */
-function pumpRequests<I extends DescMessage>(
+function pumpRequests<T>(
   call: ClientCall,
-  schema: I,
-  requests: AsyncIterable<Parameters<typeof toBinary<I>>[1]>,
+  requests: AsyncIterable<T>,
+  serialize: (message: T) => Uint8Array,
 ): void {
   void (async () => {
     try {
       for await (const message of requests) {
-        await call.send(toBinary(schema, message));
+        await call.send(serialize(message));
       }
       await call.halfClose();
     } catch (e) {
@@ -882,6 +963,13 @@ function pumpRequests<I extends DescMessage>(
     }
   })();
 }
+
+/** A raw call's method: its names, and its settings (a raw call has no descriptor to read them from). */
+interface RawMethodRef extends MethodRef {
+  readonly settings: MethodSettings;
+}
+
+const identity = (bytes: Uint8Array): Uint8Array => bytes;
 
 /**
  * The response messages of a streaming call, parsed as they are read, then

@@ -4,7 +4,7 @@
  * request topics once, announces itself with a retained presence and a last
  * will, and runs each call as a {@link ServerCall}.
  */
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescFile, DescService, FileRegistry } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -44,6 +44,8 @@ import {
 import { CallAdmission, type CallAdmissionLimits } from "./call-admission.js";
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DropLog, quoted } from "./drop-log.js";
+import type { RawMethod, RawMethodResolver } from "./raw-method.js";
+import { reflectionServiceNames, registryOfFiles, serveReflection } from "./reflection.js";
 import { SeenCalls } from "./seen-calls.js";
 import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call.js";
 
@@ -68,6 +70,15 @@ export interface MqttServerOptions {
   readonly routes?: (server: MqttServer) => void;
   /** First topic levels of every mqrpc topic; default `mqrpc`. Must match the callers'. */
   readonly topicPrefix?: string;
+  /**
+   * Answer gRPC server reflection (`grpc.reflection.v1.ServerReflection` and
+   * `v1alpha`) for the services registered with `service()`, so that tools
+   * list and describe them with no local `.proto` (default true). The
+   * reflection services are registered with the first service. Raw methods
+   * (`unknownService`) have no schema here: a gateway answers reflection for
+   * them itself (see `serveReflection`).
+   */
+  readonly reflection?: boolean;
   /** Connect interceptors run around every handler. */
   readonly interceptors?: Interceptor[];
   /** Largest request message accepted, in bytes (default 4 MiB); larger ones get RESOURCE_EXHAUSTED. */
@@ -163,6 +174,16 @@ export interface MqttServer {
     impl: PartialServiceImpl<S>,
     settings?: ServiceSettings<S>,
   ): MqttServer;
+  /**
+   * Serves calls to services not registered with {@link service} by raw
+   * methods (serialized messages in and out, no schema), as grpc-go's
+   * `UnknownServiceHandler` does: `resolve` is asked once per call, at its
+   * Open, with the fully qualified service name and the method name, and
+   * answers UNIMPLEMENTED when it returns undefined. A gateway in front of
+   * another gRPC server uses it. Announces presence as `service()` does.
+   * Registering a second resolver replaces the first.
+   */
+  unknownService(resolve: RawMethodResolver): MqttServer;
   /**
    * Resolves once the broker has acknowledged the server's ONLINE presence
    * (announced when the first service is registered; PROTOCOL.md 15.1), from
@@ -271,6 +292,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private unroute: (() => void) | undefined;
   private closing: Promise<void> | undefined;
+  private resolveRaw: RawMethodResolver | undefined;
+  private readonly reflection: boolean;
+  private reflectionServed = false;
+  /** The files of the registered services, for reflection; made when first asked. */
+  private fileRegistry: FileRegistry | undefined;
 
   constructor(options: MqttServerOptions) {
     if (typeof options.serverId !== "string" || options.serverId === "") {
@@ -333,6 +359,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
         );
       }
     }
+    if (options.reflection !== undefined && typeof options.reflection !== "boolean") {
+      throw new Error("reflection must be a boolean");
+    }
+    this.reflection = options.reflection ?? true;
     this.shareGroup =
       options.shared === true ? encodeTopicSegment(options.serverId) : options.shared || undefined;
     this.shared = this.shareGroup !== undefined;
@@ -472,16 +502,66 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       });
     }
     this.methods.set(service.typeName, entries);
-    if (this.announcing === undefined) {
-      // After this turn, so that services registered together go online together.
-      this.announcing = Promise.resolve().then(() => this.publishPresence(Presence_State.ONLINE));
-      this.announcing.catch(this.presenceFailed);
-    }
+    this.files.push(service.file);
+    this.fileRegistry = undefined;
+    this.announceSoon();
     return this;
   }
 
+  /** Announces ONLINE after this turn, so that services registered together go online together. */
+  private announceSoon(): void {
+    if (this.announcing !== undefined) return;
+    if (this.reflection && !this.reflectionServed) {
+      this.reflectionServed = true;
+      if (!reflectionServiceNames.some((name) => this.methods.has(name))) {
+        serveReflection(this, {
+          services: () => [...this.methods.keys()],
+          registry: () => this.registeredFiles(),
+        });
+      }
+    }
+    this.announcing = Promise.resolve().then(() => this.publishPresence(Presence_State.ONLINE));
+    this.announcing.catch(this.presenceFailed);
+  }
+
+  unknownService(resolve: RawMethodResolver): MqttServer {
+    if (this.closing !== undefined) throw new Error("the server is closed");
+    if (typeof resolve !== "function") {
+      throw new Error(
+        "unknownService: resolve must be a function (service, method) => RawMethod | undefined",
+      );
+    }
+    this.resolveRaw = resolve;
+    this.announceSoon();
+    return this;
+  }
+
+  /** The raw method for a call no registered service takes, if the resolver has one. */
+  private rawEntry(address: RequestAddress): MethodEntry | undefined {
+    if (this.resolveRaw === undefined || this.methods.has(address.service)) return undefined;
+    let raw: RawMethod | undefined;
+    try {
+      raw = this.resolveRaw(address.service, address.method);
+    } catch (e) {
+      this.logger.warn(
+        `mqrpc server "${this.serverId}": unknownService resolver threw for ${quoted(`${address.service}/${address.method}`)}: ${String(e)}`,
+      );
+      return undefined;
+    }
+    if (raw === undefined) return undefined;
+    return { raw, settings: completeMethodSettings(raw.settings) };
+  }
+
+  private readonly files: DescFile[] = [];
+
+  /** Every file the registered services need, as one registry (reflection answers from it). */
+  private registeredFiles(): FileRegistry {
+    this.fileRegistry ??= registryOfFiles(this.files);
+    return this.fileRegistry;
+  }
+
   get hasServices(): boolean {
-    return this.methods.size > 0;
+    return this.methods.size > 0 || this.resolveRaw !== undefined;
   }
 
   announced(): Promise<void> {
@@ -606,7 +686,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       }
       return;
     }
-    const entry = this.methods.get(address.service)?.get(address.method);
+    const entry = this.methods.get(address.service)?.get(address.method) ?? this.rawEntry(address);
     const refusal =
       this.closing !== undefined
         ? new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable)

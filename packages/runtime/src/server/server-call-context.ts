@@ -16,10 +16,10 @@ import {
 import type { MetadataEntry } from "../gen/mqrpc/v1/wire_pb.js";
 import { MAX_TIMER_MS } from "../wire/limits.js";
 import { entriesToHeaders } from "../wire/metadata.js";
+import type { RawCallContext } from "./raw-method.js";
 
-/** What a {@link ServerCallContext} is made from. */
-export interface ServerCallContextInit {
-  readonly method: DescMethod;
+/** What every call context is made from. */
+export interface CallContextInit {
   readonly serverId: string;
   /** The caller's remaining time from the Open frame; 0 for none. */
   readonly timeoutMs: number;
@@ -28,17 +28,24 @@ export interface ServerCallContextInit {
   readonly onAbort: (reason: unknown) => void;
 }
 
-/**
- * A handler's context plus what the call needs to drive it. The lazy parts
- * are getters on the prototype, so a call costs one small object. Connect's
- * own helpers copy contexts with `Object.assign`, which skips prototype
- * getters: give them {@link ServerCallContext.snapshot} instead.
- */
-export class ServerCallContext implements HandlerContext {
+/** What a {@link ServerCallContext} is made from. */
+export interface ServerCallContextInit extends CallContextInit {
   readonly method: DescMethod;
-  readonly service: DescService;
-  readonly requestMethod = "POST";
-  readonly protocolName = "mqrpc";
+}
+
+/** What a {@link RawServerCallContext} is made from. */
+export interface RawCallContextInit extends CallContextInit {
+  readonly service: string;
+  readonly method: string;
+  readonly clientKey: string;
+}
+
+/**
+ * What a call's context does whatever serves it: the deadline, the signal,
+ * the header objects. The lazy parts are getters on the prototype, so a
+ * call costs one small object.
+ */
+export abstract class CallContext {
   readonly timeoutMs: () => number | undefined;
 
   private controller: AbortController | undefined;
@@ -49,10 +56,12 @@ export class ServerCallContext implements HandlerContext {
   private headerOut: Headers | undefined;
   private trailerOut: Headers | undefined;
   private contextValues: ContextValues | undefined;
+  private readonly onAbort: (reason: unknown) => void;
+  private readonly requestEntries: readonly MetadataEntry[];
 
-  constructor(private readonly init: ServerCallContextInit) {
-    this.method = init.method;
-    this.service = init.method.parent;
+  constructor(init: CallContextInit) {
+    this.onAbort = init.onAbort;
+    this.requestEntries = init.requestHeader;
     if (init.timeoutMs > 0) {
       const deadline = Date.now() + init.timeoutMs;
       this.timeoutMs = () => deadline - Date.now();
@@ -71,13 +80,8 @@ export class ServerCallContext implements HandlerContext {
     return this.controller.signal;
   }
 
-  get url(): string {
-    const { serverId, method } = this.init;
-    return `mqtt://${encodeURIComponent(serverId)}/${method.parent.typeName}/${method.name}`;
-  }
-
   get requestHeader(): Headers {
-    this.headerIn ??= entriesToHeaders(this.init.requestHeader);
+    this.headerIn ??= entriesToHeaders(this.requestEntries);
     return this.headerIn;
   }
 
@@ -116,6 +120,45 @@ export class ServerCallContext implements HandlerContext {
     return this.trailerOut;
   }
 
+  /** Aborts the handler's signal once; later calls change nothing. */
+  abort(reason: unknown): void {
+    if (this.isAborted) return;
+    this.isAborted = true;
+    this.reason = reason;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.controller?.abort(reason);
+    this.onAbort(reason);
+  }
+
+  private readonly onDeadline = (): void => {
+    this.deadlineTimer = undefined;
+    this.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+  };
+}
+
+/**
+ * A Connect handler's `HandlerContext`. Connect's own helpers copy contexts
+ * with `Object.assign`, which skips prototype getters: give them
+ * {@link ServerCallContext.snapshot} instead.
+ */
+export class ServerCallContext extends CallContext implements HandlerContext {
+  readonly method: DescMethod;
+  readonly service: DescService;
+  readonly requestMethod = "POST";
+  readonly protocolName = "mqrpc";
+  private readonly serverId: string;
+
+  constructor(init: ServerCallContextInit) {
+    super(init);
+    this.method = init.method;
+    this.service = init.method.parent;
+    this.serverId = init.serverId;
+  }
+
+  get url(): string {
+    return `mqtt://${encodeURIComponent(this.serverId)}/${this.service.typeName}/${this.method.name}`;
+  }
+
   /**
    * The context as a plain object with every field its own property, for
    * Connect's interceptor and streaming helpers (they copy it). Shares the
@@ -136,21 +179,20 @@ export class ServerCallContext implements HandlerContext {
       values: this.values,
     };
   }
+}
 
-  /** Aborts the handler's signal once; later calls change nothing. */
-  abort(reason: unknown): void {
-    if (this.isAborted) return;
-    this.isAborted = true;
-    this.reason = reason;
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
-    this.controller?.abort(reason);
-    this.init.onAbort(reason);
+/** The context of a raw method's call (see {@link RawCallContext}). */
+export class RawServerCallContext extends CallContext implements RawCallContext {
+  readonly service: string;
+  readonly method: string;
+  readonly clientKey: string;
+
+  constructor(init: RawCallContextInit) {
+    super(init);
+    this.service = init.service;
+    this.method = init.method;
+    this.clientKey = init.clientKey;
   }
-
-  private readonly onDeadline = (): void => {
-    this.deadlineTimer = undefined;
-    this.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
-  };
 }
 
 const noTimeout = () => undefined;

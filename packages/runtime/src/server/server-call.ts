@@ -35,7 +35,12 @@ import { MessageGroupEncoder } from "../wire/message-group-encoder.js";
 import { headersToEntries } from "../wire/metadata.js";
 import { errorToEnd } from "../wire/status.js";
 import type { RequestAddress } from "../wire/topic-scheme.js";
-import { ServerCallContext } from "./server-call-context.js";
+import type { RawMethod } from "./raw-method.js";
+import {
+  type CallContext,
+  RawServerCallContext,
+  ServerCallContext,
+} from "./server-call-context.js";
 
 /** The reason the handler's signal carries after the call finished normally. */
 const CALL_FINISHED = new ConnectError("the call finished", Code.Canceled);
@@ -86,20 +91,23 @@ export interface ServerCallHost {
   maxReplyFrameBytes(clientKey: string): number;
 }
 
-/** A registered method: Connect's spec of the user's implementation, plus its MQTT settings. */
-export interface MethodEntry {
-  readonly spec: MethodImplSpec;
-  readonly settings: MethodSettings;
-}
+/**
+ * A method a call runs: Connect's spec of the user's implementation, or a
+ * raw method (bytes in, bytes out) for a service registered without a
+ * schema; plus its MQTT settings.
+ */
+export type MethodEntry =
+  | { readonly spec: MethodImplSpec; readonly raw?: undefined; readonly settings: MethodSettings }
+  | { readonly spec?: undefined; readonly raw: RawMethod; readonly settings: MethodSettings };
 
 /** See the module comment. */
 export class ServerCall implements FrameOutput, ReceiverSink {
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
-  private requestQueue: MessageQueue<MessageShape<DescMessage>> | undefined;
+  private requestQueue: MessageQueue<unknown> | undefined;
   /** The caller cancelled (or vanished): no End goes out. */
   private cancelled = false;
-  private context: ServerCallContext | undefined;
+  private context: CallContext | undefined;
   /**
    * Unary and server-streaming calls without interceptors skip Connect's
    * generic invocation and the request queue: the one request is kept here
@@ -186,7 +194,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     this.sender.sendUnsequenced({ case: "credit", value: { limit, received, resend } });
   }
 
-  private get requests(): MessageQueue<MessageShape<DescMessage>> {
+  private get requests(): MessageQueue<unknown> {
     this.requestQueue ??= new MessageQueue(() => this.receiver.took());
     return this.requestQueue;
   }
@@ -385,19 +393,28 @@ export class ServerCall implements FrameOutput, ReceiverSink {
           return;
         }
         const spec = this.entry.spec;
-        const context = new ServerCallContext({
-          method: spec.method,
+        const init = {
           serverId: this.host.serverId,
           timeoutMs: event.open.timeoutMs,
           requestHeader: event.open.headers,
-          onAbort: (reason) => {
+          onAbort: (reason: unknown) => {
             // Deadline, cancellation or shutdown while the handler runs: the
             // call ends now, whatever the handler does later.
             if (!this.ended) void this.end(reason, undefined, context);
           },
-        });
+        };
+        const context: CallContext =
+          spec !== undefined
+            ? new ServerCallContext({ ...init, method: spec.method })
+            : new RawServerCallContext({
+                ...init,
+                service: this.address.service,
+                method: this.address.method,
+                clientKey: this.address.clientKey,
+              });
         this.context = context;
         this.direct =
+          spec !== undefined &&
           (spec.kind === "unary" || spec.kind === "server_streaming") &&
           this.host.interceptors.length === 0;
         if (event.open.window > 0) this.sender.grantWindow(event.open.window);
@@ -412,13 +429,18 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         return;
       }
       case "message": {
+        const spec = this.entry.spec;
+        if (spec === undefined) {
+          this.requests.push(event.data);
+          return;
+        }
         let message: MessageShape<DescMessage>;
         try {
-          message = fromBinary(this.entry.spec.method.input, event.data);
+          message = fromBinary(spec.method.input, event.data);
         } catch (e) {
           this.fail(
             new ConnectError(
-              `failed to parse ${this.entry.spec.method.input.typeName}: ${e instanceof Error ? e.message : String(e)}`,
+              `failed to parse ${spec.method.input.typeName}: ${e instanceof Error ? e.message : String(e)}`,
               Code.InvalidArgument,
             ),
           );
@@ -431,7 +453,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         } else {
           this.fail(
             new ConnectError(
-              `protocol error: more than one request message for ${this.entry.spec.kind.replace("_", "-")} method`,
+              `protocol error: more than one request message for ${spec.kind.replace("_", "-")} method`,
               Code.InvalidArgument,
             ),
           );
@@ -454,23 +476,24 @@ export class ServerCall implements FrameOutput, ReceiverSink {
    * response with `create`), without their generic async-iterable plumbing.
    */
   private runDirect(): void {
-    const context = this.context;
+    const context = this.context as ServerCallContext | undefined;
     const input = this.directInput;
-    if (context === undefined || this.ended) return;
+    const entrySpec = this.entry.spec;
+    if (context === undefined || this.ended || entrySpec === undefined) return;
     if (input === undefined) {
       this.fail(
         new ConnectError(
-          `protocol error: missing request message for ${this.entry.spec.kind.replace("_", "-")} method`,
+          `protocol error: missing request message for ${entrySpec.kind.replace("_", "-")} method`,
           Code.InvalidArgument,
         ),
       );
       return;
     }
-    if (this.entry.spec.kind === "server_streaming") {
-      void this.runServerStream(this.entry.spec, context, input);
+    if (entrySpec.kind === "server_streaming") {
+      void this.runServerStream(entrySpec, context, input);
       return;
     }
-    const spec = this.entry.spec as MethodImplSpec & { kind: "unary" };
+    const spec = entrySpec as MethodImplSpec & { kind: "unary" };
     const output = spec.method.output;
     const respond = (response: unknown) => {
       if (this.ended) return;
@@ -541,9 +564,71 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     }
   }
 
-  private async run(context: ServerCallContext): Promise<void> {
+  private run(context: CallContext): Promise<void> {
     const spec = this.entry.spec;
+    if (spec === undefined) return this.runRaw(context as RawServerCallContext);
+    return this.runSpec(spec, context as ServerCallContext);
+  }
+
+  /**
+   * Runs a raw method: request bytes in as they arrive, response bytes out
+   * as credit allows. A method known to answer once (unary, client
+   * streaming) sends its response inside the End frame.
+   */
+  private async runRaw(context: RawServerCallContext): Promise<void> {
+    const raw = this.entry.raw;
+    if (raw === undefined) return;
+    const single = raw.kind === "unary" || raw.kind === "client_streaming";
+    let it: AsyncIterator<Uint8Array> | undefined;
+    let done = false;
+    let held: Uint8Array | undefined;
+    try {
+      it = raw.handler(this.requests as AsyncIterable<Uint8Array>, context)[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await it.next();
+        if (next.done === true) done = true;
+        if (this.ended || done) break;
+        const bytes = next.value;
+        if (!(bytes instanceof Uint8Array)) {
+          throw new ConnectError(
+            `the handler of ${context.service}/${context.method} yielded a ${typeof bytes}, not a Uint8Array`,
+            Code.Internal,
+          );
+        }
+        if (single) {
+          if (held !== undefined) {
+            throw new ConnectError(
+              `protocol error: more than one response message for ${raw.kind?.replace("_", "-")} method`,
+              Code.Internal,
+            );
+          }
+          held = bytes;
+          continue;
+        }
+        if (!this.headersSent) this.sendHeaders(context.responseHeader);
+        const sending = this.sender.sendMessage(bytes, context);
+        if (sending !== undefined) await sending;
+        if (this.ended) break;
+      }
+      if (!this.ended) {
+        if (single && held === undefined) {
+          throw new ConnectError(
+            `protocol error: missing response message for ${raw.kind?.replace("_", "-")} method`,
+            Code.Internal,
+          );
+        }
+        await this.end(undefined, held, context);
+      }
+    } catch (e) {
+      await this.end(e, undefined, context);
+    } finally {
+      if (!done) closeQuietly(it);
+    }
+  }
+
+  private async runSpec(spec: MethodImplSpec, context: ServerCallContext): Promise<void> {
     const output = spec.method.output;
+    const requests = this.requests as AsyncIterable<MessageShape<DescMessage>>;
     // Connect's helpers copy the context: they get a plain snapshot of it.
     const plain = context.snapshot();
     let it: AsyncIterator<MessageShape<DescMessage>> | undefined;
@@ -551,7 +636,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     try {
       if (spec.kind === "unary") {
         done = true;
-        const input = await abortable(single(this.requests), plain.signal);
+        const input = await abortable(single(requests), plain.signal);
         const response = await abortable(
           invokeUnaryImplementation(spec, plain, input, this.host.interceptors),
           plain.signal,
@@ -563,7 +648,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
         spec,
         plain,
         this.host.interceptors,
-      )(this.requests);
+      )(requests);
       it = responses[Symbol.asyncIterator]();
       for (;;) {
         // A deadline, cancellation or shutdown ends the call through the
@@ -622,7 +707,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
   private async end(
     error: unknown,
     message: Uint8Array | undefined,
-    context: ServerCallContext,
+    context: CallContext,
   ): Promise<void> {
     if (this.ended) return;
     this.ended = true;
