@@ -27,6 +27,28 @@ export interface RoutedCall {
 }
 
 /** See the module comment. */
+/** The last session this process used per client key (the newest 1024 keys). */
+const lastSessions = new Map<string, number>();
+
+/**
+ * A session for a new router of `clientKey`: one the server cannot have seen
+ * from this process (the one after the last), else a random one. A session
+ * the server remembers, reused with call ids below its window, would make
+ * new calls look as if they had run (PROTOCOL.md section 8.1); 31 random
+ * bits make that as good as impossible for a restarted process too.
+ */
+export function nextSession(clientKey: string, random: number): number {
+  const last = lastSessions.get(clientKey);
+  const session = last !== undefined ? (last % 0x7fffffff) + 1 : random >>> 1 || 1;
+  lastSessions.delete(clientKey);
+  lastSessions.set(clientKey, session);
+  if (lastSessions.size > 1024) {
+    const oldest = lastSessions.keys().next().value;
+    if (oldest !== undefined) lastSessions.delete(oldest);
+  }
+  return session;
+}
+
 export class ReplyRouter {
   /** The caller's identity in request topics; replies come to its topic. */
   readonly clientKey: string;
@@ -36,8 +58,9 @@ export class ReplyRouter {
   subscribed = false;
   /**
    * This router's session (Open.session): a random non-zero number below
-   * 2^14. Call
-   * ids count up from a random start within it (PROTOCOL.md section 6).
+   * 2^31, or the one after the last session this process used for the same
+   * client key. Call ids count up from a random start within it
+   * (PROTOCOL.md section 6).
    */
   readonly session: number;
   private readonly calls = new Map<number, RoutedCall>();
@@ -59,10 +82,7 @@ export class ReplyRouter {
     this.ready.catch(() => {});
     const words = new Uint32Array(2);
     globalThis.crypto.getRandomValues(words);
-    // Below 2^14: two bytes on the wire. A session only has to differ from
-    // the few earlier sessions of the same client key, and call ids start
-    // at random within it as well.
-    this.session = (words[0] as number) & 0x3fff || 1;
+    this.session = nextSession(this.clientKey, words[0] as number);
     // Ids start at random (below 2^31, so they do not wrap for billions of
     // calls) so that a restarted client reusing its MQTT client id does not
     // collide with calls the server still runs.
