@@ -50,7 +50,13 @@ describe("test/gen descriptors", () => {
 forEachBroker((target) => {
   describe("registered generated settings, with neither settings nor options passed", () => {
     const closer = new Closer();
-    afterEach(() => closer.closeAll());
+    // The server's warnings go here instead of the console; none is
+    // expected, through teardown included.
+    const warnings: string[] = [];
+    afterEach(async () => {
+      await closer.closeAll();
+      expect(warnings.splice(0)).toEqual([]);
+    });
 
     /** Publishes on `topicFilter` while `run` runs, through the call's last frame (`last`). */
     async function countPublishes(
@@ -76,7 +82,10 @@ forEachBroker((target) => {
 
     async function setup() {
       const serverId = uniqueServerId("registered");
-      const server = await startServer(closer, target, { serverId });
+      const server = await startServer(closer, target, {
+        serverId,
+        logger: { warn: (message) => warnings.push(message) },
+      });
       server.service(FileLevelService, {
         async *ticks(req) {
           yield* ticks(req.count);

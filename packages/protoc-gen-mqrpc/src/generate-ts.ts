@@ -4,7 +4,7 @@
  * `register<Service>`. Descriptors are imported from the protoc-gen-es
  * output beside it (`<name>_pb`); nothing is duplicated.
  */
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescFile, DescMethod, DescService } from "@bufbuild/protobuf";
 import { type GeneratedFile, getComments, type Schema } from "@bufbuild/protoplugin";
 import { type ResolvedSettings, resolveSettings } from "./method-settings.js";
 import type { PluginOptions } from "./plugin-options.js";
@@ -12,12 +12,17 @@ import type { PluginOptions } from "./plugin-options.js";
 const RUNTIME = "@mqrpc/runtime";
 const CONNECT = "@connectrpc/connect";
 
-/** Generates TypeScript for every file of the request that declares services. */
+/**
+ * Generates TypeScript for every file of the request that declares services.
+ * Throws, before anything is generated, when the parameters ask for CommonJS
+ * or when two proto declarations would generate the same TypeScript name.
+ */
 export function generateTs(schema: Schema<PluginOptions>): void {
-  rejectCommonJs(schema);
+  rejectCommonJs(schema.proto.parameter ?? "");
+  rejectNameCollisions(schema.files);
   for (const file of schema.files) {
     if (file.services.length === 0) continue;
-    const f = schema.generateFile(`${file.name}_mqrpc.ts`);
+    const f = schema.generateFile(outputName(file));
     f.preamble(file);
     file.services.forEach((service, i) => {
       if (i > 0) f.print();
@@ -26,34 +31,97 @@ export function generateTs(schema: Schema<PluginOptions>): void {
   }
 }
 
+/** `acme/v1/widget.proto` -> `acme/v1/widget_mqrpc.ts`. */
+function outputName(file: DescFile): string {
+  return `${file.name}_mqrpc.ts`;
+}
+
 /**
- * protoplugin would transpile to CommonJS for `js_import_style=legacy_commonjs`
- * (target js), and CommonJS cannot load the ESM-only runtime
- * (ERR_PACKAGE_PATH_NOT_EXPORTED at run time): refuse it at generation.
+ * Refuses `js_import_style=legacy_commonjs` (the last `js_import_style`
+ * given counts, as in protoplugin) for every target: CommonJS output
+ * cannot load the ESM-only runtime (ERR_PACKAGE_PATH_NOT_EXPORTED at run
+ * time), and TypeScript or declarations generated under that parameter
+ * would be compiled for CommonJS by the project that asked for it.
  */
-function rejectCommonJs(schema: Schema<PluginOptions>): void {
-  const commonJs = (schema.proto.parameter ?? "")
-    .split(",")
-    .some((p) => p.trim() === "js_import_style=legacy_commonjs");
-  if (commonJs && schema.targets.includes("js")) {
+function rejectCommonJs(parameter: string): void {
+  let style: string | undefined;
+  for (const raw of parameter.split(",")) {
+    const i = raw.indexOf("=");
+    if (i >= 0 && raw.slice(0, i).trim() === "js_import_style") style = raw.slice(i + 1).trim();
+  }
+  if (style === "legacy_commonjs") {
     throw new Error(
-      "js_import_style=legacy_commonjs is not supported: @mqrpc/runtime is ESM-only, " +
-        "so CommonJS output could not load it; generate ES modules (the default)",
+      "plugin parameter js_import_style=legacy_commonjs is not supported: @mqrpc/runtime is " +
+        "ESM-only, so CommonJS code cannot load it; leave js_import_style out (ES modules, " +
+        "the default) or set js_import_style=module",
     );
   }
 }
 
-/** The names generated for one service. */
+/** A name the plugin declares at the top level of a file, and what it is. */
+interface Declaration {
+  readonly name: string;
+  readonly role: string;
+}
+
+/** The names generated for one service, each with what it is. */
 function generatedNames(service: DescService) {
   return {
-    settings: `${service.name}Mqtt`,
-    createClient: `create${service.name}Client`,
-    register: `register${service.name}`,
-  };
+    settings: { name: `${service.name}Mqtt`, role: "settings constant" },
+    createClient: { name: `create${service.name}Client`, role: "client factory" },
+    register: { name: `register${service.name}`, role: "registration function" },
+  } satisfies Record<string, Declaration>;
+}
+
+/**
+ * Refuses proto declarations whose generated TypeScript names collide, which
+ * TypeScript would reject (TS2300 / TS1117): two services of one file that
+ * declare the same top-level name (services `registerBar` and `BarMqtt`
+ * both declare `registerBarMqtt`), and two methods of one service with the
+ * same local name (`Get` and `get` are both `get`), the keys of the
+ * settings constant. Names imported into the file need no check:
+ * protoplugin renames an import that meets a declared or earlier imported
+ * name (`createMqttClient$1`). Every collision of the request is listed.
+ */
+function rejectNameCollisions(files: readonly DescFile[]): void {
+  const problems: string[] = [];
+  for (const file of files) {
+    const declared = new Map<string, { service: DescService; role: string }>();
+    for (const service of file.services) {
+      for (const { name, role } of Object.values(generatedNames(service))) {
+        const first = declared.get(name);
+        if (first === undefined) {
+          declared.set(name, { service, role });
+        } else {
+          problems.push(
+            `${first.service} and ${service} both generate the name "${name}" in ` +
+              `${outputName(file)} (the ${first.role} of the first, the ${role} of the ` +
+              "second); rename one of the services",
+          );
+        }
+      }
+      const keys = new Map<string, DescMethod>();
+      for (const method of service.methods) {
+        const first = keys.get(method.localName);
+        if (first === undefined) {
+          keys.set(method.localName, method);
+        } else {
+          problems.push(
+            `${first} and ${method} both generate the method key "${method.localName}" ` +
+              `(in ${generatedNames(service).settings.name} of ${outputName(file)}, and in ` +
+              "the client and implementation types of the service); rename one of the methods",
+          );
+        }
+      }
+    }
+  }
+  if (problems.length > 0) {
+    throw new Error(`generated names collide:\n${problems.join("\n")}`);
+  }
 }
 
 function generateService(f: GeneratedFile, service: DescService, options: PluginOptions): void {
-  const names = generatedNames(service);
+  const { settings, createClient, register } = generatedNames(service);
   const Service = f.importSchema(service);
   const ServiceSettings = f.import("ServiceSettings", RUNTIME).toTypeOnly();
   const MqttServer = f.import("MqttServer", RUNTIME).toTypeOnly();
@@ -65,10 +133,18 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
   const bindServiceSettings = f.import("bindServiceSettings", RUNTIME);
   const mergeServiceSettings = f.import("mergeServiceSettings", RUNTIME);
   const registerServiceSettings = f.import("registerServiceSettings", RUNTIME);
-  const createClient = f.import("createMqttClient", RUNTIME);
+  const createMqttClient = f.import("createMqttClient", RUNTIME);
   const Client = f.import("Client", CONNECT).toTypeOnly();
   const Transport = f.import("Transport", CONNECT).toTypeOnly();
   const what = service.typeName;
+  // A parameter must not shadow the imported descriptor, which the
+  // signatures and bodies name: a service called `transport` gets a
+  // parameter `transport_`.
+  const parameter = (name: string): string => (name === Service.name ? `${name}_` : name);
+  const transport = parameter("transport");
+  const opts = parameter("options");
+  const server = parameter("server");
+  const impl = parameter("impl");
 
   f.print(
     f.jsDoc(
@@ -82,46 +158,62 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
       ),
     ),
   );
-  f.print(f.export("const", names.settings), ": ", ServiceSettings, "<typeof ", Service, "> = {");
+  f.print(f.export("const", settings.name), ": ", ServiceSettings, "<typeof ", Service, "> = {");
   for (const method of service.methods) {
-    f.print("  ", method.localName, ": ", settingsLiteral(resolveSettings(method, options)), ",");
+    // protoc-gen-es documents the method on the descriptor's type, which
+    // the settings' and the client's members take over; the entry repeats
+    // it only where it matters to a reader of this file: a deprecated method.
+    if (method.deprecated) f.print(f.jsDoc(method, "  "));
+    f.print(
+      "  ",
+      propertyKey(method.localName),
+      ": ",
+      settingsLiteral(resolveSettings(method, options)),
+      ",",
+    );
   }
   f.print("};");
-  f.print(registerServiceSettings, "(", Service, ", ", names.settings, ");");
+  f.print(registerServiceSettings, "(", Service, ", ", settings.name, ");");
   f.print();
 
   f.print(
     f.jsDoc(
       docText(
         service,
-        `Creates a client of ${what} that calls over \`transport\` with the ` +
-          `settings in {@link ${names.settings}}; \`options.settings\` overrides them per ` +
+        `Creates a client of ${what} that calls over \`${transport}\` with the ` +
+          `settings in {@link ${settings.name}}; \`${opts}.settings\` overrides them per ` +
           "method, field by field.",
       ),
     ),
   );
-  f.print(f.export("function", names.createClient), "(");
-  f.print("  transport: ", Transport, ",");
+  f.print(f.export("function", createClient.name), "(");
+  f.print("  ", transport, ": ", Transport, ",");
   f.print(
-    "  options?: { readonly settings?: ",
+    "  ",
+    opts,
+    "?: { readonly settings?: ",
     ServiceSettings,
     "<typeof ",
     Service,
     "> | undefined },",
   );
   f.print("): ", Client, "<typeof ", Service, "> {");
-  f.print("  return ", createClient, "(");
+  f.print("  return ", createMqttClient, "(");
   f.print("    ", Service, ",");
   f.print(
     "    ",
     bindServiceSettings,
-    "(transport, ",
+    "(",
+    transport,
+    ", ",
     Service,
     ", ",
     mergeServiceSettings,
     "(",
-    names.settings,
-    ", options?.settings)),",
+    settings.name,
+    ", ",
+    opts,
+    "?.settings)),",
   );
   f.print("  );");
   f.print("}");
@@ -131,18 +223,30 @@ function generateService(f: GeneratedFile, service: DescService, options: Plugin
     f.jsDoc(
       docText(
         service,
-        `Registers \`impl\` as ${what} on \`server\`, with the settings in ` +
-          `{@link ${names.settings}}. Methods that \`impl\` leaves out answer ` +
-          "UNIMPLEMENTED. Returns `server`.",
+        `Registers \`${impl}\` as ${what} on \`${server}\`, with the settings in ` +
+          `{@link ${settings.name}}. Methods that \`${impl}\` leaves out answer ` +
+          `UNIMPLEMENTED. Returns \`${server}\`.`,
       ),
     ),
   );
-  f.print(f.export("function", names.register), "(");
-  f.print("  server: ", MqttServer, ",");
-  f.print("  impl: ", PartialServiceImpl, "<typeof ", Service, ">,");
+  f.print(f.export("function", register.name), "(");
+  f.print("  ", server, ": ", MqttServer, ",");
+  f.print("  ", impl, ": ", PartialServiceImpl, "<typeof ", Service, ">,");
   f.print("): ", MqttServer, " {");
-  f.print("  return server.service(", Service, ", impl, ", names.settings, ");");
+  f.print("  return ", server, ".service(", Service, ", ", impl, ", ", settings.name, ");");
   f.print("}");
+}
+
+/**
+ * A method's key in the settings object literal. `__proto__: …` (quoted or
+ * not) would set the literal's prototype instead of defining a property, so
+ * that key is computed. Other names of Object.prototype need nothing:
+ * protobuf-es already renames `constructor`, `toString`, `toJSON` and
+ * `valueOf` (`constructor$`…), and any other (`hasOwnProperty`…) is a
+ * plain own property in a literal.
+ */
+function propertyKey(localName: string): string {
+  return localName === "__proto__" ? '["__proto__"]' : localName;
 }
 
 /** `{ batchedStream: true, batchLingerMs: 5 }`, or `{}` when nothing is set. */

@@ -2,20 +2,27 @@
  * In-process plugin tests: inline proto is compiled to a FileDescriptorSet by
  * the repository's buf (node_modules/.bin/buf, with mqrpc/v1/options.proto
  * beside it), wrapped in a CodeGeneratorRequest and handed to the plugin
- * object; the generated files are checked line by line.
+ * object; the generated files are checked line by line. Where it matters
+ * that the output compiles or runs, protoc-gen-es generates the `_pb` files
+ * beside it, the TypeScript language service checks both under the
+ * repository's strict settings, and vitest imports them.
  */
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { create, type DescService, fromBinary } from "@bufbuild/protobuf";
 import {
+  type CodeGeneratorRequest,
   CodeGeneratorRequestSchema,
   type FileDescriptorProto,
   FileDescriptorSetSchema,
 } from "@bufbuild/protobuf/wkt";
+import { protocGenEs } from "@bufbuild/protoc-gen-es/dist/cjs/src/protoc-gen-es-plugin.js";
+import { settingsFromDescriptor } from "@mqrpc/runtime";
+import ts from "typescript";
 import { afterAll, describe, expect, it } from "vitest";
 import { protocGenMqrpc } from "./protoc-gen-mqrpc.js";
 
@@ -35,7 +42,9 @@ const compiled = new Map<string, FileDescriptorProto[]>();
 /**
  * Compiles `files` (path -> proto source) with buf into file descriptors,
  * imports included (mqrpc/v1/options.proto, google/protobuf/descriptor.proto)
- * and with source info, so comments reach the plugin.
+ * and with source info, so comments reach the plugin. buf must succeed
+ * without a word on stderr: a warning fails the test instead of cluttering
+ * its output.
  */
 function compile(files: Record<string, string>): FileDescriptorProto[] {
   const key = JSON.stringify(files);
@@ -50,27 +59,178 @@ function compile(files: Record<string, string>): FileDescriptorProto[] {
     mkdirSync(dirname(join(dir, path)), { recursive: true });
     writeFileSync(join(dir, path), source);
   }
-  const set = fromBinary(
-    FileDescriptorSetSchema,
-    execFileSync(buf, ["build", dir, "--as-file-descriptor-set", "-o", "-#format=binpb"], {
-      maxBuffer: 64 << 20,
-    }),
-  );
+  const built = spawnSync(buf, ["build", dir, "--as-file-descriptor-set", "-o", "-#format=binpb"], {
+    maxBuffer: 64 << 20,
+  });
+  expect({ status: built.status, stderr: built.stderr.toString() }).toEqual({
+    status: 0,
+    stderr: "",
+  });
+  const set = fromBinary(FileDescriptorSetSchema, built.stdout);
   compiled.set(key, set.file);
   return set.file;
 }
 
-/** Runs the plugin on `files` with `parameter`, generating for every file of `files`. */
-function generate(files: Record<string, string>, parameter: string): Record<string, string> {
-  const request = create(CodeGeneratorRequestSchema, {
+/** A request to generate every file of `files`, with `parameter`. */
+function request(files: Record<string, string>, parameter: string): CodeGeneratorRequest {
+  return create(CodeGeneratorRequestSchema, {
     protoFile: compile(files),
     fileToGenerate: Object.keys(files),
     parameter,
   });
-  const response = protocGenMqrpc.run(request);
+}
+
+/** Runs the plugin on `files` with `parameter`, generating for every file of `files`. */
+function generate(files: Record<string, string>, parameter: string): Record<string, string> {
+  const response = protocGenMqrpc.run(request(files, parameter));
   expect(response.error ?? "").toBe("");
   return Object.fromEntries(response.file.map((f) => [f.name, f.content]));
 }
+
+/**
+ * The plugin's message for `files`: what protoc / buf print when the
+ * plugin throws.
+ */
+function generationError(files: Record<string, string>, parameter = "target=ts"): string {
+  try {
+    generate(files, parameter);
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+  throw new Error("the plugin generated code instead of failing");
+}
+
+/**
+ * protoc-gen-es's and this plugin's output for `files` and the options
+ * proto they import, as a user's buf.gen.yaml with both plugins produces
+ * it: `shared` goes to both, `own` (this plugin's parameters) to this
+ * plugin only. (protoc-gen-es's plugin object keeps transpiling for the
+ * targets of its earlier runs, so only the files of the target asked for
+ * are kept.)
+ */
+function generateWithEs(
+  files: Record<string, string>,
+  shared: string,
+  own = "",
+): Record<string, string> {
+  const esRequest = create(CodeGeneratorRequestSchema, {
+    protoFile: compile(files),
+    fileToGenerate: [...Object.keys(files), "mqrpc/v1/options.proto"],
+    parameter: shared,
+  });
+  // protoc-gen-es (pinned to 2.13) is typed with its own @bufbuild/protobuf,
+  // whose Edition enum lacks a value of this one's; the request is the
+  // same plain data either way.
+  const es = protocGenEs.run(esRequest as unknown as Parameters<typeof protocGenEs.run>[0]);
+  expect(es.error ?? "").toBe("");
+  const extension = /target=(\w+)/.exec(shared)?.[1] === "js" ? ".js" : ".ts";
+  return {
+    ...Object.fromEntries(
+      es.file.filter((f) => f.name.endsWith(extension)).map((f) => [f.name, f.content]),
+    ),
+    ...generate(files, own === "" ? shared : `${shared},${own}`),
+  };
+}
+
+/**
+ * Writes `files` (path -> content) into a new folder under the repository's
+ * .tmp/ (gitignored), where `@bufbuild/protobuf` and `@connectrpc/connect`
+ * resolve from the repository's node_modules; returns the folder.
+ */
+function writeProject(files: Record<string, string>): string {
+  const root = join(repo, ".tmp");
+  mkdirSync(root, { recursive: true });
+  const dir = mkdtempSync(join(root, "protoc-gen-mqrpc-test-"));
+  dirs.push(dir);
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), content);
+  }
+  return dir;
+}
+
+/** What the TypeScript language service says about the TypeScript files of `files`. */
+interface TypeCheck {
+  /** Syntactic and semantic errors, as `path:line TSnnnn message`. */
+  readonly errors: string[];
+  /** Uses of deprecated symbols (TS6385, TS6387) in `use.ts`, as `line name`. */
+  readonly deprecated: string[];
+}
+
+/**
+ * Type-checks the TypeScript files of `files` with the repository's
+ * TypeScript and strict settings (tsconfig.base.json), `@mqrpc/runtime`
+ * resolved to its sources.
+ */
+function typeCheck(files: Record<string, string>): TypeCheck {
+  const dir = writeProject(files);
+  const names = Object.keys(files)
+    .filter((path) => path.endsWith(".ts"))
+    .map((path) => join(dir, path));
+  const options: ts.CompilerOptions = {
+    strict: true,
+    noUncheckedIndexedAccess: true,
+    exactOptionalPropertyTypes: true,
+    verbatimModuleSyntax: true,
+    isolatedModules: true,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    lib: ["lib.es2023.d.ts"],
+    types: ["node"],
+    skipLibCheck: true,
+    noEmit: true,
+    paths: { "@mqrpc/runtime": [join(repo, "packages/runtime/src/index.ts")] },
+  };
+  const host: ts.LanguageServiceHost = {
+    getScriptFileNames: () => names,
+    getScriptVersion: () => "1",
+    getScriptSnapshot: (file) => {
+      const text = ts.sys.readFile(file);
+      return text === undefined ? undefined : ts.ScriptSnapshot.fromString(text);
+    },
+    getCurrentDirectory: () => dir,
+    getCompilationSettings: () => options,
+    getDefaultLibFileName: ts.getDefaultLibFilePath,
+    fileExists: ts.sys.fileExists,
+    readFile: ts.sys.readFile,
+    readDirectory: ts.sys.readDirectory,
+    directoryExists: ts.sys.directoryExists,
+    getDirectories: ts.sys.getDirectories,
+  };
+  const service = ts.createLanguageService(host, documents);
+  const format = (d: ts.Diagnostic, code: boolean) => {
+    const where = d.file === undefined ? "" : d.file.fileName.slice(dir.length + 1);
+    const line =
+      d.file === undefined || d.start === undefined
+        ? 0
+        : d.file.getLineAndCharacterOfPosition(d.start).line + 1;
+    const message = ts.flattenDiagnosticMessageText(d.messageText, "\n");
+    return `${where}:${line} ${code ? `TS${d.code} ` : ""}${message}`;
+  };
+  const result: TypeCheck = {
+    errors: names.flatMap((name) =>
+      [...service.getSyntacticDiagnostics(name), ...service.getSemanticDiagnostics(name)].map((d) =>
+        format(d, true),
+      ),
+    ),
+    deprecated: service
+      .getSuggestionDiagnostics(join(dir, "use.ts"))
+      .filter((d) => d.code === 6385 || d.code === 6387)
+      .map((d) => {
+        const message = ts.flattenDiagnosticMessageText(d.messageText, "\n");
+        return format(d, false).replace(
+          message,
+          /'([^']*)' is deprecated\.$/.exec(message)?.[1] ?? message,
+        );
+      }),
+  };
+  service.dispose();
+  return result;
+}
+
+/** Shared by every language service of the run: lib and node_modules files are parsed once. */
+const documents = ts.createDocumentRegistry();
 
 /** The body lines of the `<service>Mqtt` constant in `content`. */
 function settingsLines(content: string | undefined, service: string): string[] {
@@ -97,6 +257,10 @@ service WidgetService {
   }
   rpc Upload(stream M) returns (M);
   rpc Chat(stream M) returns (stream M);
+  // Use Get.
+  rpc GetOld(M) returns (M) {
+    option deprecated = true;
+  }
 }
 
 service Gadget {
@@ -136,6 +300,13 @@ describe("protoc-gen-mqrpc", () => {
       "  watchAll: { batchedStream: true },",
       "  upload: {},",
       "  chat: {},",
+      "  /**",
+      "   * Use Get.",
+      "   *",
+      "   * @generated from rpc acme.v1.WidgetService.GetOld",
+      "   * @deprecated",
+      "   */",
+      "  getOld: {},",
       "};",
       "registerServiceSettings(WidgetService, WidgetServiceMqtt);",
       "",
@@ -352,16 +523,31 @@ service Bare {
     ).toEqual([]);
   });
 
-  it("rejects js_import_style=legacy_commonjs for JavaScript output (the runtime is ESM-only)", () => {
-    // TypeScript output is ES modules whatever the parameter says. (Not
-    // toEqual: protoplugin carries the targets of an earlier run of the same
-    // plugin object into this one, adding .js and .d.ts here.)
-    expect(Object.keys(generate(widget, "target=ts,js_import_style=legacy_commonjs"))).toContain(
-      "acme/v1/widget_mqrpc.ts",
-    );
-    expect(() => generate(widget, "target=js+dts,js_import_style=legacy_commonjs")).toThrow(
-      "js_import_style=legacy_commonjs is not supported: @mqrpc/runtime is ESM-only",
-    );
+  it("rejects js_import_style=legacy_commonjs for every target (the runtime is ESM-only)", () => {
+    for (const target of ["ts", "js", "dts", "js+dts"]) {
+      expect(() => generate(widget, `target=${target},js_import_style=legacy_commonjs`)).toThrow(
+        "plugin parameter js_import_style=legacy_commonjs is not supported: @mqrpc/runtime is " +
+          "ESM-only, so CommonJS code cannot load it; leave js_import_style out (ES modules, " +
+          "the default) or set js_import_style=module",
+      );
+    }
+    // The last js_import_style counts, as in protoplugin.
+    expect(
+      Object.keys(
+        generate(widget, "target=ts,js_import_style=legacy_commonjs,js_import_style=module"),
+      ),
+    ).toEqual(["acme/v1/widget_mqrpc.ts"]);
+    expect(() =>
+      generate(widget, "target=ts,js_import_style=module,js_import_style=legacy_commonjs"),
+    ).toThrow("js_import_style=legacy_commonjs is not supported");
+  });
+
+  it("generates only the requested targets when one plugin object runs again", () => {
+    // protoplugin's plugin object keeps transpiling for the targets of its
+    // earlier runs; protocGenMqrpc starts each run afresh.
+    expect(Object.keys(generate(widget, "target=js"))).toEqual(["acme/v1/widget_mqrpc.js"]);
+    expect(Object.keys(generate(widget, "target=dts"))).toEqual(["acme/v1/widget_mqrpc.d.ts"]);
+    expect(Object.keys(generate(widget, "target=ts"))).toEqual(["acme/v1/widget_mqrpc.ts"]);
   });
 
   it("rejects an unknown parameter, naming it and the accepted ones", () => {
@@ -378,4 +564,232 @@ service Bare {
       'invalid value "-1" for plugin parameter batch_linger_ms: use a non-negative integer',
     );
   });
+
+  describe("names that collide after generation", () => {
+    it("fails, naming both methods, when two methods of a service get one key", () => {
+      const message = generationError({
+        "acme/v1/keys.proto": `${header()}
+service Keys {
+  rpc Get(M) returns (M);
+  rpc get(M) returns (M);
+  rpc ToString(M) returns (M);
+  rpc toString(M) returns (M);
+}`,
+      });
+      expect(message.split("\n")).toEqual([
+        "generated names collide:",
+        'rpc acme.v1.Keys.Get and rpc acme.v1.Keys.get both generate the method key "get" ' +
+          "(in KeysMqtt of acme/v1/keys_mqrpc.ts, and in the client and implementation types " +
+          "of the service); rename one of the methods",
+        'rpc acme.v1.Keys.ToString and rpc acme.v1.Keys.toString both generate the method key "toString$" ' +
+          "(in KeysMqtt of acme/v1/keys_mqrpc.ts, and in the client and implementation types " +
+          "of the service); rename one of the methods",
+      ]);
+    });
+
+    it("fails, naming both services, when two services of a file declare one name, listing every file", () => {
+      // <Service>Mqtt of registerBar is register<Service> of BarMqtt; the
+      // other generated names (create<Service>Client, and the same kind of
+      // name of two services) cannot meet.
+      const message = generationError({
+        "acme/v1/bar.proto": `${header()}
+service registerBar { rpc A(M) returns (M); }
+service BarMqtt { rpc A(M) returns (M); }`,
+        "acme/other/v1/baz.proto": `${header("acme.other.v1")}
+service BazMqtt { rpc A(M) returns (M); }
+service registerBaz { rpc A(M) returns (M); }`,
+      });
+      expect(message.split("\n")).toEqual([
+        "generated names collide:",
+        'service acme.other.v1.BazMqtt and service acme.other.v1.registerBaz both generate the name "registerBazMqtt" ' +
+          "in acme/other/v1/baz_mqrpc.ts (the registration function of the first, the settings " +
+          "constant of the second); rename one of the services",
+        'service acme.v1.registerBar and service acme.v1.BarMqtt both generate the name "registerBarMqtt" ' +
+          "in acme/v1/bar_mqrpc.ts (the settings constant of the first, the registration " +
+          "function of the second); rename one of the services",
+      ]);
+    });
+
+    it("lets protoplugin rename an import that meets a generated name, and renames a parameter that would shadow the descriptor", () => {
+      const files = generate(edge, "target=ts,import_extension=js");
+      const content = files["acme/imports/v1/imports_mqrpc.ts"] ?? "";
+      expect(content).toContain(
+        'import { bindServiceSettings, createMqttClient as createMqttClient$1, mergeServiceSettings, registerServiceSettings as registerServiceSettings$1 } from "@mqrpc/runtime";\n',
+      );
+      expect(content).toContain(
+        "export function createtransportClient(\n" +
+          "  transport_: Transport,\n" +
+          "  options?: { readonly settings?: ServiceSettings<typeof transport> | undefined },\n" +
+          "): Client<typeof transport> {\n" +
+          "  return createMqttClient$1(\n" +
+          "    transport,\n" +
+          "    bindServiceSettings(transport_, transport, mergeServiceSettings(transportMqtt, options?.settings)),\n",
+      );
+      expect(content).toContain(
+        "export function registerserver(\n" +
+          "  server_: MqttServer,\n" +
+          "  impl: PartialServiceImpl<typeof server>,\n" +
+          "): MqttServer {\n" +
+          "  return server_.service(server, impl, serverMqtt);\n",
+      );
+    });
+
+    it("compiles under strict settings with protoc-gen-es's output beside it", () => {
+      expect(edgeCheck().errors).toEqual([]);
+    });
+  });
+
+  describe("methods named like Object.prototype members", () => {
+    it("keys __proto__ by a computed name, the others by their local names", () => {
+      const files = generate(edge, "target=ts,batch_linger_ms=7");
+      expect(settingsLines(files["acme/names/v1/names_mqrpc.ts"], "Names")).toEqual([
+        '  ["__proto__"]: { batchedStream: true, batchLingerMs: 7 },',
+        "  constructor$: { batchLingerMs: 7 },",
+        "  toString$: { batchLingerMs: 7 },",
+        "  hasOwnProperty: { batchLingerMs: 7 },",
+        "  valueOf$: { batchLingerMs: 7 },",
+        "  isPrototypeOf: { batchLingerMs: 7 },",
+      ]);
+    });
+
+    for (const target of ["ts", "js"]) {
+      it(`become own properties of the settings, which registration reads (target=${target})`, async () => {
+        const dir = writeProject(
+          generateWithEs(names, `target=${target},import_extension=js`, "batch_linger_ms=7"),
+        );
+        const load = async (name: string): Promise<Record<string, unknown>> =>
+          import(pathToFileURL(join(dir, `acme/names/v1/${name}.${target}`)).href);
+        const { NamesMqtt } = await load("names_mqrpc");
+        const { Names } = (await load("names_pb")) as { Names: DescService };
+        expect(Object.getPrototypeOf(NamesMqtt)).toBe(Object.prototype);
+        expect(Object.keys(NamesMqtt as object)).toEqual([
+          "__proto__",
+          "constructor$",
+          "toString$",
+          "hasOwnProperty",
+          "valueOf$",
+          "isPrototypeOf",
+        ]);
+        expect(Object.getOwnPropertyDescriptor(NamesMqtt, "__proto__")?.value).toEqual({
+          batchedStream: true,
+          batchLingerMs: 7,
+        });
+        // Loading the module registered the settings: linger 7 comes from
+        // the literal (the descriptor's options would give 5).
+        expect(
+          Object.fromEntries(Names.methods.map((m) => [m.name, settingsFromDescriptor(m)])),
+        ).toEqual({
+          ["__proto__"]: { batchedStream: true, batchLingerMs: 7 },
+          constructor: { batchedStream: false, batchLingerMs: 7 },
+          toString: { batchedStream: false, batchLingerMs: 7 },
+          hasOwnProperty: { batchedStream: false, batchLingerMs: 7 },
+          valueOf: { batchedStream: false, batchLingerMs: 7 },
+          isPrototypeOf: { batchedStream: false, batchLingerMs: 7 },
+        });
+      });
+    }
+  });
+
+  it("carries deprecation to the settings entries and, through the descriptor types, to client members", () => {
+    // The entry's TSDoc (see the first test) is for readers of the file;
+    // what a user's editor flags comes from the `_pb` types protoc-gen-es
+    // writes, which the settings and the client take their members from.
+    // A deprecated service deprecates all three generated declarations.
+    expect(edgeCheck().deprecated).toEqual([
+      "use.ts:11 getOld",
+      "use.ts:12 getOld",
+      "use.ts:13 gen.createGadgetClient",
+      "use.ts:14 gen.registerGadget",
+      "use.ts:15 GadgetMqtt",
+    ]);
+  });
 });
+
+/** Services and methods whose generated names meet imported or built-in ones. */
+const names = {
+  "acme/names/v1/names.proto": `${header("acme.names.v1")}
+service Names {
+  rpc __proto__(M) returns (stream M) {
+    option (mqrpc.v1.method_options).batched_stream = true;
+  }
+  rpc constructor(M) returns (M);
+  rpc toString(M) returns (M);
+  rpc hasOwnProperty(M) returns (M);
+  rpc valueOf(M) returns (M);
+  rpc isPrototypeOf(M) returns (M);
+}`,
+};
+
+/** Service names that are the parameters' or the imports' names of the generated code. */
+const importedNames = [
+  "transport",
+  "options",
+  "server",
+  "impl",
+  "Mqtt",
+  "ServiceSettings",
+  "Foo",
+  "FooMqtt",
+  "Client",
+  "Transport",
+  "MqttServer",
+  "PartialServiceImpl",
+];
+
+const edge = {
+  ...widget,
+  ...names,
+  "acme/imports/v1/imports.proto": `${header("acme.imports.v1")}
+${importedNames.map((name) => `service ${name} { rpc A(M) returns (M); }`).join("\n")}`,
+};
+
+/**
+ * A user's module of `edge`: calls every generated function. Lines 11-15
+ * use deprecated members.
+ */
+const usage = `import type { Transport } from "@connectrpc/connect";
+import type { MqttServer } from "@mqrpc/runtime";
+import * as imports from "./acme/imports/v1/imports_mqrpc.js";
+import * as names from "./acme/names/v1/names_mqrpc.js";
+import * as gen from "./acme/v1/widget_mqrpc.js";
+
+declare const t: Transport;
+declare const s: MqttServer;
+const widget = gen.createWidgetServiceClient(t, { settings: { get: { batchLingerMs: 1 } } });
+gen.registerWidgetService(s, { get: () => ({}) });
+void widget.getOld({});
+void gen.WidgetServiceMqtt.getOld;
+gen.createGadgetClient(t);
+gen.registerGadget(s, {});
+void gen.GadgetMqtt;
+// TypeScript checks members that Object.prototype provides (hasOwnProperty,
+// isPrototypeOf) even where they are optional, so these objects name them.
+const proto = names.createNamesClient(t, {
+  settings: { ["__proto__"]: { batchLingerMs: 1 }, hasOwnProperty: {}, isPrototypeOf: {} },
+});
+void proto.hasOwnProperty({});
+names.registerNames(s, {
+  ["__proto__"]: async function* () {},
+  hasOwnProperty: () => ({}),
+  isPrototypeOf: () => ({}),
+});
+${importedNames
+  .map(
+    (name) =>
+      `void imports.create${name}Client(t).a({});\n` +
+      `imports.register${name}(s, { a: () => ({}) });\n` +
+      `void imports.${name}Mqtt.a;`,
+  )
+  .join("\n")}
+`;
+
+let edgeChecked: TypeCheck | undefined;
+
+/** `edge` and `usage`, type-checked once for the tests that read the result. */
+function edgeCheck(): TypeCheck {
+  edgeChecked ??= typeCheck({
+    ...generateWithEs(edge, "target=ts,import_extension=js"),
+    "use.ts": usage,
+  });
+  return edgeChecked;
+}

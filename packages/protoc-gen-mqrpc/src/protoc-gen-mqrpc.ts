@@ -3,7 +3,7 @@
  * and parameters. `bin/protoc-gen-mqrpc` runs it under protoc / buf.
  */
 import { readFileSync } from "node:fs";
-import { createEcmaScriptPlugin } from "@bufbuild/protoplugin";
+import { createEcmaScriptPlugin, type Plugin } from "@bufbuild/protoplugin";
 import { generateTs } from "./generate-ts.js";
 import { parsePluginOptions } from "./plugin-options.js";
 
@@ -22,15 +22,28 @@ function packageVersion(): string {
   return version;
 }
 
+const version = `v${packageVersion()}`;
+
+/** protoplugin's ECMAScript plugin with mqrpc's generator and parameters. */
+function createPlugin(): Plugin {
+  return createEcmaScriptPlugin({
+    name: "protoc-gen-mqrpc",
+    version,
+    parseOptions: parsePluginOptions,
+    generateTs,
+  });
+}
+
 /**
  * protoc-gen-mqrpc: generates `<name>_mqrpc.ts` with per-service MQTT
  * settings, `create<Service>Client` and `register<Service>`. `target=ts`
  * emits TypeScript; `target=js` and `target=dts` (protoplugin's default when
- * no target is given) are transpiled from it by protoplugin.
+ * no target is given) are transpiled from it by protoplugin. Each `run` uses
+ * a fresh protoplugin plugin: one keeps the targets it transpiled for in a
+ * run and transpiles for them in every later run of the same object.
  */
-export const protocGenMqrpc = createEcmaScriptPlugin({
+export const protocGenMqrpc: Plugin = {
   name: "protoc-gen-mqrpc",
-  version: `v${packageVersion()}`,
-  parseOptions: parsePluginOptions,
-  generateTs,
-});
+  version,
+  run: (request) => createPlugin().run(request),
+};

@@ -49,6 +49,19 @@ export const methodSettingsKey = createContextKey<Partial<MethodSettings> | unde
   description: "mqrpc method settings",
 });
 
+/**
+ * The settings `settings` holds for the method with local name `name`, read
+ * as an own property only: a method named `__proto__`, `toString` or
+ * `hasOwnProperty` must not find what every object inherits.
+ */
+export function ownSettings(
+  settings: object | undefined,
+  name: string,
+): Partial<MethodSettings> | undefined {
+  if (settings === undefined || !Object.hasOwn(settings, name)) return undefined;
+  return (settings as Record<string, Partial<MethodSettings> | undefined>)[name];
+}
+
 /** Fills unset fields of `partial` with the runtime defaults. */
 export function completeMethodSettings(
   partial: Partial<MethodSettings> | undefined,
@@ -83,12 +96,7 @@ export function registerServiceSettings<S extends DescService>(
   settings: ServiceSettings<S>,
 ): void {
   for (const method of service.methods) {
-    registeredSettings.set(
-      method,
-      completeMethodSettings(
-        (settings as Record<string, Partial<MethodSettings> | undefined>)[method.localName],
-      ),
-    );
+    registeredSettings.set(method, completeMethodSettings(ownSettings(settings, method.localName)));
   }
 }
 
@@ -153,13 +161,21 @@ export function mergeServiceSettings<S extends DescService>(
   override: ServiceSettings<S> | undefined,
 ): ServiceSettings<S> {
   if (override === undefined) return base;
-  const merged: Record<string, Partial<MethodSettings>> = {
-    ...(base as Record<string, Partial<MethodSettings>>),
-  };
+  // Own keys only, defined as data: a method named `__proto__` must not set
+  // the prototype, nor one named `toString` read Object.prototype's.
+  const merged: Record<string, Partial<MethodSettings>> = Object.create(null);
+  for (const [name, settings] of Object.entries(
+    base as Record<string, Partial<MethodSettings> | undefined>,
+  )) {
+    if (settings !== undefined)
+      Object.defineProperty(merged, name, { value: settings, enumerable: true, writable: true });
+  }
   for (const [name, settings] of Object.entries(
     override as Record<string, Partial<MethodSettings> | undefined>,
   )) {
-    if (settings !== undefined) merged[name] = { ...merged[name], ...settings };
+    if (settings === undefined) continue;
+    const value = { ...ownSettings(merged, name), ...settings };
+    Object.defineProperty(merged, name, { value, enumerable: true, writable: true });
   }
   return merged as ServiceSettings<S>;
 }
@@ -176,7 +192,7 @@ export function bindServiceSettings<S extends DescService>(
 ): Transport {
   const lookup = new Map<string, Partial<MethodSettings>>();
   for (const method of service.methods) {
-    const s = (settings as Record<string, Partial<MethodSettings> | undefined>)[method.localName];
+    const s = ownSettings(settings, method.localName);
     if (s !== undefined) lookup.set(method.name, s);
   }
   const withSettings = (method: DescMethod, values: ContextValues | undefined): ContextValues => {

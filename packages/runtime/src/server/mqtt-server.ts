@@ -21,7 +21,7 @@ import { encodePresence, newIncarnation } from "../link/presence.js";
 import { ReconnectResync } from "../link/reconnect-resync.js";
 import {
   completeMethodSettings,
-  type MethodSettings,
+  ownSettings,
   type ServiceSettings,
   settingsFromDescriptor,
 } from "../method-settings.js";
@@ -490,9 +490,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     for (const method of service.methods) {
       const methodSpec = spec.methods[method.localName];
       if (methodSpec === undefined) continue;
-      const generated = (
-        settings as Record<string, Partial<MethodSettings> | undefined> | undefined
-      )?.[method.localName];
+      const generated = ownSettings(settings, method.localName);
       entries.set(method.name, {
         spec: methodSpec,
         settings:
