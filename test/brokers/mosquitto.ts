@@ -34,6 +34,12 @@ export interface MosquittoOptions {
   readonly extraConfig?: string;
   /** A fixed port; a free one by default (retried if taken while starting). */
   readonly port?: number;
+  /**
+   * Also a `protocol websockets` listener, on a second free port (not with
+   * `port`). Mosquitto 2.0 binds it on every interface whatever address it
+   * is given, and will not start with a websockets listener alone.
+   */
+  readonly websockets?: boolean;
 }
 
 /** A running Mosquitto. */
@@ -41,6 +47,8 @@ export interface MosquittoBroker {
   /** `mqtt://127.0.0.1:<port>` */
   readonly url: string;
   readonly port: number;
+  /** `ws://127.0.0.1:<port>/mqtt` with `websockets`, else undefined. */
+  readonly wsUrl: string | undefined;
   /** The broker's pid (changes on restart). */
   readonly pid: number;
   /** The generated mosquitto.conf. */
@@ -78,33 +86,42 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
   if (options.users !== undefined && options.passwordFile !== undefined) {
     throw new Error("startMosquitto: give users or passwordFile, not both");
   }
+  if (options.websockets === true && options.port !== undefined) {
+    throw new Error("startMosquitto: websockets needs free ports, not a fixed port");
+  }
   const dir = makeTempDir("mqrpc-mosquitto-");
   try {
     const common = commonConfig(dir.path, options);
     const conf = join(dir.path, "mosquitto.conf");
-    const start = (port: number) => {
-      writeFileSync(conf, [`listener ${port} 127.0.0.1`, ...common, ""].join("\n"));
+    const start = (port: number, wsPort: number | undefined) => {
+      const listeners = [`listener ${port} 127.0.0.1`];
+      if (wsPort !== undefined)
+        listeners.push(`listener ${wsPort} 127.0.0.1`, "protocol websockets");
+      writeFileSync(conf, [...listeners, ...common, ""].join("\n"));
       return startBrokerProcess({
         name: "mosquitto",
         binary,
         args: ["-c", conf],
-        ports: [port],
+        ports: wsPort === undefined ? [port] : [port, wsPort],
         ready: /mosquitto version \S+ running/,
       });
     };
     let port = 0;
+    let wsPort: number | undefined;
     let proc: BrokerProcess = await onFreePorts(
-      1,
+      options.websockets === true ? 2 : 1,
       options.port === undefined ? undefined : [options.port],
-      ([p]) => {
+      ([p, w]) => {
         port = p!;
-        return start(port);
+        wsPort = w;
+        return start(port, wsPort);
       },
     );
     let stopped = false;
     return {
       url: `mqtt://127.0.0.1:${port}`,
       port,
+      wsUrl: wsPort === undefined ? undefined : `ws://127.0.0.1:${wsPort}/mqtt`,
       get pid() {
         return proc.pid;
       },
@@ -117,7 +134,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       async restart() {
         if (stopped) throw new Error("restart() after stop()");
         await proc.stop();
-        proc = await start(port);
+        proc = await start(port, wsPort);
       },
     };
   } catch (error) {

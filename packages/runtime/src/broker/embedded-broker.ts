@@ -1,12 +1,12 @@
 /**
  * An in-process MQTT broker (Aedes) for demos, tests and single-process
  * deployments, optionally with authentication and a Mosquitto-style ACL.
- * Aedes and the `node:` modules are imported only when
+ * Aedes, `ws` and the `node:` modules are imported only when
  * {@link startEmbeddedBroker} runs, so the client's import graph stays free of
- * Node-only modules.
+ * Node-only modules (and the package's browser entry leaves this file out).
  */
 
-import type { AedesOptions, AedesPublishPacket, Subscription } from "aedes";
+import type { Aedes, AedesOptions, AedesPublishPacket, Subscription } from "aedes";
 import { type ClientAcl, type MosquittoAcl, parseMosquittoAcl } from "./mosquitto-acl.js";
 
 /** Who a connection is: its MQTT client id and the username it connected with. */
@@ -57,6 +57,16 @@ export interface EmbeddedBrokerOptions {
   readonly port?: number;
   /** Interface to listen on; defaults to the loopback address 127.0.0.1. */
   readonly host?: string;
+  /**
+   * Also serve MQTT over WebSockets, as browsers need (they cannot open
+   * TCP sockets): `true` listens on a free port, `{ port }` on that port
+   * (0: a free one), on the same {@link EmbeddedBrokerOptions.host}, with
+   * TCP_NODELAY on every accepted socket. Any request path is accepted;
+   * {@link EmbeddedBroker.wsUrl} names `/mqtt`, MQTT.js's default. Plain
+   * `ws://` only: for `wss://` put a TLS terminator in front, or use a real
+   * broker (README, "Browsers"). Default: false (TCP only).
+   */
+  readonly websocket?: boolean | { readonly port?: number };
   /**
    * Accounts, username → password: a client must send one of these
    * usernames with its password (compared in constant time, as UTF-8 bytes)
@@ -129,13 +139,22 @@ export interface EmbeddedBroker {
   readonly url: string;
   /** The port actually bound. */
   readonly port: number;
-  /** Disconnects every client and stops listening. */
+  /**
+   * With {@link EmbeddedBrokerOptions.websocket}: `ws://host:port/mqtt`,
+   * ready for `createMqttTransport({ mqtt: wsUrl })` in a browser (or in
+   * Node, where MQTT.js speaks WebSockets too). Undefined otherwise.
+   */
+  readonly wsUrl: string | undefined;
+  /** The WebSocket port actually bound; undefined without {@link EmbeddedBrokerOptions.websocket}. */
+  readonly wsPort: number | undefined;
+  /** Disconnects every client and stops listening (TCP and WebSocket). */
   close(): Promise<void>;
 }
 
 const OPTION_NAMES: ReadonlySet<string> = new Set<keyof EmbeddedBrokerOptions>([
   "port",
   "host",
+  "websocket",
   "users",
   "authenticate",
   "usernameAsClientId",
@@ -149,6 +168,8 @@ const OPTION_NAMES: ReadonlySet<string> = new Set<keyof EmbeddedBrokerOptions>([
  * Starts Aedes on a TCP port (free by default) with TCP_NODELAY on every
  * accepted socket: without it a QoS 1 round trip on loopback waits for
  * delayed ACKs and takes tens of milliseconds instead of a fraction of one.
+ * With `websocket` it also serves MQTT over WebSockets (for browsers) on a
+ * second port, see {@link EmbeddedBrokerOptions.websocket}.
  * Speaks MQTT 3.1.1 (Aedes has no MQTT 5), so refusals are the 3.1.1 ones:
  * a CONNACK return code, SUBACK 0x80, and a refused PUBLISH acknowledged and
  * dropped (as Mosquitto does on 3.1.1; the connection stays up).
@@ -185,10 +206,11 @@ export async function startEmbeddedBroker(
   options: EmbeddedBrokerOptions = {},
 ): Promise<EmbeddedBroker> {
   const settings = checkOptions(options);
-  const [{ Aedes }, net, crypto] = await Promise.all([
+  const [{ Aedes }, net, crypto, webSocket] = await Promise.all([
     importAedes(),
     import("node:net"),
     import("node:crypto"),
+    settings.wsPort === undefined ? undefined : importWebSocket(),
   ]);
   const hooks = settings.secured ? securityHooks(settings, crypto) : undefined;
   const aedes = await Aedes.createBroker(hooks?.aedesOptions ?? {});
@@ -217,20 +239,24 @@ export async function startEmbeddedBroker(
     socket.on("close", () => sockets.delete(socket));
     aedes.handle(socket);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(settings.port, settings.host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const boundPort = typeof address === "object" && address !== null ? address.port : settings.port;
+  const boundPort = await listen(server, settings.port, settings.host);
+  let ws: WebSocketListener | undefined;
+  if (webSocket !== undefined && settings.wsPort !== undefined) {
+    try {
+      ws = await listenWebSocket(webSocket, aedes, settings.wsPort, settings.host);
+    } catch (e) {
+      server.close();
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      throw e;
+    }
+  }
   const urlHost = settings.host.includes(":") ? `[${settings.host}]` : settings.host;
   let closing: Promise<void> | undefined;
   return {
     url: `mqtt://${urlHost}:${boundPort}`,
     port: boundPort,
+    wsUrl: ws === undefined ? undefined : `ws://${urlHost}:${ws.port}/mqtt`,
+    wsPort: ws?.port,
     close() {
       closing ??= (async () => {
         // server.close() only stops accepting; its callback waits for every
@@ -239,12 +265,93 @@ export async function startEmbeddedBroker(
         // knows (publishing their wills), then whatever is left (sockets
         // that never sent CONNECT, or that Aedes is still closing) is
         // destroyed.
-        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        const stopped = [
+          new Promise<void>((resolve) => server.close(() => resolve())),
+          ws?.stopAccepting(),
+        ];
         await new Promise<void>((resolve) => aedes.close(() => resolve()));
         for (const socket of sockets) socket.destroy();
-        await stopped;
+        ws?.destroySockets();
+        await Promise.all(stopped);
       })();
       return closing;
+    },
+  };
+}
+
+/** Listens on `port` (0: a free one) and resolves with the port bound. */
+async function listen(
+  server: import("node:net").Server,
+  port: number,
+  host: string,
+): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  return typeof address === "object" && address !== null ? address.port : port;
+}
+
+/** The WebSocket side of the broker: an HTTP server that upgrades to MQTT. */
+interface WebSocketListener {
+  readonly port: number;
+  /** Stops accepting; resolves once every accepted connection has ended. */
+  stopAccepting(): Promise<void>;
+  /** Ends the connections still open (call after Aedes closed its clients). */
+  destroySockets(): void;
+}
+
+type WebSocketModules = Awaited<ReturnType<typeof importWebSocket>>;
+
+async function importWebSocket() {
+  const [http, ws] = await Promise.all([import("node:http"), import("ws")]);
+  return { http, ws };
+}
+
+/**
+ * MQTT over WebSockets (one binary WebSocket message per chunk of the MQTT
+ * byte stream, as MQTT.js and Mosquitto do), handed to Aedes as a stream.
+ * The subprotocol the client asks for first (`mqtt`, or `mqttv3.1`) is
+ * accepted, as `ws` does by default.
+ */
+async function listenWebSocket(
+  { http, ws }: WebSocketModules,
+  aedes: Aedes,
+  port: number,
+  host: string,
+): Promise<WebSocketListener> {
+  const sockets = new Set<import("node:net").Socket>();
+  const server = http.createServer((_request, response) => {
+    response.writeHead(426, { "content-type": "text/plain" }).end("MQTT over WebSockets only\n");
+  });
+  server.on("connection", (socket) => {
+    socket.setNoDelay(true);
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  const wss = new ws.WebSocketServer({ server });
+  // Errors of a failed handshake or a torn connection concern that client
+  // only; the connection is closed and the broker goes on.
+  wss.on("error", () => {});
+  wss.on("connection", (socket, request) => {
+    const stream = ws.createWebSocketStream(socket);
+    stream.on("error", () => stream.destroy());
+    aedes.handle(stream, request);
+  });
+  const boundPort = await listen(server, port, host);
+  return {
+    port: boundPort,
+    stopAccepting: () =>
+      new Promise<void>((resolve) => {
+        wss.close();
+        server.close(() => resolve());
+      }),
+    destroySockets() {
+      for (const socket of sockets) socket.destroy();
     },
   };
 }
@@ -277,6 +384,8 @@ type PublishFunction = (
 interface Settings {
   readonly port: number;
   readonly host: string;
+  /** The WebSocket port to listen on (0: a free one), undefined for none. */
+  readonly wsPort: number | undefined;
   readonly users: ReadonlyMap<string, string> | undefined;
   readonly authenticate: EmbeddedBrokerOptions["authenticate"];
   readonly usernameAsClientId: boolean;
@@ -309,6 +418,7 @@ function checkOptions(options: EmbeddedBrokerOptions): Settings {
   if (typeof host !== "string" || host === "") {
     throw new Error(`startEmbeddedBroker: option host must be a non-empty string`);
   }
+  const wsPort = websocketPort(options.websocket);
   const functionOption = <K extends keyof EmbeddedBrokerOptions>(name: K) => {
     const value = options[name];
     if (value !== undefined && typeof value !== "function") {
@@ -370,6 +480,7 @@ function checkOptions(options: EmbeddedBrokerOptions): Settings {
   return {
     port,
     host,
+    wsPort,
     users,
     authenticate,
     usernameAsClientId,
@@ -385,6 +496,31 @@ function checkOptions(options: EmbeddedBrokerOptions): Settings {
       authorizePublish !== undefined ||
       authorizeSubscribe !== undefined,
   };
+}
+
+/** The WebSocket port that option `websocket` asks for, or undefined for none. */
+function websocketPort(websocket: EmbeddedBrokerOptions["websocket"]): number | undefined {
+  if (websocket === undefined || websocket === false) return undefined;
+  if (websocket === true) return 0;
+  if (typeof websocket !== "object" || websocket === null || Array.isArray(websocket)) {
+    throw new Error(
+      `startEmbeddedBroker: option websocket must be true, false or { port }, got ${String(websocket)}`,
+    );
+  }
+  for (const name of Object.keys(websocket)) {
+    if (name !== "port") {
+      throw new Error(
+        `startEmbeddedBroker: option websocket has an unknown field ${JSON.stringify(name)} (known: port)`,
+      );
+    }
+  }
+  const port = websocket.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(
+      `startEmbeddedBroker: option websocket.port must be an integer from 0 to 65535, got ${port}`,
+    );
+  }
+  return port;
 }
 
 /** The parts of an Aedes client these hooks use (its `id`; the object's identity). */
