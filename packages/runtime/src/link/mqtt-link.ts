@@ -6,12 +6,14 @@
  * objects) so that a connection mqrpc opened closes when its last user
  * leaves, and one the application shared is left as mqrpc found it.
  */
-import {
-  connect,
+// The default import: MQTT.js's browser build (its "browser" export) is an
+// ES module with a default export only, so named value imports would fail
+// to bundle; in Node the default is the CommonJS exports object.
+import mqtt, {
   type IClientOptions,
   type IClientPublishOptions,
   type IPublishPacket,
-  MqttClient,
+  type MqttClient,
   type Packet,
 } from "mqtt";
 import { MIN_PUBLISH_BYTES } from "../wire/limits.js";
@@ -83,6 +85,10 @@ const QOS_1: IClientPublishOptions = { qos: 1 };
  * acknowledge unsubscribing) before it forces the close.
  */
 export const CLOSE_GRACE_MS = 2000;
+
+/** First and longest wait before subscribing again after the broker refused a resubscription, in ms. */
+const RESUBSCRIBE_RETRY_MS = 1000;
+const RESUBSCRIBE_RETRY_MAX_MS = 30_000;
 
 /** The MQTT 5 reason code of a DISCONNECT over a packet that was too large. */
 const PACKET_TOO_LARGE = 0x95;
@@ -194,7 +200,7 @@ export class MqttLink {
     session: SessionDefault = "persistent",
     defaultClientId?: string,
   ): MqttLink {
-    if (input instanceof MqttClient) {
+    if (input instanceof mqtt.MqttClient) {
       const link = links.get(input) ?? new MqttLink(input, false, false);
       links.set(input, link);
       link.refs++;
@@ -218,7 +224,7 @@ export class MqttLink {
       );
     }
     const { url, ...rest } = options;
-    const client = url === undefined ? connect(rest) : connect(url, rest);
+    const client = url === undefined ? mqtt.connect(rest) : mqtt.connect(url, rest);
     const link = new MqttLink(
       client,
       true,
@@ -607,6 +613,7 @@ export class MqttLink {
     client.off("close", this.onClose);
     client.off("connect", this.onConnect);
     client.off("message", this.onMessage);
+    clearTimeout(this.resubscribeTimer);
     // An owned client keeps its error listener: ending it may still fail.
     if (!this.owned) client.setMaxListeners(this.originalMaxListeners);
   }
@@ -669,7 +676,8 @@ export class MqttLink {
       case "connack":
         // MQTT.js emits `connect` only after replaying its store, which a
         // connection that closes meanwhile never reaches: note it here.
-        if (!packet.sessionPresent) this.resubscribeOwed = true;
+        // Owed at every CONNACK, the session present or not (see onConnect).
+        this.resubscribeOwed = true;
         this.connackMaxPacketSize = packet.properties?.maximumPacketSize;
         setNoDelay(this.client);
         break;
@@ -710,16 +718,30 @@ export class MqttLink {
   /** Whether the link's filters must be subscribed again at the next CONNACK, session or not. */
   private resubscribeOwed = false;
 
+  /** Timer of the next resubscription after the broker refused one. */
+  private resubscribeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Delay before the next such resubscription, in ms. */
+  private resubscribeDelayMs = RESUBSCRIBE_RETRY_MS;
+
   /**
-   * Subscribes again, once connected after a CONNACK without a session (or
-   * after a resubscription that a closing connection cut off), to every
-   * filter the broker had acknowledged. MQTT.js's own resubscription waits
-   * behind its replay of unacknowledged publishes; when the connection
-   * closes first (a publish the broker refuses), the session the broker
-   * made has none of the filters, and the next CONNACK says "session
-   * present", so MQTT.js never sends them again.
+   * Subscribes again, once connected after a CONNACK (or after a
+   * resubscription that a closing connection cut off), to every filter the
+   * broker had acknowledged, whether the broker said the session was
+   * present or not. MQTT.js's own resubscription (only without a session)
+   * waits behind its replay of unacknowledged publishes; when the
+   * connection closes first (a publish the broker refuses), the session
+   * the broker made has none of the filters, and the next CONNACK says
+   * "session present". And a broker may resume a session without some of
+   * its subscriptions: NATS, resuming a session on another node of a
+   * cluster while JetStream elects new leaders, drops a subscription whose
+   * consumer it could not make, with CONNACK "session present" all the same
+   * (docs/DEPLOYMENT.md). A subscription that exists already is replaced by
+   * an equal one. A refused resubscription is asked for again, 1 s later
+   * and then at doubling intervals up to 30 s, while connected.
    */
   private readonly onConnect = (): void => {
+    clearTimeout(this.resubscribeTimer);
+    this.resubscribeTimer = undefined;
     if (!this.resubscribeOwed) return;
     const filters: Record<string, { qos: 1 }> = {};
     for (const [filter, subscription] of this.subscriptions) {
@@ -730,9 +752,26 @@ export class MqttLink {
       return;
     }
     // `resubscribe` makes MQTT.js send filters it believes subscribed.
-    this.client.subscribeAsync({ ...filters, resubscribe: true } as never).then(() => {
-      this.resubscribeOwed = false;
-    }, noop);
+    // MQTT.js rejects a SUBACK with a refusal (and one cut off by a close).
+    this.client.subscribeAsync({ ...filters, resubscribe: true } as never).then((grants) => {
+      if (grants.some((grant) => grant.qos >= 0x80)) {
+        this.resubscribeLater();
+      } else {
+        this.resubscribeOwed = false;
+        this.resubscribeDelayMs = RESUBSCRIBE_RETRY_MS;
+      }
+    }, this.resubscribeLater);
+  };
+
+  /** After a refused resubscription: asks again later, if still connected then (else at the next CONNACK). */
+  private readonly resubscribeLater = (): void => {
+    if (this.resubscribeTimer !== undefined || !this.client.connected) return;
+    this.resubscribeTimer = setTimeout(() => {
+      this.resubscribeTimer = undefined;
+      if (this.client.connected) this.onConnect();
+    }, this.resubscribeDelayMs);
+    (this.resubscribeTimer as { unref?: () => void }).unref?.();
+    this.resubscribeDelayMs = Math.min(this.resubscribeDelayMs * 2, RESUBSCRIBE_RETRY_MAX_MS);
   };
 
   private readonly onClose = (): void => {
