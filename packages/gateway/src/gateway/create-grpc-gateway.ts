@@ -1,0 +1,402 @@
+/**
+ * `createGrpcGateway`: serves existing gRPC servers ("upstreams", in any
+ * language) over MQTT, as one mqrpc server id. To a caller it is a native
+ * mqrpc server (same topics, frames, presence, flow control, replicas);
+ * each call becomes one HTTP/2 gRPC call to the upstream that serves its
+ * service, with the message bytes untouched.
+ */
+import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
+import {
+  createMqttServer,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  type MethodSettings,
+  type MqttServer,
+  type MqttServerLogger,
+  type MqttServerOptions,
+  serveReflection,
+} from "@mqrpc/runtime";
+import { readDescriptorSet } from "./descriptor-set.js";
+import { MethodMap, registryOf, type SchemaSource, type UpstreamSchema } from "./method-map.js";
+import { qualifyTypeNames } from "./type-names.js";
+import { Upstream, type UpstreamConnectivity } from "./upstream.js";
+import { REFLECTION_SERVICES, reflectUpstream } from "./upstream-reflection.js";
+
+/** One upstream gRPC server of a {@link GrpcGateway}. */
+export interface GrpcUpstreamOptions {
+  /**
+   * Where the upstream listens: `http://host:port` (cleartext HTTP/2, as
+   * gRPC servers listen by default), `https://host:port` (TLS, the
+   * system's roots unless `credentials` say otherwise) or
+   * `unix:/path/to.sock`.
+   */
+  readonly url: string;
+  /**
+   * Fully qualified names of the services to route to this upstream, e.g.
+   * `acme.power.v1.PowerService`. Without `descriptorSet` no schema is
+   * needed or learned: calls travel as bidi streams, which carries every
+   * method kind, and reflection lists the services without describing
+   * them. With `descriptorSet`, narrows the set's services to these.
+   */
+  readonly services?: readonly string[];
+  /**
+   * The upstream's schema as a FileDescriptorSet — the bytes, or a path to
+   * a file — as `buf build -o image.binpb` or `protoc
+   * --descriptor_set_out=x.binpb --include_imports` write it. Every
+   * service in it is routed here (unless `services` narrows them), and the
+   * gateway's reflection describes them.
+   *
+   * Without `services` or `descriptorSet`, the services and their schema
+   * are learned from the upstream by gRPC server reflection (v1, falling
+   * back to v1alpha) at start and again each time the upstream comes back
+   * after being unreachable.
+   */
+  readonly descriptorSet?: Uint8Array | string;
+  /** grpc-js channel credentials (TLS client certificates, custom roots). */
+  readonly credentials?: ChannelCredentials;
+  /**
+   * grpc-js channel options, over the gateway's own: reconnect backoff
+   * 250 ms to 5 s, receive limit `maxMessageBytes`, no send limit, no
+   * retries and no retry buffer (grpc-js acknowledges writes it keeps for a
+   * retry, which would defeat flow control).
+   */
+  readonly channelOptions?: ChannelOptions;
+  /**
+   * MQTT settings (batching) for the responses of this upstream's methods,
+   * over those the schema's mqrpc options give (with a schema) and the
+   * runtime's defaults.
+   */
+  readonly settings?: Partial<MethodSettings>;
+}
+
+/** Options of {@link createGrpcGateway}: the server's options, and the upstreams. */
+export interface GrpcGatewayOptions
+  extends Omit<MqttServerOptions, "routes" | "interceptors" | "reflection"> {
+  /** The upstream gRPC servers, at least one. Each service is served by one of them. */
+  readonly upstreams: readonly GrpcUpstreamOptions[];
+  /**
+   * Answer gRPC server reflection over MQTT for the union of the
+   * upstreams' schemas (default true), so tools list and describe the
+   * gateway's services with no local `.proto`.
+   */
+  readonly reflection?: boolean;
+  /**
+   * How long the start waits for upstreams learned by reflection, in ms
+   * (default 10000): an upstream that is not up yet is waited for this
+   * long before {@link createGrpcGateway} fails naming it.
+   */
+  readonly startTimeoutMs?: number;
+}
+
+/** A routed service and the upstream that serves it. */
+export interface GrpcGatewayRoute {
+  /** Fully qualified service name. */
+  readonly service: string;
+  /** The upstream's URL as given. */
+  readonly upstream: string;
+}
+
+/** What a gateway knows of one upstream right now. */
+export interface GrpcGatewayUpstream {
+  readonly url: string;
+  /** How its services became known. */
+  readonly source: SchemaSource;
+  /** The grpc-js channel's state (`ready` while connected). */
+  readonly connectivity: UpstreamConnectivity;
+  /** Services routed to it. */
+  readonly services: readonly string[];
+  /** Whether the gateway has its schema (method kinds, reflection answers). */
+  readonly schema: boolean;
+}
+
+/** A running gateway. */
+export interface GrpcGateway {
+  /** The server id callers address. */
+  readonly serverId: string;
+  /** The mqrpc server underneath (presence, `announced()`, instance id). */
+  readonly server: MqttServer;
+  /** Every routed service, sorted by name, with its upstream. */
+  services(): GrpcGatewayRoute[];
+  /** Each upstream, in the order of the options. */
+  upstreams(): GrpcGatewayUpstream[];
+  /**
+   * Learns the services of the upstreams configured for reflection again,
+   * now (the gateway does it by itself when an upstream reconnects).
+   * Rejects with the first upstream that could not be asked; the others
+   * are updated all the same, and a failed one keeps what it had.
+   */
+  refresh(): Promise<void>;
+  /**
+   * Stops taking calls, lets calls in progress finish for up to the
+   * server's `shutdownTimeoutMs` (their upstream calls go on meanwhile),
+   * cancels the rest, announces the server offline and closes the upstream
+   * channels.
+   */
+  close(): Promise<void>;
+}
+
+const DEFAULT_START_TIMEOUT_MS = 10_000;
+
+interface UpstreamSetup {
+  readonly options: GrpcUpstreamOptions;
+  readonly option: string;
+  readonly upstream: Upstream;
+}
+
+/**
+ * Starts a gateway: learns each upstream's services (from `services`, a
+ * descriptor set, or server reflection), checks that no service is offered
+ * by two upstreams, then serves them as `serverId` and resolves once the
+ * server is announced online.
+ *
+ * Each call goes to the upstream serving its service, as one HTTP/2 gRPC
+ * call: the caller's remaining deadline becomes the upstream's
+ * `grpc-timeout`; a Cancel, a caller that vanished, and the deadline
+ * cancel the upstream call (RST_STREAM CANCEL); request metadata goes
+ * upstream and response headers and trailers come back (`-bin` included;
+ * pseudo-headers, `grpc-*` and connection headers are not copied); status
+ * code, message and details (`grpc-status-details-bin`) arrive intact.
+ * An upstream that cannot be reached, or that resets a call, fails the
+ * call with UNAVAILABLE (or its own status) naming the upstream's URL;
+ * other calls go on. A service no upstream serves is UNIMPLEMENTED.
+ *
+ * @throws Error naming the option for bad options; naming the upstream
+ *   when its descriptor set cannot be read, its reflection fails within
+ *   `startTimeoutMs`, or its schema does not resolve; naming both
+ *   upstreams when they offer the same service; and as
+ *   `createMqttServer` does when the broker refuses the server.
+ */
+export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<GrpcGateway> {
+  if (typeof options !== "object" || options === null) {
+    throw new Error("createGrpcGateway needs options { mqtt, serverId, upstreams }");
+  }
+  const { upstreams: upstreamOptions, reflection, startTimeoutMs, ...serverOptions } = options;
+  const startTimeout = checkStartTimeout(startTimeoutMs);
+  if (reflection !== undefined && typeof reflection !== "boolean") {
+    throw new Error("reflection must be a boolean");
+  }
+  const maxMessageBytes = serverOptions.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const setups = checkUpstreams(upstreamOptions).map(
+    (o, i): UpstreamSetup => ({
+      options: o,
+      option: `upstreams[${i}]`,
+      upstream: new Upstream({
+        url: o.url,
+        option: `upstreams[${i}]`,
+        maxMessageBytes,
+        ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
+        ...(o.channelOptions !== undefined ? { channelOptions: o.channelOptions } : {}),
+      }),
+    }),
+  );
+  const closeUpstreams = () => {
+    for (const s of setups) s.upstream.close();
+  };
+  let server: MqttServer | undefined;
+  try {
+    const schemas = await Promise.all(setups.map((s) => learnSchema(s, startTimeout, true)));
+    const map = new MethodMap();
+    setups.forEach((s, i) => {
+      map.add(s.upstream, schemas[i] as UpstreamSchema, s.options.settings);
+    });
+    const logger: MqttServerLogger = serverOptions.logger ?? console;
+    server = await createMqttServer({
+      ...serverOptions,
+      reflection: false,
+      routes: (s) => {
+        s.unknownService(map.resolve);
+        if (reflection !== false) {
+          serveReflection(s, {
+            services: () => map.services().map((r) => r.service),
+            registry: () => map.registry(),
+          });
+        }
+      },
+    });
+    const gateway = new GrpcGatewayImpl(server, map, setups, logger, startTimeout);
+    gateway.watchUpstreams();
+    return gateway;
+  } catch (e) {
+    closeUpstreams();
+    await server?.close();
+    throw e;
+  }
+}
+
+function checkStartTimeout(value: number | undefined): number {
+  if (value === undefined) return DEFAULT_START_TIMEOUT_MS;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new Error(`startTimeoutMs must be a positive number of ms, not ${String(value)}`);
+  }
+  return value;
+}
+
+function checkUpstreams(value: unknown): GrpcUpstreamOptions[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new Error(
+      'upstreams must list at least one upstream, e.g. [{ url: "http://127.0.0.1:50051" }]',
+    );
+  }
+  return value.map((u: unknown, i): GrpcUpstreamOptions => {
+    if (typeof u !== "object" || u === null) {
+      throw new Error(`upstreams[${i}] must be an object { url, services?, descriptorSet? }`);
+    }
+    const upstream = u as GrpcUpstreamOptions;
+    if (upstream.services !== undefined) {
+      if (
+        !Array.isArray(upstream.services) ||
+        upstream.services.some((s) => typeof s !== "string" || !/^[A-Za-z_][\w.]*$/.test(s))
+      ) {
+        throw new Error(
+          `upstreams[${i}].services must list fully qualified service names, e.g. ["acme.power.v1.PowerService"]`,
+        );
+      }
+      const reserved = upstream.services.find((s) => REFLECTION_SERVICES.has(s));
+      if (reserved !== undefined) {
+        throw new Error(
+          `upstreams[${i}].services: ${reserved} is answered by the gateway itself (option reflection)`,
+        );
+      }
+    }
+    return upstream;
+  });
+}
+
+/** What an upstream serves, by the way its options say. */
+async function learnSchema(
+  setup: UpstreamSetup,
+  timeoutMs: number,
+  waitForReady: boolean,
+): Promise<UpstreamSchema> {
+  const { options, option, upstream } = setup;
+  if (options.descriptorSet !== undefined) {
+    const files = qualifyTypeNames(
+      await readDescriptorSet(options.descriptorSet, `${option}.descriptorSet`),
+    );
+    let inSet: string[];
+    try {
+      const registry = registryOf(files);
+      inSet = [];
+      for (const file of registry.files) for (const s of file.services) inSet.push(s.typeName);
+    } catch (e) {
+      throw new Error(
+        `${option}.descriptorSet does not resolve (it must include every imported file): ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+    const services = options.services ?? inSet;
+    const absent = services.find((s) => !inSet.includes(s));
+    if (absent !== undefined) {
+      throw new Error(`${option}.services: ${absent} is not in ${option}.descriptorSet`);
+    }
+    return { source: "descriptorSet", services, files };
+  }
+  if (options.services !== undefined) {
+    return { source: "services", services: [...options.services], files: [] };
+  }
+  const reflected = await reflectUpstream(upstream.client, upstream.url, timeoutMs, waitForReady);
+  return {
+    source: "reflection",
+    services: reflected.services,
+    files: qualifyTypeNames(reflected.files),
+  };
+}
+
+class GrpcGatewayImpl implements GrpcGateway {
+  readonly serverId: string;
+  private closing: Promise<void> | undefined;
+  /** Upstreams being learned again, and whether another round was asked for meanwhile. */
+  private readonly relearning = new Map<Upstream, { again: boolean }>();
+
+  constructor(
+    readonly server: MqttServer,
+    private readonly map: MethodMap,
+    private readonly setups: readonly UpstreamSetup[],
+    private readonly logger: MqttServerLogger,
+    private readonly timeoutMs: number,
+  ) {
+    this.serverId = server.serverId;
+  }
+
+  services(): GrpcGatewayRoute[] {
+    return this.map.services();
+  }
+
+  upstreams(): GrpcGatewayUpstream[] {
+    const routes = this.map.services();
+    return this.setups.map(({ upstream }) => {
+      const schema = this.map.schemaOf(upstream);
+      return {
+        url: upstream.url,
+        source: schema?.source ?? "services",
+        connectivity: upstream.connectivity(),
+        services: routes.filter((r) => r.upstream === upstream.url).map((r) => r.service),
+        schema: (schema?.files.length ?? 0) > 0,
+      };
+    });
+  }
+
+  watchUpstreams(): void {
+    for (const setup of this.setups) {
+      setup.upstream.watch(() => {
+        if (this.isReflected(setup)) void this.relearn(setup).catch(() => {});
+      });
+    }
+  }
+
+  private isReflected(setup: UpstreamSetup): boolean {
+    return setup.options.services === undefined && setup.options.descriptorSet === undefined;
+  }
+
+  async refresh(): Promise<void> {
+    const results = await Promise.allSettled(
+      this.setups.filter((s) => this.isReflected(s)).map((s) => this.relearn(s)),
+    );
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  /** Learns one upstream's services again; one round at a time per upstream. */
+  private async relearn(setup: UpstreamSetup): Promise<void> {
+    const running = this.relearning.get(setup.upstream);
+    if (running !== undefined) {
+      running.again = true;
+      return;
+    }
+    const state = { again: false };
+    this.relearning.set(setup.upstream, state);
+    try {
+      do {
+        state.again = false;
+        if (this.closing !== undefined) return;
+        let taken: string[];
+        try {
+          const schema = await learnSchema(setup, this.timeoutMs, false);
+          if (this.closing !== undefined) return;
+          taken = this.map.replace(setup.upstream, schema);
+        } catch (e) {
+          this.logger.warn(
+            `mqrpc gateway "${this.serverId}": ${e instanceof Error ? e.message : String(e)}; keeping its services as they were`,
+          );
+          throw e;
+        }
+        if (taken.length > 0) {
+          this.logger.warn(
+            `mqrpc gateway "${this.serverId}": upstream ${setup.upstream.url} now offers ${taken.join(", ")}, served by another upstream already; calls keep going there`,
+          );
+        }
+      } while (state.again);
+    } finally {
+      this.relearning.delete(setup.upstream);
+    }
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      try {
+        await this.server.close();
+      } finally {
+        for (const s of this.setups) s.upstream.close();
+      }
+    })();
+    return this.closing;
+  }
+}

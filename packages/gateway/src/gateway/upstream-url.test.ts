@@ -1,0 +1,29 @@
+import { describe, expect, it } from "vitest";
+import { parseUpstreamUrl } from "./upstream-url.js";
+
+describe("parseUpstreamUrl", () => {
+  it("takes http, https and unix URLs as grpc-js targets", () => {
+    expect(parseUpstreamUrl("http://127.0.0.1:50051", "u")).toEqual({
+      url: "http://127.0.0.1:50051",
+      target: "127.0.0.1:50051",
+      secure: false,
+    });
+    expect(parseUpstreamUrl("https://device.local", "u")).toMatchObject({
+      target: "device.local:443",
+      secure: true,
+    });
+    expect(parseUpstreamUrl("http://[::1]:7000", "u").target).toBe("[::1]:7000");
+    expect(parseUpstreamUrl("unix:/run/app.sock", "u").target).toBe("unix:/run/app.sock");
+    expect(parseUpstreamUrl("unix:///run/app.sock", "u").target).toBe("unix:/run/app.sock");
+  });
+
+  it("refuses anything else, naming the option", () => {
+    expect(() => parseUpstreamUrl("", "upstreams[2].url")).toThrow(/^upstreams\[2\]\.url/);
+    expect(() => parseUpstreamUrl("127.0.0.1:50051", "o")).toThrow(/is not a URL/);
+    expect(() => parseUpstreamUrl("localhost:50051", "o")).toThrow(/scheme localhost:/);
+    expect(() => parseUpstreamUrl("ftp://h:1", "o")).toThrow(/ftp:/);
+    expect(() => parseUpstreamUrl("http://h", "o")).toThrow(/needs a port/);
+    expect(() => parseUpstreamUrl("http://h:1/grpc", "o")).toThrow(/no path/);
+    expect(() => parseUpstreamUrl("unix:run/app.sock", "o")).toThrow(/absolute/);
+  });
+});

@@ -1,0 +1,75 @@
+/**
+ * An upstream's URL as the gateway's options take it, turned into the
+ * target and channel credentials `@grpc/grpc-js` connects with.
+ */
+import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
+
+/** Where grpc-js connects for one upstream. */
+export interface UpstreamAddress {
+  /** The URL as given, for messages. */
+  readonly url: string;
+  /** The grpc-js target: `host:port` or `unix:/path`. */
+  readonly target: string;
+  /** Whether the URL asks for TLS (`https:`). */
+  readonly secure: boolean;
+}
+
+/**
+ * Parses `http://host:port` (cleartext HTTP/2, "h2c"), `https://host:port`
+ * (TLS) or `unix:/path/to.sock` (also `unix:///path/to.sock`). `option`
+ * names the option in error messages, e.g. `upstreams[1].url`.
+ *
+ * @throws Error naming `option` for anything else (no path, query or
+ *   credentials in the URL; a port is required for `http:`).
+ */
+export function parseUpstreamUrl(url: string, option: string): UpstreamAddress {
+  if (typeof url !== "string" || url === "") {
+    throw new Error(
+      `${option} must be a URL such as "http://127.0.0.1:50051" or "unix:/run/app.sock"`,
+    );
+  }
+  if (url.startsWith("unix:")) {
+    const path = url.startsWith("unix://")
+      ? url.slice("unix://".length)
+      : url.slice("unix:".length);
+    if (!path.startsWith("/")) {
+      throw new Error(
+        `${option}: "${url}" needs an absolute socket path, e.g. "unix:/run/app.sock"`,
+      );
+    }
+    return { url, target: `unix:${path}`, secure: false };
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new Error(
+      `${option}: "${url}" is not a URL; use "http://host:port", "https://host:port" or "unix:/path"`,
+    );
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new Error(
+      `${option}: "${url}" has scheme ${parsed.protocol}; use "http://host:port", "https://host:port" or "unix:/path"`,
+    );
+  }
+  if (
+    (parsed.pathname !== "" && parsed.pathname !== "/") ||
+    parsed.search !== "" ||
+    parsed.hash !== "" ||
+    parsed.username !== "" ||
+    parsed.password !== ""
+  ) {
+    throw new Error(`${option}: "${url}" must be just scheme, host and port (no path or query)`);
+  }
+  const secure = parsed.protocol === "https:";
+  if (parsed.port === "" && !secure) {
+    throw new Error(`${option}: "${url}" needs a port, e.g. "http://127.0.0.1:50051"`);
+  }
+  const port = parsed.port === "" ? "443" : parsed.port;
+  return { url, target: `${parsed.hostname}:${port}`, secure };
+}
+
+/** The default channel credentials for an address: TLS with the system's roots for `https:`. */
+export function defaultCredentials(address: UpstreamAddress): ChannelCredentials {
+  return address.secure ? credentials.createSsl() : credentials.createInsecure();
+}

@@ -1,0 +1,453 @@
+/**
+ * `createGrpcIngress`: the cloud side of the gateway. A local HTTP/2 server
+ * that takes standard gRPC, gRPC-Web and Connect calls and forwards each
+ * over MQTT to the device its `mqrpc-server-id` header names, so grpcurl,
+ * `buf curl`, grpc-js, grpc-go or a browser reach devices with no mqrpc code.
+ *
+ * ```
+ *  gRPC / gRPC-Web client ──HTTP/2──▶ ingress ──MQTT (rawStream)──▶ device (mqrpc server or gateway)
+ * ```
+ *
+ * - Binary gRPC and gRPC-Web are forwarded as bytes (grpc-forwarder.ts): no
+ *   schema needed, unknown fields survive.
+ * - JSON codecs and the Connect protocol need the method's schema: from the
+ *   device by gRPC server reflection (cached per device), or from the
+ *   `descriptorSet` option; Connect's Node adapter serves them
+ *   (connect-forwarder.ts).
+ */
+import { setMaxListeners } from "node:events";
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type MqttConnectionInput, settingsFromDescriptor } from "@mqrpc/runtime";
+import { connectHandler } from "./connect-forwarder.js";
+import {
+  type DescriptorSetInput,
+  type DeviceSchema,
+  reflectSchema,
+  schemaFromDescriptorSet,
+} from "./device-schema.js";
+import {
+  type DeviceEntry,
+  type DeviceSchemaEntry,
+  type DeviceTransportOptions,
+  DeviceTransports,
+} from "./device-transports.js";
+import { forwardRawCall, methodFromPath } from "./grpc-forwarder.js";
+import { SERVER_ID_HEADER } from "./grpc-metadata.js";
+import {
+  type HttpRequest,
+  type HttpResponse,
+  type RequestKind,
+  requestKind,
+  writeErrorResponse,
+} from "./ingress-protocol.js";
+
+/** Options of {@link createGrpcIngress}. */
+export interface GrpcIngressOptions {
+  /**
+   * The broker: a URL, MQTT.js options or an `MqttClient`, as
+   * `createMqttTransport` takes it. Every device's transport gets this same
+   * input, so they share one connection.
+   */
+  readonly mqtt: MqttConnectionInput;
+  /** Where to listen; default host `127.0.0.1`, port 0 (a free port: read it from `url`). */
+  readonly listen?: { readonly host?: string; readonly port?: number };
+  /**
+   * Serve TLS (HTTP/2 negotiated by ALPN `h2`, HTTP/1.1 for gRPC-Web and
+   * Connect clients that ask for it) with this key and certificate (PEM),
+   * and any other `node:http2` secure server option. Without it the ingress
+   * speaks cleartext: HTTP/2 with prior knowledge (h2c, what gRPC clients
+   * send to `http://` addresses) and HTTP/1.1 on the same port.
+   */
+  readonly tls?: http2.SecureServerOptions & {
+    readonly key: string | Buffer;
+    readonly cert: string | Buffer;
+  };
+  /** First topic levels of every mqrpc topic; default `mqrpc`. Must match the devices'. */
+  readonly topicPrefix?: string;
+  /**
+   * Options for each device's transport (`heartbeatMs`, `waitForServer`,
+   * `maxMessageBytes` of responses, …); runtime defaults when left out.
+   */
+  readonly transport?: DeviceTransportOptions;
+  /**
+   * The schema of the devices' services, for JSON and Connect calls (a
+   * `buf build -o x.binpb` image's bytes, a decoded `FileDescriptorSet`, or
+   * a protobuf-es `FileRegistry`). Without it, each device is asked by gRPC
+   * server reflection (see {@link reflection}).
+   */
+  readonly descriptorSet?: DescriptorSetInput;
+  /**
+   * Learn a device's schema by gRPC server reflection over MQTT when a JSON
+   * or Connect call needs it and no `descriptorSet` is given; default true.
+   * Binary gRPC and gRPC-Web never need a schema.
+   */
+  readonly reflection?: boolean;
+  /** How long a device's schema learned by reflection is used before it is asked again, in ms; default 60000. */
+  readonly schemaTtlMs?: number;
+  /** Deadline of a reflection call, in ms; default 10000. */
+  readonly reflectionTimeoutMs?: number;
+  /** How long a device's transport stays open without calls, in ms; default 60000. */
+  readonly deviceIdleMs?: number;
+  /**
+   * Most devices with an open transport (default 10000). At the limit the
+   * least recently used device without calls is closed; when every one has
+   * calls in flight, a call to another device fails with RESOURCE_EXHAUSTED.
+   */
+  readonly maxDevices?: number;
+  /**
+   * Largest request message accepted from a client, in bytes (default 4 MiB,
+   * gRPC's default); a larger one fails the call with RESOURCE_EXHAUSTED.
+   * Response messages are bounded by the transport's `maxMessageBytes`.
+   */
+  readonly maxMessageBytes?: number;
+}
+
+/** A running ingress. */
+export interface GrpcIngress {
+  /** `http://host:port` (`https://` with TLS): the address gRPC clients dial. */
+  readonly url: string;
+  /**
+   * Stops listening, ends the calls in flight with UNAVAILABLE, closes the
+   * clients' connections and every device transport. Calling it again
+   * returns the same promise.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts an ingress and resolves once it listens.
+ *
+ * @throws Error naming the option when an option is invalid, or `listen`
+ *   when the address cannot be bound.
+ */
+export async function createGrpcIngress(options: GrpcIngressOptions): Promise<GrpcIngress> {
+  const settings = ingressSettings(options);
+  const devices = new DeviceTransports({
+    mqtt: options.mqtt,
+    topicPrefix: options.topicPrefix,
+    transport: options.transport ?? {},
+    idleMs: settings.deviceIdleMs,
+    maxDevices: settings.maxDevices,
+  });
+  const shutdown = new AbortController();
+  // Every call in flight listens to it.
+  setMaxListeners(0, shutdown.signal);
+  const inFlight = new Set<Promise<void>>();
+
+  const schemaFor = (entry: DeviceEntry): Promise<DeviceSchemaEntry> => {
+    const now = Date.now();
+    const cached = entry.schema;
+    if (cached !== undefined && cached.expires > now) return cached.entry;
+    const learn = async (): Promise<DeviceSchemaEntry> => {
+      if (settings.schema === undefined && !settings.reflection) {
+        throw new ConnectError(
+          "reflection is off and no descriptorSet was given",
+          Code.Unimplemented,
+        );
+      }
+      const schema: DeviceSchema =
+        settings.schema ??
+        (await reflectSchema(entry.transport, settings.reflectionTimeoutMs, shutdown.signal));
+      return {
+        schema,
+        handler: connectHandler(schema, entry.transport, {
+          maxMessageBytes: settings.maxMessageBytes,
+          shutdownSignal: shutdown.signal,
+        }),
+      };
+    };
+    const lookup: NonNullable<DeviceEntry["schema"]> = {
+      expires:
+        settings.schema !== undefined ? Number.POSITIVE_INFINITY : now + settings.schemaTtlMs,
+      entry: learn(),
+    };
+    entry.schema = lookup;
+    lookup.entry.then(
+      (ready) => {
+        lookup.ready = ready;
+      },
+      () => {
+        // Failures are not cached: the next call asks again.
+        if (entry.schema === lookup) entry.schema = undefined;
+      },
+    );
+    return lookup.entry;
+  };
+
+  const track = (work: Promise<void>): void => {
+    inFlight.add(work);
+    void work.finally(() => inFlight.delete(work));
+  };
+
+  const onRequest = (req: HttpRequest, res: HttpResponse): void => {
+    const kind = requestKind(req.method, req.headers);
+    const fail = (error: ConnectError) => writeErrorResponse(req, res, kind, error);
+    if (kind.protocol === "unknown") {
+      fail(new ConnectError("not an RPC request", Code.Unimplemented));
+      return;
+    }
+    const serverId = headerValue(req.headers[SERVER_ID_HEADER]);
+    if (serverId === undefined || serverId === "") {
+      // buf curl sends -H headers with the call but not with the
+      // reflection requests it makes first, unless told to.
+      const reflecting = req.url?.startsWith("/grpc.reflection.") === true;
+      fail(
+        new ConnectError(
+          `missing request header ${SERVER_ID_HEADER}: set it to the server id of the device to call (e.g. -H "${SERVER_ID_HEADER}: dev-42")` +
+            (reflecting
+              ? `; buf curl sends it with reflection requests only with --reflect-header '*' (or --reflect-header "${SERVER_ID_HEADER}: dev-42")`
+              : ""),
+          Code.InvalidArgument,
+        ),
+      );
+      return;
+    }
+    let entry: DeviceEntry;
+    try {
+      entry = devices.hold(serverId);
+    } catch (e) {
+      fail(ConnectError.from(e));
+      return;
+    }
+    const release = once(() => devices.release(entry));
+    if (isRaw(kind)) {
+      const target = methodFromPath(req.url);
+      if (target === undefined) {
+        release();
+        fail(new ConnectError(`${req.url ?? ""} is not a gRPC method path`, Code.Unimplemented));
+        return;
+      }
+      // With a schema at hand (never waited for), the call travels as its
+      // kind and with the method's MQTT settings.
+      const schema = settings.schema ?? entry.schema?.ready?.schema;
+      const method = schema?.method(target.service, target.method);
+      track(
+        forwardRawCall({
+          req,
+          res,
+          kind,
+          service: target.service,
+          method: target.method,
+          transport: entry.transport,
+          maxMessageBytes: settings.maxMessageBytes,
+          shutdownSignal: shutdown.signal,
+          ...(method !== undefined
+            ? { methodKind: method.methodKind, settings: settingsFromDescriptor(method) }
+            : {}),
+        })
+          .catch((e: unknown) => {
+            if (!res.headersSent) fail(ConnectError.from(e));
+            else res.destroy();
+          })
+          .finally(release),
+      );
+      return;
+    }
+    const call = new Promise<void>((resolve) => {
+      res.once("close", resolve);
+    }).finally(release);
+    track(call);
+    schemaFor(entry).then(
+      ({ handler }) => handler(req, res),
+      (e: unknown) => fail(schemaError(serverId, e)),
+    );
+  };
+
+  const server = await listen(settings, options.tls, onRequest);
+  let closing: Promise<void> | undefined;
+  return {
+    url: server.url,
+    close() {
+      closing ??= (async () => {
+        shutdown.abort(new ConnectError("the ingress is closing", Code.Unavailable));
+        const stopped = server.close();
+        await Promise.allSettled([...inFlight]);
+        await server.disconnect();
+        await stopped;
+        await devices.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Binary gRPC and gRPC-Web: forwarded as bytes, no schema needed. */
+function isRaw(kind: RequestKind): boolean {
+  return (
+    (kind.protocol === "grpc" ||
+      kind.protocol === "grpc-web" ||
+      kind.protocol === "grpc-web-text") &&
+    kind.codec === "proto"
+  );
+}
+
+function schemaError(serverId: string, e: unknown): ConnectError {
+  const error = ConnectError.from(e);
+  const hint =
+    "JSON and Connect calls need the method's schema: give the ingress a descriptorSet, or call with binary gRPC";
+  if (error.code === Code.Unimplemented) {
+    return new ConnectError(`device ${serverId}: ${error.rawMessage}; ${hint}`, Code.Unimplemented);
+  }
+  return new ConnectError(
+    `device ${serverId}: its schema could not be learned by reflection: ${error.rawMessage}`,
+    error.code,
+  );
+}
+
+interface IngressSettings {
+  readonly host: string;
+  readonly port: number;
+  readonly schema: DeviceSchema | undefined;
+  readonly reflection: boolean;
+  readonly schemaTtlMs: number;
+  readonly reflectionTimeoutMs: number;
+  readonly deviceIdleMs: number;
+  readonly maxDevices: number;
+  readonly maxMessageBytes: number;
+}
+
+/** Validates the options; errors name the option. */
+function ingressSettings(options: GrpcIngressOptions): IngressSettings {
+  if (options.mqtt === undefined || options.mqtt === null) {
+    throw new Error("mqtt option: give a broker URL, MQTT.js options or an MqttClient");
+  }
+  const host = options.listen?.host ?? "127.0.0.1";
+  const port = options.listen?.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`listen.port option: ${String(port)} is not a port number (0 to 65535)`);
+  }
+  if (
+    options.tls !== undefined &&
+    (options.tls.key === undefined || options.tls.cert === undefined)
+  ) {
+    throw new Error("tls option: give both key and cert");
+  }
+  const reflection = options.reflection ?? true;
+  const schema =
+    options.descriptorSet !== undefined
+      ? schemaFromDescriptorSet(options.descriptorSet)
+      : undefined;
+  return {
+    host,
+    port,
+    schema,
+    reflection,
+    schemaTtlMs: positive("schemaTtlMs", options.schemaTtlMs, 60_000),
+    reflectionTimeoutMs: positive("reflectionTimeoutMs", options.reflectionTimeoutMs, 10_000),
+    deviceIdleMs: positive("deviceIdleMs", options.deviceIdleMs, 60_000),
+    maxDevices: positive("maxDevices", options.maxDevices, 10_000),
+    maxMessageBytes: positive("maxMessageBytes", options.maxMessageBytes, 4 * 1024 * 1024),
+  };
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new Error(`${name} option: ${String(value)} is not a positive integer`);
+  }
+  return value;
+}
+
+/** A listening HTTP server of the ingress. */
+interface Listening {
+  readonly url: string;
+  /** Stops accepting connections; resolves once every connection is gone. */
+  close(): Promise<void>;
+  /** Closes the connections left (GOAWAY on HTTP/2), destroying what does not close at once. */
+  disconnect(): Promise<void>;
+}
+
+/** The HTTP/2 connection preface; HTTP/1.1 requests never start with it (RFC 9113 3.4). */
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+async function listen(
+  settings: IngressSettings,
+  tls: GrpcIngressOptions["tls"],
+  onRequest: (req: HttpRequest, res: HttpResponse) => void,
+): Promise<Listening> {
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const sockets = new Set<net.Socket>();
+  const handler = onRequest as (
+    req: http2.Http2ServerRequest,
+    res: http2.Http2ServerResponse,
+  ) => void;
+  let server: net.Server;
+  let h1: http.Server | undefined;
+  if (tls !== undefined) {
+    const secure = http2.createSecureServer({ allowHTTP1: true, ...tls }, handler);
+    secure.on("session", (session) => track(sessions, session));
+    server = secure;
+  } else {
+    // Cleartext: one port for h2c with prior knowledge and HTTP/1.1, told
+    // apart by the first bytes a client sends.
+    const h2 = http2.createServer({}, handler);
+    h2.on("session", (session) => track(sessions, session));
+    const plain = http.createServer(onRequest as http.RequestListener);
+    h1 = plain;
+    server = net.createServer((socket) => {
+      socket.once("data", (chunk: Buffer) => {
+        socket.pause();
+        socket.unshift(chunk);
+        const n = Math.min(chunk.length, PREFACE.length);
+        const isHttp2 = chunk.subarray(0, n).equals(PREFACE.subarray(0, n));
+        (isHttp2 ? h2 : plain).emit("connection", socket);
+        if (!isHttp2) socket.resume();
+      });
+    });
+  }
+  server.on("connection", (socket: net.Socket) => {
+    socket.setNoDelay(true);
+    track(sockets, socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error) =>
+      reject(
+        new Error(
+          `listen option: cannot listen on ${settings.host}:${settings.port} (${e.message})`,
+        ),
+      );
+    server.once("error", onError);
+    server.listen(settings.port, settings.host, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  const address = server.address() as net.AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return {
+    url: `${tls !== undefined ? "https" : "http"}://${host}:${address.port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    async disconnect() {
+      for (const session of sessions) session.close();
+      h1?.closeAllConnections();
+      // Sessions close once their last stream ended; what is still open
+      // (a client that ignores GOAWAY, a connection that never spoke) goes.
+      await new Promise((resolve) => setImmediate(resolve));
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}
+
+function track<T extends { once(event: "close", listener: () => void): unknown }>(
+  set: Set<T>,
+  item: T,
+): void {
+  set.add(item);
+  item.once("close", () => set.delete(item));
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    fn();
+  };
+}
