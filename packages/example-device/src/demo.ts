@@ -2,6 +2,7 @@
  * `npm run demo`: a device serves DeviceService over MQTT and a cloud-side
  * client calls every method once. Uses the embedded broker unless MQTT_URL
  * names another one. Exits 0 after a real round trip of each RPC kind.
+ * With `--serve`, runs the device alone (see serve()).
  */
 import { createHash, randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -14,7 +15,40 @@ import {
 
 const DEVICE_ID = "sensor-box.7";
 
+/**
+ * `npm run demo -- --serve`: only the device, until Ctrl-C, for the `mqrpc`
+ * CLI to find and call. Its broker is MQTT_URL, else an embedded one on
+ * 127.0.0.1:1883 (the CLI's default broker URL).
+ */
+async function serve(): Promise<void> {
+  const broker = process.env.MQTT_URL
+    ? undefined
+    : await startEmbeddedBroker({ port: 1883 }).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "EADDRINUSE") throw e;
+        throw new Error(
+          "port 1883 is taken, by a broker? Serve through it: MQTT_URL=mqtt://localhost:1883 npm run demo -- --serve",
+        );
+      });
+  const url = process.env.MQTT_URL ?? (broker?.url as string);
+  const server = await createMqttServer({
+    mqtt: url,
+    serverId: DEVICE_ID,
+    routes: (s) => registerDeviceService(s, createDeviceImpl({ deviceId: DEVICE_ID })),
+  });
+  console.log(`broker     ${url}${broker ? " (embedded Aedes)" : ""}`);
+  console.log(
+    `device     "${DEVICE_ID}" serving mqrpc.example.device.v1.DeviceService; Ctrl-C stops`,
+  );
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  await server.close(); // announces the device offline
+  await broker?.close();
+}
+
 async function main(): Promise<void> {
+  if (process.argv.includes("--serve")) return serve();
   const broker = process.env.MQTT_URL ? undefined : await startEmbeddedBroker();
   const url = process.env.MQTT_URL ?? (broker?.url as string);
   console.log(`broker     ${url}${broker ? " (embedded Aedes)" : ""}`);

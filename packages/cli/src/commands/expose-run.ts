@@ -1,0 +1,56 @@
+/** What `mqrpc expose` does (its options: expose.ts). */
+import { exposePort } from "@mqrpc/net-bridge";
+import type { InvalidArgumentError } from "commander";
+import { resolveConnection } from "../connection.js";
+import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
+import { parseHostPort } from "../option-parsers.js";
+import { logEvent } from "../output.js";
+import { listenForStop, untilAborted } from "../stop-signal.js";
+import type { ExposeFlags } from "./expose.js";
+
+/** Serves the virtual port until SIGINT or SIGTERM, logging its start, connections and stop. */
+export async function expose(flags: ExposeFlags): Promise<number> {
+  const connection = resolveConnection(flags);
+  let target: { host: string; port: number };
+  try {
+    target = parseHostPort(flags.target, "127.0.0.1");
+  } catch (e) {
+    throw new CliError(
+      `--target "${flags.target}": ${(e as InvalidArgumentError).message}`,
+      EXIT_USAGE,
+    );
+  }
+  const stop = listenForStop();
+  try {
+    const running = await exposePort({
+      mqtt: connection.options,
+      topicPrefix: connection.topicPrefix,
+      serverId: flags.serverId,
+      port: flags.port,
+      target,
+      shutdownTimeoutMs: flags.shutdownTimeout,
+    });
+    running.listener.on("connection", () =>
+      logEvent("connection", `${flags.serverId} port ${flags.port} (${running.connections} open)`),
+    );
+    running.listener.on("error", (e: Error) => logEvent("error", e.message));
+    const instance = running.listener.server.instanceId;
+    logEvent(
+      "online",
+      `${flags.serverId} port ${flags.port} -> ${target.host}:${target.port} (instance ${instance}) on ${connection.url}`,
+    );
+    await untilAborted(stop.signal);
+    logEvent(
+      "stopping",
+      `on ${stop.received() ?? "signal"} (${running.connections} connections open)`,
+    );
+    await running.close();
+    logEvent("offline", `${flags.serverId} port ${flags.port}`);
+    return EXIT_OK;
+  } catch (e) {
+    if (stop.received() !== undefined) return EXIT_OK;
+    throw e;
+  } finally {
+    stop.dispose();
+  }
+}

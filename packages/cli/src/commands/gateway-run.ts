@@ -1,0 +1,69 @@
+/** What `mqrpc gateway` does (its options: gateway.ts). */
+import { createGrpcGateway, type GrpcUpstreamOptions } from "@mqrpc/gateway";
+import { resolveConnection } from "../connection.js";
+import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
+import { logEvent } from "../output.js";
+import { listenForStop, untilAborted } from "../stop-signal.js";
+import type { GatewayFlags } from "./gateway.js";
+
+/**
+ * Runs a gateway until SIGINT or SIGTERM, logging its start, its routes,
+ * the server's warnings and its stop.
+ */
+export async function gateway(flags: GatewayFlags): Promise<number> {
+  const connection = resolveConnection(flags);
+  const upstreams = flags.upstream.map(parseUpstream);
+  const stop = listenForStop();
+  try {
+    const running = await createGrpcGateway({
+      mqtt: connection.options,
+      serverId: flags.serverId,
+      topicPrefix: connection.topicPrefix,
+      upstreams,
+      reflection: flags.reflection,
+      startTimeoutMs: flags.startTimeout,
+      shutdownTimeoutMs: flags.shutdownTimeout,
+      ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
+      ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
+      logger: { warn: (message) => logEvent("warn", message) },
+    });
+    for (const route of running.services())
+      logEvent("route", `${route.service} -> ${route.upstream}`);
+    logEvent(
+      "online",
+      `${running.serverId} (instance ${running.server.instanceId}) on ${connection.url}`,
+    );
+    await untilAborted(stop.signal);
+    logEvent("stopping", `on ${stop.received() ?? "signal"}`);
+    await running.close();
+    logEvent("offline", running.serverId);
+    return EXIT_OK;
+  } catch (e) {
+    if (stop.received() !== undefined) return EXIT_OK;
+    throw e;
+  } finally {
+    stop.dispose();
+  }
+}
+
+/** `URL`, `URL=svc.A,svc.B` or `URL=@descriptor-set-file`. */
+function parseUpstream(value: string): GrpcUpstreamOptions {
+  const at = value.indexOf("=");
+  if (at < 0) return { url: value };
+  const url = value.slice(0, at);
+  const spec = value.slice(at + 1);
+  if (url === "" || spec === "") {
+    throw new CliError(
+      `--upstream "${value}": write URL, URL=pkg.Service[,…] or URL=@descriptor-set`,
+      EXIT_USAGE,
+    );
+  }
+  if (spec.startsWith("@")) return { url, descriptorSet: spec.slice(1) };
+  return {
+    url,
+    services: spec
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== ""),
+  };
+}

@@ -1,0 +1,65 @@
+/** What `mqrpc ingress` does (its options: ingress.ts). */
+import { readFileSync } from "node:fs";
+import { createGrpcIngress } from "@mqrpc/gateway";
+import type { InvalidArgumentError } from "commander";
+import { resolveConnection } from "../connection.js";
+import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
+import { parseHostPort } from "../option-parsers.js";
+import { logEvent } from "../output.js";
+import { loadSchemaInputs } from "../schema/schema-files.js";
+import { needsReflection } from "../schema/schema-options.js";
+import { listenForStop, untilAborted } from "../stop-signal.js";
+import type { IngressFlags } from "./ingress.js";
+
+/** Runs an ingress until SIGINT or SIGTERM, logging where it listens and its stop. */
+export async function ingress(flags: IngressFlags): Promise<number> {
+  const connection = resolveConnection(flags);
+  let listen: { host: string; port: number };
+  try {
+    listen = parseHostPort(flags.listen, "127.0.0.1");
+  } catch (e) {
+    throw new CliError(
+      `--listen "${flags.listen}": ${(e as InvalidArgumentError).message}`,
+      EXIT_USAGE,
+    );
+  }
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+    throw new CliError("--tls-cert and --tls-key go together: give both or neither", EXIT_USAGE);
+  }
+  const read = (flag: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw new CliError(`${flag}: cannot read ${path}: ${(e as Error).message}`);
+    }
+  };
+  const tls =
+    flags.tlsCert !== undefined && flags.tlsKey !== undefined
+      ? { cert: read("--tls-cert", flags.tlsCert), key: read("--tls-key", flags.tlsKey) }
+      : undefined;
+  const schema = needsReflection(flags) ? undefined : await loadSchemaInputs(flags.schema ?? []);
+  const stop = listenForStop();
+  try {
+    const running = await createGrpcIngress({
+      mqtt: connection.options,
+      topicPrefix: connection.topicPrefix,
+      listen,
+      reflection: flags.reflection,
+      reflectionTimeoutMs: flags.reflectionTimeout,
+      ...(tls !== undefined ? { tls } : {}),
+      ...(schema !== undefined ? { descriptorSet: schema.registry } : {}),
+      ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
+    });
+    logEvent("listening", `${running.url} (devices on ${connection.url})`);
+    await untilAborted(stop.signal);
+    logEvent("stopping", `on ${stop.received() ?? "signal"}`);
+    await running.close();
+    logEvent("stopped", running.url);
+    return EXIT_OK;
+  } catch (e) {
+    if (stop.received() !== undefined) return EXIT_OK;
+    throw e;
+  } finally {
+    stop.dispose();
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * What the connection options (connection-options.ts) turn into: MQTT.js
+ * options for the runtime, or a connected `MqttClient` of the CLI's own.
+ */
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Code, ConnectError } from "@connectrpc/connect";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { type ConnectionFlags, DEFAULT_MQTT_URL } from "./connection-options.js";
+import { CliError, EXIT_USAGE } from "./exit-codes.js";
+
+/** What the connection flags resolve to. */
+export interface BrokerConnection {
+  readonly url: string;
+  readonly topicPrefix: string;
+  readonly protocolVersion: 4 | 5;
+  readonly connectTimeoutMs: number;
+  /**
+   * MQTT.js options with the URL, for the runtime to open a connection of
+   * its own (servers: it installs their last will). No client id unless
+   * `--client-id` or `--username` gave one.
+   */
+  readonly options: IClientOptions & { readonly url: string };
+}
+
+const TLS_SCHEMES = new Set(["mqtts:", "ssl:", "tls:", "wss:"]);
+const SCHEMES = new Set(["mqtt:", "tcp:", "ws:", ...TLS_SCHEMES]);
+
+/**
+ * Checks the flags and reads the files they name.
+ *
+ * @throws CliError (usage exit code) naming the option for a bad URL, TLS
+ *   files without a TLS URL, `--cert` without `--key`; (exit code 1) for a
+ *   file that cannot be read.
+ */
+export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
+  let parsed: URL;
+  try {
+    parsed = new URL(flags.mqtt);
+  } catch {
+    throw new CliError(
+      `--mqtt: "${flags.mqtt}" is not a URL (e.g. ${DEFAULT_MQTT_URL})`,
+      EXIT_USAGE,
+    );
+  }
+  if (!SCHEMES.has(parsed.protocol)) {
+    throw new CliError(
+      `--mqtt: unsupported scheme "${parsed.protocol}"; use mqtt://, mqtts://, ws:// or wss://`,
+      EXIT_USAGE,
+    );
+  }
+  if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(flags.topicPrefix)) {
+    throw new CliError(
+      `--topic-prefix: "${flags.topicPrefix}" must be topic levels of A-Z a-z 0-9 _ - separated by /`,
+      EXIT_USAGE,
+    );
+  }
+  const tls = TLS_SCHEMES.has(parsed.protocol);
+  for (const [flag, value] of [
+    ["--cacert", flags.cacert],
+    ["--cert", flags.cert],
+    ["--key", flags.key],
+    ["--insecure", flags.insecure],
+  ] as const) {
+    if (value !== undefined && value !== false && !tls) {
+      throw new CliError(
+        `${flag} needs a TLS broker URL (mqtts:// or wss://), not ${flags.mqtt}`,
+        EXIT_USAGE,
+      );
+    }
+  }
+  if ((flags.cert === undefined) !== (flags.key === undefined)) {
+    throw new CliError("--cert and --key go together: give both or neither", EXIT_USAGE);
+  }
+  const options: IClientOptions & { url: string } = {
+    url: flags.mqtt,
+    protocolVersion: flags.mqttVersion,
+    connectTimeout: flags.connectTimeout,
+  };
+  if (flags.cacert !== undefined) options.ca = readOptionFile("--cacert", flags.cacert);
+  if (flags.cert !== undefined) options.cert = readOptionFile("--cert", flags.cert);
+  if (flags.key !== undefined) options.key = readOptionFile("--key", flags.key);
+  if (flags.insecure === true) options.rejectUnauthorized = false;
+  if (flags.username !== undefined) options.username = flags.username;
+  if (flags.passwordFile !== undefined) {
+    if (flags.username === undefined) {
+      throw new CliError("--password-file needs --username", EXIT_USAGE);
+    }
+    const text = readOptionFile("--password-file", flags.passwordFile).toString("utf8");
+    options.password = text.replace(/\r?\n$/, "");
+  }
+  if (flags.clientId !== undefined) {
+    if (!/^[A-Za-z0-9_-]+$/.test(flags.clientId)) {
+      throw new CliError(
+        `--client-id: "${flags.clientId}" must be A-Z a-z 0-9 _ - only`,
+        EXIT_USAGE,
+      );
+    }
+    options.clientId = flags.clientId;
+  }
+  return {
+    url: flags.mqtt,
+    topicPrefix: flags.topicPrefix,
+    protocolVersion: flags.mqttVersion,
+    connectTimeoutMs: flags.connectTimeout,
+    options,
+  };
+}
+
+function readOptionFile(flag: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new CliError(`${flag}: cannot read ${path}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Connects a client of the CLI's own (clean session; client id from the
+ * flags, else the username, else `mqrpc-cli-<random>`) and resolves once the
+ * broker accepted it; MQTT.js reconnects it afterwards.
+ *
+ * @throws ConnectError UNAUTHENTICATED or PERMISSION_DENIED when the broker
+ *   refuses the credentials; UNAVAILABLE when it cannot be reached (at the
+ *   first network error) or sends no CONNACK within `--connect-timeout`;
+ *   CANCELED when `signal` aborts first.
+ */
+export async function connectMqtt(
+  connection: BrokerConnection,
+  signal: AbortSignal,
+): Promise<MqttClient> {
+  const { url, ...rest } = connection.options;
+  const clientId = rest.clientId ?? rest.username ?? `mqrpc-cli-${randomBytes(6).toString("hex")}`;
+  const client = mqtt.connect(url, {
+    ...rest,
+    clientId,
+    clean: true,
+    reconnectPeriod: 1000,
+    keepalive: 15,
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          fail(
+            new ConnectError(
+              `no answer from the MQTT broker at ${url} within ${connection.connectTimeoutMs} ms (--connect-timeout)`,
+              Code.Unavailable,
+            ),
+          ),
+        connection.connectTimeoutMs,
+      );
+      const onAbort = () => fail(ConnectError.from(signal.reason, Code.Canceled));
+      const onError = (e: Error & { code?: unknown }) => fail(brokerError(url, e));
+      const onConnect = () => {
+        cleanup();
+        resolve();
+      };
+      function fail(error: ConnectError) {
+        cleanup();
+        reject(error);
+      }
+      function cleanup() {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        client.off("error", onError);
+        client.off("connect", onConnect);
+      }
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      client.on("error", onError);
+      client.on("connect", onConnect);
+    });
+  } catch (e) {
+    client.end(true);
+    throw e;
+  }
+  // Later errors (a dropped link) are MQTT.js's to recover from by reconnecting.
+  client.on("error", () => {});
+  return client;
+}
+
+/** The ConnectError for an MQTT.js connection error. */
+function brokerError(url: string, e: Error & { code?: unknown }): ConnectError {
+  const reason = typeof e.code === "number" ? e.code : undefined;
+  if (reason === 4 || reason === 134) {
+    return new ConnectError(
+      `the MQTT broker at ${url} refused the username or password: ${e.message}`,
+      Code.Unauthenticated,
+    );
+  }
+  if (reason === 5 || reason === 135) {
+    return new ConnectError(
+      `the MQTT broker at ${url} refused the client: ${e.message}`,
+      Code.PermissionDenied,
+    );
+  }
+  if (reason === 2 || reason === 133) {
+    return new ConnectError(
+      `the MQTT broker at ${url} refused the client id: ${e.message}`,
+      Code.InvalidArgument,
+    );
+  }
+  return new ConnectError(`cannot reach the MQTT broker at ${url}: ${e.message}`, Code.Unavailable);
+}
+
+/** `MQTT 3.1.1` or `MQTT 5`. */
+export function protocolName(version: 4 | 5): string {
+  return version === 5 ? "MQTT 5" : "MQTT 3.1.1";
+}

@@ -1,0 +1,60 @@
+/**
+ * SIGINT and SIGTERM as an AbortSignal: the first one asks the command to
+ * stop cleanly (cancel its calls with a status, announce its servers
+ * offline, close its connections) and exit 0; a second one exits at once.
+ * A reader of stdout that went away (EPIPE) stops the command the same
+ * way, as SIGPIPE.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { onStdoutClosed } from "./output.js";
+
+/** The stop request of a run, and a way to stop listening for it. */
+export interface StopSignal {
+  /** Aborts, with a CANCELED ConnectError naming the signal, at the first SIGINT or SIGTERM (or EPIPE on stdout). */
+  readonly signal: AbortSignal;
+  /** The name of the signal that stopped the run, once one did (`SIGPIPE` for EPIPE on stdout). */
+  readonly received: () => NodeJS.Signals | undefined;
+  /** Removes the handlers (Node's default handling comes back). */
+  dispose(): void;
+}
+
+/** Exit status after a second signal: 128 + the signal's number, as shells report it. */
+const FORCED_EXIT: Readonly<Record<string, number>> = { SIGINT: 130, SIGTERM: 143 };
+
+/** Starts listening for SIGINT and SIGTERM. */
+export function listenForStop(): StopSignal {
+  const controller = new AbortController();
+  let received: NodeJS.Signals | undefined;
+  const onSignal = (name: NodeJS.Signals) => {
+    if (received !== undefined) {
+      process.stderr.write(`mqrpc: ${name} again: exiting at once\n`);
+      process.exit(FORCED_EXIT[name] ?? 1);
+    }
+    received = name;
+    controller.abort(new ConnectError(`interrupted by ${name}`, Code.Canceled));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const undoPipe = onStdoutClosed(() => {
+    if (received !== undefined) return;
+    received = "SIGPIPE";
+    controller.abort(new ConnectError("stdout was closed", Code.Canceled));
+  });
+  return {
+    signal: controller.signal,
+    received: () => received,
+    dispose() {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      undoPipe();
+    },
+  };
+}
+
+/** Resolves when `signal` aborts (at once if it has). */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) =>
+    signal.addEventListener("abort", () => resolve(), { once: true }),
+  );
+}
