@@ -20,6 +20,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     globalSetup: ["test/brokers/global-setup.ts"],
+    // The default output, then one line on the browser suite (test/browser/).
+    reporters: ["default", "./test/browser/summary-reporter.ts"],
     // A suite for brokers that MQRPC_BROKERS leaves out declares no tests;
     // the run's "mqrpc brokers covered" line says what was left out.
     passWithNoTests: true,

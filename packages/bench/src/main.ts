@@ -27,6 +27,7 @@ import {
 import { ECHO_BYTES, INTEROP_PROTO, LARGE_BYTES, PROTO_ROOT } from "./echo-service.js";
 import { type Results, renderReport } from "./report.js";
 import { scaleScenarios } from "./scale.js";
+import { renderTopologies, topologyScenarios } from "./topologies.js";
 
 const ROUNDS = 3;
 const LATENCY_ROUNDS = 9;
@@ -37,7 +38,7 @@ const docs = (name: string) => fileURLToPath(new URL(`../../../docs/${name}`, im
 
 /**
  * Command-line selection, for working on one number at a time:
- * `npm run bench -- --only=unary,stream,large,scale,wire --brokers=aedes,mosquitto
+ * `npm run bench -- --only=unary,stream,large,scale,wire,topology --brokers=aedes,mosquitto,nats
  * --contenders=raw,mqrpc,grpc,json --profile`. A selective run prints its
  * table but leaves docs/ alone; `--profile` writes V8 CPU profiles of the
  * measuring process and the peers to .tmp/profiles.
@@ -529,15 +530,20 @@ async function main(): Promise<void> {
   } finally {
     for (const broker of brokers) await broker.stop();
   }
+  // A cluster and a bridge, each next to one broker of its kind (they start their own).
+  const topologies = cli.pick("only", "topology")
+    ? renderTopologies(await topologyScenarios((broker) => cli.pick("brokers", broker)))
+    : undefined;
   results.durationSeconds = (Date.now() - started) / 1000;
   const report = renderReport(results);
+  if (topologies !== undefined) report.table += `\n\n${topologies.table}`;
   if (cli.selective) {
     console.log(`\n${report.table}\n\na selective run: docs/ left as they were`);
     return;
   }
   writeFileSync(docs("bench-results.json"), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(docs("benchmarks.svg"), report.svg);
-  writeFileSync(docs("BENCHMARKS.md"), report.markdown);
+  writeFileSync(docs("BENCHMARKS.md"), report.markdown + (topologies?.markdown ?? ""));
   console.log(
     `\n${report.table}\n\nwrote docs/BENCHMARKS.md, docs/bench-results.json, docs/benchmarks.svg in ${results.durationSeconds.toFixed(0)} s`,
   );

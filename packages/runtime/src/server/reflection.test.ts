@@ -14,7 +14,9 @@ const source: ReflectionSource = {
 };
 
 function ask(
-  messageRequest: MessageInitShape<typeof ServerReflectionRequestSchema>["messageRequest"],
+  messageRequest: NonNullable<
+    MessageInitShape<typeof ServerReflectionRequestSchema>["messageRequest"]
+  >,
 ) {
   return answer(source, create(ServerReflectionRequestSchema, { host: "h", messageRequest }));
 }
