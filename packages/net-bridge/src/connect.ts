@@ -158,7 +158,7 @@ function nextSourcePort(): number {
 
 /** A socket's share of a transport. */
 export interface TransportLease {
-  /** The transport; waits for an earlier transport of the same connection to finish closing. */
+  /** The transport. */
   readonly transport: Promise<MqttTransport>;
   /** Gives the share back; the last one closes the transport. Idempotent. */
   release(): void;
@@ -170,15 +170,6 @@ interface PooledTransport {
 }
 
 const transports = new Map<string, PooledTransport>();
-
-/**
- * Closes in progress, by connection and topic prefix. A transport made on
- * a shared connection while another one there is still closing would lose
- * its reply subscription to the closing one's unsubscribe (the runtime's
- * reply subscription is per connection and prefix), so a new transport
- * waits for them.
- */
-const closing = new Map<string, Promise<void>>();
 
 /** The options of a transport for connections, as `connectMqtt` and `forwardPort` take them. */
 export type TransportChoice = Pick<
@@ -213,12 +204,7 @@ export function acquireTransport(options: TransportChoice): TransportLease {
         ? { maxPublishBytes: options.maxPublishBytes }
         : {}),
     };
-    const earlier = closing.get(linkKey);
-    // Made at once when nothing closes (so bad options throw here).
-    const transport =
-      earlier === undefined
-        ? Promise.resolve(createMqttTransport(transportOptions))
-        : earlier.then(() => createMqttTransport(transportOptions));
+    const transport = Promise.resolve(createMqttTransport(transportOptions));
     transport.catch(() => {});
     pooled = { transport, users: 0 };
     transports.set(key, pooled);
@@ -234,15 +220,10 @@ export function acquireTransport(options: TransportChoice): TransportLease {
       entry.users--;
       if (entry.users > 0) return;
       if (transports.get(key) === entry) transports.delete(key);
-      const closed = entry.transport.then(
+      void entry.transport.then(
         (t) => t.close(),
         () => {},
       );
-      const all = Promise.all([closing.get(linkKey), closed]).then(() => {});
-      closing.set(linkKey, all);
-      void all.then(() => {
-        if (closing.get(linkKey) === all) closing.delete(linkKey);
-      });
     },
   };
 }

@@ -74,6 +74,15 @@ const sharedLinks = new Map<string, MqttLink>();
 /** Client ids of the connections mqrpc opened that are open in this process. */
 const openClientIds = new Map<string, MqttLink>();
 
+/**
+ * UNSUBSCRIBEs sent and not yet acknowledged, per client and filter. A
+ * SUBSCRIBE to such a filter waits for the UNSUBACK: sent before it, MQTT.js
+ * would skip it as a duplicate while its UNSUBSCRIBE still waits in its
+ * queue (after a reconnect), and a broker that handles the two
+ * concurrently (Aedes) may remove the new subscription with the old one.
+ */
+const unsubscribing = new WeakMap<MqttClient, Map<string, Promise<void>>>();
+
 /** MQTT 5 session expiry of the sessions mqrpc asks for, in seconds (PROTOCOL.md 2.1). */
 export const SESSION_EXPIRY_SECONDS = 60;
 
@@ -441,7 +450,8 @@ export class MqttLink {
             return this.connected().then(attempt);
           },
         );
-      const granted = attempt();
+      const pending = unsubscribing.get(this.client)?.get(filter);
+      const granted = pending === undefined ? attempt() : pending.then(attempt);
       const created: Subscription = { holders: 0, granted, ours: true, acknowledged: false };
       granted.catch(() => {
         if (this.subscriptions.get(filter) === created) this.subscriptions.delete(filter);
@@ -626,6 +636,18 @@ export class MqttLink {
   private sendUnsubscribe(filters: string[]): Promise<void> {
     if (this.client.disconnecting) return Promise.resolve();
     const acknowledged = this.client.unsubscribeAsync(filters).then(noop, noop);
+    let pending = unsubscribing.get(this.client);
+    if (pending === undefined) {
+      pending = new Map();
+      unsubscribing.set(this.client, pending);
+    }
+    for (const filter of filters) pending.set(filter, acknowledged);
+    const byFilter = pending;
+    void acknowledged.then(() => {
+      for (const filter of filters) {
+        if (byFilter.get(filter) === acknowledged) byFilter.delete(filter);
+      }
+    });
     if (!this.client.connected) return Promise.resolve();
     let timer: ReturnType<typeof setTimeout> | undefined;
     return Promise.race([

@@ -12,6 +12,7 @@ import {
   type Interceptor,
   type ServiceImpl,
 } from "@connectrpc/connect";
+import type { MqttClient } from "mqtt";
 import { DEFAULT_WINDOW } from "../flow/flow-credit.js";
 import type { MessageLimit } from "../flow/frame-receiver.js";
 import { ReassemblyBudget } from "../flow/reassembly-budget.js";
@@ -431,6 +432,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
 
   async start(): Promise<void> {
     const base = this.scheme.requestBase(this.serverId);
+    // The server this one replaces on the connection (closed and made
+    // again) still routes, subscribes and will announce OFFLINE for the
+    // same instance: start when it is gone.
+    await closingServers.get(this.link.client)?.get(base);
     this.unroute = this.link.routePrefix(base, (topic, payload) => this.onRequest(topic, payload));
     if (this.shareGroup === undefined) {
       this.filters.push(this.scheme.requestFilter(this.serverId));
@@ -573,7 +578,22 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   }
 
   close(): Promise<void> {
-    this.closing ??= this.shutdownGracefully();
+    if (this.closing === undefined) {
+      const closing = this.shutdownGracefully();
+      this.closing = closing;
+      const base = this.scheme.requestBase(this.serverId);
+      let byBase = closingServers.get(this.link.client);
+      if (byBase === undefined) {
+        byBase = new Map();
+        closingServers.set(this.link.client, byBase);
+      }
+      const closed = closing.catch(() => {});
+      byBase.set(base, closed);
+      const registry = byBase;
+      void closed.then(() => {
+        if (registry.get(base) === closed) registry.delete(base);
+      });
+    }
     return this.closing;
   }
 
@@ -793,6 +813,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     await this.link.release();
   }
 }
+
+/** Servers closing, per MQTT client and request topic base (see start). */
+const closingServers = new WeakMap<MqttClient, Map<string, Promise<void>>>();
 
 /**
  * CONNACK codes a retry does not change: identifier rejected, bad user name
