@@ -275,6 +275,39 @@ forBrokersWhere(
           Code.Canceled,
         ]);
       });
+      it("several resolvers on one server: asked in order, the first method found serves", async () => {
+        const serverId = uniqueServerId("raw-many");
+        const logged: string[] = [];
+        const server = await startServer(closer, target, {
+          serverId,
+          logger: { warn: (m: string) => logged.push(m) },
+        });
+        const reply = (text: string): RawMethod => ({
+          handler: async function* (requests) {
+            for await (const _ of requests);
+            yield new TextEncoder().encode(text);
+          },
+        });
+        server.unknownService(() => {
+          throw new Error("resolver bug");
+        });
+        server.unknownService((service) => (service === "acme.A" ? reply("first A") : undefined));
+        server.unknownService((service) =>
+          service === "acme.A" || service === "acme.B" ? reply(`second ${service}`) : undefined,
+        );
+        await server.announced();
+        const transport = startTransport(closer, target, { serverId });
+        const answer = async (service: string) => {
+          const { messages, error } = await drain(
+            await transport.rawStream({ service, method: "M", message: once(new Uint8Array(0)) }),
+          );
+          return error ?? new TextDecoder().decode(messages[0]);
+        };
+        expect(await answer("acme.A")).toBe("first A");
+        expect(await answer("acme.B")).toBe("second acme.B");
+        expect(((await answer("acme.C")) as ConnectError).code).toBe(Code.Unimplemented);
+        expect(logged.filter((m) => m.includes("resolver bug"))).toHaveLength(3);
+      });
     });
 
     describe("rawStream against a typed server", () => {

@@ -182,7 +182,11 @@ export interface MqttServer {
    * Open, with the fully qualified service name and the method name, and
    * answers UNIMPLEMENTED when it returns undefined. A gateway in front of
    * another gRPC server uses it. Announces presence as `service()` does.
-   * Registering a second resolver replaces the first.
+   * Several resolvers (a gateway and a network bridge on one server) are
+   * asked in the order they were registered; the first method found serves
+   * the call. A resolver that throws is logged and counts as no answer.
+   *
+   * @throws Error when `resolve` is not a function or the server is closed.
    */
   unknownService(resolve: RawMethodResolver): MqttServer;
   /**
@@ -293,7 +297,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private unroute: (() => void) | undefined;
   private closing: Promise<void> | undefined;
-  private resolveRaw: RawMethodResolver | undefined;
+  private readonly rawResolvers: RawMethodResolver[] = [];
   private readonly reflection: boolean;
   private reflectionServed = false;
   /** The files of the registered services, for reflection; made when first asked. */
@@ -534,25 +538,27 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
         "unknownService: resolve must be a function (service, method) => RawMethod | undefined",
       );
     }
-    this.resolveRaw = resolve;
+    this.rawResolvers.push(resolve);
     this.announceSoon();
     return this;
   }
 
-  /** The raw method for a call no registered service takes, if the resolver has one. */
+  /** The raw method for a call no registered service takes, from the first resolver that has one. */
   private rawEntry(address: RequestAddress): MethodEntry | undefined {
-    if (this.resolveRaw === undefined || this.methods.has(address.service)) return undefined;
-    let raw: RawMethod | undefined;
-    try {
-      raw = this.resolveRaw(address.service, address.method);
-    } catch (e) {
-      this.logger.warn(
-        `mqrpc server "${this.serverId}": unknownService resolver threw for ${quoted(`${address.service}/${address.method}`)}: ${String(e)}`,
-      );
-      return undefined;
+    if (this.rawResolvers.length === 0 || this.methods.has(address.service)) return undefined;
+    for (const resolve of this.rawResolvers) {
+      let raw: RawMethod | undefined;
+      try {
+        raw = resolve(address.service, address.method);
+      } catch (e) {
+        this.logger.warn(
+          `mqrpc server "${this.serverId}": unknownService resolver threw for ${quoted(`${address.service}/${address.method}`)}: ${String(e)}`,
+        );
+        continue;
+      }
+      if (raw !== undefined) return { raw, settings: completeMethodSettings(raw.settings) };
     }
-    if (raw === undefined) return undefined;
-    return { raw, settings: completeMethodSettings(raw.settings) };
+    return undefined;
   }
 
   private readonly files: DescFile[] = [];
@@ -564,7 +570,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   }
 
   get hasServices(): boolean {
-    return this.methods.size > 0 || this.resolveRaw !== undefined;
+    return this.methods.size > 0 || this.rawResolvers.length > 0;
   }
 
   announced(): Promise<void> {
