@@ -200,8 +200,11 @@ export interface MqttServer {
   /**
    * Stops taking calls (new ones, and those waiting for a slot, get
    * UNAVAILABLE), lets calls in progress finish for up to
-   * `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE,
-   * announces the server offline and releases the connection.
+   * `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE, waits up to
+   * 500 ms more for callers to acknowledge Ends already sent (a caller
+   * that went away never does), announces the server offline and releases
+   * the connection. A new server for the same server id on the same
+   * connection starts once this one is closed.
    */
   close(): Promise<void>;
 }
@@ -794,16 +797,24 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     clearInterval(this.sweepTimer);
     this.link.client.off("connect", this.reannounce);
     this.resync.cancel();
-    const inFlight = [...this.calls.values()].map((c) => c.finished);
+    const inFlight = [...this.calls.values()];
     if (inFlight.length > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        Promise.all(inFlight),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, this.shutdownTimeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
+      const started = Date.now();
+      await withTimeout(
+        Promise.all(inFlight.map((c) => c.handlerOver)),
+        this.shutdownTimeoutMs,
+      );
+      // Ends sent: their acknowledgements take a round trip, and a caller
+      // that went away sends none, so they get a short grace, not the rest
+      // of shutdownTimeoutMs.
+      const draining = [...this.calls.values()].filter((c) => c.draining);
+      const left = this.shutdownTimeoutMs - (Date.now() - started);
+      if (draining.length > 0 && left > 0) {
+        await withTimeout(
+          Promise.all(draining.map((c) => c.finished)),
+          Math.min(left, END_ACK_GRACE_MS),
+        );
+      }
     }
     const reason = new ConnectError(`server "${this.serverId}" is shutting down`, Code.Unavailable);
     this.shutdown.abort(reason);
@@ -818,6 +829,21 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
     await this.link.release();
   }
+}
+
+/** How long close() waits for callers to acknowledge Ends already sent, in ms. */
+const END_ACK_GRACE_MS = 500;
+
+/** Waits for `promise`, or `ms`, whichever comes first. */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise,
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** Servers closing, per MQTT client and request topic base (see start). */

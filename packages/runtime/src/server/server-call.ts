@@ -126,6 +126,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
   private drainingSince: number | undefined;
   private isFinished = false;
   private finishedWaiters: Array<() => void> | undefined;
+  private endedWaiters: Array<() => void> | undefined;
 
   /**
    * @param key the call's key on its server (client key and call id)
@@ -174,6 +175,24 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     });
   }
 
+  /**
+   * Settles when the handler's part is over: its End was handed to MQTT
+   * (acknowledged by the caller or not), or the call finished otherwise.
+   */
+  get handlerOver(): Promise<void> {
+    if (this.drainingSince !== undefined || this.isFinished) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.endedWaiters ??= [];
+      this.endedWaiters.push(resolve);
+    });
+  }
+
+  private wakeEnded(): void {
+    const waiters = this.endedWaiters;
+    this.endedWaiters = undefined;
+    if (waiters !== undefined) for (const wake of waiters) wake();
+  }
+
   /** FrameOutput: publishes one of the call's frames to the caller's reply topic. */
   publish(frame: Uint8Array): void {
     this.host.publishReply(this.address.clientKey, this.callId, frame);
@@ -217,6 +236,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
       this.sender.onAcknowledged(() => {
         if (this.sender.allAcknowledged) this.markFinished();
       });
+      this.wakeEnded();
       return;
     }
     this.markFinished();
@@ -227,6 +247,7 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     this.isFinished = true;
     this.drainingSince = undefined;
     this.host.callFinished(this);
+    this.wakeEnded();
     const waiters = this.finishedWaiters;
     this.finishedWaiters = undefined;
     if (waiters !== undefined) for (const wake of waiters) wake();
