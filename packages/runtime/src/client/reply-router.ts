@@ -98,8 +98,10 @@ export class ReplyRouter {
       connectedBefore = true;
     };
     link.client.on("connect", onConnect);
+    const offResubscribed = link.onResubscribed(() => resync.reconnected());
     this.dispose = () => {
       link.client.off("connect", onConnect);
+      offResubscribed();
       resync.cancel();
       unroute();
       clearInterval(this.heartbeatTimer);

@@ -781,9 +781,26 @@ export class MqttLink {
       } else {
         this.resubscribeOwed = false;
         this.resubscribeDelayMs = RESUBSCRIBE_RETRY_MS;
+        for (const listener of [...this.resubscribedListeners]) listener();
       }
     }, this.resubscribeLater);
   };
+
+  private readonly resubscribedListeners = new Set<() => void>();
+
+  /**
+   * Calls `listener` each time the link's subscriptions were granted again
+   * after a reconnect. Frames the peer sent before that reached no
+   * subscription (a broker that resumed the session without it, or refused
+   * it for a while), so a peer asks again for what it may have lost.
+   * Returns the function that removes the listener.
+   */
+  onResubscribed(listener: () => void): () => void {
+    this.resubscribedListeners.add(listener);
+    return () => {
+      this.resubscribedListeners.delete(listener);
+    };
+  }
 
   /** After a refused resubscription: asks again later, if still connected then (else at the next CONNACK). */
   private readonly resubscribeLater = (): void => {

@@ -453,6 +453,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     // The last will marks this instance offline whenever the link drops;
     // announce it again on every reconnect.
     this.link.client.on("connect", this.reannounce);
+    this.offResubscribed = this.link.onResubscribed(() => this.resync.reconnected());
     this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
     const subscribed: string[] = [];
@@ -479,6 +480,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       // Leave a shared MqttClient as it was found.
       clearInterval(this.sweepTimer);
       this.link.client.off("connect", this.reannounce);
+      this.offResubscribed?.();
       this.unroute();
       for (const filter of subscribed) await this.link.unsubscribe(filter);
       await this.link.release();
@@ -777,6 +779,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.resync.reconnected();
   };
 
+  private offResubscribed: (() => void) | undefined;
+
   private readonly resync = new ReconnectResync((first) => {
     for (const call of [...this.calls.values()]) call.resync(first);
   });
@@ -796,6 +800,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     for (const key of this.admission.takeWaiting()) this.calls.get(key)?.shutdown(refusal);
     clearInterval(this.sweepTimer);
     this.link.client.off("connect", this.reannounce);
+    this.offResubscribed?.();
     this.resync.cancel();
     const inFlight = [...this.calls.values()];
     if (inFlight.length > 0) {
