@@ -196,19 +196,19 @@ function sizeOfFrame(f: FrameFields, version?: number): number {
 const textEncoder = new TextEncoder();
 
 const NodeBuffer = (
-  globalThis as { Buffer?: { allocUnsafe(size: number): Uint8Array; poolSize: number } }
+  globalThis as { Buffer?: { allocUnsafe(size: number): Uint8Array } }
 ).Buffer;
 
 /**
- * Memory for one frame. A typed array over 64 bytes gets its own off-heap
- * store, which costs V8 about half a microsecond to allocate and free;
- * Node's `Buffer.allocUnsafe` carves small ones from a shared pool instead.
- * Unzeroed memory is safe here: the writer fills every byte it measured.
+ * Memory for one frame, not zeroed: the writer fills every byte it
+ * measured. On Node, `Buffer.allocUnsafe` carves small frames from a shared
+ * pool (a typed array over 64 bytes gets its own off-heap store, which
+ * costs V8 about half a microsecond to allocate and free) and skips zeroing
+ * large ones (a 64 KiB message frame zeroed first costs as much as copying
+ * its payload in). Elsewhere a plain, zeroed Uint8Array.
  */
 function allocate(size: number): Uint8Array {
-  return NodeBuffer !== undefined && size < NodeBuffer.poolSize >>> 1
-    ? NodeBuffer.allocUnsafe(size)
-    : new Uint8Array(size);
+  return NodeBuffer !== undefined ? NodeBuffer.allocUnsafe(size) : new Uint8Array(size);
 }
 
 class Writer {
