@@ -5,8 +5,8 @@
  * piece that needs Node (Aedes, `node:net`, `ws`). Connect to the broker
  * over MQTT on WebSockets (`ws://` or `wss://`): browsers speak nothing else.
  *
- * Keep this list equal to index.ts minus the embedded broker; the test
- * test/browser/bundle-size.test.ts compares the two.
+ * This is the package's one list of portable exports: index.ts re-exports
+ * it and adds the embedded broker.
  */
 
 export type {

@@ -1,6 +1,9 @@
 /**
  * @mqrpc/runtime: gRPC-style RPC over MQTT with Connect's API. Clients get a
  * Connect `Transport`; servers take Connect service implementations.
+ *
+ * The Node entry: the browser entry's named exports (index.browser.ts, the
+ * one list of them) and the embedded broker, which needs Node.
  */
 
 export type {
@@ -11,44 +14,4 @@ export type {
   EmbeddedBrokerPublish,
 } from "./broker/embedded-broker.js";
 export { startEmbeddedBroker } from "./broker/embedded-broker.js";
-export type {
-  AclAccess,
-  AclIdentity,
-  AclRule,
-  ClientAcl,
-  MosquittoAcl,
-} from "./broker/mosquitto-acl.js";
-export { AclSyntaxError, parseMosquittoAcl } from "./broker/mosquitto-acl.js";
-export type { MqttTransport, MqttTransportOptions } from "./client/mqtt-transport.js";
-export { createMqttTransport, waitForServerKey } from "./client/mqtt-transport.js";
-export type { RawStreamRequest, RawStreamResponse } from "./client/raw-stream.js";
-export { createMqttClient } from "./link/mqtt-client.js";
-export type { MqttConnectionInput } from "./link/mqtt-link.js";
-export type { MethodSettings, ServiceSettings } from "./method-settings.js";
-export {
-  bindServiceSettings,
-  defaultMethodSettings,
-  mergeServiceSettings,
-  methodSettingsKey,
-  registerServiceSettings,
-  settingsFromDescriptor,
-} from "./method-settings.js";
-export type {
-  MqttServer,
-  MqttServerLogger,
-  MqttServerOptions,
-  PartialServiceImpl,
-} from "./server/mqtt-server.js";
-export { createMqttServer } from "./server/mqtt-server.js";
-export type {
-  MethodKind,
-  RawCallContext,
-  RawHandler,
-  RawMethod,
-  RawMethodResolver,
-} from "./server/raw-method.js";
-export type { ReflectionSource } from "./server/reflection.js";
-export { reflectionServiceNames, serveReflection } from "./server/reflection.js";
-export { PROTOCOL_VERSION } from "./wire/frame-codec.js";
-export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./wire/limits.js";
-export { decodeTopicSegment, encodeTopicSegment, TopicScheme } from "./wire/topic-scheme.js";
+export * from "./index.browser.js";
