@@ -1,331 +1,183 @@
 /**
- * `npm run bench`: mqrpc next to raw MQTT.js (the floor), @grpc/grpc-js over
- * HTTP/2 loopback and mqtt-json-rpc, on the same brokers (embedded Aedes, and
- * Mosquitto with set_tcp_nodelay when installed), with the same process
- * layout for every contender: broker and server side in child processes,
- * the measuring client here. Medians of several rounds after a warm-up.
- * Prints the table, writes docs/bench-results.json, docs/benchmarks.svg and
- * docs/BENCHMARKS.md.
+ * `npm run bench`: mqrpc next to raw MQTT.js (the floor), @grpc/grpc-js and
+ * Connect-node over HTTP/2 loopback and mqtt-json-rpc, on the same brokers
+ * (embedded Aedes, and Mosquitto with set_tcp_nodelay when installed), with
+ * the same process layout for every contender: broker and server side in
+ * child processes, the measuring client here. Medians of several rounds
+ * after a warm-up. Also the gateway rows (issue 13: gateway.ts, ingress.ts)
+ * and the net-bridge rows (issue 14: net-bridge.ts). Prints the table,
+ * writes docs/bench-results.json, docs/benchmarks.svg and docs/BENCHMARKS.md.
  */
-import { type ChildProcess, fork } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { createMqttTransport } from "@mqrpc/runtime";
 import { connectAsync, type MqttClient } from "mqtt";
-import MqttJsonRpc from "mqtt-json-rpc";
-import { mosquittoAvailable, startMosquitto } from "../../../test/brokers/mosquitto.js";
 import {
   SimpleRequestSchema,
   SimpleResponseSchema,
   TestService,
 } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
-import { ECHO_BYTES, INTEROP_PROTO, LARGE_BYTES, PROTO_ROOT } from "./echo-service.js";
-import { type Results, renderReport } from "./report.js";
+import { startBrokers } from "./brokers.js";
+import { connectPair, grpcPair, jsonRpcPair, mqrpcPair, rawPair } from "./contenders.js";
+import { ECHO_BYTES, LARGE_BYTES } from "./echo-service.js";
+import { gatewayPair } from "./gateway.js";
+import { ingressPair } from "./ingress.js";
+import {
+  LATENCY_CALLS,
+  measureSideBySide,
+  peakRss,
+  rounds,
+  type UnaryContender,
+} from "./measure.js";
+import { netBridgeScenarios } from "./net-bridge.js";
+import { profilePeers, startPeer } from "./peers.js";
+import { CONTENDER, type Results, renderReport } from "./report.js";
 import { scaleScenarios } from "./scale.js";
 import { renderTopologies, topologyScenarios } from "./topologies.js";
 
-const ROUNDS = 3;
-const LATENCY_ROUNDS = 9;
-const LATENCY_CALLS = 800;
-const THROUGHPUT_MS = 1500;
 const STREAM_MESSAGES = 100_000;
 const docs = (name: string) => fileURLToPath(new URL(`../../../docs/${name}`, import.meta.url));
 
+/** Names `--only=` takes: groups of rows. */
+const ROW_GROUPS = [
+  "unary",
+  "stream",
+  "large",
+  "scale",
+  "wire",
+  "topology",
+  "gateway",
+  "ingress",
+  "bridge",
+] as const;
+/** Names `--contenders=` takes (see unaryScenarios and net-bridge.ts). */
+const CONTENDER_KEYS = [
+  "raw",
+  "mqrpc",
+  "grpc",
+  "connect",
+  "json",
+  "gateway",
+  "ingress",
+  "ingress-no-schema",
+  "bridge",
+  "tcp",
+  "bridge-grpc",
+] as const;
+const BROKER_NAMES = ["aedes", "mosquitto", "nats"] as const;
+
 /**
  * Command-line selection, for working on one number at a time:
- * `npm run bench -- --only=unary,stream,large,scale,wire,topology --brokers=aedes,mosquitto,nats
- * --contenders=raw,mqrpc,grpc,json --profile`. A selective run prints its
- * table but leaves docs/ alone; `--profile` writes V8 CPU profiles of the
- * measuring process and the peers to .tmp/profiles.
+ * `npm run bench -- --only=unary,stream,large,scale,wire,topology,gateway,ingress,bridge
+ * --brokers=aedes,mosquitto,nats --contenders=raw,mqrpc,grpc,connect,json,gateway,ingress,...
+ * --profile[=dir]`. A selective run prints its table but leaves docs/ alone;
+ * `--profile` writes V8 CPU profiles of the measuring process and the peers
+ * to .tmp/profiles (or `dir`).
  */
 const cli = parseCli(process.argv.slice(2));
 
 function parseCli(args: string[]) {
-  const known = new Set(["only", "brokers", "contenders", "profile"]);
+  const known: Record<string, readonly string[]> = {
+    only: ROW_GROUPS,
+    brokers: BROKER_NAMES,
+    contenders: CONTENDER_KEYS,
+  };
   const lists = new Map<string, Set<string>>();
-  let profile = false;
+  let profileDir: string | undefined;
   for (const arg of args) {
     const m = /^--([a-z]+)(?:=(.*))?$/.exec(arg);
-    if (m === null || !known.has(m[1] as string)) {
+    const option = m?.[1] as string;
+    if (m === null || (option !== "profile" && known[option] === undefined)) {
       throw new Error(
-        `unknown argument ${arg}; use --only=, --brokers=, --contenders= and --profile`,
+        `unknown argument ${arg}; use --only=, --brokers=, --contenders= and --profile[=dir]`,
       );
     }
-    if (m[1] === "profile") profile = true;
-    else lists.set(m[1] as string, new Set((m[2] ?? "").split(",").filter(Boolean)));
+    if (option === "profile") {
+      profileDir = m[2] || ".tmp/profiles";
+      continue;
+    }
+    const names = (m[2] ?? "").split(",").filter(Boolean);
+    const unknown = names.filter((n) => !known[option]?.includes(n));
+    if (unknown.length > 0) {
+      throw new Error(
+        `--${option}: unknown ${unknown.join(", ")}; known: ${known[option]?.join(", ")}`,
+      );
+    }
+    lists.set(option, new Set(names));
   }
   const pick = (list: string, name: string) => lists.get(list)?.has(name) ?? true;
-  return { pick, selective: lists.size > 0, profile };
-}
-
-// ---- processes ------------------------------------------------------------
-
-interface Peer {
-  readonly info: Record<string, unknown>;
-  rss(): Promise<number>;
-  stop(): Promise<void>;
-}
-
-async function peer(role: string, config: object = {}): Promise<Peer> {
-  const child: ChildProcess = fork(
-    fileURLToPath(new URL("./peer.ts", import.meta.url)),
-    [role, JSON.stringify(config)],
-    {
-      execArgv: [
-        "--import",
-        "tsx",
-        ...(cli.profile ? ["--cpu-prof", "--cpu-prof-dir=.tmp/profiles"] : []),
-      ],
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    },
-  );
-  const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`${role} exited with ${code}`)));
-    child.on("message", (m) => {
-      if ((m as { ready?: boolean }).ready) resolve(m as Record<string, unknown>);
-    });
-  });
-  return {
-    info,
-    rss: () =>
-      new Promise((resolve) => {
-        const on = (m: unknown) => {
-          const rss = (m as { rss?: number }).rss;
-          if (rss !== undefined) {
-            child.off("message", on);
-            resolve(rss);
-          }
-        };
-        child.on("message", on);
-        child.send("rss");
-      }),
-    stop: () =>
-      new Promise((resolve) => {
-        child.removeAllListeners("exit");
-        child.once("exit", () => resolve());
-        child.send("stop");
-      }),
-  };
-}
-
-// ---- measuring ------------------------------------------------------------
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-const percentile = (xs: number[], p: number) =>
-  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] as number;
-
-type Call = () => Promise<unknown>;
-
-/** One latency round: `calls` calls one after another; p50 and p99 in ms. */
-async function latencyRound(call: Call, calls: number): Promise<{ p50: number; p99: number }> {
-  const samples: number[] = [];
-  for (let i = 0; i < calls; i++) {
-    const t = performance.now();
-    await call();
-    samples.push(performance.now() - t);
-  }
-  return { p50: percentile(samples, 0.5), p99: percentile(samples, 0.99) };
-}
-
-/** One throughput round: calls per second with `concurrency` callers for THROUGHPUT_MS. */
-async function throughputRound(call: Call, concurrency = 64): Promise<number> {
-  let done = 0;
-  const end = performance.now() + THROUGHPUT_MS;
-  const t = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        await call();
-        done++;
-      }
-    }),
-  );
-  return done / ((performance.now() - t) / 1000);
-}
-
-async function rounds(run: () => Promise<number>): Promise<number> {
-  await run();
-  const xs: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) xs.push(await run());
-  return median(xs);
-}
-
-// ---- contenders -----------------------------------------------------------
-
-async function rawPair(url: string) {
-  const echo = await peer("raw-echo", { url });
-  const client = await connectAsync(url);
-  (client.stream as unknown as { setNoDelay(b: boolean): void }).setNoDelay(true);
-  const topic = "raw/echo/a";
-  await client.subscribeAsync(`${topic}/reply`, { qos: 1 });
-  let nextId = 0;
-  const waiting = new Map<number, () => void>();
-  client.on("message", (_t, payload) => {
-    const id = payload.readUInt32LE(0);
-    waiting.get(id)?.();
-    waiting.delete(id);
-  });
-  const body = Buffer.alloc(ECHO_BYTES);
-  const call: Call = () =>
-    new Promise<void>((resolve) => {
-      const id = nextId++ >>> 0;
-      const payload = Buffer.from(body);
-      payload.writeUInt32LE(id, 0);
-      waiting.set(id, resolve);
-      client.publish(topic, payload, { qos: 1 });
-    });
-  return {
-    call,
-    client,
-    echo,
-    close: async () => {
-      await client.endAsync();
-      await echo.stop();
-    },
-  };
-}
-
-async function mqrpcPair(url: string, batched = false) {
-  const server = await peer("mqrpc-server", { url, batched });
-  const transport = createMqttTransport({
-    mqtt: url,
-    serverId: "bench",
-    maxMessageBytes: 64 << 20,
-  });
-  const client = createClient(TestService, transport);
-  const body = new Uint8Array(ECHO_BYTES);
-  const call: Call = () => client.unaryCall({ payload: { body } });
-  return {
-    call,
-    client,
-    server,
-    close: async () => {
-      await transport.close();
-      await server.stop();
-    },
-  };
-}
-
-async function grpcPair() {
-  const server = await peer("grpc-server");
-  const definition = protoLoader.loadSync(INTEROP_PROTO, { includeDirs: [PROTO_ROOT] });
-  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
-    mqrpc: { interop: { v1: { TestService: grpc.ServiceClientConstructor } } };
-  };
-  const client = new pkg.mqrpc.interop.v1.TestService(
-    `127.0.0.1:${server.info.port as number}`,
-    grpc.credentials.createInsecure(),
-  ) as unknown as grpc.Client & {
-    unaryCall(req: unknown, cb: (e: Error | null, res: unknown) => void): void;
-  };
-  const body = Buffer.alloc(ECHO_BYTES);
-  const call: Call = () =>
-    new Promise((resolve, reject) =>
-      client.unaryCall({ payload: { body } }, (e, res) => (e ? reject(e) : resolve(res))),
-    );
-  return {
-    call,
-    close: async () => {
-      client.close();
-      await server.stop();
-    },
-  };
-}
-
-async function jsonRpcPair(url: string) {
-  const server = await peer("jsonrpc-server", { url });
-  const mqtt: MqttClient = await connectAsync(url);
-  const rpc = new MqttJsonRpc(mqtt);
-  const body = "x".repeat(ECHO_BYTES);
-  // Calls that time out (its default is 10 s) count as failures of the run.
-  const call: Call = () => rpc.call("bench/echo", body);
-  return {
-    call,
-    close: async () => {
-      await mqtt.endAsync();
-      await server.stop();
-    },
-  };
+  return { pick, selective: lists.size > 0, profileDir };
 }
 
 // ---- scenarios ------------------------------------------------------------
 
 /**
- * The unary contenders are set up side by side and measured in interleaved
- * rounds (raw, mqrpc, grpc-js, mqtt-json-rpc, raw, mqrpc, ...), so that a
- * change of load on a shared machine hits every contender alike instead of
- * skewing the ratios; each number is the median of its rounds.
+ * Every unary contender selected, measured side by side in interleaved
+ * rounds (measure.ts): `unary` selects raw MQTT.js, mqrpc, grpc-js,
+ * Connect-node and mqtt-json-rpc; `gateway` issue 13's row (b) and
+ * `ingress` its rows (c), each with their references (mqrpc, grpc-js and
+ * Connect-node direct). `--contenders=` narrows by key.
  */
 async function unaryScenarios(url: string, results: Results["brokers"][number]) {
-  const contenders: Array<{
-    name: string;
-    calls: number;
-    pair: { call: Call; close(): Promise<void> };
-    p50s: number[];
-    p99s: number[];
-    rates: number[];
-    failed?: string;
-  }> = [];
-  for (const [key, name, make, calls] of [
-    ["raw", "raw MQTT.js ping-pong", () => rawPair(url), LATENCY_CALLS],
-    ["mqrpc", "mqrpc", () => mqrpcPair(url), LATENCY_CALLS],
-    ["grpc", "@grpc/grpc-js (HTTP/2)", () => grpcPair(), LATENCY_CALLS],
+  const unary = cli.pick("only", "unary");
+  const gateway = cli.pick("only", "gateway");
+  const ingress = cli.pick("only", "ingress");
+  const reference = unary || gateway || ingress;
+  const contenders: Array<UnaryContender & { key: string; when: boolean }> = [
+    {
+      key: "raw",
+      name: CONTENDER.raw,
+      make: () => rawPair(url),
+      calls: LATENCY_CALLS,
+      when: unary,
+    },
+    {
+      key: "mqrpc",
+      name: CONTENDER.mqrpc,
+      make: () => mqrpcPair(url),
+      calls: LATENCY_CALLS,
+      when: reference,
+    },
+    { key: "grpc", name: CONTENDER.grpc, make: grpcPair, calls: LATENCY_CALLS, when: reference },
+    {
+      key: "connect",
+      name: CONTENDER.connect,
+      make: connectPair,
+      calls: LATENCY_CALLS,
+      when: reference,
+    },
     // ~44 ms per call (its QoS 2 request and per-call subscriptions): fewer samples.
-    ["json", "mqtt-json-rpc", () => jsonRpcPair(url), 40],
-  ] as const) {
-    if (!cli.pick("contenders", key)) continue;
-    contenders.push({ name, calls, pair: await make(), p50s: [], p99s: [], rates: [] });
-  }
-  const each = async (step: (c: (typeof contenders)[number]) => Promise<void>) => {
-    for (const c of contenders) {
-      if (c.failed !== undefined) continue;
-      try {
-        await step(c);
-      } catch (e) {
-        c.failed = String(e);
-      }
-    }
-  };
-  // Warm-up: JIT, connections, broker sessions.
-  await each(async (c) => {
-    for (let i = 0; i < Math.min(300, c.calls); i++) await c.pair.call();
-    await throughputRound(c.pair.call);
-  });
-  for (let r = 0; r < LATENCY_ROUNDS; r++) {
-    await each(async (c) => {
-      const { p50, p99 } = await latencyRound(c.pair.call, c.calls);
-      c.p50s.push(p50);
-      c.p99s.push(p99);
-    });
-  }
-  for (let r = 0; r < ROUNDS; r++) {
-    await each(async (c) => {
-      c.rates.push(await throughputRound(c.pair.call));
-    });
-  }
-  for (const c of contenders) {
-    await c.pair.close();
-    if (c.failed !== undefined) {
-      console.log(`  ${c.name}: failed: ${c.failed}`);
-      continue;
-    }
-    const entry = {
-      contender: c.name,
-      p50Ms: median(c.p50s),
-      p99Ms: median(c.p99s),
-      callsPerSecond: median(c.rates),
-    };
-    results.unary.push(entry);
-    console.log(
-      `  ${c.name}: p50 ${entry.p50Ms.toFixed(3)} ms, p99 ${entry.p99Ms.toFixed(3)} ms, ${entry.callsPerSecond.toFixed(0)} calls/s at 64`,
-    );
-  }
+    { key: "json", name: CONTENDER.json, make: () => jsonRpcPair(url), calls: 40, when: unary },
+    {
+      key: "gateway",
+      name: CONTENDER.gateway,
+      make: () => gatewayPair(url),
+      calls: LATENCY_CALLS,
+      when: gateway,
+    },
+    {
+      key: "ingress",
+      name: CONTENDER.ingress,
+      make: () => ingressPair(url, true),
+      calls: LATENCY_CALLS,
+      when: ingress,
+    },
+    {
+      key: "ingress-no-schema",
+      name: CONTENDER.ingressNoSchema,
+      make: () => ingressPair(url, false),
+      calls: LATENCY_CALLS,
+      when: ingress,
+    },
+  ];
+  const selected = contenders.filter((c) => c.when && cli.pick("contenders", c.key));
+  if (selected.length === 0) return;
+  results.unary.push(...(await measureSideBySide(selected)));
 }
 
 async function streamScenarios(url: string, results: Results["brokers"][number]) {
@@ -348,7 +200,7 @@ async function streamScenarios(url: string, results: Results["brokers"][number])
     console.log(`  stream ${batched ? "batched" : "unbatched"}: ${rate.toFixed(0)} msg/s`);
     await pair.close();
   }
-  const publisher = await peer("raw-stream", { url, count: STREAM_MESSAGES });
+  const publisher = await startPeer("raw-stream", { url, count: STREAM_MESSAGES });
   const client = await connectAsync(url);
   await client.subscribeAsync("raw/stream", { qos: 1 });
   let received = 0;
@@ -426,35 +278,9 @@ async function largeScenarios(url: string, results: Results["brokers"][number]) 
   );
 }
 
-/**
- * Runs `run` while sampling every 5 ms the RSS of this process and of
- * `other`; returns its result and both peaks above their idle values.
- */
-async function peakRss<T>(
-  other: Peer,
-  run: () => Promise<T>,
-): Promise<{ result: T; client: number; server: number }> {
-  const idleClient = process.memoryUsage().rss;
-  const idleServer = await other.rss();
-  let peakClient = idleClient;
-  let peakServer = idleServer;
-  const sampler = setInterval(() => {
-    peakClient = Math.max(peakClient, process.memoryUsage().rss);
-    void other.rss().then((r) => {
-      peakServer = Math.max(peakServer, r);
-    });
-  }, 5);
-  try {
-    const result = await run();
-    return { result, client: peakClient - idleClient, server: peakServer - idleServer };
-  } finally {
-    clearInterval(sampler);
-  }
-}
-
 /** Frame overhead on the wire of a real unary call: publish size minus the serialized message. */
 async function wireBytes(url: string, results: Results) {
-  const server = await peer("mqrpc-server", { url });
+  const server = await startPeer("mqrpc-server", { url });
   const mqtt = await connectAsync(url, { clientId: "bench-wire" });
   const sizes: number[] = [];
   const publish = mqtt.publish.bind(mqtt);
@@ -496,7 +322,39 @@ async function wireBytes(url: string, results: Results) {
   await server.stop();
 }
 
+/**
+ * Profiles this process with V8's CPU profiler until the returned function
+ * is called, which writes `bench-main-<pid>.cpuprofile` into `dir`.
+ */
+async function profileSelf(dir: string): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return async () => {
+    const { profile } = await session.post("Profiler.stop");
+    const file = join(dir, `bench-main-${process.pid}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+    console.log(`CPU profiles in ${dir} (this process: ${file})`);
+  };
+}
+
 async function main(): Promise<void> {
+  let stopProfiling: (() => Promise<void>) | undefined;
+  if (cli.profileDir !== undefined) {
+    mkdirSync(cli.profileDir, { recursive: true });
+    profilePeers(cli.profileDir);
+    stopProfiling = await profileSelf(cli.profileDir);
+  }
+  try {
+    await measureAndReport();
+  } finally {
+    await stopProfiling?.();
+  }
+}
+
+async function measureAndReport(): Promise<void> {
   const started = Date.now();
   const results: Results = {
     command: "npm run bench",
@@ -505,25 +363,18 @@ async function main(): Promise<void> {
     brokers: [],
     wire: { requestOverheadBytes: 0, responseOverheadBytes: 0 },
   };
-  const brokers: Array<{ name: string; url: string; stop(): Promise<void> }> = [];
-  if (cli.pick("brokers", "aedes")) {
-    const aedes = await peer("aedes");
-    brokers.push({ name: "aedes", url: aedes.info.url as string, stop: () => aedes.stop() });
-  }
-  if (cli.pick("brokers", "mosquitto") && mosquittoAvailable()) {
-    // $SYS every second: the scale rows count connections and subscriptions there.
-    const mosquitto = await startMosquitto({ extraConfig: "sys_interval 1" });
-    brokers.push({ name: "mosquitto", url: mosquitto.url, stop: () => mosquitto.stop() });
-  }
+  const brokers = await startBrokers((name) => cli.pick("brokers", name));
   try {
     for (const broker of brokers) {
       console.log(`broker ${broker.name}`);
       const entry: Results["brokers"][number] = { broker: broker.name, unary: [], stream: [] };
       results.brokers.push(entry);
-      if (cli.pick("only", "unary")) await unaryScenarios(broker.url, entry);
+      await unaryScenarios(broker.url, entry);
       if (cli.pick("only", "stream")) await streamScenarios(broker.url, entry);
       if (cli.pick("only", "large")) await largeScenarios(broker.url, entry);
       if (cli.pick("only", "scale")) await scaleScenarios(broker, entry);
+      if (cli.pick("only", "bridge"))
+        await netBridgeScenarios(broker.url, entry, (key) => cli.pick("contenders", key));
     }
     if (cli.pick("only", "wire") && brokers[0] !== undefined)
       await wireBytes(brokers[0].url, results);

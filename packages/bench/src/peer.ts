@@ -1,8 +1,10 @@
 /**
  * The processes a benchmark runs besides the measuring one: a broker, or
- * the server side of a contender. Started with `fork`, configured by argv,
- * reports `{ ready, ... }` over IPC and exits on "stop".
+ * the server side of a contender. Started by peers.ts's `startPeer`,
+ * configured by argv, reports `{ ready, ... }` over IPC and exits on "stop".
  */
+import * as http2 from "node:http2";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { createMqttServer, startEmbeddedBroker } from "@mqrpc/runtime";
@@ -110,6 +112,32 @@ async function main(): Promise<void> {
         ),
       );
       stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));
+      send({ ready: true, port });
+      return;
+    }
+    case "connect-server": {
+      // The same echo as grpc-server, served by Connect-node over HTTP/2 cleartext.
+      const server = http2.createServer(
+        connectNodeAdapter({
+          routes: (router) =>
+            router.service(TestService, {
+              unaryCall: (req) => ({ payload: req.payload }),
+            }),
+        }),
+      );
+      const sessions = new Set<http2.ServerHttp2Session>();
+      server.on("session", (s) => {
+        sessions.add(s);
+        s.once("close", () => sessions.delete(s));
+      });
+      const port = await new Promise<number>((resolve) =>
+        server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+      );
+      stop = () =>
+        new Promise((resolve) => {
+          server.close(() => resolve());
+          for (const s of sessions) s.destroy();
+        });
       send({ ready: true, port });
       return;
     }

@@ -3,6 +3,33 @@
  * docs/BENCHMARKS.md, all from the same numbers.
  */
 
+/** The contenders' names, as rows carry them in the results and the tables. */
+export const CONTENDER = {
+  raw: "raw MQTT.js ping-pong",
+  mqrpc: "mqrpc",
+  grpc: "@grpc/grpc-js (HTTP/2)",
+  connect: "Connect-node gRPC (HTTP/2)",
+  json: "mqtt-json-rpc",
+  /** Issue 13 (b). */
+  gateway: "mqrpc → MQTT → gateway → grpc-js",
+  /** Issue 13 (c). */
+  ingress: "grpc-js → ingress → MQTT → gateway → grpc-js",
+  /** Issue 13 (c) with an ingress that has no schema: unary calls travel as bidi streams. */
+  ingressNoSchema: "grpc-js → ingress without schema → MQTT → gateway → grpc-js",
+  bridgeBulk: "net-bridge (connectMqtt → listenMqtt)",
+  rawBulk: "raw MQTT.js QoS 1 publishes",
+  tcpBulk: "loopback TCP",
+  bridgeGrpc: "gRPC over the net-bridge (Connect-node client → grpc-js server)",
+} as const;
+
+/** One unary contender's numbers: latency one call at a time, throughput at concurrency 64. */
+export interface UnaryRow {
+  contender: string;
+  p50Ms: number;
+  p99Ms: number;
+  callsPerSecond: number;
+}
+
 /** Raw results of one `npm run bench`, as written to docs/bench-results.json. */
 export interface Results {
   command: string;
@@ -11,7 +38,8 @@ export interface Results {
   durationSeconds?: number;
   brokers: Array<{
     broker: string;
-    unary: Array<{ contender: string; p50Ms: number; p99Ms: number; callsPerSecond: number }>;
+    /** Every unary contender measured side by side, the gateway rows (issue 13) included. */
+    unary: UnaryRow[];
     stream: Array<{ contender: string; messagesPerSecond: number }>;
     large?: Array<{
       contender: string;
@@ -20,6 +48,13 @@ export interface Results {
       serverPeakAboveIdle?: number;
     }>;
     scale?: ScaleRow[];
+    /** The net-bridge rows (issue 14, net-bridge.ts). */
+    bridge?: {
+      /** A 64 MiB transfer, MiB/s (2^20 bytes per second). */
+      bulk: Array<{ contender: string; mebibytesPerSecond: number }>;
+      /** gRPC over the bridge and native mqrpc, side by side. */
+      unary: UnaryRow[];
+    };
   }>;
   wire: { requestOverheadBytes: number; responseOverheadBytes: number };
 }
@@ -108,12 +143,13 @@ const LARGE = 16 * 1024 * 1024;
 export function ratios(results: Results): Row[] {
   const rows: Row[] = [];
   for (const b of results.brokers) {
-    const u = (name: string) => b.unary.find((x) => x.contender.startsWith(name));
+    const u = (name: string) => b.unary.find((x) => x.contender === name);
     const s = (name: string) => b.stream.find((x) => x.contender.startsWith(name));
-    const mq = u("mqrpc");
-    const raw = u("raw");
-    const grpc = u("@grpc");
-    const json = u("mqtt-json-rpc");
+    const mq = u(CONTENDER.mqrpc);
+    const raw = u(CONTENDER.raw);
+    const grpc = u(CONTENDER.grpc);
+    const connect = u(CONTENDER.connect);
+    const json = u(CONTENDER.json);
     const push = (measure: string, value: number, target: string, met: boolean | undefined) =>
       rows.push({ broker: b.broker, measure, value, target, met });
     if (mq && raw)
@@ -137,6 +173,13 @@ export function ratios(results: Results): Row[] {
         "≥ 2",
         mq.callsPerSecond / grpc.callsPerSecond >= 2,
       );
+    if (mq && connect)
+      push(
+        "calls/s at 64, mqrpc / Connect-node gRPC",
+        mq.callsPerSecond / connect.callsPerSecond,
+        "reference",
+        undefined,
+      );
     if (mq && json)
       push(
         "calls/s at 64, mqrpc / mqtt-json-rpc",
@@ -144,6 +187,38 @@ export function ratios(results: Results): Row[] {
         "≥ 5",
         mq.callsPerSecond / json.callsPerSecond >= 5,
       );
+    // Issue 13: (b) mqrpc → gateway and (c) grpc-js → ingress → gateway against
+    // (d) native mqrpc (p50) and (a) direct HTTP/2 gRPC (throughput).
+    for (const [path, row, p50Target] of [
+      ["(b) gateway path", u(CONTENDER.gateway), 1.5],
+      ["(c) ingress path", u(CONTENDER.ingress), 2.5],
+      ["(c) ingress path without schema", u(CONTENDER.ingressNoSchema), undefined],
+    ] as const) {
+      if (row === undefined) continue;
+      if (mq) {
+        const r = row.p50Ms / mq.p50Ms;
+        push(
+          `unary p50, ${path} / (d) native mqrpc`,
+          r,
+          p50Target === undefined ? "reference" : `≤ ${p50Target}`,
+          p50Target === undefined ? undefined : r <= p50Target,
+        );
+      }
+      for (const [direct, name] of [
+        [grpc, "grpc-js"],
+        [connect, "Connect-node"],
+      ] as const) {
+        if (direct === undefined) continue;
+        const r = row.callsPerSecond / direct.callsPerSecond;
+        const target = p50Target !== undefined;
+        push(
+          `calls/s at 64, ${path} / (a) ${name} direct`,
+          r,
+          target ? "≥ 1" : "reference",
+          target ? r >= 1 : undefined,
+        );
+      }
+    }
     const batched = s("mqrpc batched");
     const unbatched = s("mqrpc unbatched");
     const rawStream = s("raw");
@@ -173,6 +248,31 @@ export function ratios(results: Results): Row[] {
         );
       }
     }
+    // Issue 14: the net-bridge against raw MQTT.js, loopback TCP and native mqrpc.
+    const bulk = (name: string) => b.bridge?.bulk.find((x) => x.contender === name);
+    const bridgeBulk = bulk(CONTENDER.bridgeBulk);
+    const rawBulk = bulk(CONTENDER.rawBulk);
+    const tcpBulk = bulk(CONTENDER.tcpBulk);
+    if (bridgeBulk && rawBulk) {
+      const r = bridgeBulk.mebibytesPerSecond / rawBulk.mebibytesPerSecond;
+      push("64 MiB MiB/s, net-bridge / raw MQTT.js publishes", r, "≥ 0.7", r >= 0.7);
+    }
+    if (bridgeBulk && tcpBulk)
+      push(
+        "64 MiB MiB/s, net-bridge / loopback TCP",
+        bridgeBulk.mebibytesPerSecond / tcpBulk.mebibytesPerSecond,
+        "reference",
+        undefined,
+      );
+    const bridgeGrpc = b.bridge?.unary.find((x) => x.contender === CONTENDER.bridgeGrpc);
+    const bridgeNative = b.bridge?.unary.find((x) => x.contender === CONTENDER.mqrpc);
+    if (bridgeGrpc && bridgeNative)
+      push(
+        "unary p50, gRPC over the net-bridge / native mqrpc",
+        bridgeGrpc.p50Ms / bridgeNative.p50Ms,
+        "reference",
+        undefined,
+      );
     // A row whose calls failed measured less than it says: never met.
     const scaleMeasure = (row: ScaleRow, what: string) =>
       `scale, ${row.devices.toLocaleString("en-US")} devices: ${what}${row.failedCalls > 0 ? ` (${row.failedCalls} calls failed)` : ""}`;
@@ -233,7 +333,7 @@ function svg(results: Results): string {
     .map((b, i) => {
       const y = 40 + i * rowH;
       const w = Math.max(1, ((width - left - 80) * b.value) / max);
-      return `<text x="${left - 8}" y="${y + 14}" text-anchor="end" font-size="12">${escapeXml(b.label)}</text><rect x="${left}" y="${y + 2}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.label.includes("mqrpc") ? "#2b6cb0" : "#a0aec0"}"/><text x="${(left + w + 6).toFixed(1)}" y="${y + 14}" font-size="12">${fmt(b.value)}</text>`;
+      return `<text x="${left - 8}" y="${y + 14}" text-anchor="end" font-size="12">${escapeXml(b.label)}</text><rect x="${left}" y="${y + 2}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.label.includes("mqrpc") || b.label.includes("gateway") ? "#2b6cb0" : "#a0aec0"}"/><text x="${(left + w + 6).toFixed(1)}" y="${y + 14}" font-size="12">${fmt(b.value)}</text>`;
     })
     .join("\n");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" role="img">
@@ -267,6 +367,24 @@ function scaleTable(rows: readonly ScaleRow[]): string[] {
     );
   }
   return lines;
+}
+
+/** The net-bridge rows of one broker: the 64 MiB transfers, then gRPC over the bridge next to native mqrpc. */
+function bridgeTables(bridge: Results["brokers"][number]["bridge"]): string[] {
+  if (bridge === undefined) return [];
+  return [
+    "",
+    "| 64 MiB transfer | MiB/s |",
+    "| --- | --- |",
+    ...bridge.bulk.map((r) => `| ${r.contender} | ${r.mebibytesPerSecond.toFixed(1)} |`),
+    "",
+    "| unary over the net-bridge device | p50 ms | p99 ms | calls/s at 64 |",
+    "| --- | --- | --- | --- |",
+    ...bridge.unary.map(
+      (u) =>
+        `| ${u.contender} | ${u.p50Ms.toFixed(3)} | ${u.p99Ms.toFixed(3)} | ${u.callsPerSecond.toFixed(0)} |`,
+    ),
+  ];
 }
 
 function escapeXml(s: string): string {
@@ -307,6 +425,7 @@ export function renderReport(results: Results): { table: string; svg: string; ma
             `| ${l.contender} | ${l.megabytesPerSecond.toFixed(1)} | ${l.clientPeakAboveIdle === undefined ? "" : `${(l.clientPeakAboveIdle / 2 ** 20).toFixed(1)} MiB`} | ${l.serverPeakAboveIdle === undefined ? "" : `${(l.serverPeakAboveIdle / 2 ** 20).toFixed(1)} MiB`} |`,
         ),
         ...scaleTable(b.scale ?? []),
+        ...bridgeTables(b.bridge),
       ].join("\n"),
     )
     .join("\n\n");
@@ -326,8 +445,27 @@ each number is the median of its rounds. Streams and the 16 MiB request:
 medians of 3 rounds after a warm-up. The raw MQTT.js floor is a QoS 1
 ping-pong between two clients; @grpc/grpc-js uses @grpc/proto-loader over
 HTTP/2 loopback; mqtt-json-rpc runs as its README shows (QoS 2 requests).
+Connect-node is the other Node HTTP/2 gRPC peer: its gRPC client
+(\`createGrpcTransport\`) calling \`connectNodeAdapter\` on
+\`http2.createServer\`.
 The 16 MiB rows also show the peak RSS of a raw MQTT.js publisher and
 receiver moving the same bytes, for reference.
+The gateway rows (issue 13) are unary contenders too, measured in the same
+interleaved rounds: (b) an mqrpc client → MQTT → \`createGrpcGateway\` →
+the grpc-js server of the grpc-js row, and (c) a grpc-js client →
+\`createGrpcIngress\` → MQTT → gateway → that server, with the ingress
+given the schema (unary calls travel as mqrpc unary calls) and without it
+(as bidi streams); each hop in a process of its own. Targets: (b) p50 ≤
+1.5 × and (c) p50 ≤ 2.5 × (d) native mqrpc, (b) and (c) calls/s ≥ (a) the
+direct HTTP/2 calls, shown against grpc-js and Connect-node.
+The net-bridge rows (issue 14): 64 MiB written in 64 KiB writes to a
+bridged socket (\`connectMqtt\` → \`listenMqtt\`) until the device side has
+read it all, next to QoS 1 MQTT.js publishes of the same bytes (the
+bridge's message size, 126 KiB, all at once, until the subscriber has them
+all) and to loopback TCP, medians of 3 rounds after a warm-up; and a
+grpc-js server behind \`listenMqtt\` called by a Connect-node gRPC client
+through \`connectMqtt\`, next to native mqrpc to the same device process,
+measured like the unary rows.
 The scale rows: one caller process calls N devices (N = 100 and 1,000),
 each an mqrpc server with its own server id, spread over
 4 child processes; the caller makes one transport per device

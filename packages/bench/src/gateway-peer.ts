@@ -1,19 +1,14 @@
 /**
- * The processes of the ingress benchmark (ingress.ts) besides those of
- * peer.ts: the gateway in front of a gRPC server (device side), the ingress
- * (cloud side), and a Connect-node gRPC server. Started with `fork`,
- * configured by argv, reports `{ ready, ... }` over IPC and exits on "stop",
- * as peer.ts does.
+ * The peer processes of the gateway rows (gateway.ts, ingress.ts) besides
+ * those of peer.ts: the gateway in front of a gRPC server (device side) and
+ * the ingress (cloud side). Started by peers.ts's `startPeer`, configured by
+ * argv, reports `{ ready, ... }` over IPC and exits on "stop", as peer.ts
+ * does.
  */
-import * as http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createGrpcGateway, createGrpcIngress } from "@mqrpc/gateway";
-import {
-  file_mqrpc_interop_v1_test,
-  TestService,
-} from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
+import { file_mqrpc_interop_v1_test } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 
 const [role = "", configJson = "{}"] = process.argv.slice(2);
 const config = JSON.parse(configJson) as {
@@ -64,31 +59,6 @@ async function main(): Promise<void> {
       });
       stop = () => ingress.close();
       send({ ready: true, url: ingress.url });
-      return;
-    }
-    case "connect-server": {
-      const server = http2.createServer(
-        connectNodeAdapter({
-          routes: (router) =>
-            router.service(TestService, {
-              unaryCall: (req) => ({ payload: req.payload }),
-            }),
-        }),
-      );
-      const sessions = new Set<http2.ServerHttp2Session>();
-      server.on("session", (s) => {
-        sessions.add(s);
-        s.once("close", () => sessions.delete(s));
-      });
-      const port = await new Promise<number>((resolve) =>
-        server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
-      );
-      stop = () =>
-        new Promise((resolve) => {
-          server.close(() => resolve());
-          for (const s of sessions) s.destroy();
-        });
-      send({ ready: true, port });
       return;
     }
     default:
