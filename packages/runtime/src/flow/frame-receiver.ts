@@ -443,10 +443,20 @@ export function frameContentBytes(frame: SequencedFrame): number {
   }
 }
 
+/**
+ * A copy of `bytes` in an array of its own. Not `bytes.slice()`: decoded
+ * fields are views into the publish, which MQTT.js hands over as a Node
+ * Buffer, and Buffer's `slice` makes another view, not a copy.
+ */
+const own = (bytes: Uint8Array): Uint8Array => new Uint8Array(bytes);
+
+const ownOptional = (bytes: Uint8Array | undefined): Uint8Array | undefined =>
+  bytes === undefined ? undefined : own(bytes);
+
 const copyEntries = (entries: readonly MetadataEntry[]): MetadataEntry[] =>
   entries.map((e) =>
     e.value.case === "binary"
-      ? { ...e, value: { case: "binary", value: e.value.value.slice() } }
+      ? { ...e, value: { case: "binary", value: own(e.value.value) } }
       : e,
   );
 
@@ -459,18 +469,18 @@ function detached(frame: SequencedFrame): SequencedFrame {
   const kind = frame.kind;
   switch (kind.case) {
     case "message":
-      return { ...frame, kind: { case: "message", value: kind.value.slice() } };
+      return { ...frame, kind: { case: "message", value: own(kind.value) } };
     case "chunk":
       return {
         ...frame,
-        kind: { case: "chunk", value: { ...kind.value, data: kind.value.data.slice() } },
+        kind: { case: "chunk", value: { ...kind.value, data: own(kind.value.data) } },
       };
     case "batch":
       return {
         ...frame,
         kind: {
           case: "batch",
-          value: { ...kind.value, messages: kind.value.messages.map((m) => m.slice()) },
+          value: { ...kind.value, messages: kind.value.messages.map(own) },
         },
       };
     case "open":
@@ -481,7 +491,7 @@ function detached(frame: SequencedFrame): SequencedFrame {
           value: {
             ...kind.value,
             headers: copyEntries(kind.value.headers),
-            message: kind.value.message?.slice(),
+            message: ownOptional(kind.value.message),
           },
         },
       };
@@ -503,13 +513,13 @@ function detached(frame: SequencedFrame): SequencedFrame {
             ...kind.value,
             headers: copyEntries(kind.value.headers),
             trailers: copyEntries(kind.value.trailers),
-            message: kind.value.message?.slice(),
+            message: ownOptional(kind.value.message),
             status:
               status === undefined
                 ? undefined
                 : {
                     ...status,
-                    details: status.details.map((d) => ({ ...d, value: d.value.slice() })),
+                    details: status.details.map((d) => ({ ...d, value: own(d.value) })),
                   },
           },
         },
