@@ -96,6 +96,7 @@ forBrokersWhere(
             for await (const _ of requests) {
               if (++n === 3) throw new ConnectError("enough", Code.Aborted);
             }
+            yield new Uint8Array(0);
           },
         }));
         const transport = startTransport(closer, target, { serverId });

@@ -455,9 +455,7 @@ const ownOptional = (bytes: Uint8Array | undefined): Uint8Array | undefined =>
 
 const copyEntries = (entries: readonly MetadataEntry[]): MetadataEntry[] =>
   entries.map((e) =>
-    e.value.case === "binary"
-      ? { ...e, value: { case: "binary", value: own(e.value.value) } }
-      : e,
+    e.value.case === "binary" ? { ...e, value: { case: "binary", value: own(e.value.value) } } : e,
   );
 
 /**

@@ -805,10 +805,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     const inFlight = [...this.calls.values()];
     if (inFlight.length > 0) {
       const started = Date.now();
-      await withTimeout(
-        Promise.all(inFlight.map((c) => c.handlerOver)),
-        this.shutdownTimeoutMs,
-      );
+      await withTimeout(Promise.all(inFlight.map((c) => c.handlerOver)), this.shutdownTimeoutMs);
       // Ends sent: their acknowledgements take a round trip, and a caller
       // that went away sends none, so they get a short grace, not the rest
       // of shutdownTimeoutMs.

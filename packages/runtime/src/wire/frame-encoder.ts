@@ -195,9 +195,7 @@ function sizeOfFrame(f: FrameFields, version?: number): number {
 
 const textEncoder = new TextEncoder();
 
-const NodeBuffer = (
-  globalThis as { Buffer?: { allocUnsafe(size: number): Uint8Array } }
-).Buffer;
+const NodeBuffer = (globalThis as { Buffer?: { allocUnsafe(size: number): Uint8Array } }).Buffer;
 
 /**
  * Memory for one frame, not zeroed: the writer fills every byte it
