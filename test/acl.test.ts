@@ -13,40 +13,22 @@ import { connectAsync } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Presence_State } from "../packages/runtime/src/gen/mqrpc/v1/wire_pb.js";
 import { encodePresence } from "../packages/runtime/src/link/presence.js";
-import { decodeCallFrames, encodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
+import { decodeCallFrames } from "../packages/runtime/src/wire/frame-codec.js";
 import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { type MosquittoBroker, mosquittoAvailable, startMosquitto } from "./brokers/mosquitto.js";
 import type { BrokerTarget } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import { documentedAcl, emptyCallOnlyAcl, forgedEnd, users } from "./support/documented-acl.js";
 import { interopService } from "./support/interop-service.js";
 import { Closer, deferred, startServer, startTransport } from "./support/rpc-fixture.js";
 
-const shippedAcl = readFileSync(new URL("../docs/mosquitto-acl.conf", import.meta.url), "utf8");
 /** The shipped listener settings that are not paths or ports (the test broker has its own). */
 const shippedListener = readFileSync(new URL("../docs/mosquitto.conf", import.meta.url), "utf8")
   .split("\n")
   .filter((line) => /^(allow_anonymous|use_username_as_clientid)\b/.test(line))
   .join("\n");
-/** The shipped ACL with a second server's block, made from the first one's as the file says. */
-const documentedAcl = `${shippedAcl}\n${shippedAcl
-  .slice(shippedAcl.indexOf("user dev-42"))
-  .replaceAll("dev-42", "dev-43")}`;
-const users = {
-  "dev-42": "server-secret",
-  "dev-43": "other-server-secret",
-  alice: "alice-secret",
-  bob: "bob-secret",
-};
 const SERVER = "dev-42";
 const scheme = new TopicScheme();
-
-/** The documented ACL with callers allowed to call EmptyCall only. */
-const emptyCallOnlyAcl = documentedAcl
-  .replace(
-    "pattern write mqrpc/s/+/+/+/%c\n",
-    "pattern write mqrpc/s/dev-42/mqrpc~interop~v1~TestService/EmptyCall/%c\n",
-  )
-  .replace("pattern write mqrpc/s/+/+/+/%c/+\n", "");
 
 describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
   let broker: MosquittoBroker;
@@ -94,6 +76,13 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         clientId,
       });
 
+      /** Alice's client of the server `SERVER` on `b`. */
+      const aliceOn = (b: MosquittoBroker) =>
+        createClient(
+          TestService,
+          startTransport(closer, target(b), { serverId: SERVER, mqtt: as(b, "alice") }),
+        );
+
       async function serve(b: MosquittoBroker) {
         const server = await startServer(closer, target(b), {
           serverId: SERVER,
@@ -106,13 +95,7 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
       it("lets a caller call, and keeps another client out of its replies and its calls", async () => {
         await serve(broker);
         const aliceId = "alice";
-        const alice = createClient(
-          TestService,
-          startTransport(closer, target(broker), {
-            serverId: SERVER,
-            mqtt: as(broker, "alice"),
-          }),
-        );
+        const alice = aliceOn(broker);
         await alice.emptyCall({});
 
         // Bob tries to read Alice's replies.
@@ -127,21 +110,13 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         await bob.subscribeAsync("mqrpc/c/#", { qos: 1 });
 
         // Bob tries to inject an End into Alice's calls and to call with Alice's key.
-        const forged = (id: number) =>
-          Buffer.from(
-            encodeFrame({
-              callId: id,
-              seq: 0,
-              kind: { case: "end", value: { status: { code: 7, message: "forged" } } },
-            }),
-          );
         const inject = [
           ...Array.from({ length: 20 }, (_, i) =>
-            bob.publishAsync(scheme.replyTopic(aliceId, SERVER), forged(i + 1), { qos: 1 }),
+            bob.publishAsync(scheme.replyTopic(aliceId, SERVER), forgedEnd(i + 1), { qos: 1 }),
           ),
           bob.publishAsync(
             scheme.requestTopic(SERVER, TestService.typeName, "EmptyCall", aliceId),
-            forged(1),
+            forgedEnd(1),
             { qos: 1 },
           ),
         ];
@@ -282,14 +257,6 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         );
         // Forged Ends for the ids Alice uses next, on dev-42's reply topic
         // (the ACL refuses) and on dev-43's own (allowed, but not dev-42's).
-        const forged = (id: number) =>
-          Buffer.from(
-            encodeFrame({
-              callId: id,
-              seq: 0,
-              kind: { case: "end", value: { status: { code: 7, message: "forged" } } },
-            }),
-          );
         const ownTopic = scheme.replyTopic(aliceId, "dev-43");
         let arrived = 0;
         aliceLink.on("message", (topic) => {
@@ -297,12 +264,14 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
         });
         const denied = await Promise.allSettled(
           Array.from({ length: 10 }, (_, i) =>
-            attacker.publishAsync(scheme.replyTopic(aliceId, SERVER), forged(next + i), { qos: 1 }),
+            attacker.publishAsync(scheme.replyTopic(aliceId, SERVER), forgedEnd(next + i), {
+              qos: 1,
+            }),
           ),
         );
         if (protocolVersion === 5) expect(denied.every((o) => o.status === "rejected")).toBe(true);
         for (let i = 0; i < 10; i++) {
-          await attacker.publishAsync(ownTopic, forged(next + i), { qos: 1 });
+          await attacker.publishAsync(ownTopic, forgedEnd(next + i), { qos: 1 });
         }
         await expect.poll(() => arrived).toBe(10);
         release.resolve();
@@ -316,13 +285,7 @@ describe.runIf(mosquittoAvailable())("Mosquitto ACLs", () => {
 
       it("a caller without publish rights on a method gets a clear error", async () => {
         await serve(restricted);
-        const alice = createClient(
-          TestService,
-          startTransport(closer, target(restricted), {
-            serverId: SERVER,
-            mqtt: as(restricted, "alice"),
-          }),
-        );
+        const alice = aliceOn(restricted);
         await alice.emptyCall({});
         const err = await alice
           .unaryCall({}, { timeoutMs: 1500 })

@@ -23,13 +23,7 @@
  * would end calls that survive it (UNAVAILABLE after 3 or 4 silent
  * intervals).
  */
-import {
-  type Client,
-  createClient,
-  createContextValues,
-  type HandlerContext,
-  type ServiceImpl,
-} from "@connectrpc/connect";
+import { createClient, createContextValues } from "@connectrpc/connect";
 import {
   createMqttServer,
   createMqttTransport,
@@ -47,19 +41,21 @@ import {
 } from "./brokers/nats-cluster.js";
 import { brokerSelection, kindSelected } from "./brokers/selection.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import {
+  CALL_HEADER,
+  callsInFlight,
+  endings,
+  everyKind,
+  ledgerService,
+} from "./support/calls-in-flight.js";
 import { ChildServer } from "./support/child-server-process.js";
-import { codeName, describeOutcome, type Outcome, outcome, within } from "./support/outcome.js";
+import { codeName, describeOutcome, outcome, within } from "./support/outcome.js";
 import { Presence_State, PresenceObserver } from "./support/presence-observer.js";
 import { Closer, uniqueServerId } from "./support/rpc-fixture.js";
 
 /** Runs where nats-server is installed, and fails where MQRPC_REQUIRE_BROKERS asks for it and it is not. */
 const RUN = natsAvailable() || (brokerSelection().required && kindSelected("nats"));
 
-/** The request header that names a call, so that handler runs are counted per call. */
-const CALL = "x-call";
-/** Messages per stream in the failover cases, 20 ms apart: ~4 s of streaming. */
-const STREAM_MESSAGES = 200;
-const STREAM_INTERVAL_MS = 20;
 /**
  * Deadline of the calls in flight at a failover: a bound, not an
  * expectation. They took 10-45 s in most runs here: the failover (until
@@ -99,156 +95,6 @@ function viaNodes(cluster: NatsCluster, first: NatsClusterNode, clientId?: strin
 /** Nodes other than `node`, in cluster order. */
 function others(cluster: NatsCluster, node: NatsClusterNode): [NatsClusterNode, NatsClusterNode] {
   return cluster.nodes.filter((n) => n !== node) as [NatsClusterNode, NatsClusterNode];
-}
-
-const idOf = (i: number) => new Uint8Array([i & 0xff, i >> 8]);
-const indexOf = (body: Uint8Array | undefined) => (body?.[0] ?? 0) | ((body?.[1] ?? 0) << 8);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * TestService counting handler runs per call (the `x-call` header): unary
- * calls wait `unaryMs`; streams number their messages.
- */
-function ledgerService(
-  runs: Map<string, number>,
-  unaryMs: number,
-): Partial<ServiceImpl<typeof TestService>> {
-  const ran = (ctx: HandlerContext) => {
-    const call = ctx.requestHeader.get(CALL) ?? "?";
-    runs.set(call, (runs.get(call) ?? 0) + 1);
-  };
-  return {
-    async unaryCall(req, ctx) {
-      ran(ctx);
-      if (req.responseSize > 0) await sleep(unaryMs);
-      return { payload: { body: new Uint8Array(req.responseSize) } };
-    },
-    async *streamingOutputCall(req, ctx) {
-      ran(ctx);
-      for (let i = 0; i < req.responseParameters.length; i++) {
-        await sleep((req.responseParameters[i]?.intervalUs ?? 0) / 1000);
-        yield { payload: { body: idOf(i) } };
-      }
-    },
-    async streamingInputCall(reqs, ctx) {
-      ran(ctx);
-      let next = 0;
-      for await (const r of reqs) {
-        if (indexOf(r.payload?.body) !== next) throw new Error(`message ${next} out of order`);
-        next++;
-      }
-      return { aggregatedPayloadSize: next };
-    },
-    async *fullDuplexCall(reqs, ctx) {
-      ran(ctx);
-      for await (const r of reqs) yield { payload: { body: r.payload?.body ?? new Uint8Array(0) } };
-    },
-  };
-}
-
-/** Request messages numbered 0..count-1, `intervalMs` apart. */
-async function* numbered(count: number, intervalMs: number) {
-  for (let i = 0; i < count; i++) {
-    if (intervalMs > 0) await sleep(intervalMs);
-    yield { payload: { body: idOf(i) } };
-  }
-}
-
-/** Whether `got` is 0..count-1, each once, in order; else what is wrong with it. */
-function sequenceProblem(got: readonly number[], count: number): string | undefined {
-  for (let i = 0; i < got.length; i++) {
-    if (got[i] !== i) return `message ${i} is ${got[i]} (of ${got.length})`;
-  }
-  return got.length === count ? undefined : `${got.length} of ${count} messages`;
-}
-
-/** One call of each kind in flight; `started` resolves once the server stream has delivered `killAt` messages. */
-function callsInFlight(
-  clients: readonly [Client<typeof TestService>, Client<typeof TestService>],
-  tag: string,
-  killAt: number,
-) {
-  const [one, two] = clients;
-  const options = (call: string) => ({
-    timeoutMs: FAILOVER_DEADLINE_MS,
-    headers: { [CALL]: `${tag}-${call}` },
-  });
-  let reached!: () => void;
-  const started = new Promise<void>((resolve) => {
-    reached = resolve;
-  });
-  const serverStream = async () => {
-    const got: number[] = [];
-    for await (const res of one.streamingOutputCall(
-      {
-        responseParameters: Array.from({ length: STREAM_MESSAGES }, () => ({
-          size: 2,
-          intervalUs: STREAM_INTERVAL_MS * 1000,
-        })),
-      },
-      options("server"),
-    )) {
-      got.push(indexOf(res.payload?.body));
-      if (got.length === killAt) reached();
-    }
-    return sequenceProblem(got, STREAM_MESSAGES) ?? "whole";
-  };
-  const clientStream = async () => {
-    const res = await two.streamingInputCall(
-      numbered(STREAM_MESSAGES, STREAM_INTERVAL_MS),
-      options("client"),
-    );
-    return res.aggregatedPayloadSize === STREAM_MESSAGES
-      ? "whole"
-      : `${res.aggregatedPayloadSize} of ${STREAM_MESSAGES}`;
-  };
-  const bidi = async () => {
-    const got: number[] = [];
-    for await (const res of one.fullDuplexCall(
-      numbered(STREAM_MESSAGES, STREAM_INTERVAL_MS),
-      options("bidi"),
-    )) {
-      got.push(indexOf(res.payload?.body));
-    }
-    return sequenceProblem(got, STREAM_MESSAGES) ?? "whole";
-  };
-  const calls: Record<string, Promise<Outcome<string>>> = {
-    server: outcome(serverStream()),
-    client: outcome(clientStream()),
-    bidi: outcome(bidi()),
-  };
-  // Unary calls are started at the failover: their handlers (1.5 s) span it.
-  const unaries = started.then(() =>
-    Promise.all(
-      [1, 2, 3, 4].map((i) =>
-        outcome(
-          (i % 2 === 1 ? one : two)
-            .unaryCall({ responseSize: i }, options(`unary${i}`))
-            .then((r) => (r.payload?.body.byteLength === i ? "whole" : "wrong size")),
-        ),
-      ),
-    ),
-  );
-  return { started, calls, unaries };
-}
-
-/** How each call ended, by name: "whole" for one that completed with everything in it. */
-async function endings(
-  flight: ReturnType<typeof callsInFlight>,
-  label: string,
-): Promise<Record<string, string>> {
-  const result: Record<string, string> = {};
-  const all: Array<[string, Outcome<string>]> = [
-    ...(await Promise.all(
-      Object.entries(flight.calls).map(async ([k, p]) => [k, await p] as [string, Outcome<string>]),
-    )),
-    ...(await flight.unaries).map((o, i) => [`unary${i + 1}`, o] as [string, Outcome<string>]),
-  ];
-  for (const [name, o] of all) {
-    result[name] = o.ok ? (o.value ?? "") : codeName(o.code);
-    console.log(`${label}, ${name}: ${o.ok ? `${o.value}, ` : ""}${describeOutcome(o)}`);
-  }
-  return result;
 }
 
 describe.runIf(RUN)("a NATS cluster of three nodes", () => {
@@ -298,29 +144,12 @@ describe.runIf(RUN)("a NATS cluster of three nodes", () => {
         [c, "c"],
       ] as const) {
         const client = createClient(TestService, transport(cluster, node, { serverId }));
-        const headers = (call: string) => ({
-          headers: { [CALL]: `${tag}-${call}` },
-          timeoutMs: 15_000,
+        expect(await everyKind(client, 50, tag)).toEqual({
+          unary: 3,
+          server: "whole",
+          client: 50,
+          bidi: "whole",
         });
-        const unary = await client.unaryCall({ responseSize: 3 }, headers("unary"));
-        const streamed: number[] = [];
-        for await (const r of client.streamingOutputCall(
-          { responseParameters: Array.from({ length: 50 }, () => ({ size: 2 })) },
-          headers("server"),
-        )) {
-          streamed.push(indexOf(r.payload?.body));
-        }
-        const uploaded = await client.streamingInputCall(numbered(50, 0), headers("client"));
-        const echoed: number[] = [];
-        for await (const r of client.fullDuplexCall(numbered(50, 0), headers("bidi"))) {
-          echoed.push(indexOf(r.payload?.body));
-        }
-        expect({
-          unary: unary.payload?.body.byteLength,
-          server: sequenceProblem(streamed, 50) ?? "whole",
-          client: uploaded.aggregatedPayloadSize,
-          bidi: sequenceProblem(echoed, 50) ?? "whole",
-        }).toEqual({ unary: 3, server: "whole", client: 50, bidi: "whole" });
       }
       expect([...runs.values()].every((n) => n === 1)).toBe(true);
       expect(runs.size).toBe(8);
@@ -412,10 +241,10 @@ describe.runIf(RUN)("a NATS cluster of three nodes", () => {
           for (const [i, client] of clients.entries()) {
             await client.unaryCall(
               { responseSize: 0 },
-              { headers: { [CALL]: `${tag}-probe${i}` }, timeoutMs: 15_000 },
+              { headers: { [CALL_HEADER]: `${tag}-probe${i}` }, timeoutMs: 15_000 },
             );
           }
-          const flight = callsInFlight(clients, tag, 50);
+          const flight = callsInFlight(clients, tag, 50, FAILOVER_DEADLINE_MS);
           await within(
             flight.started,
             20_000,
@@ -440,7 +269,7 @@ describe.runIf(RUN)("a NATS cluster of three nodes", () => {
                 client.unaryCall(
                   { responseSize: 0 },
                   {
-                    headers: { [CALL]: `${tag}-after${i}` },
+                    headers: { [CALL_HEADER]: `${tag}-after${i}` },
                     timeoutMs: AFTER_DEADLINE_MS,
                     contextValues: createContextValues().set(waitForServerKey, true),
                   },

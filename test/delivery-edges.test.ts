@@ -57,6 +57,27 @@ import {
 } from "./support/rpc-fixture.js";
 
 const MiB = 1024 * 1024;
+
+/**
+ * For a describe block: an embedded broker started before its tests and
+ * closed after them, and a Closer emptied after each test.
+ */
+function embeddedBrokerSuite(): { readonly closer: Closer; readonly broker: EmbeddedBroker } {
+  const closer = new Closer();
+  let broker: EmbeddedBroker | undefined;
+  beforeAll(async () => {
+    broker = await startEmbeddedBroker();
+  });
+  afterEach(() => closer.closeAll());
+  afterAll(() => broker?.close());
+  return {
+    closer,
+    get broker() {
+      if (broker === undefined) throw new Error("the embedded broker has not started");
+      return broker;
+    },
+  };
+}
 const id = () => Math.random().toString(36).slice(2, 10);
 /** A target around a broker this file started itself. */
 function targetOf(url: string, name: string, protocolVersion: 4 | 5 = 4): BrokerTarget {
@@ -118,16 +139,11 @@ function lengthIn(body: Uint8Array | undefined): number {
 }
 
 describe("large messages on the embedded broker (maxMessageBytes 64 MiB both sides)", () => {
-  let broker: EmbeddedBroker;
-  const closer = new Closer();
-  beforeAll(async () => {
-    broker = await startEmbeddedBroker();
-  });
-  afterEach(() => closer.closeAll());
-  afterAll(() => broker.close());
+  const suite = embeddedBrokerSuite();
+  const closer = suite.closer;
 
   async function bigPair() {
-    const target = targetOf(broker.url, "aedes-private");
+    const target = targetOf(suite.broker.url, "aedes-private");
     const serverId = uniqueServerId("large");
     const clientId = `cli-large-${id()}`;
     const server = await startServer(closer, target, {
@@ -305,16 +321,11 @@ describe("large messages on the embedded broker (maxMessageBytes 64 MiB both sid
 // ---------------------------------------------------------------------------
 
 describe("many concurrent large messages on the embedded broker (default settings)", () => {
-  let broker: EmbeddedBroker;
-  const closer = new Closer();
-  beforeAll(async () => {
-    broker = await startEmbeddedBroker();
-  });
-  afterEach(() => closer.closeAll());
-  afterAll(() => broker.close());
+  const suite = embeddedBrokerSuite();
+  const closer = suite.closer;
 
   async function defaultPair(impl: Partial<ServiceImpl<typeof TestService>>) {
-    const target = targetOf(broker.url, "aedes-private");
+    const target = targetOf(suite.broker.url, "aedes-private");
     const serverId = uniqueServerId("many");
     const server = await startServer(closer, target, { serverId });
     server.service(TestService, impl);
@@ -489,13 +500,8 @@ describe.runIf(mosquittoAvailable())("frames Mosquitto drops (max_queued_message
 // ---------------------------------------------------------------------------
 
 describe("links that stall (embedded broker, fault proxy)", () => {
-  let broker: EmbeddedBroker;
-  const closer = new Closer();
-  beforeAll(async () => {
-    broker = await startEmbeddedBroker();
-  });
-  afterEach(() => closer.closeAll());
-  afterAll(() => broker.close());
+  const suite = embeddedBrokerSuite();
+  const closer = suite.closer;
 
   const viaProxy = (proxy: FaultProxy, clientId: string) => ({
     url: proxy.url,
@@ -506,8 +512,8 @@ describe("links that stall (embedded broker, fault proxy)", () => {
   });
 
   it("a caller silent for 4 s (heartbeat 500 ms) learns the fate of its 6 s unary call, and the handler is cancelled", async () => {
-    const target = targetOf(broker.url, "aedes-private");
-    const proxy = closer.add(await FaultProxy.start(broker.url), (p) => p.close());
+    const target = targetOf(suite.broker.url, "aedes-private");
+    const proxy = closer.add(await FaultProxy.start(suite.broker.url), (p) => p.close());
     const serverId = uniqueServerId("silentcaller");
     const started = deferred();
     const aborted = deferred<unknown>();
@@ -551,8 +557,8 @@ describe("links that stall (embedded broker, fault proxy)", () => {
   }, 40_000);
 
   it("a server that stops answering (its link stalled) fails the call UNAVAILABLE within a few heartbeats", async () => {
-    const target = targetOf(broker.url, "aedes-private");
-    const proxy = closer.add(await FaultProxy.start(broker.url), (p) => {
+    const target = targetOf(suite.broker.url, "aedes-private");
+    const proxy = closer.add(await FaultProxy.start(suite.broker.url), (p) => {
       p.resume();
       return p.close();
     });

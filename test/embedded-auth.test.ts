@@ -10,7 +10,6 @@
  * (`onDenied`) against the forged message arriving at a client allowed to
  * read it: whichever comes first decides, no sleeps.
  */
-import { readFileSync } from "node:fs";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
@@ -24,37 +23,22 @@ import { connectAsync, type IClientOptions, type MqttClient } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Presence_State, PresenceSchema } from "../packages/runtime/src/gen/mqrpc/v1/wire_pb.js";
 import { encodePresence } from "../packages/runtime/src/link/presence.js";
-import { encodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
 import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import type { BrokerTarget } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import {
+  type Account,
+  documentedAcl as acl,
+  emptyCallOnlyAcl,
+  forgedEnd,
+  users,
+} from "./support/documented-acl.js";
 import { interopService } from "./support/interop-service.js";
 import { Closer, startServer, startTransport } from "./support/rpc-fixture.js";
 
-const shippedAcl = readFileSync(new URL("../docs/mosquitto-acl.conf", import.meta.url), "utf8");
-const acl = `${shippedAcl}\n${shippedAcl
-  .slice(shippedAcl.indexOf("user dev-42"))
-  .replaceAll("dev-42", "dev-43")}`;
-const users = {
-  "dev-42": "server-secret",
-  "dev-43": "other-server-secret",
-  alice: "alice-secret",
-  bob: "bob-secret",
-};
-type Account = keyof typeof users;
 const SERVER = "dev-42";
 const scheme = new TopicScheme();
 const METHOD = scheme.requestTopic(SERVER, TestService.typeName, "EmptyCall", "alice");
-
-/** A forged End frame, the most damaging thing to inject into a call. */
-const forgedEnd = (callId: number) =>
-  Buffer.from(
-    encodeFrame({
-      callId,
-      seq: 0,
-      kind: { case: "end", value: { status: { code: 7, message: "forged" } } },
-    }),
-  );
 
 /** The refusals the broker reported, with a wait for one to come. */
 class Denials {
@@ -356,14 +340,8 @@ describe("embedded broker with a per-method ACL", () => {
   afterEach(() => closer.closeAll());
 
   it("fails a call to a method the caller may not use at its deadline, and leaves its other calls alone", async () => {
-    const emptyCallOnly = acl
-      .replace(
-        "pattern write mqrpc/s/+/+/+/%c\n",
-        "pattern write mqrpc/s/dev-42/mqrpc~interop~v1~TestService/EmptyCall/%c\n",
-      )
-      .replace("pattern write mqrpc/s/+/+/+/%c/+\n", "");
-    expect(emptyCallOnly).not.toBe(acl);
-    const broker = closer.add(await startEmbeddedBroker({ users, acl: emptyCallOnly }), (b) =>
+    expect(emptyCallOnlyAcl).not.toBe(acl);
+    const broker = closer.add(await startEmbeddedBroker({ users, acl: emptyCallOnlyAcl }), (b) =>
       b.close(),
     );
     const target: BrokerTarget = {

@@ -6,7 +6,7 @@
  * embedded broker and Mosquitto 5.
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createMqttServer, type MqttServer } from "@mqrpc/runtime";
+import { createMqttServer, type MqttServer, type MqttServerOptions } from "@mqrpc/runtime";
 import { connectAsync, type MqttClient } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -237,25 +237,44 @@ forBrokersWhere(
         expect(floodBefore).toBeLessThanOrEqual(9 + 8);
       }, 30_000);
 
-      it("an attacker holding slots with calls without heartbeat or deadline (issue 11 item 4) leaves a quiet caller served", async () => {
-        const serverId = uniqueServerId("hold");
+      /**
+       * An announced server (with `options`) whose client streams end only
+       * when the caller half-closes, and a raw caller of it whose client id
+       * (`attackerKey`) is `callerId(attacker)`.
+       */
+      async function attacked(
+        label: string,
+        attacker: string,
+        options: Partial<MqttServerOptions>,
+      ) {
+        const serverId = uniqueServerId(label);
         const server = await startServer(closer, target, {
           serverId,
+          ...options,
           shutdownTimeoutMs: 0,
           logger: { warn: () => {} },
         });
         server.service(TestService, {
           async streamingInputCall(requests) {
             for await (const _ of requests) {
-              // never ends: the attacker never half-closes
+              // never ends by itself: the attacker never half-closes
             }
             return {};
           },
           emptyCall: () => ({}),
         });
         await server.announced();
-        const attackerKey = callerId("attacker");
-        const attacker = await rawCaller(closer, target, serverId, attackerKey);
+        const attackerKey = callerId(attacker);
+        return {
+          serverId,
+          server,
+          attackerKey,
+          attacker: await rawCaller(closer, target, serverId, attackerKey),
+        };
+      }
+
+      it("an attacker holding slots with calls without heartbeat or deadline (issue 11 item 4) leaves a quiet caller served", async () => {
+        const { serverId, server, attackerKey, attacker } = await attacked("hold", "attacker", {});
         // 1500 Opens in 15 publishes.
         await attacker.send("StreamingInputCall", idleOpens(1, 1500));
         const slots = admission(server);
@@ -276,25 +295,10 @@ forBrokersWhere(
       }, 60_000);
 
       it("calls without heartbeats, running or waiting, end after callIdleTimeoutMs and give their slots back", async () => {
-        const serverId = uniqueServerId("idle");
-        const server = await startServer(closer, target, {
-          serverId,
+        const { server, attacker } = await attacked("idle", "idle", {
           maxConcurrentCalls: 100,
           callIdleTimeoutMs: 1000,
-          shutdownTimeoutMs: 0,
-          logger: { warn: () => {} },
         });
-        server.service(TestService, {
-          async streamingInputCall(requests) {
-            for await (const _ of requests) {
-              // never ends by itself
-            }
-            return {};
-          },
-        });
-        await server.announced();
-        const attackerKey = callerId("idle");
-        const attacker = await rawCaller(closer, target, serverId, attackerKey);
         await attacker.send("StreamingInputCall", idleOpens(1, 300));
         // 90 run, 25 wait, 185 refused; then the 115 end, idle.
         await expect.poll(() => attacker.endCodes().length, { timeout: 20_000 }).toBe(300);
@@ -352,6 +356,19 @@ forBrokersWhere(
         const occupying = outcome(occupant.unaryCall({}));
         const slots = admission(server);
         await expect.poll(() => slots.running).toBe(1);
+        /** A caller with a client id of its own (`key`, `callerId(label)`) and 100 ms heartbeats. */
+        const heartbeatCaller = (label: string) => {
+          const key = callerId(label);
+          const client = createClient(
+            TestService,
+            startTransport(closer, target, {
+              serverId,
+              mqtt: mqttOptions(target, key),
+              heartbeatMs: 100,
+            }),
+          );
+          return { key, client };
+        };
         return {
           serverId,
           server,
@@ -359,20 +376,13 @@ forBrokersWhere(
           release,
           occupying,
           emptyCalls: () => emptyCalls,
+          heartbeatCaller,
         };
       }
 
       it("is known to its caller's Pings, and runs once the slot frees", async () => {
-        const { serverId, slots, release, occupying } = await oneSlotServer({});
-        const key = callerId("pinger");
-        const waiter = createClient(
-          TestService,
-          startTransport(closer, target, {
-            serverId,
-            mqtt: mqttOptions(target, key),
-            heartbeatMs: 100,
-          }),
-        );
+        const { serverId, slots, release, occupying, heartbeatCaller } = await oneSlotServer({});
+        const { key, client: waiter } = heartbeatCaller("pinger");
         const observer = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
           c.endAsync(),
         );
@@ -436,16 +446,8 @@ forBrokersWhere(
       });
 
       it("holds its request stream under flow control until it runs", async () => {
-        const { serverId, slots, release } = await oneSlotServer({});
-        const key = callerId("stream");
-        const waiter = createClient(
-          TestService,
-          startTransport(closer, target, {
-            serverId,
-            mqtt: mqttOptions(target, key),
-            heartbeatMs: 100,
-          }),
-        );
+        const { serverId, slots, release, heartbeatCaller } = await oneSlotServer({});
+        const { key, client: waiter } = heartbeatCaller("stream");
         const scheme = new TopicScheme();
         const observer = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
           c.endAsync(),

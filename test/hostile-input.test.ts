@@ -6,6 +6,7 @@
  * legitimate calls run. Limits answer RESOURCE_EXHAUSTED.
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import type { MqttServerOptions } from "@mqrpc/runtime";
 import fc from "fast-check";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
@@ -344,13 +345,18 @@ forBrokersWhere(
         expect(runs).toBe(1);
       });
 
-      it("concurrent calls per caller", async () => {
-        const serverId = uniqueServerId("percaller");
+      /**
+       * A server with `limits` whose EmptyCall handlers wait for `release`,
+       * where no call waits for a slot: the limit refuses (waiting:
+       * test/fairness.test.ts); `caller()` makes a client with a client id
+       * of its own.
+       */
+      async function heldCalls(label: string, limits: Partial<MqttServerOptions>) {
+        const serverId = uniqueServerId(label);
         const release = deferred();
         const server = await startServer(closer, target, {
           serverId,
-          maxCallsPerClient: 3,
-          // No call waits for a slot: the limit refuses (waiting: test/fairness.test.ts).
+          ...limits,
           maxQueuedCalls: 0,
           shutdownTimeoutMs: 0,
         });
@@ -360,21 +366,24 @@ forBrokersWhere(
             return {};
           },
         });
-        const client = createClient(
-          TestService,
-          startTransport(closer, target, { serverId, mqtt: mqttOptions(target, ownClientId()) }),
-        );
+        const caller = () =>
+          createClient(
+            TestService,
+            startTransport(closer, target, { serverId, mqtt: mqttOptions(target, ownClientId()) }),
+          );
+        return { server, release, caller };
+      }
+
+      it("concurrent calls per caller", async () => {
+        const { release, caller } = await heldCalls("percaller", { maxCallsPerClient: 3 });
+        const client = caller();
         const calls = Array.from({ length: 5 }, () =>
           client.emptyCall({}).then(
             () => OK,
             (e: unknown) => ConnectError.from(e).code,
           ),
         );
-        const other = createClient(
-          TestService,
-          startTransport(closer, target, { serverId, mqtt: mqttOptions(target, ownClientId()) }),
-        );
-        const otherCall = other.emptyCall({});
+        const otherCall = caller().emptyCall({});
         await expect
           .poll(async () => (await Promise.race([calls[3], calls[4], Promise.resolve(-1)])) ?? -1)
           .not.toBe(-1);
@@ -386,28 +395,9 @@ forBrokersWhere(
       });
 
       it("concurrent calls in total", async () => {
-        const serverId = uniqueServerId("total");
-        const release = deferred();
-        const server = await startServer(closer, target, {
-          serverId,
-          maxConcurrentCalls: 2,
-          maxQueuedCalls: 0,
-          shutdownTimeoutMs: 0,
-        });
-        server.service(TestService, {
-          async emptyCall() {
-            await release.promise;
-            return {};
-          },
-        });
-        const a = createClient(
-          TestService,
-          startTransport(closer, target, { serverId, mqtt: mqttOptions(target, ownClientId()) }),
-        );
-        const b = createClient(
-          TestService,
-          startTransport(closer, target, { serverId, mqtt: mqttOptions(target, ownClientId()) }),
-        );
+        const { server, release, caller } = await heldCalls("total", { maxConcurrentCalls: 2 });
+        const a = caller();
+        const b = caller();
         const first = [a.emptyCall({}), b.emptyCall({})];
         await expect
           .poll(() => (server as unknown as { calls: Map<string, unknown> }).calls.size)

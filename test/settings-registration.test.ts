@@ -12,27 +12,21 @@ import { hasOption } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createMqttClient } from "@mqrpc/runtime";
 import { file_options, method_options } from "@mqrpc/runtime/proto";
-import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { decodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
 import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 // Loaded for its registration only: nothing below uses its exports.
 import "./gen/mqrpc/test/v1/settings_mqrpc.js";
 import { FileLevelService, ServiceLevelService } from "./gen/mqrpc/test/v1/settings_pb.js";
+import { Closer } from "./support/rpc-fixture.js";
 import {
-  Closer,
-  mqttOptions,
-  startServer,
-  startTransport,
-  uniqueServerId,
-} from "./support/rpc-fixture.js";
+  fileLevelHandlers,
+  serviceLevelHandlers,
+  startSettingsPair,
+  ticks,
+} from "./support/settings-fixture.js";
 
 const N = 2000;
-
-async function* ticks(count: number) {
-  for (let n = 0; n < count; n++) yield { n };
-}
 
 async function drain(stream: AsyncIterable<unknown>): Promise<number> {
   let n = 0;
@@ -58,59 +52,20 @@ forEachBroker((target) => {
       expect(warnings.splice(0)).toEqual([]);
     });
 
-    /** Publishes on `topicFilter` while `run` runs, through the call's last frame (`last`). */
-    async function countPublishes(
-      topicFilter: string,
-      last: "end" | "halfClose",
-      run: () => Promise<void>,
-    ): Promise<number> {
-      const observer = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
-        c.endAsync(),
+    const setup = () =>
+      startSettingsPair(
+        closer,
+        target,
+        "registered",
+        (server) => {
+          server.service(FileLevelService, fileLevelHandlers);
+          server.service(ServiceLevelService, serviceLevelHandlers);
+        },
+        { logger: { warn: (message) => warnings.push(message) } },
       );
-      let count = 0;
-      let sawLast = false;
-      observer.on("message", (_topic, payload) => {
-        count++;
-        if (decodeFrame(payload).kind.case === last) sawLast = true;
-      });
-      await observer.subscribeAsync(topicFilter, { qos: 1 });
-      await run();
-      await expect.poll(() => sawLast).toBe(true);
-      await observer.endAsync();
-      return count;
-    }
-
-    async function setup() {
-      const serverId = uniqueServerId("registered");
-      const server = await startServer(closer, target, {
-        serverId,
-        logger: { warn: (message) => warnings.push(message) },
-      });
-      server.service(FileLevelService, {
-        async *ticks(req) {
-          yield* ticks(req.count);
-        },
-      });
-      server.service(ServiceLevelService, {
-        async *ticks(req) {
-          yield* ticks(req.count);
-        },
-        async upload(requests) {
-          let count = 0;
-          for await (const _ of requests) count++;
-          return { count };
-        },
-      });
-      const clientId = `registered-${Math.random().toString(36).slice(2, 10)}`;
-      const transport = startTransport(closer, target, {
-        serverId,
-        mqtt: mqttOptions(target, clientId),
-      });
-      return { serverId, clientId, transport };
-    }
 
     it("server.service batches a server stream the generated settings batch, and not one they do not", async () => {
-      const { serverId, clientId, transport } = await setup();
+      const { serverId, clientId, transport, countPublishes } = await setup();
       const replies = new TopicScheme().replyTopic(clientId, serverId);
       let received = 0;
       const batched = await countPublishes(replies, "end", async () => {
@@ -126,7 +81,7 @@ forEachBroker((target) => {
     });
 
     it("createMqttClient and Connect's createClient batch a client stream", async () => {
-      const { serverId, transport } = await setup();
+      const { serverId, transport, countPublishes } = await setup();
       const requests = `${new TopicScheme().requestBase(serverId)}#`;
       for (const client of [
         createMqttClient(ServiceLevelService, transport),

@@ -2,9 +2,7 @@
  * The generated per-method settings reach the wire: batching follows the
  * proto options at file, service and method level, in both directions.
  */
-import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { decodeFrame } from "../packages/runtime/src/wire/frame-codec.js";
 import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forEachBroker } from "./brokers/targets.js";
 import {
@@ -13,81 +11,29 @@ import {
   registerFileLevelService,
   registerServiceLevelService,
 } from "./gen/mqrpc/test/v1/settings_mqrpc.js";
+import { Closer } from "./support/rpc-fixture.js";
 import {
-  Closer,
-  mqttOptions,
-  startServer,
-  startTransport,
-  uniqueServerId,
-} from "./support/rpc-fixture.js";
+  fileLevelHandlers,
+  serviceLevelHandlers,
+  startSettingsPair,
+  ticks,
+} from "./support/settings-fixture.js";
 
 const N = 2000;
-
-async function* ticks(count: number) {
-  for (let n = 0; n < count; n++) yield { n };
-}
 
 forEachBroker((target) => {
   describe("generated settings on the wire", () => {
     const closer = new Closer();
     afterEach(() => closer.closeAll());
 
-    /**
-     * Counts the publishes on `topicFilter` while `run` runs, up to and
-     * including the call's last frame (`last`), which the observer may see
-     * after `run` returned.
-     */
-    async function countPublishes(
-      topicFilter: string,
-      last: "end" | "halfClose",
-      run: () => Promise<void>,
-    ): Promise<number> {
-      const observer = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
-        c.endAsync(),
-      );
-      let count = 0;
-      let sawLast = false;
-      observer.on("message", (_topic, payload) => {
-        count++;
-        if (decodeFrame(payload).kind.case === last) sawLast = true;
+    const setup = () =>
+      startSettingsPair(closer, target, "settings", (server) => {
+        registerFileLevelService(server, fileLevelHandlers);
+        registerServiceLevelService(server, serviceLevelHandlers);
       });
-      await observer.subscribeAsync(topicFilter, { qos: 1 });
-      await run();
-      await expect.poll(() => sawLast).toBe(true);
-      await observer.endAsync();
-      return count;
-    }
-
-    async function setup() {
-      const serverId = uniqueServerId("settings");
-      const server = await startServer(closer, target, { serverId });
-      const impl = {
-        async *ticks(req: { count: number }) {
-          yield* ticks(req.count);
-        },
-      };
-      registerFileLevelService(server, impl);
-      registerServiceLevelService(server, {
-        ...impl,
-        async *batchedTicks(req: { count: number }) {
-          yield* ticks(req.count);
-        },
-        async upload(requests: AsyncIterable<{ n: number }>) {
-          let count = 0;
-          for await (const _ of requests) count++;
-          return { count };
-        },
-      });
-      const clientId = `settings-${Math.random().toString(36).slice(2, 10)}`;
-      const transport = startTransport(closer, target, {
-        serverId,
-        mqtt: mqttOptions(target, clientId),
-      });
-      return { serverId, clientId, transport };
-    }
 
     it("file-level batched_stream batches, a service-level override does not, a method override does", async () => {
-      const { serverId, clientId, transport } = await setup();
+      const { serverId, clientId, transport, countPublishes } = await setup();
       const replies = new TopicScheme().replyTopic(clientId, serverId);
       const fileLevel = createFileLevelServiceClient(transport);
       const serviceLevel = createServiceLevelServiceClient(transport);
@@ -111,7 +57,7 @@ forEachBroker((target) => {
     });
 
     it("the client batches a client stream when the method says so, and options.settings overrides it", async () => {
-      const { serverId, transport } = await setup();
+      const { serverId, transport, countPublishes } = await setup();
       const requests = `${new TopicScheme().requestBase(serverId)}#`;
       const batched = createServiceLevelServiceClient(transport);
       const unbatched = createServiceLevelServiceClient(transport, {

@@ -5,7 +5,7 @@
  */
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, encodeBinaryHeader } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { bindServiceSettings } from "@mqrpc/runtime";
 import { connectAsync } from "mqtt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -15,6 +15,16 @@ import {
   type StreamingOutputCallRequestSchema,
   TestService,
 } from "./gen/mqrpc/interop/v1/test_pb.js";
+import {
+  cancelAfterBegin,
+  cancelAfterFirstResponse,
+  clientStreaming,
+  customMetadata,
+  emptyStream,
+  pingPong,
+  serverStreaming,
+  statusCodeAndMessage,
+} from "./support/interop-cases.js";
 import { interopService } from "./support/interop-service.js";
 import { Pushable } from "./support/pushable.js";
 import {
@@ -34,12 +44,6 @@ function codeOf(e: unknown): Code {
 
 const body = (n: number) => ({ body: new Uint8Array(n) });
 
-function ended<T>(): Pushable<T> {
-  const p = new Pushable<T>();
-  p.end();
-  return p;
-}
-
 forEachBroker((target) => {
   describe("interop streaming cases", () => {
     const closer = new Closer();
@@ -54,111 +58,26 @@ forEachBroker((target) => {
     });
     afterEach(() => closer.closeAll());
 
-    it("client_streaming: 27182 + 8 + 1828 + 45904 bytes aggregate to 74922", async () => {
-      async function* requests() {
-        for (const n of [27182, 8, 1828, 45904]) yield { payload: body(n) };
-      }
-      const res = await client.streamingInputCall(requests());
-      expect(res.aggregatedPayloadSize).toBe(74922);
-    });
+    it("client_streaming: 27182 + 8 + 1828 + 45904 bytes aggregate to 74922", () =>
+      clientStreaming(client));
 
-    it("server_streaming: 31415, 9, 2653, 58979 bytes, in order", async () => {
-      const sizes: number[] = [];
-      for await (const res of client.streamingOutputCall({
-        responseParameters: [31415, 9, 2653, 58979].map((size) => ({ size })),
-      })) {
-        sizes.push(res.payload?.body.byteLength ?? -1);
-      }
-      expect(sizes).toEqual([31415, 9, 2653, 58979]);
-    });
+    it("server_streaming: 31415, 9, 2653, 58979 bytes, in order", () => serverStreaming(client));
 
-    it("ping_pong: four lock-step request/response pairs", async () => {
-      const requests = new Pushable<OutReq>();
-      const sent = [27182, 8, 1828, 45904];
-      const expected = [31415, 9, 2653, 58979];
-      const it = client.fullDuplexCall(requests)[Symbol.asyncIterator]();
-      for (let i = 0; i < 4; i++) {
-        requests.push({
-          responseParameters: [{ size: expected[i] as number }],
-          payload: body(sent[i] as number),
-        });
-        const next = await it.next();
-        expect(next.done).toBe(false);
-        expect(next.value?.payload?.body.byteLength).toBe(expected[i]);
-      }
-      requests.end();
-      expect((await it.next()).done).toBe(true);
-    });
+    it("ping_pong: four lock-step request/response pairs", () => pingPong(client));
 
-    it("empty_stream: a bidi call with no messages either way ends OK", async () => {
-      const received: unknown[] = [];
-      for await (const res of client.fullDuplexCall(ended<OutReq>())) received.push(res);
-      expect(received).toEqual([]);
-    });
+    it("empty_stream: a bidi call with no messages either way ends OK", () => emptyStream(client));
 
-    it("cancel_after_begin: a client stream cancelled before any message ends CANCELED", async () => {
-      const controller = new AbortController();
-      const requests = new Pushable<{ payload: { body: Uint8Array } }>();
-      const call = client
-        .streamingInputCall(requests, { signal: controller.signal })
-        .catch((e: unknown) => e);
-      controller.abort();
-      expect(codeOf(await call)).toBe(Code.Canceled);
-    });
+    it("cancel_after_begin: a client stream cancelled before any message ends CANCELED", () =>
+      cancelAfterBegin(client));
 
-    it("cancel_after_first_response: CANCELED for the caller after one pair", async () => {
-      const controller = new AbortController();
-      const requests = new Pushable<OutReq>();
-      requests.push({ responseParameters: [{ size: 31415 }], payload: body(27182) });
-      const it = client
-        .fullDuplexCall(requests, { signal: controller.signal })
-        [Symbol.asyncIterator]();
-      const first = await it.next();
-      expect(first.value?.payload?.body.byteLength).toBe(31415);
-      controller.abort();
-      expect(codeOf(await it.next().catch((e: unknown) => e))).toBe(Code.Canceled);
-    });
+    it("cancel_after_first_response: CANCELED for the caller after one pair", () =>
+      cancelAfterFirstResponse(client));
 
     it("custom_metadata on bidi: initial header and -bin trailer echo", async () => {
-      const bin = encodeBinaryHeader(new Uint8Array([0xab, 0xab, 0xab]));
-      let header: Headers | undefined;
-      let trailer: Headers | undefined;
-      const requests = new Pushable<OutReq>();
-      requests.push({ responseParameters: [{ size: 314159 }], payload: body(271828) });
-      requests.end();
-      const sizes: number[] = [];
-      for await (const res of client.fullDuplexCall(requests, {
-        headers: {
-          "x-grpc-test-echo-initial": "test_initial_metadata_value",
-          "x-grpc-test-echo-trailing-bin": bin,
-        },
-        onHeader: (h) => {
-          header = h;
-        },
-        onTrailer: (t) => {
-          trailer = t;
-        },
-      })) {
-        sizes.push(res.payload?.body.byteLength ?? -1);
-      }
-      expect(sizes).toEqual([314159]);
-      expect(header?.get("x-grpc-test-echo-initial")).toBe("test_initial_metadata_value");
-      expect(trailer?.get("x-grpc-test-echo-trailing-bin")).toBe(bin);
+      await customMetadata(client, "bidi");
     });
 
-    it("status_code_and_message on bidi", async () => {
-      const requests = new Pushable<OutReq>();
-      requests.push({ responseStatus: { code: 2, message: "test status message" } });
-      requests.end();
-      const err = await (async () => {
-        for await (const _ of client.fullDuplexCall(requests)) {
-          // no responses expected
-        }
-      })().catch((e: unknown) => ConnectError.from(e));
-      expect(err).toBeInstanceOf(ConnectError);
-      expect((err as ConnectError).code).toBe(Code.Unknown);
-      expect((err as ConnectError).rawMessage).toBe("test status message");
-    });
+    it("status_code_and_message on bidi", () => statusCodeAndMessage(client, "bidi"));
   });
 
   describe("stream lifecycle", () => {

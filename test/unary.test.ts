@@ -383,6 +383,39 @@ forEachBroker((target) => {
       expect(warnings.join("\n")).toMatch(/malformed frame/);
     });
 
+    /**
+     * An MQTT client of its own (`clientId`) that publishes raw EmptyCall
+     * frames to `serverId`'s request topic: `open(callId)` is a whole call
+     * in one Open; `replies` collects what comes back on its reply topic.
+     */
+    async function rawEmptyCaller(serverId: string, clientId: string) {
+      const raw = closer.add(
+        await connectAsync(target.url, { ...target.mqttOptions, clientId }),
+        (c) => c.endAsync(),
+      );
+      const scheme = new TopicScheme();
+      const replies: Uint8Array[] = [];
+      const replyTopic = scheme.replyTopic(clientId, serverId);
+      raw.on("message", (topic, payload) => {
+        if (topic === replyTopic) replies.push(payload);
+      });
+      await raw.subscribeAsync(replyTopic, { qos: 1 });
+      const topic = scheme.requestTopic(serverId, TestService.typeName, "EmptyCall", clientId);
+      const open = (callId: number) =>
+        Buffer.from(
+          encodeFrame({
+            callId,
+            seq: 0,
+            kind: { case: "open", value: { message: new Uint8Array(0), halfClose: true } },
+          }),
+        );
+      return {
+        replies,
+        open,
+        publish: (frame: Buffer) => raw.publishAsync(topic, frame, { qos: 1 }),
+      };
+    }
+
     it("a request redelivered while its call runs, and after, runs the handler once", async () => {
       const serverId = uniqueServerId("dedup-during");
       const release = deferred();
@@ -397,42 +430,20 @@ forEachBroker((target) => {
           return {};
         },
       });
-      const raw = closer.add(
-        await connectAsync(target.url, { ...target.mqttOptions, clientId: `dupd-${Date.now()}` }),
-        (c) => c.endAsync(),
-      );
-      const scheme = new TopicScheme();
-      const replyTopic = scheme.replyTopic(raw.options.clientId ?? "", serverId);
-      let replies = 0;
-      raw.on("message", (topic) => {
-        if (topic === replyTopic) replies++;
-      });
-      await raw.subscribeAsync(replyTopic, { qos: 1 });
-      const topic = scheme.requestTopic(
-        serverId,
-        TestService.typeName,
-        "EmptyCall",
-        raw.options.clientId ?? "",
-      );
-      const open = Buffer.from(
-        encodeFrame({
-          callId: 7,
-          seq: 0,
-          kind: { case: "open", value: { message: new Uint8Array(0), halfClose: true } },
-        }),
-      );
-      await raw.publishAsync(topic, open, { qos: 1 });
+      const raw = await rawEmptyCaller(serverId, `dupd-${Date.now()}`);
+      const open = raw.open(7);
+      await raw.publish(open);
       await started.promise;
-      await raw.publishAsync(topic, open, { qos: 1 }); // during the call
+      await raw.publish(open); // during the call
       release.resolve();
-      await expect.poll(() => replies).toBe(1);
-      await raw.publishAsync(topic, open, { qos: 1 }); // after the call
+      await expect.poll(() => raw.replies.length).toBe(1);
+      await raw.publish(open); // after the call
       // A call from another client, after the duplicates, proves they were processed.
       const probe = createClient(TestService, startTransport(closer, target, { serverId }));
       const probeDone = probe.emptyCall({});
       await expect.poll(() => runs).toBe(2);
       await probeDone;
-      expect(replies).toBe(1);
+      expect(raw.replies.length).toBe(1);
     });
 
     it("a request published twice runs the handler once", async () => {
@@ -445,52 +456,21 @@ forEachBroker((target) => {
           return {};
         },
       });
-      const raw = closer.add(
-        await connectAsync(target.url, {
-          ...target.mqttOptions,
-          clientId: `dup-${serverId.length}-${Date.now()}`,
-        }),
-        (c) => c.endAsync(),
-      );
-      const scheme = new TopicScheme();
-      const replies: Uint8Array[] = [];
-      const replyTopic = scheme.replyTopic(raw.options.clientId ?? "", serverId);
-      raw.on("message", (topic, payload) => {
-        if (topic === replyTopic) replies.push(payload);
-      });
-      await raw.subscribeAsync(replyTopic, { qos: 1 });
-      const topic = scheme.requestTopic(
-        serverId,
-        TestService.typeName,
-        "EmptyCall",
-        raw.options.clientId ?? "",
-      );
-      const open = Buffer.from(
-        encodeFrame({
-          callId: 99,
-          seq: 0,
-          kind: { case: "open", value: { message: new Uint8Array(0), halfClose: true } },
-        }),
-      );
-      await raw.publishAsync(topic, open, { qos: 1 });
-      await raw.publishAsync(topic, open, { qos: 1 });
+      const raw = await rawEmptyCaller(serverId, `dup-${serverId.length}-${Date.now()}`);
+      const open = raw.open(99);
+      await raw.publish(open);
+      await raw.publish(open);
       // A later call from the same caller proves both duplicates were processed.
-      const marker = Buffer.from(
-        encodeFrame({
-          callId: 100,
-          seq: 0,
-          kind: { case: "open", value: { message: new Uint8Array(0), halfClose: true } },
-        }),
-      );
-      await raw.publishAsync(topic, marker, { qos: 1 });
-      await expect.poll(() => replies.length).toBe(2);
+      const marker = raw.open(100);
+      await raw.publish(marker);
+      await expect.poll(() => raw.replies.length).toBe(2);
       expect(runs).toBe(2);
-      await raw.publishAsync(topic, open, { qos: 1 });
-      await raw.publishAsync(topic, marker, { qos: 1 });
+      await raw.publish(open);
+      await raw.publish(marker);
       const probe = createClient(TestService, startTransport(closer, target, { serverId }));
       await probe.emptyCall({});
       expect(runs).toBe(3);
-      expect(replies.length).toBe(2);
+      expect(raw.replies.length).toBe(2);
     });
   });
 });

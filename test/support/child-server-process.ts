@@ -1,78 +1,30 @@
 /**
- * Runs child-server.ts in a child process (`node --import tsx`), reads its
- * events, and kills it: SIGKILL for a crash, `stop()` for a graceful close.
- *
- * Never leaving a child running: the child exits when its stdin reaches EOF,
- * which happens however this process ends (vitest's SIGTERM to a worker, a
- * crash); on a normal exit every child still running also gets SIGKILL.
+ * Runs child-server.ts in a child process (`node --import tsx`, a
+ * {@link LineChild}: it never outlives this process), reads its events, and
+ * kills it: SIGKILL for a crash, `stop()` for a graceful close.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { ChildEvent, ChildServerConfig } from "./child-server.js";
+import { LineChild } from "./line-child.js";
 import { within } from "./outcome.js";
 
 export type { ChildEvent, ChildServerConfig };
 
 const SCRIPT = fileURLToPath(new URL("./child-server.ts", import.meta.url));
-const REPO = fileURLToPath(new URL("../../", import.meta.url));
-
-const runningKey = Symbol.for("mqrpc.test.child-servers");
-const running: Set<ChildProcessWithoutNullStreams> =
-  ((globalThis as Record<symbol, unknown>)[runningKey] as
-    | Set<ChildProcessWithoutNullStreams>
-    | undefined) ?? installRegistry();
-
-function installRegistry(): Set<ChildProcessWithoutNullStreams> {
-  const set = new Set<ChildProcessWithoutNullStreams>();
-  (globalThis as Record<symbol, unknown>)[runningKey] = set;
-  process.once("exit", () => {
-    for (const child of set) child.kill("SIGKILL");
-  });
-  return set;
-}
 
 export class ChildServer {
-  readonly events: ChildEvent[] = [];
-  private readonly waiters = new Set<() => void>();
-  private readonly exited: Promise<void>;
-  private output = "";
   instanceId = "";
 
-  private constructor(
-    private readonly child: ChildProcessWithoutNullStreams,
-    readonly label: string,
-  ) {
-    running.add(child);
-    this.exited = new Promise((resolve) => {
-      child.once("exit", () => {
-        running.delete(child);
-        resolve();
-        for (const w of [...this.waiters]) w();
-      });
-    });
-    let buffered = "";
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk: string) => {
-      buffered += chunk;
-      let nl = buffered.indexOf("\n");
-      while (nl >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        nl = buffered.indexOf("\n");
-        try {
-          this.events.push(JSON.parse(line) as ChildEvent);
-        } catch {
-          this.output += `${line}\n`;
-        }
-      }
-      for (const w of [...this.waiters]) w();
-    });
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (chunk: string) => {
-      this.output = (this.output + chunk).slice(-8000);
-    });
-    // EPIPE after a kill is expected.
-    child.stdin.on("error", () => {});
+  private constructor(private readonly child: LineChild<ChildEvent>) {}
+
+  /** The child's events so far, in order. */
+  get events(): readonly ChildEvent[] {
+    return this.child.events;
+  }
+
+  /** Names the child in errors. */
+  get label(): string {
+    return this.child.label;
   }
 
   /** Spawns a child server and waits (at most 30 s) until it serves. */
@@ -95,16 +47,12 @@ export class ChildServer {
 
   /** Starts a server spawned by {@link preload} and waits (at most 30 s) until it serves. */
   async begin(): Promise<void> {
-    this.child.stdin.write("start\n");
+    this.child.send("start");
     await this.untilReady();
   }
 
   private static spawn(config: ChildServerConfig, label: string): ChildServer {
-    const child = spawn(process.execPath, ["--import", "tsx", SCRIPT, JSON.stringify(config)], {
-      cwd: REPO,
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    return new ChildServer(child, label);
+    return new ChildServer(LineChild.tsx<ChildEvent>(SCRIPT, config, label));
   }
 
   private async untilReady(): Promise<void> {
@@ -116,23 +64,19 @@ export class ChildServer {
   /** Waits for an event of the child's start; kills the child and throws with its output if it does not come. */
   private async untilEvent(event: "loaded" | "ready", ms: number): Promise<void> {
     try {
-      await within(
-        this.until((e) => e.event === event),
-        ms,
-        `${this.label} ${event}`,
-      );
+      await this.child.until((e) => e.event === event, ms);
     } catch (e) {
-      this.child.kill("SIGKILL");
-      throw new Error(`${String(e)}\n--- ${this.label} output ---\n${this.output}`);
+      await this.child.kill();
+      throw e;
     }
   }
 
   get pid(): number {
-    return this.child.pid ?? -1;
+    return this.child.pid;
   }
 
   get alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
+    return this.child.alive;
   }
 
   /** Events of one kind. */
@@ -144,20 +88,8 @@ export class ChildServer {
    * Resolves once some event satisfies `predicate`; rejects when the child
    * exits first (with its stderr in the message).
    */
-  until(predicate: (e: ChildEvent) => boolean): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (this.events.some(predicate)) {
-          this.waiters.delete(check);
-          resolve();
-        } else if (!this.alive) {
-          this.waiters.delete(check);
-          reject(new Error(`${this.label} exited\n--- output ---\n${this.output}`));
-        }
-      };
-      this.waiters.add(check);
-      check();
-    });
+  async until(predicate: (e: ChildEvent) => boolean): Promise<void> {
+    await this.child.until(predicate);
   }
 
   /**
@@ -165,28 +97,20 @@ export class ChildServer {
    * on a condition over several children's events.
    */
   nextEvent(): Promise<void> {
-    if (!this.alive) return Promise.resolve();
-    return new Promise((resolve) => {
-      const wake = () => {
-        this.waiters.delete(wake);
-        resolve();
-      };
-      this.waiters.add(wake);
-    });
+    return this.child.nextEvent();
   }
 
   /** SIGKILL: the process dies with its connection open, as a crash does. Waits for the exit. */
-  async kill(): Promise<void> {
-    if (this.alive) this.child.kill("SIGKILL");
-    await this.exited;
+  kill(): Promise<void> {
+    return this.child.kill();
   }
 
   /** Closes the server gracefully; SIGKILL when that takes more than `ms`. */
   async stop(ms = 10_000): Promise<void> {
     if (!this.alive) return;
-    this.child.stdin.write("close\n");
+    this.child.send("close");
     try {
-      await within(this.exited, ms, `${this.label} close`);
+      await within(this.child.exit(), ms, `${this.label} close`);
     } catch {
       await this.kill();
     }

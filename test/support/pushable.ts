@@ -1,6 +1,7 @@
 /**
  * An async iterable the test writes to, for lock-step bidi streams and for
- * client streams that must stay open while the test acts.
+ * client streams that must stay open while the test acts; its iterator is
+ * a full AsyncIterator, `throw` included.
  */
 export class Pushable<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
@@ -39,6 +40,12 @@ export class Pushable<T> implements AsyncIterable<T> {
       return: () => {
         this.ended = true;
         return Promise.resolve({ done: true, value: undefined });
+      },
+      // Connect's HTTP transports (connect-node) want it, to pass an error
+      // on to the source: the pushable ends, and the error comes back.
+      throw: (e?: unknown) => {
+        this.end();
+        return Promise.reject(e);
       },
     };
   }

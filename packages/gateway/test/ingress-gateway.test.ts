@@ -21,34 +21,20 @@ import {
   InteropGrpcClient,
   interopCases,
 } from "./support/grpc-js-interop.js";
-import {
-  buildInteropImage,
-  type InteropImage,
-  UpstreamProcess,
-} from "./support/upstream-process.js";
+import { pythonInteropForFile } from "./support/upstream-process.js";
 
 const run = promisify(execFile);
 const BUF = new URL("../../../node_modules/.bin/buf", import.meta.url).pathname;
 
-let image: InteropImage;
-let python: UpstreamProcess;
-
-beforeAll(async () => {
-  image = await buildInteropImage();
-  python = await UpstreamProcess.python(image);
-});
-afterAll(async () => {
-  await python?.kill();
-  await image?.remove();
-});
+const interop = pythonInteropForFile();
 
 /** The Python server's handler of the next call of `method`, from its event lines. */
 function watchPython(method: string): HandlerWatch {
-  const from = python.mark();
-  const started = python
+  const from = interop.python.mark();
+  const started = interop.python
     .until((e) => e.event === "started" && e.method === method, 15_000, from)
     .then(() => undefined);
-  const ended = python
+  const ended = interop.python
     .until((e) => e.event === "done" && e.method === method, 15_000, from)
     .then((e): HandlerEnd => ("cancelled" in e && e.cancelled === true ? "cancelled" : "finished"));
   return { started, ended };
@@ -67,13 +53,7 @@ forEachBroker((target) => {
         await createGrpcGateway({
           mqtt: mqttOptions(target),
           serverId,
-          upstreams: [
-            {
-              url: python.url,
-              descriptorSet: image.path,
-              services: ["mqrpc.interop.v1.TestService"],
-            },
-          ],
+          upstreams: [interop.upstream],
         }),
         (g) => g.close(),
       );
@@ -101,7 +81,7 @@ forEachBroker((target) => {
       ];
       const list = await run(BUF, [...common, "--list-services", ingress.url]);
       expect(list.stdout.split("\n")).toContain("mqrpc.interop.v1.TestService");
-      const from = python.mark();
+      const from = interop.python.mark();
       const call = await run(BUF, [
         ...common,
         "-d",
@@ -109,7 +89,11 @@ forEachBroker((target) => {
         `${ingress.url}/mqrpc.interop.v1.TestService/UnaryCall`,
       ]);
       expect(JSON.parse(call.stdout)).toEqual({ payload: { body: "AAAA" } });
-      await python.until((e) => e.event === "done" && e.method === "UnaryCall", 15_000, from);
+      await interop.python.until(
+        (e) => e.event === "done" && e.method === "UnaryCall",
+        15_000,
+        from,
+      );
     });
 
     it("a Connect JSON call, transcoded by the ingress with the schema the gateway reflects", async () => {

@@ -22,7 +22,7 @@ import {
   verifyStream,
   writeStream,
 } from "./support/bridge-fixture.js";
-import { BridgeProcess } from "./support/bridge-process.js";
+import { startBridgeChild } from "./support/bridge-process.js";
 
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
@@ -177,7 +177,7 @@ forBrokersWhere(
       it("resets the caller's socket when the listening process dies", async () => {
         const serverId = uniqueServerId("killed-server");
         const child = closer.add(
-          await BridgeProcess.start(
+          await startBridgeChild(
             {
               role: "listen",
               url: target.url,
@@ -224,7 +224,7 @@ forBrokersWhere(
         const accepted = nextConnection(listener);
         const heartbeatMs = 500;
         const child = closer.add(
-          await BridgeProcess.start(
+          await startBridgeChild(
             {
               role: "connect",
               url: target.url,

@@ -9,11 +9,11 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { forBrokersWhere } from "../../../test/brokers/targets.js";
 import { TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
+import { interopCases } from "../../../test/support/interop-cases.js";
 import { Closer } from "../../../test/support/rpc-fixture.js";
 import { connectMqtt } from "../src/index.js";
 import { callerMqtt, startListener } from "./support/bridge-fixture.js";
 import { grpcJsTestServer } from "./support/grpc-js-test-service.js";
-import { interopCases } from "./support/interop-cases.js";
 
 forBrokersWhere(
   (t) => t.kind === "aedes" || t.name === "mosquitto-5" || t.kind === "nats",

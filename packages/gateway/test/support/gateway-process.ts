@@ -3,12 +3,11 @@
  * a crashed device, or asked for its memory figures.
  */
 import { fileURLToPath } from "node:url";
+import { LineChild } from "../../../../test/support/line-child.js";
 import type { GatewayChildConfig, GatewayChildEvent, MemorySample } from "./gateway-child.js";
-import { LineChild } from "./line-child.js";
 
 export type { GatewayChildConfig, MemorySample };
 
-const REPO = fileURLToPath(new URL("../../../../", import.meta.url));
 const SCRIPT = fileURLToPath(new URL("./gateway-child.ts", import.meta.url));
 
 /** The memory line a gateway child answers with. */
@@ -45,12 +44,7 @@ export class GatewayProcess {
 
   private static spawn(config: GatewayChildConfig): GatewayProcess {
     return new GatewayProcess(
-      LineChild.spawn<GatewayChildEvent>(
-        process.execPath,
-        ["--expose-gc", "--import", "tsx", SCRIPT, JSON.stringify(config)],
-        REPO,
-        "gateway process",
-      ),
+      LineChild.tsx<GatewayChildEvent>(SCRIPT, config, "gateway process", ["--expose-gc"]),
     );
   }
 

@@ -53,6 +53,37 @@ export interface UnaryOutcome<T> {
   readonly status: grpc.StatusObject | undefined;
 }
 
+/**
+ * A call with one response (unary or client-streaming) that `start` makes,
+ * given the callback grpc-js takes: `outcome` resolves once both its
+ * response (or error) and its status have come.
+ */
+function withOutcome<C extends grpc.ClientUnaryCall, T>(
+  start: (callback: grpc.requestCallback<T>) => C,
+): { call: C; outcome: Promise<UnaryOutcome<T>> } {
+  let call!: C;
+  const outcome = new Promise<UnaryOutcome<T>>((resolve) => {
+    let header: grpc.Metadata | undefined;
+    let status: grpc.StatusObject | undefined;
+    let result: { message?: T; error?: grpc.ServiceError } | undefined;
+    const settle = () => {
+      if (result !== undefined && status !== undefined) resolve({ ...result, header, status });
+    };
+    call = start((error, message) => {
+      result = error !== null ? { error } : message !== undefined ? { message } : {};
+      settle();
+    });
+    call.on("metadata", (md) => {
+      header = md;
+    });
+    call.on("status", (s) => {
+      status = s;
+      settle();
+    });
+  });
+  return { call, outcome };
+}
+
 /** Options of one call. */
 export interface InteropCallOptions {
   /** Metadata besides `mqrpc-server-id`. */
@@ -125,33 +156,17 @@ export class InteropGrpcClient {
     request: MessageInitShape<I>,
     options: InteropCallOptions = {},
   ): Promise<UnaryOutcome<MessageShape<O>>> {
-    return new Promise((resolve) => {
-      let header: grpc.Metadata | undefined;
-      let status: grpc.StatusObject | undefined;
-      let result: { message?: MessageShape<O>; error?: grpc.ServiceError } | undefined;
-      const settle = () => {
-        if (result !== undefined && status !== undefined) resolve({ ...result, header, status });
-      };
-      const call = this.client.makeUnaryRequest(
+    return withOutcome<grpc.ClientUnaryCall, MessageShape<O>>((callback) =>
+      this.client.makeUnaryRequest(
         this.path(method, options),
         serialize(input),
         deserialize(output),
         request,
         this.metadata(options),
         this.callOptions(options),
-        (error, message) => {
-          result = error !== null ? { error } : message !== undefined ? { message } : {};
-          settle();
-        },
-      );
-      call.on("metadata", (md) => {
-        header = md;
-      });
-      call.on("status", (s) => {
-        status = s;
-        settle();
-      });
-    });
+        callback,
+      ),
+    ).outcome;
   }
 
   streamingOutputCall(
@@ -172,41 +187,17 @@ export class InteropGrpcClient {
     call: grpc.ClientWritableStream<MessageInitShape<typeof StreamingInputCallRequestSchema>>;
     outcome: Promise<UnaryOutcome<MessageShape<typeof StreamingInputCallResponseSchema>>>;
   } {
-    let call!: grpc.ClientWritableStream<MessageInitShape<typeof StreamingInputCallRequestSchema>>;
-    const outcome = new Promise<
-      UnaryOutcome<MessageShape<typeof StreamingInputCallResponseSchema>>
-    >((resolve) => {
-      let header: grpc.Metadata | undefined;
-      let status: grpc.StatusObject | undefined;
-      let result:
-        | {
-            message?: MessageShape<typeof StreamingInputCallResponseSchema>;
-            error?: grpc.ServiceError;
-          }
-        | undefined;
-      const settle = () => {
-        if (result !== undefined && status !== undefined) resolve({ ...result, header, status });
-      };
-      call = this.client.makeClientStreamRequest(
-        this.path("StreamingInputCall", options),
-        serialize(StreamingInputCallRequestSchema),
-        deserialize(StreamingInputCallResponseSchema),
-        this.metadata(options),
-        this.callOptions(options),
-        (error, message) => {
-          result = error !== null ? { error } : message !== undefined ? { message } : {};
-          settle();
-        },
-      );
-      call.on("metadata", (md) => {
-        header = md;
-      });
-      call.on("status", (s) => {
-        status = s;
-        settle();
-      });
-    });
-    return { call, outcome };
+    return withOutcome(
+      (callback: grpc.requestCallback<MessageShape<typeof StreamingInputCallResponseSchema>>) =>
+        this.client.makeClientStreamRequest(
+          this.path("StreamingInputCall", options),
+          serialize(StreamingInputCallRequestSchema),
+          deserialize(StreamingInputCallResponseSchema),
+          this.metadata(options),
+          this.callOptions(options),
+          callback,
+        ),
+    );
   }
 
   fullDuplexCall(

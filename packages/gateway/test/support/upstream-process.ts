@@ -10,8 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { afterAll, beforeAll } from "vitest";
+import { LineChild } from "../../../../test/support/line-child.js";
 import type { GrpcJsUpstreamConfig } from "./grpc-js-upstream.js";
-import { LineChild } from "./line-child.js";
 
 export type { GrpcJsUpstreamConfig };
 
@@ -78,12 +79,7 @@ export class UpstreamProcess {
 
   /** Starts the grpc-js upstream and waits until it serves. */
   static grpcJs(config: GrpcJsUpstreamConfig): Promise<UpstreamProcess> {
-    const child = LineChild.spawn<UpstreamEvent>(
-      process.execPath,
-      ["--import", "tsx", GRPC_JS_SCRIPT, JSON.stringify(config)],
-      REPO,
-      "grpc-js upstream",
-    );
+    const child = LineChild.tsx<UpstreamEvent>(GRPC_JS_SCRIPT, config, "grpc-js upstream");
     return new UpstreamProcess(child, config.listen).started();
   }
 
@@ -124,4 +120,50 @@ export class UpstreamProcess {
   kill(): Promise<void> {
     return this.child.kill();
   }
+}
+
+/** The Python upstream with the interop image as its schema, for a whole test file. */
+export interface PythonInterop {
+  readonly image: InteropImage;
+  readonly python: UpstreamProcess;
+  /** The gateway's `upstreams` entry for it: TestService only, its schema from the image. */
+  readonly upstream: { url: string; descriptorSet: string; services: string[] };
+}
+
+/**
+ * Builds the interop image and starts the Python upstream on
+ * `127.0.0.1:0` before the file's tests; kills it and removes the image
+ * after them. The fields are there from the first test (and `beforeAll`
+ * hooks registered later) on.
+ */
+export function pythonInteropForFile(): PythonInterop {
+  let image: InteropImage | undefined;
+  let python: UpstreamProcess | undefined;
+  beforeAll(async () => {
+    image = await buildInteropImage();
+    python = await UpstreamProcess.python(image);
+  });
+  afterAll(async () => {
+    await python?.kill();
+    await image?.remove();
+  });
+  const started = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error("the Python upstream has not started");
+    return value;
+  };
+  return {
+    get image() {
+      return started(image);
+    },
+    get python() {
+      return started(python);
+    },
+    get upstream() {
+      return {
+        url: started(python).url,
+        descriptorSet: started(image).path,
+        services: ["mqrpc.interop.v1.TestService"],
+      };
+    },
+  };
 }
