@@ -1,7 +1,8 @@
 /**
  * Mosquitto 2 started by the tests on a free port with generated config:
  * TCP_NODELAY on, default queue limits (`max_queued_messages` 1000), optional
- * ACL, passwords and persistence, and a restart on the same port for
+ * ACL, passwords and persistence, an optional TLS listener with a throwaway
+ * CA (see tls-certificates.ts), and a restart on the same port for
  * broker-restart tests. Never daemonized, never on a fixed port unless asked.
  */
 import { execFileSync } from "node:child_process";
@@ -15,6 +16,34 @@ import {
   startBrokerProcess,
 } from "./broker-process.js";
 import { kindSelected } from "./selection.js";
+import { TestCertificateAuthority } from "./tls-certificates.js";
+
+/** The TLS listener of {@link MosquittoOptions.tls}. */
+export interface MosquittoTlsOptions {
+  /**
+   * The CA that issues the broker's certificate (for 127.0.0.1 and
+   * localhost) and verifies client certificates; the caller keeps and
+   * removes it. By default a new one, removed by `stop()`.
+   */
+  readonly authority?: TestCertificateAuthority;
+  /**
+   * Mutual TLS: refuse clients without a certificate from the CA
+   * (`require_certificate true`) and take the certificate's common name as
+   * the MQTT username (`use_identity_as_username true`: no password asked).
+   */
+  readonly requireCertificate?: boolean;
+}
+
+/** The TLS listener of a running Mosquitto. */
+export interface MosquittoTls {
+  /** `mqtts://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly port: number;
+  /** The CA of the broker's certificate; {@link TestCertificateAuthority.issueClient} makes client certificates. */
+  readonly authority: TestCertificateAuthority;
+  /** The CA certificate (PEM file) that verifies the broker. */
+  readonly caFile: string;
+}
 
 /** Options for {@link startMosquitto}. */
 export interface MosquittoOptions {
@@ -40,6 +69,13 @@ export interface MosquittoOptions {
    * is given, and will not start with a websockets listener alone.
    */
   readonly websockets?: boolean;
+  /**
+   * Also a TLS listener (MQTT over TLS) on another free port (not with
+   * `port`), with a server certificate for 127.0.0.1 and localhost; `true`
+   * for a new CA and no client certificates. Needs the openssl command.
+   * Passwords, ACL and anonymous access are the same on every listener.
+   */
+  readonly tls?: true | MosquittoTlsOptions;
 }
 
 /** A running Mosquitto. */
@@ -49,11 +85,13 @@ export interface MosquittoBroker {
   readonly port: number;
   /** `ws://127.0.0.1:<port>/mqtt` with `websockets`, else undefined. */
   readonly wsUrl: string | undefined;
+  /** The TLS listener with `tls`, else undefined. */
+  readonly tls: MosquittoTls | undefined;
   /** The broker's pid (changes on restart). */
   readonly pid: number;
   /** The generated mosquitto.conf. */
   readonly configFile: string;
-  /** SIGTERM, wait for the exit, remove the temp dir. Idempotent. */
+  /** SIGTERM, wait for the exit, remove the temp dir (and a CA the broker made). Idempotent. */
   stop(): Promise<void>;
   /** Stops and starts again on the same port with the same config and persistence dir. */
   restart(): Promise<void>;
@@ -89,32 +127,48 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
   if (options.websockets === true && options.port !== undefined) {
     throw new Error("startMosquitto: websockets needs free ports, not a fixed port");
   }
+  if (options.tls !== undefined && options.port !== undefined) {
+    throw new Error("startMosquitto: tls needs free ports, not a fixed port");
+  }
   const dir = makeTempDir("mqrpc-mosquitto-");
+  const tlsOptions = options.tls === true ? {} : options.tls;
+  // A CA made here is removed with the broker; one given is the caller's.
+  let ownAuthority: TestCertificateAuthority | undefined;
   try {
+    if (tlsOptions !== undefined && tlsOptions.authority === undefined) {
+      ownAuthority = TestCertificateAuthority.create();
+    }
+    const authority = tlsOptions?.authority ?? ownAuthority;
+    const tlsConfig =
+      authority === undefined ? [] : tlsListenerConfig(authority, tlsOptions?.requireCertificate);
     const common = commonConfig(dir.path, options);
     const conf = join(dir.path, "mosquitto.conf");
-    const start = (port: number, wsPort: number | undefined) => {
+    const start = (port: number, wsPort: number | undefined, tlsPort: number | undefined) => {
       const listeners = [`listener ${port} 127.0.0.1`];
       if (wsPort !== undefined)
         listeners.push(`listener ${wsPort} 127.0.0.1`, "protocol websockets");
+      if (tlsPort !== undefined) listeners.push(`listener ${tlsPort} 127.0.0.1`, ...tlsConfig);
       writeFileSync(conf, [...listeners, ...common, ""].join("\n"));
       return startBrokerProcess({
         name: "mosquitto",
         binary,
         args: ["-c", conf],
-        ports: wsPort === undefined ? [port] : [port, wsPort],
+        ports: [port, wsPort, tlsPort].filter((p) => p !== undefined),
         ready: /mosquitto version \S+ running/,
       });
     };
+    const websockets = options.websockets === true;
     let port = 0;
     let wsPort: number | undefined;
+    let tlsPort: number | undefined;
     let proc: BrokerProcess = await onFreePorts(
-      options.websockets === true ? 2 : 1,
+      1 + (websockets ? 1 : 0) + (authority !== undefined ? 1 : 0),
       options.port === undefined ? undefined : [options.port],
-      ([p, w]) => {
-        port = p!;
-        wsPort = w;
-        return start(port, wsPort);
+      (ports) => {
+        port = ports[0]!;
+        wsPort = websockets ? ports[1] : undefined;
+        tlsPort = authority !== undefined ? ports[websockets ? 2 : 1] : undefined;
+        return start(port, wsPort, tlsPort);
       },
     );
     let stopped = false;
@@ -122,6 +176,15 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       url: `mqtt://127.0.0.1:${port}`,
       port,
       wsUrl: wsPort === undefined ? undefined : `ws://127.0.0.1:${wsPort}/mqtt`,
+      tls:
+        authority === undefined || tlsPort === undefined
+          ? undefined
+          : {
+              url: `mqtts://127.0.0.1:${tlsPort}`,
+              port: tlsPort,
+              authority,
+              caFile: authority.caFile,
+            },
       get pid() {
         return proc.pid;
       },
@@ -130,17 +193,36 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
         stopped = true;
         await proc.stop();
         dir.remove();
+        ownAuthority?.remove();
       },
       async restart() {
         if (stopped) throw new Error("restart() after stop()");
         await proc.stop();
-        proc = await start(port, wsPort);
+        proc = await start(port, wsPort, tlsPort);
       },
     };
   } catch (error) {
     dir.remove();
+    ownAuthority?.remove();
     throw error;
   }
+}
+
+/** The lines after a TLS listener's `listener` line: its certificates and client-certificate policy. */
+function tlsListenerConfig(
+  authority: TestCertificateAuthority,
+  requireCertificate: boolean | undefined,
+): string[] {
+  const server = authority.issueServer();
+  const lines = [
+    `cafile ${authority.caFile}`,
+    `certfile ${server.certFile}`,
+    `keyfile ${server.keyFile}`,
+  ];
+  if (requireCertificate === true) {
+    lines.push("require_certificate true", "use_identity_as_username true");
+  }
+  return lines;
 }
 
 /** Every config line but the listener. */

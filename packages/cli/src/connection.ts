@@ -8,6 +8,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { type ConnectionFlags, DEFAULT_MQTT_URL } from "./connection-options.js";
 import { CliError, EXIT_USAGE } from "./exit-codes.js";
+import { hostPort, tlsFailure } from "./tls-failure.js";
 
 /** What the connection flags resolve to. */
 export interface BrokerConnection {
@@ -121,9 +122,11 @@ function readOptionFile(flag: string, path: string): Buffer {
  * broker accepted it; MQTT.js reconnects it afterwards.
  *
  * @throws ConnectError UNAUTHENTICATED or PERMISSION_DENIED when the broker
- *   refuses the credentials; UNAVAILABLE when it cannot be reached (at the
- *   first network error) or sends no CONNACK within `--connect-timeout`;
- *   CANCELED when `signal` aborts first.
+ *   refuses the credentials (UNAUTHENTICATED also when it refuses the TLS
+ *   client certificate); UNAVAILABLE when it cannot be reached (at the
+ *   first network error), its TLS certificate does not verify, or it sends
+ *   no CONNACK within `--connect-timeout`; CANCELED when `signal` aborts
+ *   first.
  */
 export async function connectMqtt(
   connection: BrokerConnection,
@@ -151,7 +154,8 @@ export async function connectMqtt(
         connection.connectTimeoutMs,
       );
       const onAbort = () => fail(ConnectError.from(signal.reason, Code.Canceled));
-      const onError = (e: Error & { code?: unknown }) => fail(brokerError(url, e));
+      const onError = (e: Error & { code?: unknown }) =>
+        fail(brokerError(url, e, rest.ca !== undefined));
       const onConnect = () => {
         cleanup();
         resolve();
@@ -180,8 +184,13 @@ export async function connectMqtt(
   return client;
 }
 
-/** The ConnectError for an MQTT.js connection error. */
-function brokerError(url: string, e: Error & { code?: unknown }): ConnectError {
+/**
+ * The ConnectError for an MQTT.js error before the first CONNACK (`hasCa`:
+ * `--cacert` was given).
+ */
+function brokerError(url: string, e: Error & { code?: unknown }, hasCa: boolean): ConnectError {
+  const tls = tlsFailure(url, e, hasCa);
+  if (tls !== undefined) return tls;
   const reason = typeof e.code === "number" ? e.code : undefined;
   if (reason === 4 || reason === 134) {
     return new ConnectError(
@@ -201,7 +210,27 @@ function brokerError(url: string, e: Error & { code?: unknown }): ConnectError {
       Code.InvalidArgument,
     );
   }
-  return new ConnectError(`cannot reach the MQTT broker at ${url}: ${e.message}`, Code.Unavailable);
+  return new ConnectError(
+    `cannot reach the MQTT broker at ${url}: ${e.message}${resetHint(url, e)}`,
+    Code.Unavailable,
+  );
+}
+
+/**
+ * For a connection the broker closed before answering: the usual cause is a
+ * URL scheme that does not match the listener (TLS to a plain port, or the
+ * other way round), so say so.
+ */
+export function resetHint(url: string, e: { code?: unknown }): string {
+  if (e.code !== "ECONNRESET") return "";
+  return isTlsUrl(url)
+    ? ` (is ${hostPort(url)} a TLS listener? mqtts:// and wss:// need one)`
+    : ` (is ${hostPort(url)} a TLS listener? then use mqtts:// or wss://)`;
+}
+
+/** Whether `url` is a TLS URL (`mqtts:`, `ssl:`, `tls:`, `wss:`). */
+export function isTlsUrl(url: string): boolean {
+  return TLS_SCHEMES.has(new URL(url).protocol);
 }
 
 /** `MQTT 3.1.1` or `MQTT 5`. */

@@ -58,3 +58,40 @@ export function untilAborted(signal: AbortSignal): Promise<void> {
     signal.addEventListener("abort", () => resolve(), { once: true }),
   );
 }
+
+/**
+ * Resolves as `starting` does unless `signal` aborts first (a start that
+ * waits for a broker that does not answer), then rejects with the signal's
+ * reason; what `starting` brings after that is closed with `close`.
+ */
+export function unlessStopped<T>(
+  starting: Promise<T>,
+  signal: AbortSignal,
+  close: (started: T) => unknown,
+): Promise<T> {
+  const closeLate = () => {
+    starting.then(close).catch(() => {});
+  };
+  if (signal.aborted) {
+    closeLate();
+    return Promise.reject(signal.reason);
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      closeLate();
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    starting.then(
+      (started) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) return;
+        resolve(started);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}

@@ -1,11 +1,12 @@
 /** What `mqrpc expose` does (its options: expose.ts). */
 import { exposePort } from "@mqrpc/net-bridge";
 import type { InvalidArgumentError } from "commander";
+import { probeBroker } from "../broker-probe.js";
 import { resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { parseHostPort } from "../option-parsers.js";
 import { logEvent } from "../output.js";
-import { listenForStop, untilAborted } from "../stop-signal.js";
+import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
 import type { ExposeFlags } from "./expose.js";
 
 /** Serves the virtual port until SIGINT or SIGTERM, logging its start, connections and stop. */
@@ -22,14 +23,20 @@ export async function expose(flags: ExposeFlags): Promise<number> {
   }
   const stop = listenForStop();
   try {
-    const running = await exposePort({
-      mqtt: connection.options,
-      topicPrefix: connection.topicPrefix,
-      serverId: flags.serverId,
-      port: flags.port,
-      target,
-      shutdownTimeoutMs: flags.shutdownTimeout,
-    });
+    const unreachable = await probeBroker(connection, stop.signal);
+    if (unreachable !== undefined) logEvent("warn", `${unreachable}; waiting for it`);
+    const running = await unlessStopped(
+      exposePort({
+        mqtt: connection.options,
+        topicPrefix: connection.topicPrefix,
+        serverId: flags.serverId,
+        port: flags.port,
+        target,
+        shutdownTimeoutMs: flags.shutdownTimeout,
+      }),
+      stop.signal,
+      (e) => e.close(),
+    );
     running.listener.on("connection", () =>
       logEvent("connection", `${flags.serverId} port ${flags.port} (${running.connections} open)`),
     );

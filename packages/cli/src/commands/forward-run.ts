@@ -1,11 +1,12 @@
 /** What `mqrpc forward` does (its options: forward.ts). */
 import { forwardPort } from "@mqrpc/net-bridge";
 import type { InvalidArgumentError } from "commander";
+import { probeBroker } from "../broker-probe.js";
 import { resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { parseHostPort } from "../option-parsers.js";
 import { logEvent } from "../output.js";
-import { listenForStop, untilAborted } from "../stop-signal.js";
+import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
 import type { ForwardFlags } from "./forward.js";
 
 /** Runs a port forward until SIGINT or SIGTERM, logging where it listens and its stop. */
@@ -22,17 +23,23 @@ export async function forward(flags: ForwardFlags): Promise<number> {
   }
   const stop = listenForStop();
   try {
-    const running = await forwardPort({
-      mqtt: connection.options,
-      topicPrefix: connection.topicPrefix,
-      serverId: flags.serverId,
-      port: flags.port,
-      listen,
-      ...(flags.waitForServer === true ? { waitForServer: true } : {}),
-      ...(flags.connectionTimeout !== undefined
-        ? { connectTimeoutMs: flags.connectionTimeout }
-        : {}),
-    });
+    const unreachable = await probeBroker(connection, stop.signal);
+    if (unreachable !== undefined) logEvent("warn", `${unreachable}; waiting for it`);
+    const running = await unlessStopped(
+      forwardPort({
+        mqtt: connection.options,
+        topicPrefix: connection.topicPrefix,
+        serverId: flags.serverId,
+        port: flags.port,
+        listen,
+        ...(flags.waitForServer === true ? { waitForServer: true } : {}),
+        ...(flags.connectionTimeout !== undefined
+          ? { connectTimeoutMs: flags.connectionTimeout }
+          : {}),
+      }),
+      stop.signal,
+      (f) => f.close(),
+    );
     const { host, port } = running.address;
     logEvent(
       "listening",

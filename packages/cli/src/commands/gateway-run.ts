@@ -1,9 +1,10 @@
 /** What `mqrpc gateway` does (its options: gateway.ts). */
 import { createGrpcGateway, type GrpcUpstreamOptions } from "@mqrpc/gateway";
+import { probeBroker } from "../broker-probe.js";
 import { resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { logEvent } from "../output.js";
-import { listenForStop, untilAborted } from "../stop-signal.js";
+import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
 import type { GatewayFlags } from "./gateway.js";
 
 /**
@@ -15,18 +16,24 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
   const upstreams = flags.upstream.map(parseUpstream);
   const stop = listenForStop();
   try {
-    const running = await createGrpcGateway({
-      mqtt: connection.options,
-      serverId: flags.serverId,
-      topicPrefix: connection.topicPrefix,
-      upstreams,
-      reflection: flags.reflection,
-      startTimeoutMs: flags.startTimeout,
-      shutdownTimeoutMs: flags.shutdownTimeout,
-      ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
-      ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
-      logger: { warn: (message) => logEvent("warn", message) },
-    });
+    const unreachable = await probeBroker(connection, stop.signal);
+    if (unreachable !== undefined) logEvent("warn", `${unreachable}; waiting for it`);
+    const running = await unlessStopped(
+      createGrpcGateway({
+        mqtt: connection.options,
+        serverId: flags.serverId,
+        topicPrefix: connection.topicPrefix,
+        upstreams,
+        reflection: flags.reflection,
+        startTimeoutMs: flags.startTimeout,
+        shutdownTimeoutMs: flags.shutdownTimeout,
+        ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
+        ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
+        logger: { warn: (message) => logEvent("warn", message) },
+      }),
+      stop.signal,
+      (g) => g.close(),
+    );
     for (const route of running.services())
       logEvent("route", `${route.service} -> ${route.upstream}`);
     logEvent(

@@ -2,13 +2,14 @@
 import { readFileSync } from "node:fs";
 import { createGrpcIngress } from "@mqrpc/gateway";
 import type { InvalidArgumentError } from "commander";
+import { probeBroker } from "../broker-probe.js";
 import { resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { parseHostPort } from "../option-parsers.js";
 import { logEvent } from "../output.js";
 import { loadSchemaInputs } from "../schema/schema-files.js";
 import { needsReflection } from "../schema/schema-options.js";
-import { listenForStop, untilAborted } from "../stop-signal.js";
+import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
 import type { IngressFlags } from "./ingress.js";
 
 /** Runs an ingress until SIGINT or SIGTERM, logging where it listens and its stop. */
@@ -40,16 +41,22 @@ export async function ingress(flags: IngressFlags): Promise<number> {
   const schema = needsReflection(flags) ? undefined : await loadSchemaInputs(flags.schema ?? []);
   const stop = listenForStop();
   try {
-    const running = await createGrpcIngress({
-      mqtt: connection.options,
-      topicPrefix: connection.topicPrefix,
-      listen,
-      reflection: flags.reflection,
-      reflectionTimeoutMs: flags.reflectionTimeout,
-      ...(tls !== undefined ? { tls } : {}),
-      ...(schema !== undefined ? { descriptorSet: schema.registry } : {}),
-      ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
-    });
+    const unreachable = await probeBroker(connection, stop.signal);
+    if (unreachable !== undefined) logEvent("warn", `${unreachable}; waiting for it`);
+    const running = await unlessStopped(
+      createGrpcIngress({
+        mqtt: connection.options,
+        topicPrefix: connection.topicPrefix,
+        listen,
+        reflection: flags.reflection,
+        reflectionTimeoutMs: flags.reflectionTimeout,
+        ...(tls !== undefined ? { tls } : {}),
+        ...(schema !== undefined ? { descriptorSet: schema.registry } : {}),
+        ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
+      }),
+      stop.signal,
+      (i) => i.close(),
+    );
     logEvent("listening", `${running.url} (devices on ${connection.url})`);
     await untilAborted(stop.signal);
     logEvent("stopping", `on ${stop.received() ?? "signal"}`);
