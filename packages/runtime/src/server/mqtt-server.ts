@@ -20,6 +20,7 @@ import { Presence_State } from "../gen/mqrpc/v1/wire_pb.js";
 import { type MqttConnectionInput, MqttLink } from "../link/mqtt-link.js";
 import { encodePresence, newIncarnation } from "../link/presence.js";
 import { ReconnectResync } from "../link/reconnect-resync.js";
+import { isCertificateFailure } from "../link/tls-failure.js";
 import {
   completeMethodSettings,
   ownSettings,
@@ -217,8 +218,8 @@ export interface MqttServer {
  * never see the server before its methods exist.
  *
  * @throws Error naming the option for bad options, or when the broker
- *   refuses the connection, the subscriptions or (with `routes`) the
- *   presence announcement.
+ *   refuses the connection (credentials, client id, TLS certificates), the
+ *   subscriptions or (with `routes`) the presence announcement.
  */
 export async function createMqttServer(options: MqttServerOptions): Promise<MqttServer> {
   const server = new MqttServerImpl(options);
@@ -457,13 +458,21 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
     const subscribed: string[] = [];
-    // A broker that refuses the credentials or the client id refuses every
-    // retry too: fail the start rather than wait for a connection forever.
+    // A broker that refuses the credentials, the client id or the TLS
+    // certificates refuses every retry too: fail the start rather than wait
+    // for a connection forever.
     let onError: ((e: unknown) => void) | undefined;
     const refused = new Promise<never>((_resolve, reject) => {
       onError = (e) => {
         if (isLoginRefusal(e)) {
           reject(new Error(`mqtt option: the MQTT broker refused the connection: ${e.message}`));
+        } else if (isCertificateFailure(e)) {
+          const code = (e as { code?: unknown }).code;
+          reject(
+            new Error(
+              `mqtt option: TLS with the MQTT broker failed (${String(code)}): ${e.message}; check the CA (ca), the client certificate (cert, key) and the host name`,
+            ),
+          );
         }
       };
       this.link.client.on("error", onError);
