@@ -203,6 +203,19 @@ describe("gateway start", () => {
     ).rejects.toThrow(nobody);
   });
 
+  it("says what to give instead when the upstream serves no reflection (grpcio's default)", async () => {
+    if (target === undefined) throw new Error("no broker target");
+    await expect(
+      createGrpcGateway({
+        mqtt: mqttOptions(target),
+        serverId: uniqueServerId("gw-no-reflection"),
+        upstreams: [{ url: python.url }],
+      }),
+    ).rejects.toThrow(
+      /serves no gRPC server reflection: name its services in "services", give its schema as "descriptorSet"/,
+    );
+  });
+
   it("names the option for bad upstream options", async () => {
     if (target === undefined) throw new Error("no broker target");
     const base = { mqtt: mqttOptions(target), serverId: uniqueServerId("gw-options") };

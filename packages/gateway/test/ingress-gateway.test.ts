@@ -96,6 +96,26 @@ forEachBroker((target) => {
       );
     });
 
+    it("buf curl with its default protocol (Connect) lists, describes and calls through reflection", async () => {
+      const common = [
+        "curl",
+        "--http2-prior-knowledge",
+        "-H",
+        `mqrpc-server-id: ${serverId}`,
+        "--reflect-header",
+        `mqrpc-server-id: ${serverId}`,
+      ];
+      const list = await run(BUF, [...common, "--list-methods", ingress.url]);
+      expect(list.stdout.split("\n")).toContain("mqrpc.interop.v1.TestService/UnaryCall");
+      const call = await run(BUF, [
+        ...common,
+        "-d",
+        '{"responseSize": 2}',
+        `${ingress.url}/mqrpc.interop.v1.TestService/UnaryCall`,
+      ]);
+      expect(JSON.parse(call.stdout)).toEqual({ payload: { body: "AAA=" } });
+    });
+
     it("a Connect JSON call, transcoded by the ingress with the schema the gateway reflects", async () => {
       const connect = createClient(
         TestService,

@@ -200,7 +200,10 @@ export class MethodMap {
         ? route.entry.settings
         : { ...settingsFromDescriptor(desc), ...route.entry.settings };
     return {
-      handler: (requests, context) => upstream.forward(requests, context),
+      handler:
+        desc?.methodKind === "unary"
+          ? (requests, context) => upstream.forwardUnary(requests, context)
+          : (requests, context) => upstream.forward(requests, context),
       ...(desc !== undefined ? { kind: desc.methodKind } : {}),
       ...(settings !== undefined ? { settings } : {}),
     };

@@ -76,11 +76,13 @@ export async function reflectUpstream(
 
 function describe(e: unknown, url: string): Error {
   const message = e instanceof Error ? e.message : String(e);
-  const error = new ReflectionError(
-    `upstream ${url}: server reflection failed: ${message}`,
-    e instanceof ReflectionError ? e.code : grpcStatus.UNKNOWN,
-  );
-  return error;
+  const code = e instanceof ReflectionError ? e.code : grpcStatus.UNKNOWN;
+  // Most gRPC servers (grpcio, grpc-go) serve no reflection unless told to.
+  const hint =
+    code === grpcStatus.UNIMPLEMENTED
+      ? ' (the upstream serves no gRPC server reflection: name its services in "services", give its schema as "descriptorSet", or turn reflection on in the server)'
+      : "";
+  return new ReflectionError(`upstream ${url}: server reflection failed: ${message}${hint}`, code);
 }
 
 async function discover(

@@ -2,10 +2,11 @@
  * One upstream gRPC server and the HTTP/2 channel to it (`@grpc/grpc-js`),
  * and the forwarding of one mqrpc call as one upstream call.
  *
- * Every call goes upstream as a bidi stream with identity serializers:
+ * Every call goes upstream with identity serializers, as a bidi stream:
  * gRPC frames every method kind the same way, so the gateway needs no
  * schema to forward, and message bytes pass untouched (unknown fields
- * survive). grpc-js frames and deframes, applies the deadline
+ * survive). A method known to be unary goes as a unary call, which costs
+ * grpc-js less. grpc-js frames and deframes, applies the deadline
  * (`grpc-timeout`), cancels with RST_STREAM CANCEL, decompresses upstream
  * responses it can (gzip, deflate) and fails the call on those it cannot.
  */
@@ -65,6 +66,9 @@ const serialize = (message: Uint8Array): Buffer =>
     ? message
     : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
 const deserialize = (message: Buffer): Uint8Array => message;
+
+/** The reason of a call's `over` signal: one object, not a DOMException per call. */
+const CALL_OVER = new Error("the upstream call is over");
 
 /** One upstream server: its grpc-js channel and call forwarding. */
 export class Upstream {
@@ -164,7 +168,7 @@ export class Upstream {
     const ended = new Promise<StatusObject>((resolve) => {
       call.once("status", (s: StatusObject) => {
         status = s;
-        over.abort();
+        over.abort(CALL_OVER);
         resolve(s);
       });
     });
@@ -181,6 +185,62 @@ export class Upstream {
       if (context.signal.aborted) throw context.signal.reason;
       appendMetadata(final.metadata, context.responseTrailer);
       if (final.code !== grpcStatus.OK) throw this.statusError(final, headersReceived);
+    } finally {
+      context.signal.removeEventListener("abort", cancel);
+      if (status === undefined) call.cancel();
+    }
+  }
+
+  /**
+   * Forwards a call of a method known to be unary as a grpc-js unary call.
+   * A caller that sent other than one request message is forwarded as a
+   * stream, so that the upstream answers it as it would any client.
+   */
+  async *forwardUnary(
+    requests: AsyncIterable<Uint8Array>,
+    context: RawCallContext,
+  ): AsyncGenerator<Uint8Array, void, undefined> {
+    const received: Uint8Array[] = [];
+    for await (const message of requests) received.push(message);
+    const request = received[0];
+    if (received.length !== 1 || request === undefined) {
+      yield* this.forward(replay(received), context);
+      return;
+    }
+    context.signal.throwIfAborted();
+    const timeoutMs = context.timeoutMs();
+    let response: Uint8Array | undefined;
+    const call = this.client.makeUnaryRequest(
+      `/${context.service}/${context.method}`,
+      serialize,
+      deserialize,
+      request,
+      headersToMetadata(context.requestHeader),
+      timeoutMs === undefined ? {} : { deadline: Date.now() + Math.max(0, timeoutMs) },
+      (_error, value) => {
+        response = value;
+      },
+    );
+    let headersReceived = false;
+    call.on("metadata", (header: Metadata) => {
+      headersReceived = true;
+      appendMetadata(header, context.responseHeader);
+    });
+    let status: StatusObject | undefined;
+    const ended = new Promise<StatusObject>((resolve) => {
+      call.once("status", (s: StatusObject) => {
+        status = s;
+        resolve(s);
+      });
+    });
+    const cancel = () => call.cancel();
+    context.signal.addEventListener("abort", cancel, { once: true });
+    try {
+      const final = await ended;
+      if (context.signal.aborted) throw context.signal.reason;
+      appendMetadata(final.metadata, context.responseTrailer);
+      if (final.code !== grpcStatus.OK) throw this.statusError(final, headersReceived);
+      if (response !== undefined) yield response;
     } finally {
       context.signal.removeEventListener("abort", cancel);
       if (status === undefined) call.cancel();
@@ -222,6 +282,10 @@ export class Upstream {
 
 function isEmpty(metadata: Metadata): boolean {
   return Object.keys(metadata.toJSON()).length === 0;
+}
+
+async function* replay(messages: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  yield* messages;
 }
 
 /**

@@ -10,6 +10,8 @@ import type { DescMessage, DescMethod, DescMethodUnary, MessageShape } from "@bu
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { MqttTransport } from "@mqrpc/runtime";
+import { ServerReflection as ReflectionV1 } from "@mqrpc/runtime/proto/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ReflectionV1alpha } from "@mqrpc/runtime/proto/grpc/reflection/v1alpha/reflection_pb.js";
 import type { DeviceSchema } from "./device-schema.js";
 import { copyMetadata } from "./grpc-metadata.js";
 
@@ -22,9 +24,17 @@ export interface ConnectHandlerOptions {
 }
 
 /**
- * A Node request handler serving every method of `schema` in the Connect,
- * gRPC and gRPC-Web protocols (all codecs), each call forwarded to the
- * device through `transport`. Unknown methods get 404 (UNIMPLEMENTED).
+ * gRPC server reflection, forwarded in every protocol whether or not the
+ * device lists it among its services: `buf curl` asks for it in the
+ * protocol of the call (Connect by default).
+ */
+const REFLECTION_SERVICES = [ReflectionV1, ReflectionV1alpha];
+
+/**
+ * A Node request handler serving every method of `schema`, and gRPC server
+ * reflection, in the Connect, gRPC and gRPC-Web protocols (all codecs),
+ * each call forwarded to the device through `transport`. Unknown methods
+ * get 404 (UNIMPLEMENTED).
  */
 export function connectHandler(
   schema: DeviceSchema,
@@ -33,7 +43,13 @@ export function connectHandler(
 ): ReturnType<typeof connectNodeAdapter> {
   return connectNodeAdapter({
     routes: (router) => {
+      const served = new Set<string>();
       for (const service of schema.services) {
+        served.add(service.typeName);
+        for (const method of service.methods) route(router, method, transport);
+      }
+      for (const service of REFLECTION_SERVICES) {
+        if (served.has(service.typeName)) continue;
         for (const method of service.methods) route(router, method, transport);
       }
     },
