@@ -13,16 +13,27 @@ import type { MqttLink } from "./mqtt-link.js";
 /** The Presence version this runtime writes and believes (the protocol version). */
 const PRESENCE_VERSION = 2;
 
-/** Encodes a presence announcement. */
+/**
+ * Encodes a presence announcement; `sinceMs` (Unix time in ms) is when the
+ * instance entered `state`, left out (0) where unknown, as in the last will.
+ */
 export function encodePresence(
   instance: string,
   state: Presence_State,
   shared: boolean,
   incarnation: number,
+  sinceMs?: number,
 ): Uint8Array {
   return toBinary(
     PresenceSchema,
-    create(PresenceSchema, { version: PRESENCE_VERSION, state, instance, shared, incarnation }),
+    create(PresenceSchema, {
+      version: PRESENCE_VERSION,
+      state,
+      instance,
+      shared,
+      incarnation,
+      sinceMs: sinceMs === undefined ? 0n : BigInt(Math.max(0, Math.trunc(sinceMs))),
+    }),
   );
 }
 

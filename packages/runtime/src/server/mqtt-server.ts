@@ -639,7 +639,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private publishPresence(state: Presence_State): Promise<void> {
     return this.link.publish(
       this.scheme.presenceTopic(this.serverId, this.instanceId),
-      encodePresence(this.instanceId, state, this.shared, this.incarnation),
+      encodePresence(this.instanceId, state, this.shared, this.incarnation, Date.now()),
       { retain: true },
     );
   }
