@@ -17,6 +17,10 @@ export default defineConfig({
   },
   test: {
     include: ["packages/*/src/**/*.test.ts", "packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
+    // Most files wait on brokers, child processes and timers, not the CPU:
+    // vitest's default (cores - 1, so one file at a time on two cores)
+    // left CI mostly idle. MQRPC_TEST_WORKERS overrides.
+    maxWorkers: Number(process.env.MQRPC_TEST_WORKERS ?? 2),
     testTimeout: 30_000,
     hookTimeout: 30_000,
     globalSetup: ["test/brokers/global-setup.ts"],
