@@ -194,7 +194,7 @@ describe.runIf(mosquittoAvailable())("Mosquitto restart with persistence", () =>
   const closer = new Closer();
   afterEach(() => closer.closeAll());
 
-  async function persistentBroker() {
+  async function persistentBroker(transportOptions: { offlineGraceMs?: number } = {}) {
     const broker = await startMosquitto({ persistence: true });
     closer.add(broker, (b) => b.stop());
     const target: BrokerTarget = {
@@ -220,6 +220,7 @@ describe.runIf(mosquittoAvailable())("Mosquitto restart with persistence", () =>
       serverId,
       heartbeatMs: 500,
       mqtt: fast(`cli-${id()}`),
+      ...transportOptions,
     });
     return { broker, server, client: createClient(TestService, transport) };
   }
@@ -267,4 +268,29 @@ describe.runIf(mosquittoAvailable())("Mosquitto restart with persistence", () =>
     expect([...runs.values()].every((c) => c === 1)).toBe(true);
     expect(runs.size).toBe(300);
   }, 90_000);
+
+  it("a call in flight survives a clean broker shutdown longer than the offline grace", async () => {
+    // Mosquitto publishes the server's will (DISCONNECTED) as it shuts down,
+    // before the caller's link drops; the caller cannot see the server come
+    // back until its own link is back, so the grace must not run meanwhile.
+    const { broker, server, client } = await persistentBroker({ offlineGraceMs: 200 });
+    let runs = 0;
+    const started = deferred();
+    const finish = deferred();
+    server.service(TestService, {
+      async unaryCall() {
+        runs++;
+        started.resolve();
+        await finish.promise;
+        return { payload: { body: new Uint8Array([7]) } };
+      },
+    });
+    const call = client.unaryCall({}, { timeoutMs: 60_000 });
+    await started.promise;
+    await broker.restart({ downMs: 2000 });
+    finish.resolve();
+    const response = await call;
+    expect([...(response.payload?.body ?? [])]).toEqual([7]);
+    expect(runs).toBe(1);
+  }, 60_000);
 });

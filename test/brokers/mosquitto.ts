@@ -93,8 +93,12 @@ export interface MosquittoBroker {
   readonly configFile: string;
   /** SIGTERM, wait for the exit, remove the temp dir (and a CA the broker made). Idempotent. */
   stop(): Promise<void>;
-  /** Stops and starts again on the same port with the same config and persistence dir. */
-  restart(): Promise<void>;
+  /**
+   * Stops (SIGTERM: a clean shutdown, which publishes the clients' wills)
+   * and starts again on the same port with the same config and persistence
+   * dir, after staying down `downMs` (default 0).
+   */
+  restart(options?: { readonly downMs?: number }): Promise<void>;
 }
 
 /** The mosquitto binary: `$MQRPC_MOSQUITTO`, else on PATH or in /usr/sbin. */
@@ -195,9 +199,11 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
         dir.remove();
         ownAuthority?.remove();
       },
-      async restart() {
+      async restart(restartOptions) {
         if (stopped) throw new Error("restart() after stop()");
         await proc.stop();
+        const downMs = restartOptions?.downMs ?? 0;
+        if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
         proc = await start(port, wsPort, tlsPort);
       },
     };

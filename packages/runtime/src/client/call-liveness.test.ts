@@ -31,8 +31,30 @@ async function replicas() {
     handler?.(scheme.presenceTopic("svc", instance), encodePresence(instance, state, true, 7));
   announce("a", Presence_State.ONLINE);
   announce("b", Presence_State.ONLINE);
-  const liveness = new CallLiveness(presence, 'server "svc"', GRACE_MS);
-  return { presence, announce, liveness };
+  const vantage = new FakeVantage();
+  const liveness = new CallLiveness(presence, 'server "svc"', GRACE_MS, vantage);
+  return { presence, announce, liveness, vantage };
+}
+
+/** The caller's link as liveness sees it: current or not, and the resubscription event. */
+class FakeVantage {
+  subscriptionsCurrent = true;
+  private listener: (() => void) | undefined;
+  onResubscribed(listener: () => void): () => void {
+    this.listener = listener;
+    return () => {
+      this.listener = undefined;
+    };
+  }
+  /** The link dropped. */
+  drop(): void {
+    this.subscriptionsCurrent = false;
+  }
+  /** The link is back with its subscriptions. */
+  resubscribed(): void {
+    this.subscriptionsCurrent = true;
+    this.listener?.();
+  }
 }
 
 /** A call as CallLiveness sees it; `probed` holds the reasons it was given. */
@@ -139,5 +161,58 @@ describe("CallLiveness on a replicated server", () => {
       ),
       { numRuns: 100 },
     );
+  });
+});
+
+describe("CallLiveness while the caller's own link is down", () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: 1_000_000 });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("a server's will seen just before the caller's link dropped: the grace counts from when the caller sees again", async () => {
+    const { announce, liveness, vantage } = await replicas();
+    const probed = call(liveness, { claimedBy: "a" });
+    announce("a", Presence_State.DISCONNECTED);
+    vantage.drop();
+    vi.advanceTimersByTime(10 * GRACE_MS);
+    expect(probed).toHaveLength(0);
+    vantage.resubscribed();
+    vi.advanceTimersByTime(GRACE_MS - 1);
+    expect(probed).toHaveLength(0);
+    vi.advanceTimersByTime(2);
+    expect(probed).toHaveLength(1);
+    expect(probed[0]?.rawMessage).toMatch(/went offline/);
+    liveness.close();
+  });
+
+  it("a server back online by the time the caller sees again keeps its calls", async () => {
+    const { announce, liveness, vantage } = await replicas();
+    const claimed = call(liveness, { claimedBy: "a" });
+    const unclaimed = call(liveness, {});
+    announce("a", Presence_State.DISCONNECTED);
+    vantage.drop();
+    vi.advanceTimersByTime(10 * GRACE_MS);
+    announce("a", Presence_State.ONLINE);
+    vantage.resubscribed();
+    vi.advanceTimersByTime(10 * GRACE_MS);
+    expect(claimed).toHaveLength(0);
+    // An unclaimed call may have been queued for the replica's old session: still asked.
+    expect(unclaimed).toHaveLength(1);
+    liveness.close();
+  });
+
+  it("decides nothing while the link is down, even on a close", async () => {
+    const { announce, liveness, vantage } = await replicas();
+    const probed = call(liveness, { claimedBy: "b" });
+    vantage.drop();
+    announce("b", Presence_State.OFFLINE);
+    vi.advanceTimersByTime(10 * GRACE_MS);
+    expect(probed).toHaveLength(0);
+    vantage.resubscribed();
+    expect(probed).toHaveLength(1);
+    liveness.close();
   });
 });

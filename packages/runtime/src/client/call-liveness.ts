@@ -16,11 +16,26 @@
  * offline grace (at once for an OFFLINE), they ask the online replicas, and
  * end with UNAVAILABLE ("may or may not have run") when none has them,
  * rather than at their deadline or heartbeat limit.
+ *
+ * Presence is only news while the caller's own link is up with its
+ * subscriptions in place. While it is not, nothing is decided (a broker
+ * that shuts down cleanly sends every will first, then the caller's link
+ * drops too), and a grace counts from no earlier than the moment the
+ * caller could see again: a broker restart longer than the grace is not a
+ * server that went away.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Presence_State } from "../gen/mqrpc/v1/wire_pb.js";
 import type { PresenceWatch } from "../link/presence.js";
 import type { ClientCall } from "./client-call.js";
+
+/** The caller's own view of the broker (MqttLink has it). */
+export interface PresenceVantage {
+  /** Whether the link is connected with its subscriptions in place. */
+  readonly subscriptionsCurrent: boolean;
+  /** Calls `listener` each time they are in place again after a reconnect; returns its removal. */
+  onResubscribed(listener: () => void): () => void;
+}
 
 /** See the module comment. */
 export class CallLiveness {
@@ -30,20 +45,29 @@ export class CallLiveness {
   /** The instances online at the last review, to tell which left since. */
   private online: readonly string[];
   /**
-   * Replicas that left: when (`at`), and when calls opened before then and
-   * still unclaimed are probed (`due`); dropped once applied.
+   * Replicas that left: when (`at`), and whether their link dropped (calls
+   * opened before then and still unclaimed are probed after the grace) or
+   * they closed (at once); dropped once applied.
    */
-  private departures: Array<{ readonly at: number; readonly due: number }> = [];
+  private departures: Array<{ readonly at: number; readonly dropped: boolean }> = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly stopWatching: () => void;
+  private readonly stopVantage: () => void;
+  /** Since when the caller's link has been able to see presence (see the module comment). */
+  private seeingSince = Date.now();
 
   constructor(
     private readonly presence: PresenceWatch,
     private readonly serverLabel: string,
     private readonly offlineGraceMs: number,
+    private readonly vantage: PresenceVantage,
   ) {
     this.online = presence.onlineInstances();
     this.stopWatching = presence.onChange(() => this.review());
+    this.stopVantage = vantage.onResubscribed(() => {
+      this.seeingSince = Date.now();
+      this.review();
+    });
   }
 
   /** Watches `call` until it finishes ({@link forget}). */
@@ -68,13 +92,22 @@ export class CallLiveness {
 
   close(): void {
     this.stopWatching();
+    this.stopVantage();
     clearTimeout(this.timer);
     this.timer = undefined;
   }
 
   /** Checks every call against what presence says now. */
   private review(): void {
+    if (!this.vantage.subscriptionsCurrent) {
+      // Reviewed again when the link sees again (onResubscribed).
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      return;
+    }
     const now = Date.now();
+    /** When a grace that began at `since` is over: it counts only while the caller could see. */
+    const graceEnd = (since: number) => Math.max(since, this.seeingSince) + this.offlineGraceMs;
     const anyOnline = this.presence.availability === "online";
     let nextCheck = Number.POSITIVE_INFINITY;
     this.noteDepartures(now);
@@ -88,8 +121,9 @@ export class CallLiveness {
         if (anyOnline) {
           const opened = call.openedAt;
           if (!call.awaitsReplica || opened === undefined) continue;
-          for (const { at, due } of this.departures) {
+          for (const { at, dropped } of this.departures) {
             if (opened > at) continue;
+            const due = dropped ? graceEnd(at) : at;
             if (now >= due) {
               call.probe(this.replicaLeft());
               break;
@@ -103,8 +137,8 @@ export class CallLiveness {
           if (this.presence.availability === "offline") call.probe(this.offline());
           continue;
         }
-        if (now - since >= this.offlineGraceMs) call.probe(this.wentOffline());
-        else nextCheck = Math.min(nextCheck, since + this.offlineGraceMs);
+        if (now >= graceEnd(since)) call.probe(this.wentOffline());
+        else nextCheck = Math.min(nextCheck, graceEnd(since));
         continue;
       }
       if (state === Presence_State.ONLINE) {
@@ -125,15 +159,15 @@ export class CallLiveness {
           this.droppedAt ??= new Map();
           this.droppedAt.set(instance, since);
         }
-        if (now - since >= this.offlineGraceMs) call.probe(this.wentOffline());
-        else nextCheck = Math.min(nextCheck, since + this.offlineGraceMs);
+        if (now >= graceEnd(since)) call.probe(this.wentOffline());
+        else nextCheck = Math.min(nextCheck, graceEnd(since));
       } else {
         // Closed on purpose: it finished what it had taken, so calls still
         // in flight reached it too late and will not be answered.
         call.probe(this.offline());
       }
     }
-    this.departures = this.departures.filter((d) => d.due > now);
+    this.departures = this.departures.filter((d) => d.dropped && graceEnd(d.at) > now);
     clearTimeout(this.timer);
     this.timer = undefined;
     if (nextCheck !== Number.POSITIVE_INFINITY) {
@@ -154,7 +188,7 @@ export class CallLiveness {
       if (stillOnline.has(instance)) continue;
       // A dropped link may come back within the grace; a close is final.
       const dropped = this.presence.stateOf(instance) === Presence_State.DISCONNECTED;
-      this.departures.push({ at: now, due: dropped ? now + this.offlineGraceMs : now });
+      this.departures.push({ at: now, dropped });
     }
     this.online = online;
   }

@@ -304,12 +304,13 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
    * server has said nothing for {@link SILENT_SERVER_INTERVALS} intervals
    * although pinged (it is gone, or the link is down that long).
    */
-  heartbeat(now: number, intervalMs: number): void {
+  heartbeat(now: number, intervalMs: number, hearingSince = 0): void {
     if (this.finished || now - this.startedAt < intervalMs) return;
-    if (now - this.lastHeard > SILENT_SERVER_INTERVALS * intervalMs) {
+    const heard = Math.max(this.lastHeard, hearingSince);
+    if (now - heard > SILENT_SERVER_INTERVALS * intervalMs) {
       this.abandon(
         new ConnectError(
-          `server "${this.init.serverId}" did not answer heartbeats for ${now - this.lastHeard} ms`,
+          `server "${this.init.serverId}" did not answer heartbeats for ${now - heard} ms`,
           Code.Unavailable,
         ),
       );
@@ -351,7 +352,10 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     }
     this.probeTimer = setTimeout(() => {
       this.probeTimer = undefined;
-      if (this.heard === heardBefore) this.abandon(reason);
+      // A question that could not be answered (the caller's own link went
+      // down meanwhile) decides nothing: presence reviews the call again
+      // once the link sees again.
+      if (this.heard === heardBefore && this.init.link.subscriptionsCurrent) this.abandon(reason);
     }, PROBE_MS);
   }
 

@@ -540,6 +540,7 @@ class MqttTransportImpl implements MqttTransport {
       this.presence,
       `server "${this.serverId}"`,
       this.settings.offlineGraceMs,
+      this.link,
     );
     const calls: CallsInFlight = {
       liveness,

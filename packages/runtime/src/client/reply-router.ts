@@ -17,8 +17,12 @@ export interface RoutedCall {
    */
   readonly replyTopic: string;
   onFrame(frame: CallFrame): void;
-  /** Sends a Ping if the call has lasted at least `intervalMs` by `now`. */
-  heartbeat(now: number, intervalMs: number): void;
+  /**
+   * Sends a Ping if the call has lasted at least `intervalMs` by `now`;
+   * the server's silence counts from no earlier than `hearingSince` (when
+   * the caller's link came back).
+   */
+  heartbeat(now: number, intervalMs: number, hearingSince: number): void;
   /**
    * The link came back: find out what was lost meanwhile, at once
    * (`first`), or again where nothing new arrived since (see ReconnectResync).
@@ -67,6 +71,9 @@ export class ReplyRouter {
   private nextId: number;
   private heartbeatMs = 0;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly link: MqttLink;
+  /** Since when the link has been up with its subscriptions. */
+  private hearingSince = Date.now();
 
   constructor(link: MqttLink, scheme: TopicScheme) {
     this.clientKey = link.clientId;
@@ -98,7 +105,11 @@ export class ReplyRouter {
       connectedBefore = true;
     };
     link.client.on("connect", onConnect);
-    const offResubscribed = link.onResubscribed(() => resync.reconnected());
+    const offResubscribed = link.onResubscribed(() => {
+      this.hearingSince = Date.now();
+      resync.reconnected();
+    });
+    this.link = link;
     this.dispose = () => {
       link.client.off("connect", onConnect);
       offResubscribed();
@@ -152,8 +163,11 @@ export class ReplyRouter {
         this.heartbeatTimer = undefined;
         return;
       }
+      // Nothing can be heard, or sent, while the link is down: the calls
+      // are asked again when it is back (resync).
+      if (!this.link.subscriptionsCurrent) return;
       const now = Date.now();
-      for (const call of this.calls.values()) call.heartbeat(now, intervalMs);
+      for (const call of this.calls.values()) call.heartbeat(now, intervalMs, this.hearingSince);
     }, intervalMs);
     // Heartbeats alone never keep a process alive.
     (this.heartbeatTimer as { unref?: () => void }).unref?.();

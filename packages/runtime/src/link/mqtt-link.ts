@@ -771,6 +771,7 @@ export class MqttLink {
     }
     if (Object.keys(filters).length === 0) {
       this.resubscribeOwed = false;
+      for (const listener of [...this.resubscribedListeners]) listener();
       return;
     }
     // `resubscribe` makes MQTT.js send filters it believes subscribed.
@@ -789,8 +790,18 @@ export class MqttLink {
   private readonly resubscribedListeners = new Set<() => void>();
 
   /**
+   * Whether the link is connected with its subscriptions in place: what
+   * arrives now is news (presence, replies). False while the connection is
+   * down and after a reconnect until the resubscription is granted (see
+   * {@link onResubscribed}).
+   */
+  get subscriptionsCurrent(): boolean {
+    return this.client.connected && !this.resubscribeOwed;
+  }
+
+  /**
    * Calls `listener` each time the link's subscriptions were granted again
-   * after a reconnect. Frames the peer sent before that reached no
+   * after a reconnect (or found none to ask for). Frames the peer sent before that reached no
    * subscription (a broker that resumed the session without it, or refused
    * it for a while), so a peer asks again for what it may have lost.
    * Returns the function that removes the listener.

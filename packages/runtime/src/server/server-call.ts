@@ -254,16 +254,19 @@ export class ServerCall implements FrameOutput, ReceiverSink {
   }
 
   /**
-   * Called by the server's sweep every second. A running call whose caller
+   * Called by the server's sweep every second (not while its link is down;
+   * `hearingSince`: when it came back). A running call whose caller
    * has been silent for three heartbeat intervals is ended with UNAVAILABLE
    * (the End waits in the caller's session, and is kept, for when it comes
    * back); a draining call whose caller went silent, or that waited long
    * enough, is forgotten. Otherwise, once per heartbeat interval, asks the
    * caller to send again what seems lost (FrameReceiver.checkProgress).
    */
-  sweep(now: number): void {
+  sweep(now: number, hearingSince = 0): void {
     if (this.isFinished) return;
-    const silent = this.heartbeatMs > 0 && now - this.lastHeard > 3 * this.heartbeatMs;
+    // Time the server could not hear (its own link down) is not the caller's silence.
+    const heard = Math.max(this.lastHeard, hearingSince);
+    const silent = this.heartbeatMs > 0 && now - heard > 3 * this.heartbeatMs;
     if (this.drainingSince !== undefined) {
       if (silent || now - this.drainingSince > DRAIN_WITHOUT_HEARTBEAT_MS) this.markFinished();
       return;
@@ -272,18 +275,18 @@ export class ServerCall implements FrameOutput, ReceiverSink {
     if (silent) {
       this.expire(
         new ConnectError(
-          `the server ended the call: no heartbeat from the caller for ${now - this.lastHeard} ms`,
+          `the server ended the call: no heartbeat from the caller for ${now - heard} ms`,
           Code.Unavailable,
         ),
       );
       return;
     }
-    if (this.heartbeatMs === 0 && now - this.lastHeard > this.host.callIdleTimeoutMs) {
+    if (this.heartbeatMs === 0 && now - heard > this.host.callIdleTimeoutMs) {
       // A caller that promised no heartbeats must still say something now
       // and then, or its call could hold a slot for as long as it likes.
       this.expire(
         new ConnectError(
-          `the server ended the call: nothing from the caller (which sends no heartbeats) for ${now - this.lastHeard} ms (callIdleTimeoutMs)`,
+          `the server ended the call: nothing from the caller (which sends no heartbeats) for ${now - heard} ms (callIdleTimeoutMs)`,
           Code.Unavailable,
         ),
       );
