@@ -21,14 +21,16 @@ export function exitCodeForStatus(code: number): number {
 
 /**
  * A failure that ends the command with a message and an exit code
- * ({@link EXIT_FAILURE} unless given).
+ * ({@link EXIT_FAILURE} unless given); `options.cause` is the error it
+ * reports in other words (printed with `MQRPC_DEBUG`).
  */
 export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: number = EXIT_FAILURE,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = "CliError";
   }
 }

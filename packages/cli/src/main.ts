@@ -13,8 +13,9 @@ runCli(process.argv).then(
     process.exit(code);
   },
   async (e: unknown) => {
-    process.stderr.write(`mqrpc: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    const { errorReport, exitCodeFor } = await import("./error-report.js");
+    process.stderr.write(errorReport(e));
     await flushOutput();
-    process.exit(1);
+    process.exit(exitCodeFor(e));
   },
 );

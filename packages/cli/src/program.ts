@@ -45,7 +45,8 @@ Examples:
   $ mqrpc call sensor-box.7 mqrpc.example.device.v1.DeviceService/GetInfo
 
 Exit status: 0 on success, 1 on a failure that is not an RPC status, 2 on a
-bad command line, 64 + the status code when a call fails (docs/CLI.md).`,
+bad command line, 64 + the status code when a call fails (docs/CLI.md). A
+failure prints one line on stderr; MQRPC_DEBUG=1 adds the stack trace.`,
     );
   for (const command of [
     listCommand(),

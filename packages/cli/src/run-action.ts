@@ -19,8 +19,8 @@ export function runAction<A extends unknown[]>(
     try {
       exitCode = await action(...args);
     } catch (e) {
-      const { describeError, exitCodeFor } = await import("./error-report.js");
-      process.stderr.write(`mqrpc: ${describeError(e)}\n`);
+      const { errorReport, exitCodeFor } = await import("./error-report.js");
+      process.stderr.write(errorReport(e));
       exitCode = exitCodeFor(e);
     }
   };

@@ -8,6 +8,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it, type TestContext } from "vitest";
+import { freePort } from "../../../test/brokers/free-port.js";
 import { forBrokersWhere } from "../../../test/brokers/targets.js";
 import { TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { interopService } from "../../../test/support/interop-service.js";
@@ -21,7 +22,8 @@ function fixture(context: TestContext) {
   context.onTestFinished(() => closer.closeAll());
   return {
     closer,
-    start: (args: string[]) => closer.add(CliProcess.start(args), (p) => p.kill()),
+    start: (args: string[], env: Record<string, string> = {}) =>
+      closer.add(CliProcess.start(args, env), (p) => p.kill()),
   };
 }
 
@@ -75,6 +77,65 @@ describe.concurrent("mqrpc gateway and ingress", { timeout: 60_000 }, () => {
         // What the broker retains for the gateway says OFFLINE, not ONLINE.
         await presence.until(
           (s) => s.size > 0 && [...s.values()].every((v) => v === Presence_State.OFFLINE),
+        );
+      });
+
+      it("gateway: a start error is one line on stderr naming the --upstream form to use, exit 1", async (context) => {
+        const f = fixture(context);
+        // Connect for Node serves no gRPC server reflection.
+        const plain = `http://127.0.0.1:${await startGrpcUpstream(f.closer)}`;
+        const other = `http://127.0.0.1:${await startGrpcUpstream(f.closer)}`;
+        const nothing = `http://127.0.0.1:${await freePort()}`;
+        const gateway = async (args: string[], env: Record<string, string> = {}) => {
+          const r = await f.start(
+            ["gateway", ...brokerArgs(target), "--server-id", uniqueServerId("gw"), ...args],
+            env,
+          ).exited;
+          expect(r.code, r.stderr).toBe(1);
+          return r.stderr;
+        };
+        const oneLine = (stderr: string) => {
+          expect(stderr.endsWith("\n"), stderr).toBe(true);
+          expect(stderr.slice(0, -1), stderr).not.toContain("\n");
+          return stderr;
+        };
+
+        const unreflected = oneLine(await gateway(["--upstream", plain]));
+        expect(unreflected).toMatch(
+          new RegExp(
+            `^mqrpc: upstream ${plain.replaceAll(".", "\\.")}: server reflection failed: `,
+          ),
+        );
+        expect(unreflected).toContain(
+          `; on the command line: --upstream ${plain}=pkg.Service[,…] or --upstream ${plain}=@image.binpb\n`,
+        );
+
+        const twice = oneLine(
+          await gateway([
+            "--upstream",
+            `${plain}=mqrpc.interop.v1.TestService`,
+            "--upstream",
+            `${other}=mqrpc.interop.v1.TestService`,
+          ]),
+        );
+        expect(twice).toMatch(
+          /^mqrpc: service "mqrpc\.interop\.v1\.TestService" is offered by two upstreams/,
+        );
+        expect(twice).toContain(
+          `; on the command line: --upstream ${plain}=pkg.Service[,…], --upstream ${other}=pkg.Service[,…]\n`,
+        );
+
+        const absent = oneLine(await gateway(["--upstream", nothing, "--start-timeout", "500ms"]));
+        expect(absent).toMatch(/^mqrpc: upstream .*: server reflection failed: /);
+        expect(absent).toContain(
+          `; no answer within --start-timeout 500ms: is the upstream up? (with --upstream ${nothing}=pkg.Service[,…] `,
+        );
+
+        // MQRPC_DEBUG adds the whole error after that line, the library's own (with its stack) as the cause.
+        const debug = await gateway(["--upstream", plain], { MQRPC_DEBUG: "1" });
+        expect(debug.startsWith(unreflected)).toBe(true);
+        expect(debug.slice(unreflected.length)).toMatch(
+          /\[cause\]: ReflectionError: upstream .*\n\s+at /,
         );
       });
 

@@ -29,6 +29,10 @@ describe.concurrent("the mqrpc command line", { timeout: 60_000 }, () => {
       expect(help.code).toBe(0);
       expect(help.stdout).toContain(`Usage: mqrpc ${command}`);
       expect(help.stdout).toContain("Examples:\n  $ mqrpc");
+      // Only the commands that make a reflection call of their own take metadata for it.
+      expect(help.stdout.includes("--reflect-header"), command).toBe(
+        command === "describe" || command === "call",
+      );
       if (command !== "broker") {
         for (const option of [
           "--mqtt <url>",
@@ -70,6 +74,11 @@ describe.concurrent("the mqrpc command line", { timeout: 60_000 }, () => {
       [
         ["gateway", "--server-id", "g", "--upstream", "http://x:1="],
         /--upstream "http:\/\/x:1=": write URL/,
+      ],
+      [
+        // Refused by @mqrpc/gateway, which names upstreams[0].url: one line, in the CLI's terms.
+        ["gateway", "--server-id", "g", "--upstream", "ftp://x:1", "--mqtt", "mqtt://127.0.0.1:9"],
+        /^mqrpc: --upstream "ftp:\/\/x:1": "ftp:\/\/x:1" has scheme ftp:.*\n$/,
       ],
     ];
     for (const [args, message] of cases) {

@@ -62,7 +62,13 @@ export async function describe(
     }
     if (flags.descriptorSetOut !== undefined) {
       const set = create(FileDescriptorSetSchema, { file: [...schema.files] });
-      await writeFile(flags.descriptorSetOut, toBinary(FileDescriptorSetSchema, set));
+      await writeFile(flags.descriptorSetOut, toBinary(FileDescriptorSetSchema, set)).catch(
+        (e: unknown) => {
+          throw new CliError(
+            `--descriptor-set-out: cannot write ${flags.descriptorSetOut}: ${(e as Error).message}`,
+          );
+        },
+      );
     }
     if (flags.format === "json") {
       await writeOut(`${JSON.stringify(describeJson(schema, symbol), null, 2)}\n`);

@@ -6,10 +6,15 @@ import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { logEvent } from "../output.js";
 import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
 import type { GatewayFlags } from "./gateway.js";
+import { gatewayStartError } from "./gateway-errors.js";
 
 /**
  * Runs a gateway until SIGINT or SIGTERM, logging its start, its routes,
  * the server's warnings and its stop.
+ *
+ * @throws CliError for a bad `--upstream` (exit 2) and for a start the
+ *   library refuses, its message in the command line's terms
+ *   (gateway-errors.ts); otherwise as `createGrpcGateway` throws.
  */
 export async function gateway(flags: GatewayFlags): Promise<number> {
   const connection = resolveConnection(flags);
@@ -18,6 +23,10 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
   try {
     const unreachable = await probeBroker(connection, stop.signal);
     if (unreachable !== undefined) logEvent("warn", `${unreachable}; waiting for it`);
+    const commandLine = {
+      upstreams: flags.upstream.map((value, i) => ({ value, url: upstreams[i]?.url ?? value })),
+      startTimeoutMs: flags.startTimeout,
+    };
     const running = await unlessStopped(
       createGrpcGateway({
         mqtt: connection.options,
@@ -30,6 +39,8 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
         ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
         ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
         logger: { warn: (message) => logEvent("warn", message) },
+      }).catch((e: unknown) => {
+        throw gatewayStartError(e, commandLine);
       }),
       stop.signal,
       (g) => g.close(),

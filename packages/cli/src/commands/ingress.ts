@@ -7,10 +7,10 @@ import { Command, Option } from "commander";
 import { addConnectionOptions, type ConnectionFlags } from "../connection-options.js";
 import { parseByteSize, parseDuration } from "../option-parsers.js";
 import { runAction } from "../run-action.js";
-import { addSchemaOptions, type SchemaFlags } from "../schema/schema-options.js";
+import { addSchemaFileOption, type SchemaFileFlags } from "../schema/schema-options.js";
 
 /** The options of the command, as commander parses them. */
-export interface IngressFlags extends ConnectionFlags, SchemaFlags {
+export interface IngressFlags extends ConnectionFlags, SchemaFileFlags {
   readonly listen: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
@@ -48,7 +48,7 @@ export function ingressCommand(): Command {
         .argParser(parseByteSize)
         .default(undefined, "4MiB"),
     );
-  addSchemaOptions(command);
+  addSchemaFileOption(command);
   addConnectionOptions(command);
   return command
     .addHelpText(
