@@ -237,3 +237,31 @@ export function isTlsUrl(url: string): boolean {
 export function protocolName(version: 4 | 5): string {
   return version === 5 ? "MQTT 5" : "MQTT 3.1.1";
 }
+
+/** How long a graceful end of the CLI's connection may take, in ms. */
+const END_GRACE_MS = 2000;
+
+/**
+ * Ends a client from {@link connectMqtt}: gracefully while connected (its
+ * last publishes acknowledged; at most 2 s), at once while it is not. A
+ * graceful end of a client that is reconnecting never settles; awaited in
+ * a command's cleanup, it left Node with nothing to do, and the process
+ * exited 0 whatever the command's outcome.
+ */
+export async function endMqtt(client: MqttClient): Promise<void> {
+  if (!client.connected) {
+    await client.endAsync(true).catch(() => {});
+    return;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const graceful = client.endAsync(false).then(
+    () => true,
+    () => true,
+  );
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), END_GRACE_MS);
+  });
+  const ended = await Promise.race([graceful, late]);
+  clearTimeout(timer);
+  if (!ended) await client.endAsync(true).catch(() => {});
+}

@@ -26,10 +26,13 @@ export interface InstanceRecord {
   /** Random per process start; another one means the server restarted. */
   readonly incarnation: number;
   /**
-   * When this CLI saw the announcement; undefined for one that was retained
-   * before it subscribed (presence carries no time of its own).
+   * When the instance entered its state: the server's own time
+   * (`Presence.since_ms`), else when this CLI saw the announcement live;
+   * undefined for a retained one without it (a last will, an older server).
    */
   readonly since: Date | undefined;
+  /** Whether the announcement was retained (sent before this CLI subscribed) rather than seen live. */
+  readonly retained: boolean;
 }
 
 /** A server id with its instances. */
@@ -37,7 +40,7 @@ export interface ServerRecord {
   readonly serverId: string;
   readonly state: ServerState;
   readonly instances: readonly InstanceRecord[];
-  /** The latest `since` of an instance in the server's state; undefined when only retained ones. */
+  /** The latest `since` of an instance in the server's state; undefined when none is known. */
   readonly since: Date | undefined;
 }
 
@@ -79,17 +82,20 @@ export class PresenceTable {
       if (previous === undefined || instances === undefined) return undefined;
       instances.delete(instance);
       if (instances.size === 0) this.servers.delete(serverId);
-      return { ...previous, state: "removed", since };
+      return { ...previous, state: "removed", since, retained };
     }
     let state: InstanceState;
     let shared: boolean;
     let incarnation: number;
+    let announcedSince: Date | undefined;
     try {
       const presence = fromBinary(PresenceSchema, payload);
       if (presence.version !== PRESENCE_VERSION) return undefined;
       state = stateName(presence.state);
       shared = presence.shared;
       incarnation = presence.incarnation;
+      // The server's own clock (Presence.since_ms); 0 in a last will or from older servers.
+      if (presence.sinceMs > 0n) announcedSince = new Date(Number(presence.sinceMs));
     } catch {
       return undefined;
     }
@@ -101,7 +107,15 @@ export class PresenceTable {
     ) {
       return undefined;
     }
-    const record: InstanceRecord = { serverId, instance, state, shared, incarnation, since };
+    const record: InstanceRecord = {
+      serverId,
+      instance,
+      state,
+      shared,
+      incarnation,
+      since: announcedSince ?? since,
+      retained,
+    };
     if (instances === undefined) this.servers.set(serverId, new Map([[instance, record]]));
     else instances.set(instance, record);
     return record;

@@ -15,6 +15,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { describe, expect, it, type TestContext } from "vitest";
 import { forBrokersWhere, type RunTarget } from "../../../test/brokers/targets.js";
 import { SimpleResponseSchema, TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
+import { FaultProxy } from "../../../test/support/fault-proxy.js";
 import { interopService } from "../../../test/support/interop-service.js";
 import {
   Closer,
@@ -225,6 +226,34 @@ describe.concurrent("mqrpc call", { timeout: 60_000 }, () => {
         expect(JSON.parse(r.stderr)).toMatchObject({ code: "deadline_exceeded" });
         expect(r.code).toBe(64 + Code.DeadlineExceeded);
         expect(ConnectError.from(await f.duplexEnd()).code).toBe(Code.DeadlineExceeded);
+      });
+
+      it("a call that fails while the broker is unreachable still exits with its status (not 0)", async (context) => {
+        const f = await callFixture(target, context);
+        const proxy = await FaultProxy.start(target.url);
+        context.onTestFinished(() => proxy.close());
+        const version = brokerArgs(target).slice(2);
+        const p = CliProcess.start([
+          "call",
+          "--mqtt",
+          proxy.url,
+          ...version,
+          f.serverId,
+          `${SERVICE}/FullDuplexCall`,
+          "-d",
+          "@-",
+          "--timeout",
+          "3s",
+        ]);
+        context.onTestFinished(() => p.kill());
+        p.write('{"responseParameters": [{"size": 1}]}');
+        await p.untilLine((l) => l.startsWith("{"));
+        // The broker is gone for good: the CLI's client keeps reconnecting.
+        proxy.refuse(true);
+        proxy.resetAll();
+        const r = await p.exited;
+        expect(r.code).toBe(64 + Code.DeadlineExceeded);
+        expect(r.stderr).toContain('"code": "deadline_exceeded"');
       });
 
       it("SIGTERM cancels a streaming call (the handler sees CANCELED) and exits 0", async (context) => {

@@ -63,7 +63,9 @@ describe.concurrent("mqrpc list", { timeout: 60_000 }, () => {
       it("lists a server while it is online; --all also lists it offline", async (context) => {
         const f = fixture(target, context);
         const serverId = uniqueServerId("cli-list");
+        const started = Date.now();
         const server = await f.serve(serverId);
+        const announced = Date.now();
         const online = await f.run("--format", "json");
         expect(online.code).toBe(0);
         const listed = (JSON.parse(online.stdout) as ListedServer[]).find(
@@ -72,22 +74,32 @@ describe.concurrent("mqrpc list", { timeout: 60_000 }, () => {
         expect(listed).toEqual({
           serverId,
           state: "online",
-          since: null,
+          since: expect.any(String),
           instances: [
             {
               instance: server.instanceId,
               state: "online",
               shared: false,
               incarnation: expect.any(Number),
-              since: null,
+              since: expect.any(String),
             },
           ],
         });
+        // Retained before list subscribed, yet timed: the server's since_ms.
+        const onlineSince = Date.parse(listed?.since ?? "");
+        expect(onlineSince).toBeGreaterThanOrEqual(started);
+        expect(onlineSince).toBeLessThanOrEqual(announced);
+        const closing = Date.now();
         await server.close();
+        const closed = Date.now();
         const after = await f.run("--all", "--format", "json");
         expect(after.code).toBe(0);
         const all = JSON.parse(after.stdout) as ListedServer[];
-        expect(all.find((s) => s.serverId === serverId)?.state).toBe("offline");
+        const offline = all.find((s) => s.serverId === serverId);
+        expect(offline?.state).toBe("offline");
+        const offlineSince = Date.parse(offline?.since ?? "");
+        expect(offlineSince).toBeGreaterThanOrEqual(closing);
+        expect(offlineSince).toBeLessThanOrEqual(closed);
         // Without --all, only servers online are listed.
         expect(
           (JSON.parse(online.stdout) as ListedServer[]).every((s) => s.state === "online"),
@@ -138,7 +150,9 @@ describe.concurrent("mqrpc list", { timeout: 60_000 }, () => {
         const lines = table.stdout.split("\n");
         expect(lines[0]).toMatch(/^SERVER ID\s+STATE\s+INSTANCES\s+SINCE$/);
         expect(lines.find((l) => l.startsWith(`${serverId} `))).toMatch(
-          new RegExp(`^${serverId.replaceAll(".", "\\.")}\\s+online\\s+1/1\\s+-$`),
+          new RegExp(
+            `^${serverId.replaceAll(".", "\\.")}\\s+online\\s+1/1\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z$`,
+          ),
         );
 
         const watch = f.start("--watch");

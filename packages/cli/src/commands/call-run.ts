@@ -29,6 +29,7 @@ import { formatBytes, UploadProgress } from "../call/upload-progress.js";
 import {
   type BrokerConnection,
   connectMqtt,
+  endMqtt,
   protocolName,
   resolveConnection,
 } from "../connection.js";
@@ -120,7 +121,7 @@ export async function call(
     throw e;
   } finally {
     await transport?.close();
-    await client?.endAsync();
+    if (client !== undefined) await endMqtt(client);
     stop.dispose();
   }
 }

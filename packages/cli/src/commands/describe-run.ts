@@ -4,7 +4,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createMqttTransport, type MqttTransport } from "@mqrpc/runtime";
 import type { MqttClient } from "mqtt";
-import { connectMqtt, resolveConnection } from "../connection.js";
+import { connectMqtt, endMqtt, resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK } from "../exit-codes.js";
 import { writeOut } from "../output.js";
 import { describeJson, servicesText, symbolText } from "../schema/describe-text.js";
@@ -81,7 +81,7 @@ export async function describe(
     throw e;
   } finally {
     await transport?.close();
-    await client?.endAsync();
+    if (client !== undefined) await endMqtt(client);
     stop.dispose();
   }
 }

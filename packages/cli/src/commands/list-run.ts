@@ -1,6 +1,6 @@
 /** What `mqrpc list` does (its options: list.ts). */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { connectMqtt, resolveConnection } from "../connection.js";
+import { connectMqtt, endMqtt, resolveConnection } from "../connection.js";
 import { EXIT_OK } from "../exit-codes.js";
 import { writeOut } from "../output.js";
 import { type InstanceRecord, PresenceTable, type ServerRecord } from "../presence-table.js";
@@ -52,11 +52,9 @@ export async function list(flags: ListFlags): Promise<number> {
       const rows = table.snapshot().filter((r) => flags.all === true || r.state === "online");
       if (flags.watch && flags.format === "json") {
         const shown = new Set(rows.map((r) => r.serverId));
-        for (const row of rows)
-          for (const i of row.instances) printEvent(i, "json", i.since === undefined);
+        for (const row of rows) for (const i of row.instances) printEvent(i, "json", i.retained);
         // Changes that arrived while settling, of servers the snapshot leaves out.
-        for (const e of events)
-          if (!shown.has(e.serverId)) printEvent(e, "json", e.since === undefined);
+        for (const e of events) if (!shown.has(e.serverId)) printEvent(e, "json", e.retained);
       } else if (flags.format === "json") {
         await writeOut(`${JSON.stringify(rows.map(serverJson), null, 2)}\n`);
       } else {
@@ -64,7 +62,7 @@ export async function list(flags: ListFlags): Promise<number> {
       }
       if (flags.watch) await untilAborted(stop.signal);
     } finally {
-      await client.endAsync();
+      await endMqtt(client);
     }
     return EXIT_OK;
   } finally {
