@@ -6,44 +6,7 @@
  * port does not speak TLS at all.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-
-/**
- * Node's codes for a broker certificate that does not verify (OpenSSL's
- * X509_V_ERR names, and Node's own host name check).
- */
-const UNVERIFIED_CERTIFICATE = new Set([
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_DECRYPT_CERT_SIGNATURE",
-  "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "CERT_SIGNATURE_FAILURE",
-  "CERT_CHAIN_TOO_LONG",
-  "CERT_UNTRUSTED",
-  "CERT_REJECTED",
-  "CERT_REVOKED",
-  "INVALID_CA",
-  "INVALID_PURPOSE",
-  "PATH_LENGTH_EXCEEDED",
-  "CERT_NOT_YET_VALID",
-  "CERT_HAS_EXPIRED",
-  "ERROR_IN_CERT_NOT_BEFORE_FIELD",
-  "ERROR_IN_CERT_NOT_AFTER_FIELD",
-  "HOSTNAME_MISMATCH",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
-
-/** Codes whose cause is the certificate's dates or name, not the CA that signed it. */
-const NOT_ABOUT_THE_CA = new Set([
-  "CERT_NOT_YET_VALID",
-  "CERT_HAS_EXPIRED",
-  "ERROR_IN_CERT_NOT_BEFORE_FIELD",
-  "ERROR_IN_CERT_NOT_AFTER_FIELD",
-  "HOSTNAME_MISMATCH",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
+import { tlsFailureKind } from "@mqrpc/runtime";
 
 /** An error from MQTT.js or node:tls, with Node's `code` and OpenSSL's `reason` when it has them. */
 type NetworkError = Error & { readonly code?: unknown; readonly reason?: unknown };
@@ -73,12 +36,14 @@ export function tlsFailure(
     );
   }
   if (code === undefined) return undefined;
-  if (UNVERIFIED_CERTIFICATE.has(code)) {
-    const hint = NOT_ABOUT_THE_CA.has(code)
-      ? ""
-      : hasCa
-        ? ": --cacert does not hold the CA that signed it"
-        : ": give the CA certificate that signed it with --cacert";
+  const kind = tlsFailureKind(error);
+  if (kind === "untrusted-broker-certificate" || kind === "invalid-broker-certificate") {
+    const hint =
+      kind === "invalid-broker-certificate"
+        ? ""
+        : hasCa
+          ? ": --cacert does not hold the CA that signed it"
+          : ": give the CA certificate that signed it with --cacert";
     return new ConnectError(
       `the TLS certificate of the MQTT broker at ${url} does not verify (${code}: ${error.message})${hint}`,
       Code.Unavailable,
@@ -86,7 +51,10 @@ export function tlsFailure(
   }
   if (!code.startsWith("ERR_SSL_")) return undefined;
   const reason = typeof error.reason === "string" ? error.reason : code;
-  if (/alert/i.test(reason) && /certificate|unknown ca|access denied/i.test(reason)) {
+  if (
+    kind === "client-certificate-refused" ||
+    (/alert/i.test(reason) && /certificate|unknown ca|access denied/i.test(reason))
+  ) {
     const hint = /certificate required/i.test(reason)
       ? ": it asks for a client certificate (give --cert and --key)"
       : ": it does not accept the client certificate (--cert and --key)";

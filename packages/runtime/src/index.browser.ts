@@ -22,6 +22,8 @@ export { createMqttTransport, waitForServerKey } from "./client/mqtt-transport.j
 export type { RawStreamRequest, RawStreamResponse } from "./client/raw-stream.js";
 export { createMqttClient } from "./link/mqtt-client.js";
 export type { MqttConnectionInput } from "./link/mqtt-link.js";
+export type { TlsFailureKind } from "./link/tls-failure.js";
+export { tlsFailureKind } from "./link/tls-failure.js";
 export type { MethodSettings, ServiceSettings } from "./method-settings.js";
 export {
   bindServiceSettings,

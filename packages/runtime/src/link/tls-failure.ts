@@ -5,8 +5,8 @@
  * forever like a dropped connection; a server start fails on them instead.
  */
 
-/** Node's codes for a broker certificate that does not verify (OpenSSL's X509_V_ERR names, and Node's host name check). */
-const UNVERIFIED_CERTIFICATE = new Set([
+/** Node's codes for a broker certificate that does not chain to a trusted CA (OpenSSL's X509_V_ERR names). */
+const UNTRUSTED_CERTIFICATE = new Set([
   "UNABLE_TO_GET_ISSUER_CERT",
   "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
@@ -22,6 +22,10 @@ const UNVERIFIED_CERTIFICATE = new Set([
   "INVALID_CA",
   "INVALID_PURPOSE",
   "PATH_LENGTH_EXCEEDED",
+]);
+
+/** Codes for a broker certificate whose dates or host name are wrong, whoever signed it. */
+const INVALID_CERTIFICATE = new Set([
   "CERT_NOT_YET_VALID",
   "CERT_HAS_EXPIRED",
   "ERROR_IN_CERT_NOT_BEFORE_FIELD",
@@ -34,12 +38,35 @@ const UNVERIFIED_CERTIFICATE = new Set([
 const CLIENT_CERTIFICATE_REFUSED =
   /^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_REQUIRED|CERTIFICATE_UNKNOWN|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED)$/;
 
+/**
+ * What a failed TLS handshake with the broker was about, from the error
+ * MQTT.js reports (Node's `code`):
+ * - `untrusted-broker-certificate`: the broker's certificate does not chain
+ *   to the CA given (`ca` option; Node's defaults without one);
+ * - `invalid-broker-certificate`: its dates or host name are wrong;
+ * - `client-certificate-refused`: the broker refused the client's
+ *   certificate (none given, or not from a CA it trusts): a TLS alert.
+ * Undefined for anything else, TLS or not (a refused TCP connection, a
+ * port that does not speak TLS). None of these heal by connecting again:
+ * a server start fails on them (`createMqttServer`).
+ */
+export type TlsFailureKind =
+  | "untrusted-broker-certificate"
+  | "invalid-broker-certificate"
+  | "client-certificate-refused";
+
+/** See {@link TlsFailureKind}. */
+export function tlsFailureKind(error: unknown): TlsFailureKind | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== "string") return undefined;
+  if (UNTRUSTED_CERTIFICATE.has(code)) return "untrusted-broker-certificate";
+  if (INVALID_CERTIFICATE.has(code)) return "invalid-broker-certificate";
+  if (CLIENT_CERTIFICATE_REFUSED.test(code)) return "client-certificate-refused";
+  return undefined;
+}
+
 /** Whether `e` is a TLS failure that connecting again would meet again. */
 export function isCertificateFailure(e: unknown): e is Error {
-  if (!(e instanceof Error)) return false;
-  const code = (e as { code?: unknown }).code;
-  return (
-    typeof code === "string" &&
-    (UNVERIFIED_CERTIFICATE.has(code) || CLIENT_CERTIFICATE_REFUSED.test(code))
-  );
+  return tlsFailureKind(e) !== undefined;
 }
