@@ -12,7 +12,7 @@ function link() {
 }
 
 describe("MqttLink routing", () => {
-  it("hands a topic to the longest routed prefix, whatever the order they were routed in", async () => {
+  it("hands a topic to the longest routed prefix, whatever the order they were routed in, and to its exact route", async () => {
     const { routed, deliver } = link();
     const got: string[] = [];
     const route = (prefix: string) =>
@@ -22,7 +22,14 @@ describe("MqttLink routing", () => {
     route("a/p/x/");
     routed.routeExact("a/p/x/exact", (topic) => got.push(`exact ${topic}`));
     for (const topic of ["a/c/1", "a/p/1", "a/p/x/1", "a/p/x/exact", "b/1"]) deliver(topic);
-    expect(got).toEqual(["a/ a/c/1", "a/p/ a/p/1", "a/p/x/ a/p/x/1", "exact a/p/x/exact"]);
+    // An exact route and the prefix route covering it both get the message.
+    expect(got).toEqual([
+      "a/ a/c/1",
+      "a/p/ a/p/1",
+      "a/p/x/ a/p/x/1",
+      "exact a/p/x/exact",
+      "a/p/x/ a/p/x/exact",
+    ]);
     got.length = 0;
     undoLong();
     undoShort();

@@ -386,7 +386,10 @@ export class MqttLink {
     return this.acquireResource(key, create).value;
   }
 
-  /** Routes messages on exactly `topic` to `handler`. Returns the undo. */
+  /**
+   * Routes messages on exactly `topic` to `handler`, as well as to a prefix
+   * route that covers it (see {@link routePrefix}). Returns the undo.
+   */
   routeExact(topic: string, handler: TopicHandler): () => void {
     if (this.exact.has(topic)) {
       throw new Error(`topic ${topic} is already routed on this connection`);
@@ -832,9 +835,10 @@ export class MqttLink {
     if (culprit !== undefined) queueMicrotask(() => this.refuseOversize(culprit));
   };
 
+  /** A message goes to the exact route of its topic and to the prefix route that covers it. */
   private readonly onMessage = (topic: string, payload: Uint8Array, packet: IPublishPacket) => {
-    const handler = this.exact.get(topic) ?? this.prefixHandler(topic);
-    handler?.(topic, payload, packet);
+    this.exact.get(topic)?.(topic, payload, packet);
+    this.prefixHandler(topic)?.(topic, payload, packet);
   };
 
   /**

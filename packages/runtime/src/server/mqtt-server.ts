@@ -4,7 +4,7 @@
  * request topics once, announces itself with a retained presence and a last
  * will, and runs each call as a {@link ServerCall}.
  */
-import type { DescFile, DescService, FileRegistry } from "@bufbuild/protobuf";
+import { type DescFile, type DescService, type FileRegistry, fromBinary } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -16,7 +16,7 @@ import type { MqttClient } from "mqtt";
 import { DEFAULT_WINDOW } from "../flow/flow-credit.js";
 import type { MessageLimit } from "../flow/frame-receiver.js";
 import { ReassemblyBudget } from "../flow/reassembly-budget.js";
-import { Presence_State } from "../gen/mqrpc/v1/wire_pb.js";
+import { type Presence, Presence_State, PresenceSchema } from "../gen/mqrpc/v1/wire_pb.js";
 import { type MqttConnectionInput, MqttLink } from "../link/mqtt-link.js";
 import { encodePresence, newIncarnation } from "../link/presence.js";
 import { ReconnectResync } from "../link/reconnect-resync.js";
@@ -447,6 +447,13 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.unroute = this.link.routePrefix(base, (topic, payload) => this.onRequest(topic, payload));
     if (this.shareGroup === undefined) {
       this.filters.push(this.scheme.requestFilter(this.serverId));
+      // Its own presence: a live ONLINE of this instance with another
+      // incarnation is another process with this server id (see onOwnPresence).
+      const own = this.scheme.presenceTopic(this.serverId, this.instanceId);
+      this.filters.push(own);
+      this.unrouteOwnPresence = this.link.routeExact(own, (_topic, payload, packet) =>
+        this.onOwnPresence(payload, packet.retain),
+      );
     } else {
       this.filters.push(`$share/${this.shareGroup}/${base}+/+/+`);
       this.filters.push(`${base}+/+/+/${encodeTopicSegment(this.instanceId)}`);
@@ -494,6 +501,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       this.link.client.off("connect", this.reannounce);
       this.offResubscribed?.();
       this.unroute();
+      this.unrouteOwnPresence?.();
       for (const filter of subscribed) await this.link.unsubscribe(filter);
       await this.link.release();
       throw e;
@@ -792,6 +800,43 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   };
 
   private offResubscribed: (() => void) | undefined;
+  private unrouteOwnPresence: (() => void) | undefined;
+  private lastTwinWarning = Number.NEGATIVE_INFINITY;
+
+  /** Whether this server has seen its own ONLINE come back (see onOwnPresence). */
+  private ownAnnouncementSeen = false;
+
+  /**
+   * This very instance announced ONLINE by another incarnation: two
+   * processes run with one server id and client id, and the broker hands
+   * the id from one to the other. Brokers that say so (MQTT 5 reason 0x8E)
+   * stop the loser (MqttLink); others (Mosquitto 2.0, any MQTT 3.1.1
+   * broker) close the old connection without a word, so say it here, at
+   * most every 30 s. The two share one session, so each gets what is
+   * published while it holds it: the other's ONLINE comes as the retained
+   * message of the subscription made again after each reconnect. A retained
+   * one before this server saw its own ONLINE come back is an earlier run's.
+   */
+  private onOwnPresence(payload: Uint8Array, retained: boolean): void {
+    let presence: Presence;
+    try {
+      presence = fromBinary(PresenceSchema, payload);
+    } catch {
+      return;
+    }
+    if (presence.state !== Presence_State.ONLINE || presence.instance !== this.instanceId) return;
+    if (presence.incarnation === this.incarnation) {
+      if (!retained) this.ownAnnouncementSeen = true;
+      return;
+    }
+    if (retained && !this.ownAnnouncementSeen) return;
+    const now = Date.now();
+    if (now - this.lastTwinWarning < TWIN_WARNING_INTERVAL_MS) return;
+    this.lastTwinWarning = now;
+    this.logger.warn(
+      `mqrpc server ${quoted(this.serverId)}: another process serves as this server (client id ${quoted(this.instanceId)}, incarnation ${presence.incarnation}; this one ${this.incarnation}): the broker hands the connection from one to the other and calls fail; run one process per server id, or use shared: true for replicas`,
+    );
+  }
 
   private readonly resync = new ReconnectResync((first) => {
     for (const call of [...this.calls.values()]) call.resync(first);
@@ -845,6 +890,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     await Promise.all([...this.calls.values()].map((c) => c.finished));
     for (const filter of this.filters) await this.link.unsubscribe(filter);
     this.unroute?.();
+    this.unrouteOwnPresence?.();
     // Announce the departure if the broker can hear it; a dead link has left
     // the last will (DISCONNECTED) in place already.
     if (this.announcing !== undefined && this.link.client.connected) {
@@ -853,6 +899,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     await this.link.release();
   }
 }
+
+/** How often a server says again that another process serves as it, in ms. */
+const TWIN_WARNING_INTERVAL_MS = 30_000;
 
 /** How long close() waits for callers to acknowledge Ends already sent, in ms. */
 const END_ACK_GRACE_MS = 500;

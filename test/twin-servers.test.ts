@@ -1,0 +1,95 @@
+/**
+ * Two processes run as one (non-replicated) server id, so with one client
+ * id: brokers that close the old connection without MQTT 5 reason 0x8E
+ * (Mosquitto 2.0, and every MQTT 3.1.1 broker) let them take the id from
+ * each other without a word. Each server watches its own presence and says
+ * so when it sees its instance announced ONLINE, live, by another
+ * incarnation. One server alone, through reconnects, says nothing.
+ */
+import { createMqttServer, type MqttServer } from "@mqrpc/runtime";
+import { afterEach, describe, expect, it } from "vitest";
+import { forBrokersWhere } from "./brokers/targets.js";
+import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import { ChildServer } from "./support/child-server-process.js";
+import { FaultProxy } from "./support/fault-proxy.js";
+import { interopService } from "./support/interop-service.js";
+import { Closer, mqttOptions, uniqueServerId } from "./support/rpc-fixture.js";
+
+forBrokersWhere(
+  (t) => t.kind === "mosquitto",
+  (target) => {
+    describe("two processes with one server id", () => {
+      const closer = new Closer();
+      afterEach(() => closer.closeAll());
+
+      /** A server whose warnings land in `warnings`, waking `onWarn`. */
+      async function serve(serverId: string, url: string, warnings: string[], onWarn: () => void) {
+        const server: MqttServer = await createMqttServer({
+          serverId,
+          mqtt: { ...mqttOptions(target), url },
+          logger: {
+            warn: (message: string) => {
+              warnings.push(message);
+              onWarn();
+            },
+          },
+          routes: (s) => s.service(TestService, interopService),
+        });
+        return closer.add(server, (s) => s.close());
+      }
+
+      it("a server says when another process serves as it", async () => {
+        const serverId = uniqueServerId("twin");
+        const warnings: string[] = [];
+        let warned: () => void = () => {};
+        const warning = new Promise<void>((resolve) => {
+          warned = resolve;
+        });
+        await serve(serverId, target.url, warnings, () => {
+          if (warnings.some((w) => w.includes("another process"))) warned();
+        });
+        // The twin: another process, same server id, so the same client id.
+        const twin = closer.add(
+          await ChildServer.start({
+            url: target.url,
+            protocolVersion: target.mqttOptions.protocolVersion === 5 ? 5 : 4,
+            serverId,
+            handlerMs: 0,
+          }),
+          (c) => c.stop(),
+        );
+        await Promise.race([
+          warning,
+          twin.until(
+            (e) =>
+              e.event === "warn" && e.message.includes("another process serves as this server"),
+          ),
+        ]);
+        const said = [
+          ...warnings,
+          ...twin.events.flatMap((e) => (e.event === "warn" ? [e.message] : [])),
+        ].find((w) => w.includes("another process"));
+        expect(said).toMatch(
+          /another process serves as this server \(client id .*, incarnation \d+; this one \d+\)/,
+        );
+      });
+
+      it("one server through link drops says nothing", async () => {
+        const serverId = uniqueServerId("single");
+        const proxy = closer.add(await FaultProxy.start(target.url), (p) => p.close());
+        const warnings: string[] = [];
+        const server = await serve(serverId, proxy.url, warnings, () => {});
+        for (let i = 0; i < 3; i++) {
+          proxy.resetAll();
+          await server.announced();
+          await new Promise<void>((resolve) => {
+            const check = () => (proxy.open > 0 ? resolve() : setTimeout(check, 20));
+            check();
+          });
+        }
+        // A live ONLINE of its own incarnation after each reconnect, and a retained one at start.
+        expect(warnings.filter((w) => w.includes("another process"))).toEqual([]);
+      });
+    });
+  },
+);
