@@ -328,8 +328,14 @@ describe("many concurrent large messages on the embedded broker (default setting
     const target = targetOf(suite.broker.url, "aedes-private");
     const serverId = uniqueServerId("many");
     const server = await startServer(closer, target, { serverId });
-    server.service(TestService, impl);
-    return createClient(TestService, startTransport(closer, target, { serverId }));
+    server.service(TestService, { emptyCall: () => ({}), ...impl });
+    const client = createClient(TestService, startTransport(closer, target, { serverId }));
+    // Connected and subscribed before the flood: encoding 300 MiB of
+    // requests keeps this process (and the broker in it) busy for seconds,
+    // which a new transport's first calls would count against their
+    // connectGraceMs (3 s) while they wait for the connection.
+    await client.emptyCall({});
+    return client;
   }
 
   /** Runs per request id, to see that every call ran exactly once. */
