@@ -39,6 +39,7 @@ async function replicas() {
 /** The caller's link as liveness sees it: current or not, and the resubscription event. */
 class FakeVantage {
   subscriptionsCurrent = true;
+  subscriptionsCurrentSince = Date.now();
   private listener: (() => void) | undefined;
   onResubscribed(listener: () => void): () => void {
     this.listener = listener;
@@ -53,6 +54,7 @@ class FakeVantage {
   /** The link is back with its subscriptions. */
   resubscribed(): void {
     this.subscriptionsCurrent = true;
+    this.subscriptionsCurrentSince = Date.now();
     this.listener?.();
   }
 }

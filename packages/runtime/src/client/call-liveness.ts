@@ -33,6 +33,8 @@ import type { ClientCall } from "./client-call.js";
 export interface PresenceVantage {
   /** Whether the link is connected with its subscriptions in place. */
   readonly subscriptionsCurrent: boolean;
+  /** When they were last in place again (`Date.now()`). */
+  readonly subscriptionsCurrentSince: number;
   /** Calls `listener` each time they are in place again after a reconnect; returns its removal. */
   onResubscribed(listener: () => void): () => void;
 }
@@ -53,8 +55,6 @@ export class CallLiveness {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly stopWatching: () => void;
   private readonly stopVantage: () => void;
-  /** Since when the caller's link has been able to see presence (see the module comment). */
-  private seeingSince = Date.now();
 
   constructor(
     private readonly presence: PresenceWatch,
@@ -64,10 +64,7 @@ export class CallLiveness {
   ) {
     this.online = presence.onlineInstances();
     this.stopWatching = presence.onChange(() => this.review());
-    this.stopVantage = vantage.onResubscribed(() => {
-      this.seeingSince = Date.now();
-      this.review();
-    });
+    this.stopVantage = vantage.onResubscribed(() => this.review());
   }
 
   /** Watches `call` until it finishes ({@link forget}). */
@@ -107,7 +104,8 @@ export class CallLiveness {
     }
     const now = Date.now();
     /** When a grace that began at `since` is over: it counts only while the caller could see. */
-    const graceEnd = (since: number) => Math.max(since, this.seeingSince) + this.offlineGraceMs;
+    const graceEnd = (since: number) =>
+      Math.max(since, this.vantage.subscriptionsCurrentSince) + this.offlineGraceMs;
     const anyOnline = this.presence.availability === "online";
     let nextCheck = Number.POSITIVE_INFINITY;
     this.noteDepartures(now);

@@ -72,8 +72,6 @@ export class ReplyRouter {
   private heartbeatMs = 0;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private readonly link: MqttLink;
-  /** Since when the link has been up with its subscriptions. */
-  private hearingSince = Date.now();
 
   constructor(link: MqttLink, scheme: TopicScheme) {
     this.clientKey = link.clientId;
@@ -105,10 +103,7 @@ export class ReplyRouter {
       connectedBefore = true;
     };
     link.client.on("connect", onConnect);
-    const offResubscribed = link.onResubscribed(() => {
-      this.hearingSince = Date.now();
-      resync.reconnected();
-    });
+    const offResubscribed = link.onResubscribed(() => resync.reconnected());
     this.link = link;
     this.dispose = () => {
       link.client.off("connect", onConnect);
@@ -167,7 +162,8 @@ export class ReplyRouter {
       // are asked again when it is back (resync).
       if (!this.link.subscriptionsCurrent) return;
       const now = Date.now();
-      for (const call of this.calls.values()) call.heartbeat(now, intervalMs, this.hearingSince);
+      for (const call of this.calls.values())
+        call.heartbeat(now, intervalMs, this.link.subscriptionsCurrentSince);
     }, intervalMs);
     // Heartbeats alone never keep a process alive.
     (this.heartbeatTimer as { unref?: () => void }).unref?.();

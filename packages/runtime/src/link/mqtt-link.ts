@@ -774,7 +774,7 @@ export class MqttLink {
     }
     if (Object.keys(filters).length === 0) {
       this.resubscribeOwed = false;
-      for (const listener of [...this.resubscribedListeners]) listener();
+      this.resubscribed();
       return;
     }
     // `resubscribe` makes MQTT.js send filters it believes subscribed.
@@ -785,12 +785,28 @@ export class MqttLink {
       } else {
         this.resubscribeOwed = false;
         this.resubscribeDelayMs = RESUBSCRIBE_RETRY_MS;
-        for (const listener of [...this.resubscribedListeners]) listener();
+        this.resubscribed();
       }
     }, this.resubscribeLater);
   };
 
   private readonly resubscribedListeners = new Set<() => void>();
+
+  /**
+   * When the link's subscriptions were last in place again after a
+   * (re)connect, by `Date.now()`: what a peer missed before then it could
+   * not have heard, so silence and graces count from no earlier than this.
+   */
+  get subscriptionsCurrentSince(): number {
+    return this.currentSince;
+  }
+
+  private currentSince = Date.now();
+
+  private resubscribed(): void {
+    this.currentSince = Date.now();
+    for (const listener of [...this.resubscribedListeners]) listener();
+  }
 
   /**
    * Whether the link is connected with its subscriptions in place: what

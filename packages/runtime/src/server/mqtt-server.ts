@@ -461,10 +461,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     // The last will marks this instance offline whenever the link drops;
     // announce it again on every reconnect.
     this.link.client.on("connect", this.reannounce);
-    this.offResubscribed = this.link.onResubscribed(() => {
-      this.seeingSince = Date.now();
-      this.resync.reconnected();
-    });
+    this.offResubscribed = this.link.onResubscribed(() => this.resync.reconnected());
     this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
     const subscribed: string[] = [];
@@ -842,9 +839,6 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     for (const call of [...this.calls.values()]) call.resync(first);
   });
 
-  /** Since when the link has been up with its subscriptions (see sweepCalls). */
-  private seeingSince = Date.now();
-
   /**
    * Sweeps the calls, unless the link is down or not subscribed again yet:
    * a caller's silence means nothing while the server could not hear it,
@@ -853,7 +847,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private sweepCalls(): void {
     if (!this.link.subscriptionsCurrent) return;
     const now = Date.now();
-    for (const call of [...this.calls.values()]) call.sweep(now, this.seeingSince);
+    for (const call of [...this.calls.values()])
+      call.sweep(now, this.link.subscriptionsCurrentSince);
   }
 
   private async shutdownGracefully(): Promise<void> {
