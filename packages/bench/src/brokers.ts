@@ -12,6 +12,8 @@ export interface Broker {
   readonly name: string;
   /** `mqtt://127.0.0.1:<port>` */
   readonly url: string;
+  /** The broker's process id: the Aedes peer, or Mosquitto itself. */
+  readonly pid: number;
   stop(): Promise<void>;
 }
 
@@ -21,12 +23,24 @@ export async function startBrokers(pick: (name: string) => boolean): Promise<Bro
   try {
     if (pick("aedes")) {
       const aedes = await startPeer("aedes");
-      brokers.push({ name: "aedes", url: aedes.info.url as string, stop: () => aedes.stop() });
+      brokers.push({
+        name: "aedes",
+        url: aedes.info.url as string,
+        pid: aedes.pid,
+        stop: () => aedes.stop(),
+      });
     }
     if (pick("mosquitto") && mosquittoAvailable()) {
       // $SYS every second: the scale rows count connections and subscriptions there.
       const mosquitto = await startMosquitto({ extraConfig: "sys_interval 1" });
-      brokers.push({ name: "mosquitto", url: mosquitto.url, stop: () => mosquitto.stop() });
+      brokers.push({
+        name: "mosquitto",
+        url: mosquitto.url,
+        get pid() {
+          return mosquitto.pid;
+        },
+        stop: () => mosquitto.stop(),
+      });
     }
   } catch (e) {
     for (const broker of brokers) await broker.stop();

@@ -46,6 +46,7 @@ export async function rawPair(url: string) {
     call,
     client,
     echo,
+    processes: [{ role: "raw-echo", pid: echo.pid }],
     close: async () => {
       await client.endAsync();
       await echo.stop();
@@ -74,6 +75,7 @@ export async function mqrpcPair(url: string, batched = false) {
     call: caller.call,
     client: caller.client,
     server,
+    processes: [{ role: "mqrpc-server", pid: server.pid }],
     close: async () => {
       await caller.close();
       await server.stop();
@@ -122,6 +124,7 @@ export async function grpcPair(): Promise<Pair> {
   const caller = grpcJsCaller(`127.0.0.1:${server.info.port as number}`);
   return {
     call: caller.call,
+    processes: [{ role: "grpc-server", pid: server.pid }],
     close: async () => {
       caller.close();
       await server.stop();
@@ -145,6 +148,7 @@ export async function connectPair(): Promise<Pair> {
   const body = new Uint8Array(ECHO_BYTES);
   return {
     call: () => client.unaryCall({ payload: { body } }),
+    processes: [{ role: "connect-server", pid: server.pid }],
     close: async () => {
       sessions.abort();
       await server.stop();
@@ -162,6 +166,7 @@ export async function jsonRpcPair(url: string): Promise<Pair> {
   const call: Call = () => rpc.call("bench/echo", body);
   return {
     call,
+    processes: [{ role: "jsonrpc-server", pid: server.pid }],
     close: async () => {
       await mqtt.endAsync();
       await server.stop();

@@ -22,6 +22,10 @@ export async function gatewayPair(url: string): Promise<Pair> {
   const caller = mqrpcCaller(url, serverId);
   return {
     call: caller.call,
+    processes: [
+      { role: "gateway", pid: gateway.pid },
+      { role: "grpc-server", pid: upstream.pid },
+    ],
     close: async () => {
       await caller.close();
       await gateway.stop();

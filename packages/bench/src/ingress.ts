@@ -27,6 +27,11 @@ export async function ingressPair(url: string, schema: boolean): Promise<Pair> {
   });
   return {
     call: caller.call,
+    processes: [
+      { role: "ingress", pid: ingress.pid },
+      { role: "gateway", pid: gateway.pid },
+      { role: "grpc-server", pid: upstream.pid },
+    ],
     close: async () => {
       caller.close();
       await ingress.stop();

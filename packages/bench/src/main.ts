@@ -29,6 +29,7 @@ import { gatewayPair } from "./gateway.js";
 import { ingressPair } from "./ingress.js";
 import {
   LATENCY_CALLS,
+  type MeasuredProcess,
   measureSideBySide,
   peakRss,
   rounds,
@@ -121,9 +122,15 @@ function parseCli(args: string[]) {
  * rounds (measure.ts): `unary` selects raw MQTT.js, mqrpc, grpc-js,
  * Connect-node and mqtt-json-rpc; `gateway` issue 13's row (b) and
  * `ingress` its rows (c), each with their references (mqrpc, grpc-js and
- * Connect-node direct). `--contenders=` narrows by key.
+ * Connect-node direct). `--contenders=` narrows by key. `shared`: the
+ * processes every contender's calls may go through (the broker), whose CPU
+ * time per call is counted with the contender's own.
  */
-async function unaryScenarios(url: string, results: Results["brokers"][number]) {
+async function unaryScenarios(
+  url: string,
+  results: Results["brokers"][number],
+  shared: readonly MeasuredProcess[],
+) {
   const unary = cli.pick("only", "unary");
   const gateway = cli.pick("only", "gateway");
   const ingress = cli.pick("only", "ingress");
@@ -177,7 +184,7 @@ async function unaryScenarios(url: string, results: Results["brokers"][number]) 
   ];
   const selected = contenders.filter((c) => c.when && cli.pick("contenders", c.key));
   if (selected.length === 0) return;
-  results.unary.push(...(await measureSideBySide(selected)));
+  results.unary.push(...(await measureSideBySide(selected, shared)));
 }
 
 async function streamScenarios(url: string, results: Results["brokers"][number]) {
@@ -369,12 +376,18 @@ async function measureAndReport(): Promise<void> {
       console.log(`broker ${broker.name}`);
       const entry: Results["brokers"][number] = { broker: broker.name, unary: [], stream: [] };
       results.brokers.push(entry);
-      await unaryScenarios(broker.url, entry);
+      const brokerProcess = [{ role: "broker", pid: broker.pid }];
+      await unaryScenarios(broker.url, entry, brokerProcess);
       if (cli.pick("only", "stream")) await streamScenarios(broker.url, entry);
       if (cli.pick("only", "large")) await largeScenarios(broker.url, entry);
       if (cli.pick("only", "scale")) await scaleScenarios(broker, entry);
       if (cli.pick("only", "bridge"))
-        await netBridgeScenarios(broker.url, entry, (key) => cli.pick("contenders", key));
+        await netBridgeScenarios(
+          broker.url,
+          entry,
+          (key) => cli.pick("contenders", key),
+          brokerProcess,
+        );
     }
     if (cli.pick("only", "wire") && brokers[0] !== undefined)
       await wireBytes(brokers[0].url, results);

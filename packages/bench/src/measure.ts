@@ -1,11 +1,14 @@
 /**
  * How the rows of `npm run bench` are measured: latency one call at a time
  * (p50, p99), throughput with concurrent callers, medians of rounds after a
- * warm-up, peak RSS while something runs, and unary contenders measured
- * side by side in interleaved rounds.
+ * warm-up, peak RSS while something runs, unary contenders measured
+ * side by side in interleaved rounds, and the CPU time per call of every
+ * process their calls go through.
  */
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import type { Peer } from "./peers.js";
-import type { UnaryRow } from "./report.js";
+import { cpuSummary, type ProcessCpu, type UnaryRow } from "./report.js";
 
 /** Rounds of a throughput or transfer measurement, after one warm-up round. */
 export const ROUNDS = 3;
@@ -29,9 +32,18 @@ export const percentile = (xs: number[], p: number) =>
 /** One call of a contender; resolves when its answer arrived. */
 export type Call = () => Promise<unknown>;
 
+/** A process whose CPU time the side-by-side throughput rounds count. */
+export interface MeasuredProcess {
+  /** What it does in the measurement: `broker`, `gateway`, `grpc-server`... */
+  readonly role: string;
+  readonly pid: number;
+}
+
 /** A contender's client side, with its server side started. */
 export interface Pair {
   readonly call: Call;
+  /** The processes the pair started (its server side), by role. */
+  readonly processes?: readonly MeasuredProcess[];
   /** Closes the client and stops the processes the pair started. */
   close(): Promise<void>;
 }
@@ -50,8 +62,11 @@ export async function latencyRound(
   return { p50: percentile(samples, 0.5), p99: percentile(samples, 0.99) };
 }
 
-/** One throughput round: calls per second with `concurrency` callers for THROUGHPUT_MS. */
-export async function throughputRound(call: Call, concurrency = CONCURRENCY): Promise<number> {
+/** One throughput round: calls completed with `concurrency` callers for THROUGHPUT_MS, and the seconds it took. */
+async function countedThroughputRound(
+  call: Call,
+  concurrency = CONCURRENCY,
+): Promise<{ calls: number; seconds: number }> {
   let done = 0;
   const end = performance.now() + THROUGHPUT_MS;
   const t = performance.now();
@@ -63,7 +78,38 @@ export async function throughputRound(call: Call, concurrency = CONCURRENCY): Pr
       }
     }),
   );
-  return done / ((performance.now() - t) / 1000);
+  return { calls: done, seconds: (performance.now() - t) / 1000 };
+}
+
+/** One throughput round: calls per second with `concurrency` callers for THROUGHPUT_MS. */
+export async function throughputRound(call: Call, concurrency = CONCURRENCY): Promise<number> {
+  const { calls, seconds } = await countedThroughputRound(call, concurrency);
+  return calls / seconds;
+}
+
+let clockTicksPerSecond: number | undefined;
+
+/** The unit of utime and stime in /proc/<pid>/stat (`getconf CLK_TCK`, 100 nearly everywhere). */
+function clockTicks(): number {
+  clockTicksPerSecond ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
+  return clockTicksPerSecond;
+}
+
+/**
+ * The CPU time (user + system, every thread) process `pid` has used so far,
+ * µs: this process's from process.cpuUsage(), another's from
+ * /proc/<pid>/stat (clock tick resolution).
+ */
+export function cpuMicros(pid: number): number {
+  if (pid === process.pid) {
+    const usage = process.cpuUsage();
+    return usage.user + usage.system;
+  }
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The fields after the command name, which is in parentheses and may hold
+  // spaces: the first is field 3 (state), so utime (14) and stime (15) are 11 and 12.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / clockTicks();
 }
 
 /** Runs `run` once to warm up, then ROUNDS times; the median of its results. */
@@ -113,30 +159,40 @@ export interface UnaryContender {
  * a shared machine hits every contender alike instead of skewing the
  * ratios: a warm-up (up to 300 calls and one throughput round), then
  * LATENCY_ROUNDS latency rounds and ROUNDS throughput rounds at
- * CONCURRENCY. Each number is the median of its rounds. A contender whose
- * call fails drops out (printed, no row); every pair is closed at the end.
+ * CONCURRENCY. Each number is the median of its rounds. The throughput
+ * rounds also measure the CPU time per call of every process a contender's
+ * calls go through: this one (`client`), the `shared` ones (the broker...)
+ * and those its pair started. A contender whose call fails drops out
+ * (printed, no row); every pair is closed at the end.
  */
 export async function measureSideBySide(
   contenders: readonly UnaryContender[],
+  shared: readonly MeasuredProcess[] = [],
 ): Promise<UnaryRow[]> {
   const started: Array<{
     name: string;
     calls: number;
     pair: Pair;
+    processes: readonly MeasuredProcess[];
     p50s: number[];
     p99s: number[];
     rates: number[];
+    /** Per throughput round, CPU µs per call of each of `processes`. */
+    cpuRounds: number[][];
     failed?: string;
   }> = [];
   try {
     for (const c of contenders) {
+      const pair = await c.make();
       started.push({
         name: c.name,
         calls: c.calls,
-        pair: await c.make(),
+        pair,
+        processes: [{ role: "client", pid: process.pid }, ...shared, ...(pair.processes ?? [])],
         p50s: [],
         p99s: [],
         rates: [],
+        cpuRounds: [],
       });
     }
   } catch (e) {
@@ -165,9 +221,14 @@ export async function measureSideBySide(
       c.p99s.push(p99);
     });
   }
+  clockTicks();
   for (let r = 0; r < ROUNDS; r++) {
     await each(async (c) => {
-      c.rates.push(await throughputRound(c.pair.call));
+      const before = c.processes.map((p) => cpuMicros(p.pid));
+      const { calls, seconds } = await countedThroughputRound(c.pair.call);
+      const after = c.processes.map((p) => cpuMicros(p.pid));
+      c.rates.push(calls / seconds);
+      c.cpuRounds.push(before.map((b, i) => ((after[i] as number) - b) / calls));
     });
   }
   const rows: UnaryRow[] = [];
@@ -177,15 +238,22 @@ export async function measureSideBySide(
       console.log(`  ${c.name}: failed: ${c.failed}`);
       continue;
     }
-    const row = {
+    const cpuPerCall: ProcessCpu[] = c.processes.map((p, i) => ({
+      role: p.role,
+      microsPerCall: median(c.cpuRounds.map((round) => round[i] as number)),
+    }));
+    const row: UnaryRow = {
       contender: c.name,
       p50Ms: median(c.p50s),
       p99Ms: median(c.p99s),
       callsPerSecond: median(c.rates),
+      cpuPerCall,
     };
     rows.push(row);
+    const summary = cpuSummary(row);
+    const micros = cpuPerCall.map((p) => `${p.role} ${p.microsPerCall.toFixed(0)}`).join(", ");
     console.log(
-      `  ${c.name}: p50 ${row.p50Ms.toFixed(3)} ms, p99 ${row.p99Ms.toFixed(3)} ms, ${row.callsPerSecond.toFixed(0)} calls/s at ${CONCURRENCY}`,
+      `  ${c.name}: p50 ${row.p50Ms.toFixed(3)} ms, p99 ${row.p99Ms.toFixed(3)} ms, ${row.callsPerSecond.toFixed(0)} calls/s at ${CONCURRENCY}; cpu/call µs: ${micros}; total ${summary?.total.toFixed(0)}; busiest ${summary?.busiest.toFixed(0)}`,
     );
   }
   return rows;

@@ -28,7 +28,13 @@ import { connectAsync } from "mqtt";
 import { TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import type { BridgePeerConfig } from "./bridge-peer.js";
 import { ECHO_BYTES } from "./echo-service.js";
-import { LATENCY_CALLS, measureSideBySide, type Pair, rounds } from "./measure.js";
+import {
+  LATENCY_CALLS,
+  type MeasuredProcess,
+  measureSideBySide,
+  type Pair,
+  rounds,
+} from "./measure.js";
 import { startPeer } from "./peers.js";
 import { CONTENDER, type Results } from "./report.js";
 
@@ -141,12 +147,14 @@ function nativePair(url: string): Pair {
  * Runs the net-bridge rows on the broker at `url` (the device side in a
  * peer process) and stores them in `entry.bridge`. `pick` selects the
  * contenders by key: `bridge`, `raw`, `tcp` (bulk), `bridge-grpc`, `mqrpc`
- * (unary).
+ * (unary). The unary rows also count the CPU time per call of `shared`
+ * (the broker) and of the device process.
  */
 export async function netBridgeScenarios(
   url: string,
   entry: Results["brokers"][number],
   pick: (contender: string) => boolean,
+  shared: readonly MeasuredProcess[] = [],
 ): Promise<void> {
   const config: BridgePeerConfig = {
     url,
@@ -192,6 +200,7 @@ export async function netBridgeScenarios(
     ];
     bridge.unary = await measureSideBySide(
       unary.filter((c) => pick(c.key)).map((c) => ({ ...c, calls: LATENCY_CALLS })),
+      [...shared, { role: "device", pid: device.pid }],
     );
   } finally {
     await device.stop();

@@ -13,6 +13,8 @@ import { fileURLToPath } from "node:url";
 export interface Peer {
   /** What the peer reported with `ready` (a port, a URL...). */
   readonly info: Record<string, unknown>;
+  /** The peer's process id (the node process itself: tsx is loaded with `--import`). */
+  readonly pid: number;
   /** The peer's resident set size, bytes. */
   rss(): Promise<number>;
   /** Tells the peer to stop; resolves when it has exited. */
@@ -64,6 +66,7 @@ export async function startPeer(
   });
   return {
     info,
+    pid: child.pid as number,
     rss: () =>
       new Promise((resolve) => {
         const on = (m: unknown) => {

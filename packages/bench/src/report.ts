@@ -22,12 +22,37 @@ export const CONTENDER = {
   bridgeGrpc: "gRPC over the net-bridge (Connect-node client → grpc-js server)",
 } as const;
 
+/** The CPU time one process of a unary contender spent per call in the throughput rounds. */
+export interface ProcessCpu {
+  /** `client` (the measuring process), `broker`, or the role of a process the contender started (`gateway`, `grpc-server`...). */
+  role: string;
+  /** User + system CPU time, every thread, per call completed, µs: the median of the throughput rounds. */
+  microsPerCall: number;
+}
+
 /** One unary contender's numbers: latency one call at a time, throughput at concurrency 64. */
 export interface UnaryRow {
   contender: string;
   p50Ms: number;
   p99Ms: number;
   callsPerSecond: number;
+  /** CPU per call of every process the calls went through (measure.ts); absent in older results. */
+  cpuPerCall?: ProcessCpu[];
+}
+
+/**
+ * A row's CPU µs per call over all its processes (what bounds its
+ * throughput when they share fewer cores than there are processes) and of
+ * its busiest process (the bound when each has a core of its own);
+ * undefined when not measured.
+ */
+export function cpuSummary(row: UnaryRow): { total: number; busiest: number } | undefined {
+  const cpu = row.cpuPerCall;
+  if (cpu === undefined || cpu.length === 0) return undefined;
+  return {
+    total: cpu.reduce((sum, p) => sum + p.microsPerCall, 0),
+    busiest: Math.max(...cpu.map((p) => p.microsPerCall)),
+  };
 }
 
 /** Raw results of one `npm run bench`, as written to docs/bench-results.json. */
@@ -218,6 +243,23 @@ export function ratios(results: Results): Row[] {
           target ? r >= 1 : undefined,
         );
       }
+      // More processes on the path: what they cost per call, and the ceiling with a core each.
+      const cpu = cpuSummary(row);
+      const grpcCpu = grpc === undefined ? undefined : cpuSummary(grpc);
+      if (cpu && grpcCpu) {
+        push(
+          `CPU µs per call, all processes, ${path} / (a) grpc-js direct`,
+          cpu.total / grpcCpu.total,
+          "reference",
+          undefined,
+        );
+        push(
+          `CPU µs per call, busiest process, ${path} / (a) grpc-js direct`,
+          cpu.busiest / grpcCpu.busiest,
+          "reference",
+          undefined,
+        );
+      }
     }
     const batched = s("mqrpc batched");
     const unbatched = s("mqrpc unbatched");
@@ -369,6 +411,28 @@ function scaleTable(rows: readonly ScaleRow[]): string[] {
   return lines;
 }
 
+/** CPU µs per call by process of the unary rows that have it: client, broker, the rest by role. */
+function cpuTable(rows: readonly UnaryRow[]): string[] {
+  const measured = rows.filter((u) => cpuSummary(u) !== undefined);
+  if (measured.length === 0) return [];
+  const micros = (n: number | undefined) => (n === undefined ? "—" : n.toFixed(0));
+  const of = (u: UnaryRow, role: string) =>
+    u.cpuPerCall?.find((p) => p.role === role)?.microsPerCall;
+  return [
+    "",
+    "| CPU µs per call, throughput rounds | client | broker | other processes | total | busiest |",
+    "| --- | --- | --- | --- | --- | --- |",
+    ...measured.map((u) => {
+      const others = (u.cpuPerCall ?? [])
+        .filter((p) => p.role !== "client" && p.role !== "broker")
+        .map((p) => `${p.role} ${micros(p.microsPerCall)}`)
+        .join(", ");
+      const summary = cpuSummary(u);
+      return `| ${u.contender} | ${micros(of(u, "client"))} | ${micros(of(u, "broker"))} | ${others} | ${micros(summary?.total)} | ${micros(summary?.busiest)} |`;
+    }),
+  ];
+}
+
 /** The net-bridge rows of one broker: the 64 MiB transfers, then gRPC over the bridge next to native mqrpc. */
 function bridgeTables(bridge: Results["brokers"][number]["bridge"]): string[] {
   if (bridge === undefined) return [];
@@ -384,6 +448,7 @@ function bridgeTables(bridge: Results["brokers"][number]["bridge"]): string[] {
       (u) =>
         `| ${u.contender} | ${u.p50Ms.toFixed(3)} | ${u.p99Ms.toFixed(3)} | ${u.callsPerSecond.toFixed(0)} |`,
     ),
+    ...cpuTable(bridge.unary),
   ];
 }
 
@@ -413,6 +478,7 @@ export function renderReport(results: Results): { table: string; svg: string; ma
           (u) =>
             `| ${u.contender} | ${u.p50Ms.toFixed(3)} | ${u.p99Ms.toFixed(3)} | ${u.callsPerSecond.toFixed(0)} |`,
         ),
+        ...cpuTable(b.unary),
         "",
         "| stream of 100,000 × 64 B | messages/s |",
         "| --- | --- |",
@@ -458,6 +524,16 @@ given the schema (unary calls travel as mqrpc unary calls) and without it
 (as bidi streams); each hop in a process of its own. Targets: (b) p50 ≤
 1.5 × and (c) p50 ≤ 2.5 × (d) native mqrpc, (b) and (c) calls/s ≥ (a) the
 direct HTTP/2 calls, shown against grpc-js and Connect-node.
+CPU per call: in the throughput rounds, the CPU time (user + system, every
+thread; \`/proc/<pid>/stat\`, \`process.cpuUsage()\` for the measuring
+process) each process of a unary contender spent, divided by the calls
+completed, median of the rounds, in µs: the measuring client, the broker
+(listed for every contender, near 0 for those that do not use it) and the
+processes the contender started. It holds up better than calls/s on a
+noisy machine. With fewer cores than processes, throughput is bounded by
+the total; with a core for each, by the busiest process. The gateway rows
+run 4 or 5 processes where (a) grpc-js direct runs 2, so both are also
+shown against (a), for reference.
 The net-bridge rows (issue 14): 64 MiB written in 64 KiB writes to a
 bridged socket (\`connectMqtt\` → \`listenMqtt\`) until the device side has
 read it all, next to QoS 1 MQTT.js publishes of the same bytes (the
