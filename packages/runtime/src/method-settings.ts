@@ -75,6 +75,11 @@ export function completeMethodSettings(
   };
 }
 
+/** Whether two complete settings are the same, field by field. */
+export function sameMethodSettings(a: MethodSettings, b: MethodSettings): boolean {
+  return a.batchedStream === b.batchedStream && a.batchLingerMs === b.batchLingerMs;
+}
+
 /** Settings that generated `*_mqrpc.ts` modules registered, per method descriptor. */
 const registeredSettings = new WeakMap<DescMethod, MethodSettings>();
 

@@ -34,6 +34,7 @@ import { flatString, PresenceBoard, type PresenceWatch } from "../link/presence.
 import {
   completeMethodSettings,
   type MethodSettings,
+  sameMethodSettings,
   settingsForCall,
 } from "../method-settings.js";
 import {
@@ -431,7 +432,8 @@ class MqttTransportImpl implements MqttTransport {
     const key = `${service}/${name}`;
     this.rawMethods ??= new Map();
     let ref = this.rawMethods.get(key);
-    if (ref === undefined || ref.settings !== complete) {
+    // Settings equal field by field keep the ref, and so its cached topic.
+    if (ref === undefined || !sameMethodSettings(ref.settings, complete)) {
       if (this.rawMethods.size >= 1024) this.rawMethods.clear();
       ref = { parent: { typeName: service }, name, settings: complete };
       this.rawMethods.set(key, ref);
