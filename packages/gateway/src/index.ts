@@ -12,7 +12,7 @@ export type {
 } from "./gateway/create-grpc-gateway.js";
 export { createGrpcGateway } from "./gateway/create-grpc-gateway.js";
 export type { SchemaSource } from "./gateway/method-map.js";
-export type { UpstreamConnectivity } from "./gateway/upstream.js";
+export type { UpstreamConnectivity, UpstreamTlsOptions } from "./gateway/upstream.js";
 export type { DescriptorSetInput } from "./ingress/device-schema.js";
 export type { DeviceTransportOptions } from "./ingress/device-transports.js";
 export type { GrpcIngress, GrpcIngressOptions } from "./ingress/grpc-ingress.js";

@@ -11,7 +11,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { forEachBroker } from "../../../test/brokers/targets.js";
 import { TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { Closer, mqttOptions } from "../../../test/support/rpc-fixture.js";
-import { decodeRpcStatus } from "../src/gateway/status-details.js";
 import { createGrpcIngress, type GrpcIngress } from "../src/index.js";
 import { grpcAddress, InteropGrpcClient, interopCases } from "./support/grpc-js-interop.js";
 import {
@@ -20,6 +19,7 @@ import {
   type NativeDevice,
   startNativeDevice,
 } from "./support/native-device.js";
+import { decodeRpcStatus } from "./support/status-details.js";
 
 forEachBroker((target) => {
   describe("grpc-js → ingress → MQTT → native mqrpc server", () => {

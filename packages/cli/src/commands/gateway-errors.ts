@@ -31,7 +31,7 @@ const FLAGS: Readonly<Record<string, string>> = {
   maxMessageBytes: "--max-message-size",
 };
 
-/** grpc-js's status code DEADLINE_EXCEEDED, carried by the library's ReflectionError. */
+/** gRPC's status code DEADLINE_EXCEEDED, carried by the library's ReflectionError. */
 const GRPC_DEADLINE_EXCEEDED = 4;
 
 const SERVICES_FORM = "=pkg.Service[,…]";

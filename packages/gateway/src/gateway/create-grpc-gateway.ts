@@ -5,7 +5,6 @@
  * each call becomes one HTTP/2 gRPC call to the upstream that serves its
  * service, with the message bytes untouched.
  */
-import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
 import {
   createMqttServer,
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -18,7 +17,7 @@ import {
 import { readDescriptorSet } from "./descriptor-set.js";
 import { MethodMap, registryOf, type SchemaSource, type UpstreamSchema } from "./method-map.js";
 import { qualifyTypeNames } from "./type-names.js";
-import { Upstream, type UpstreamConnectivity } from "./upstream.js";
+import { Upstream, type UpstreamConnectivity, type UpstreamTlsOptions } from "./upstream.js";
 import { REFLECTION_SERVICES, reflectUpstream } from "./upstream-reflection.js";
 
 /** One upstream gRPC server of a {@link GrpcGateway}. */
@@ -26,7 +25,7 @@ export interface GrpcUpstreamOptions {
   /**
    * Where the upstream listens: `http://host:port` (cleartext HTTP/2, as
    * gRPC servers listen by default), `https://host:port` (TLS, the
-   * system's roots unless `credentials` say otherwise) or
+   * system's roots unless `tls` says otherwise) or
    * `unix:/path/to.sock`.
    */
   readonly url: string;
@@ -51,15 +50,13 @@ export interface GrpcUpstreamOptions {
    * after being unreachable.
    */
   readonly descriptorSet?: Uint8Array | string;
-  /** grpc-js channel credentials (TLS client certificates, custom roots). */
-  readonly credentials?: ChannelCredentials;
   /**
-   * grpc-js channel options, over the gateway's own: reconnect backoff
-   * 250 ms to 5 s, receive limit `maxMessageBytes`, no send limit, no
-   * retries and no retry buffer (grpc-js acknowledges writes it keeps for a
-   * retry, which would defeat flow control).
+   * TLS for an `https:` upstream: `ca` (PEM) to trust other roots than the
+   * system's, `cert` and `key` (PEM) for a client certificate,
+   * `servername` when the certificate names another host than the URL.
+   * Refused for `http:` and `unix:` URLs.
    */
-  readonly channelOptions?: ChannelOptions;
+  readonly tls?: UpstreamTlsOptions;
   /**
    * MQTT settings (batching) for the responses of this upstream's methods,
    * over those the schema's mqrpc options give (with a schema) and the
@@ -100,7 +97,12 @@ export interface GrpcGatewayUpstream {
   readonly url: string;
   /** How its services became known. */
   readonly source: SchemaSource;
-  /** The grpc-js channel's state (`ready` while connected). */
+  /**
+   * The connection's state, by gRPC's connectivity names: `ready` while
+   * connected, `connecting`, `transient_failure` while it cannot connect
+   * (retrying with backoff, 250 ms to 5 s), `idle` before the first
+   * connection, `shutdown` once closed.
+   */
   readonly connectivity: UpstreamConnectivity;
   /** Services routed to it. */
   readonly services: readonly string[];
@@ -183,8 +185,7 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
         url: o.url,
         option: `upstreams[${i}]`,
         maxMessageBytes,
-        ...(o.credentials !== undefined ? { credentials: o.credentials } : {}),
-        ...(o.channelOptions !== undefined ? { channelOptions: o.channelOptions } : {}),
+        ...(o.tls !== undefined ? { tls: o.tls } : {}),
       }),
     }),
   );
@@ -230,6 +231,14 @@ function checkStartTimeout(value: number | undefined): number {
   return value;
 }
 
+const UPSTREAM_OPTIONS: ReadonlySet<string> = new Set([
+  "url",
+  "services",
+  "descriptorSet",
+  "tls",
+  "settings",
+]);
+
 function checkUpstreams(value: unknown): GrpcUpstreamOptions[] {
   if (!Array.isArray(value) || value.length === 0) {
     throw new Error(
@@ -241,6 +250,22 @@ function checkUpstreams(value: unknown): GrpcUpstreamOptions[] {
       throw new Error(`upstreams[${i}] must be an object { url, services?, descriptorSet? }`);
     }
     const upstream = u as GrpcUpstreamOptions;
+    const unknown = Object.keys(upstream).find((k) => !UPSTREAM_OPTIONS.has(k));
+    if (unknown !== undefined) {
+      throw new Error(
+        `upstreams[${i}].${unknown} is not an option (an upstream takes ${[...UPSTREAM_OPTIONS].join(", ")}${unknown === "credentials" || unknown === "channelOptions" ? "; TLS settings go in tls" : ""})`,
+      );
+    }
+    if (upstream.tls !== undefined) {
+      if (typeof upstream.tls !== "object" || upstream.tls === null) {
+        throw new Error(`upstreams[${i}].tls must be an object { ca?, cert?, key?, servername? }`);
+      }
+      if (typeof upstream.url !== "string" || !upstream.url.startsWith("https:")) {
+        throw new Error(
+          `upstreams[${i}].tls is for https: upstreams; url is ${String(upstream.url)}`,
+        );
+      }
+    }
     if (upstream.services !== undefined) {
       if (
         !Array.isArray(upstream.services) ||
@@ -292,7 +317,7 @@ async function learnSchema(
   if (options.services !== undefined) {
     return { source: "services", services: [...options.services], files: [] };
   }
-  const reflected = await reflectUpstream(upstream.client, upstream.url, timeoutMs, waitForReady);
+  const reflected = await reflectUpstream(upstream, timeoutMs, waitForReady);
   return {
     source: "reflection",
     services: reflected.services,

@@ -200,10 +200,7 @@ export class MethodMap {
         ? route.entry.settings
         : { ...settingsFromDescriptor(desc), ...route.entry.settings };
     return {
-      handler:
-        desc?.methodKind === "unary"
-          ? (requests, context) => upstream.forwardUnary(requests, context)
-          : (requests, context) => upstream.forward(requests, context),
+      handler: (requests, context) => upstream.forward(requests, context),
       ...(desc !== undefined ? { kind: desc.methodKind } : {}),
       ...(settings !== undefined ? { settings } : {}),
     };

@@ -1,12 +1,13 @@
 /**
- * Call metadata between mqrpc (Connect `Headers`, `-bin` values base64) and
- * an upstream gRPC call (grpc-js `Metadata`, `-bin` values as bytes). What
+ * Call metadata between mqrpc (Connect `Headers`) and an upstream gRPC call
+ * (HTTP/2 headers), `-bin` values base64 on both sides. What
  * gRPC reserves for the protocol itself is not copied either way: HTTP/2
  * pseudo-headers, `grpc-*` headers (timeout, encoding, status — the gateway
  * carries those its own way), and connection-level HTTP headers.
  */
+
+import type { IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError, decodeBinaryHeader, encodeBinaryHeader } from "@connectrpc/connect";
-import { Metadata } from "@grpc/grpc-js";
 
 /** HTTP headers that describe one HTTP/2 connection or exchange, not the call. */
 const CONNECTION_HEADERS = new Set([
@@ -29,24 +30,27 @@ export function isCallMetadata(key: string): boolean {
 }
 
 /**
- * The caller's request headers as upstream metadata. A `-bin` header that
- * Connect joined from several values (`a, b`) becomes several values again.
+ * The caller's request headers as the HTTP/2 headers of the upstream call.
+ * `-bin` values stay base64 as gRPC carries them, each checked and written
+ * padded; a `-bin` header that Connect joined from several values (`a, b`)
+ * goes as gRPC's comma-separated list.
  *
  * @throws ConnectError INVALID_ARGUMENT naming the header when a `-bin`
- *   value is not base64 or a key or text value is not one gRPC allows.
+ *   value is not base64.
  */
-export function headersToMetadata(headers: Headers): Metadata {
-  const metadata = new Metadata();
+export function metadataHeaders(headers: Headers): Record<string, string> {
+  const metadata: Record<string, string> = {};
   headers.forEach((value, key) => {
     if (!isCallMetadata(key)) return;
+    if (!key.endsWith("-bin")) {
+      metadata[key] = value;
+      return;
+    }
     try {
-      if (key.endsWith("-bin")) {
-        for (const part of value.split(",")) {
-          metadata.add(key, Buffer.from(decodeBinaryHeader(part.trim())));
-        }
-      } else {
-        metadata.add(key, value);
-      }
+      metadata[key] = value
+        .split(",")
+        .map((part) => encodeBinaryHeader(decodeBinaryHeader(part.trim())))
+        .join(",");
     } catch (e) {
       throw new ConnectError(
         `request header "${key}" cannot travel as gRPC metadata: ${e instanceof Error ? e.message : String(e)}`,
@@ -58,17 +62,24 @@ export function headersToMetadata(headers: Headers): Metadata {
 }
 
 /**
- * Appends upstream metadata to `target` (`-bin` values base64-encoded, as
- * Connect keeps them), leaving out what gRPC reserves.
+ * Appends an upstream's response headers or trailers to `target`, leaving
+ * out what gRPC reserves. `-bin` values stay base64, as Connect keeps
+ * them, written padded; one that is not base64 is dropped.
  */
-export function appendMetadata(metadata: Metadata, target: Headers): void {
-  for (const [key, values] of Object.entries(metadata.toJSON())) {
-    if (!isCallMetadata(key)) continue;
-    for (const value of values) {
+export function appendMetadata(headers: IncomingHttpHeaders, target: Headers): void {
+  for (const [key, value] of Object.entries(headers)) {
+    if (value === undefined || !isCallMetadata(key)) continue;
+    for (const item of Array.isArray(value) ? value : [value]) {
       try {
-        target.append(key, typeof value === "string" ? value : encodeBinaryHeader(value));
+        if (!key.endsWith("-bin")) {
+          target.append(key, item);
+          continue;
+        }
+        for (const part of item.split(",")) {
+          target.append(key, encodeBinaryHeader(decodeBinaryHeader(part.trim())));
+        }
       } catch {
-        // A value `Headers` refuses (grpc-js accepts a few bytes it does not)
+        // A value `Headers` refuses, or a `-bin` value that is not base64,
         // cannot be delivered; dropping it beats failing the whole call.
       }
     }

@@ -8,13 +8,15 @@
  */
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { type FileDescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { type Client, status as grpcStatus, Metadata, type StatusObject } from "@grpc/grpc-js";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   ServerReflectionRequestSchema as RequestSchema,
   type ServerReflectionRequestSchema,
   type ServerReflectionResponse,
   ServerReflectionResponseSchema,
 } from "@mqrpc/runtime/proto/grpc/reflection/v1/reflection_pb.js";
+import type { Upstream } from "./upstream.js";
+import { callUpstream } from "./upstream-call.js";
 
 /** What reflection told of one upstream. */
 export interface ReflectedSchema {
@@ -45,60 +47,82 @@ export class ReflectionError extends Error {
   }
 }
 
+/** How long a reflection that waits for its upstream waits between attempts, ms. */
+const RETRY_MS = 250;
+
+/** Largest reflection answer accepted, bytes (a file and its dependencies). */
+const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+
 /**
- * Asks the upstream behind `client` for its services and their files.
- * `waitForReady` makes the exchange wait (within `timeoutMs`) for an
- * upstream that is not up yet instead of failing at once.
+ * Asks `upstream` for its services and their files. `waitForReady` makes
+ * the exchange wait (within `timeoutMs`) for an upstream that is not up
+ * yet instead of failing at once.
  *
- * @throws ReflectionError naming `url` when neither reflection version
- *   answers, or the exchange fails or times out.
+ * @throws ReflectionError naming the upstream when neither reflection
+ *   version answers, or the exchange fails or times out.
  */
 export async function reflectUpstream(
-  client: Client,
-  url: string,
+  upstream: Upstream,
   timeoutMs: number,
   waitForReady: boolean,
 ): Promise<ReflectedSchema> {
   const deadline = Date.now() + timeoutMs;
-  try {
-    return await discover(client, "v1", deadline, waitForReady);
-  } catch (e) {
-    if (!(e instanceof ReflectionError) || e.code !== grpcStatus.UNIMPLEMENTED) {
-      throw describe(e, url);
+  for (;;) {
+    try {
+      return await reflectOnce(upstream, deadline);
+    } catch (e) {
+      if (!waitForReady || !(e instanceof ReflectionError) || e.code !== Code.Unavailable) throw e;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        // Waited the whole time for an upstream that never answered.
+        const last = e.message.replace(`upstream ${upstream.url}: server reflection failed: `, "");
+        throw new ReflectionError(
+          `upstream ${upstream.url}: server reflection failed: DEADLINE_EXCEEDED: no answer within ${timeoutMs} ms (last: ${last})`,
+          Code.DeadlineExceeded,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(RETRY_MS, left)));
     }
-  }
-  try {
-    return await discover(client, "v1alpha", deadline, waitForReady);
-  } catch (e) {
-    throw describe(e, url);
   }
 }
 
-function describe(e: unknown, url: string): Error {
-  const message = e instanceof Error ? e.message : String(e);
-  const code = e instanceof ReflectionError ? e.code : grpcStatus.UNKNOWN;
+async function reflectOnce(upstream: Upstream, deadline: number): Promise<ReflectedSchema> {
+  try {
+    return await discover(upstream, "v1", deadline);
+  } catch (e) {
+    if (!(e instanceof ReflectionError) || e.code !== Code.Unimplemented) {
+      throw describe(e, upstream.url);
+    }
+  }
+  try {
+    return await discover(upstream, "v1alpha", deadline);
+  } catch (e) {
+    throw describe(e, upstream.url);
+  }
+}
+
+function describe(e: unknown, url: string): ReflectionError {
+  // The channel's own errors name the upstream already.
+  const message = (e instanceof Error ? e.message : String(e)).replace(`upstream ${url}: `, "");
+  const code = e instanceof ReflectionError ? e.code : Code.Unknown;
   // Most gRPC servers (grpcio, grpc-go) serve no reflection unless told to.
   const hint =
-    code === grpcStatus.UNIMPLEMENTED
+    code === Code.Unimplemented
       ? ' (the upstream serves no gRPC server reflection: name its services in "services", give its schema as "descriptorSet", or turn reflection on in the server)'
       : "";
   return new ReflectionError(`upstream ${url}: server reflection failed: ${message}${hint}`, code);
 }
 
 async function discover(
-  client: Client,
+  upstream: Upstream,
   version: "v1" | "v1alpha",
   deadline: number,
-  waitForReady: boolean,
 ): Promise<ReflectedSchema> {
-  const stream = new ReflectionStream(client, version, deadline, waitForReady);
+  const stream = new ReflectionStream(upstream, version, deadline);
   try {
     const list = await stream.ask({ messageRequest: { case: "listServices", value: "*" } });
     if (list.messageResponse.case !== "listServicesResponse") {
-      throw new ReflectionError(
-        `list_services answered ${describeResponse(list)}`,
-        grpcStatus.UNKNOWN,
-      );
+      throw new ReflectionError(`list_services answered ${describeResponse(list)}`, Code.Unknown);
     }
     const services = list.messageResponse.value.service
       .map((s) => s.name)
@@ -158,45 +182,78 @@ function describeResponse(response: ServerReflectionResponse): string {
  * use v1's schemas; only the method path differs.
  */
 class ReflectionStream {
-  private readonly call;
-  private readonly responses: AsyncIterator<ServerReflectionResponse>;
-  private readonly status: Promise<StatusObject>;
+  private readonly requests = new LockStepRequests();
+  private readonly responses: AsyncGenerator<Uint8Array>;
+  private readonly over = new AbortController();
 
-  constructor(client: Client, version: "v1" | "v1alpha", deadline: number, waitForReady: boolean) {
-    const metadata = new Metadata(waitForReady ? { waitForReady: true } : {});
-    this.call = client.makeBidiStreamRequest(
-      `/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo`,
-      (request: RequestInit) =>
-        Buffer.from(toBinary(RequestSchema, create(RequestSchema, request))),
-      (bytes: Buffer) => fromBinary(ServerReflectionResponseSchema, bytes),
-      metadata,
-      { deadline },
-    );
-    this.call.on("error", () => {});
-    this.status = new Promise((resolve) => this.call.once("status", resolve));
-    this.responses = (this.call as AsyncIterable<ServerReflectionResponse>)[Symbol.asyncIterator]();
+  constructor(upstream: Upstream, version: "v1" | "v1alpha", deadline: number) {
+    this.responses = callUpstream(upstream.channel, this.requests, {
+      path: `/grpc.reflection.${version}.ServerReflection/ServerReflectionInfo`,
+      metadata: {},
+      timeoutMs: Math.max(0, deadline - Date.now()),
+      signal: this.over.signal,
+      maxMessageBytes: MAX_ANSWER_BYTES,
+    });
   }
 
   async ask(request: RequestInit): Promise<ServerReflectionResponse> {
-    this.call.write(request);
-    let next: IteratorResult<ServerReflectionResponse>;
+    this.requests.push(toBinary(RequestSchema, create(RequestSchema, request)));
+    let next: IteratorResult<Uint8Array>;
     try {
       next = await this.responses.next();
-    } catch {
-      next = { done: true, value: undefined };
-    }
-    if (next.done) {
-      const status = await this.status;
+    } catch (e) {
+      const error = ConnectError.from(e);
       throw new ReflectionError(
-        `${grpcStatus[status.code] ?? status.code}: ${status.details}`,
-        status.code === grpcStatus.OK ? grpcStatus.UNKNOWN : status.code,
+        `${codeName(error.code)}: ${error.rawMessage}`,
+        error.code === Code.Canceled ? Code.Unknown : error.code,
       );
     }
-    return next.value;
+    if (next.done) {
+      throw new ReflectionError("the upstream ended the reflection stream early", Code.Unknown);
+    }
+    return fromBinary(ServerReflectionResponseSchema, next.value);
   }
 
   close(): void {
-    this.call.end();
-    this.call.cancel();
+    this.requests.end();
+    this.over.abort();
+    void this.responses.return(undefined).catch(() => {});
+  }
+}
+
+/** `DEADLINE_EXCEEDED` for Code.DeadlineExceeded, as gRPC writes codes. */
+function codeName(code: Code): string {
+  return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
+/** The request side of a lock-step exchange: one message pushed, one taken. */
+class LockStepRequests implements AsyncIterable<Uint8Array> {
+  private readonly pending: Uint8Array[] = [];
+  private ended = false;
+  private wake: (() => void) | undefined;
+
+  push(message: Uint8Array): void {
+    this.pending.push(message);
+    this.wake?.();
+  }
+
+  end(): void {
+    this.ended = true;
+    this.wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const message = this.pending.shift();
+      if (message !== undefined) {
+        yield message;
+        continue;
+      }
+      if (this.ended) return;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+      this.wake = undefined;
+    }
   }
 }

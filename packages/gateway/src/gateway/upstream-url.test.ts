@@ -2,19 +2,24 @@ import { describe, expect, it } from "vitest";
 import { parseUpstreamUrl } from "./upstream-url.js";
 
 describe("parseUpstreamUrl", () => {
-  it("takes http, https and unix URLs as grpc-js targets", () => {
+  it("takes http, https and unix URLs as HTTP/2 authorities", () => {
     expect(parseUpstreamUrl("http://127.0.0.1:50051", "u")).toEqual({
       url: "http://127.0.0.1:50051",
-      target: "127.0.0.1:50051",
+      authority: "http://127.0.0.1:50051",
       secure: false,
     });
     expect(parseUpstreamUrl("https://device.local", "u")).toMatchObject({
-      target: "device.local:443",
+      authority: "https://device.local",
       secure: true,
     });
-    expect(parseUpstreamUrl("http://[::1]:7000", "u").target).toBe("[::1]:7000");
-    expect(parseUpstreamUrl("unix:/run/app.sock", "u").target).toBe("unix:/run/app.sock");
-    expect(parseUpstreamUrl("unix:///run/app.sock", "u").target).toBe("unix:/run/app.sock");
+    expect(parseUpstreamUrl("http://[::1]:7000", "u").authority).toBe("http://[::1]:7000");
+    expect(parseUpstreamUrl("unix:/run/app.sock", "u")).toEqual({
+      url: "unix:/run/app.sock",
+      authority: "http://localhost",
+      secure: false,
+      socketPath: "/run/app.sock",
+    });
+    expect(parseUpstreamUrl("unix:///run/app.sock", "u").socketPath).toBe("/run/app.sock");
   });
 
   it("refuses anything else, naming the option", () => {

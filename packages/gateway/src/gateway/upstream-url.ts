@@ -1,17 +1,21 @@
 /**
- * An upstream's URL as the gateway's options take it, turned into the
- * target and channel credentials `@grpc/grpc-js` connects with.
+ * An upstream's URL as the gateway's options take it, turned into where the
+ * gateway's HTTP/2 connection goes (upstream-channel.ts).
  */
-import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 
-/** Where grpc-js connects for one upstream. */
+/** Where the gateway connects for one upstream. */
 export interface UpstreamAddress {
   /** The URL as given, for messages. */
   readonly url: string;
-  /** The grpc-js target: `host:port` or `unix:/path`. */
-  readonly target: string;
+  /**
+   * The HTTP/2 authority URL (`http://host:port`, `https://host:port`;
+   * `http://localhost` for a Unix socket), which also gives `:authority`.
+   */
+  readonly authority: string;
   /** Whether the URL asks for TLS (`https:`). */
   readonly secure: boolean;
+  /** The Unix socket path, for `unix:` URLs. */
+  readonly socketPath?: string;
 }
 
 /**
@@ -37,7 +41,7 @@ export function parseUpstreamUrl(url: string, option: string): UpstreamAddress {
         `${option}: "${url}" needs an absolute socket path, e.g. "unix:/run/app.sock"`,
       );
     }
-    return { url, target: `unix:${path}`, secure: false };
+    return { url, authority: "http://localhost", secure: false, socketPath: path };
   }
   let parsed: URL;
   try {
@@ -65,11 +69,5 @@ export function parseUpstreamUrl(url: string, option: string): UpstreamAddress {
   if (parsed.port === "" && !secure) {
     throw new Error(`${option}: "${url}" needs a port, e.g. "http://127.0.0.1:50051"`);
   }
-  const port = parsed.port === "" ? "443" : parsed.port;
-  return { url, target: `${parsed.hostname}:${port}`, secure };
-}
-
-/** The default channel credentials for an address: TLS with the system's roots for `https:`. */
-export function defaultCredentials(address: UpstreamAddress): ChannelCredentials {
-  return address.secure ? credentials.createSsl() : credentials.createInsecure();
+  return { url, authority: parsed.origin, secure };
 }

@@ -1,6 +1,6 @@
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
-import { decodeRpcStatus } from "./status-details.js";
+import { decodeRpcStatus } from "./support/status-details.js";
 
 describe("decodeRpcStatus", () => {
   it("reads code, message and each detail's type name and bytes, skipping unknown fields", () => {

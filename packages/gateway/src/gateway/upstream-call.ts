@@ -1,0 +1,278 @@
+/**
+ * One gRPC call to an upstream on an HTTP/2 stream of its channel
+ * (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md), with
+ * message bytes passed through untouched: each request message goes out in
+ * a 5-byte envelope, each response message is cut out of its envelope
+ * (Connect's envelope helpers) and decompressed when the upstream
+ * compressed it (gzip, deflate), never decoded. Every method kind travels
+ * the same way, so no schema is needed.
+ *
+ * This is written on `node:http2` rather than `@grpc/grpc-js`, which would
+ * forward the same bytes: grpc-js spends about twice the CPU per call
+ * (channel, load balancing, interceptor and filter layers a forwarder does
+ * not use), and the gateway process is the busiest of the path (issue 13's
+ * bench rows).
+ *
+ * Flow control holds end to end: a request message is written only after
+ * the stream took the previous one (`write()` / `'drain'`), and response
+ * bytes are read only as the caller asks for the next message, so the
+ * HTTP/2 stream's window closes on a slow caller.
+ */
+import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from "node:http2";
+import { promisify } from "node:util";
+import * as zlib from "node:zlib";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  type Compression,
+  compressedFlag,
+  encodeEnvelope,
+  transformSplitEnvelope,
+} from "@connectrpc/connect/protocol";
+import { codeFromHttpStatus, findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import { compressionGzip } from "@connectrpc/connect-node";
+import type { UpstreamChannel } from "./upstream-channel.js";
+
+/** One call's parameters. */
+export interface UpstreamCallOptions {
+  /** `/package.Service/Method` */
+  readonly path: string;
+  /** Call metadata as HTTP/2 headers (upstream-metadata.ts `metadataHeaders`). */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** The caller's remaining time in ms, sent as `grpc-timeout`; undefined for none. */
+  readonly timeoutMs: number | undefined;
+  /** Cancels the upstream call (RST_STREAM CANCEL) when it aborts. */
+  readonly signal: AbortSignal;
+  /** Largest response message accepted (after decompression), bytes. */
+  readonly maxMessageBytes: number;
+  /** Receives the upstream's response headers. */
+  readonly onHeaders?: (headers: IncomingHttpHeaders) => void;
+  /** Receives the upstream's trailers (also those of a trailers-only response). */
+  readonly onTrailers?: (trailers: IncomingHttpHeaders) => void;
+}
+
+const inflate = promisify(zlib.inflate);
+
+/** `deflate` (zlib format), as gRPC names it. */
+const compressionDeflate: Compression = {
+  name: "deflate",
+  compress: async () => {
+    throw new Error("the gateway does not compress requests");
+  },
+  decompress: async (bytes, readMaxBytes) => {
+    try {
+      return new Uint8Array(await inflate(bytes, { maxOutputLength: readMaxBytes }));
+    } catch (e) {
+      if ((e as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") {
+        throw new ConnectError(
+          `message is larger than configured readMaxBytes ${readMaxBytes} after decompression`,
+          Code.ResourceExhausted,
+        );
+      }
+      throw new ConnectError("cannot decompress a deflate message", Code.Internal);
+    }
+  },
+};
+
+const DECOMPRESSORS = new Map([
+  ["gzip", compressionGzip],
+  ["deflate", compressionDeflate],
+]);
+
+/** The `grpc-timeout` value for `ms` (at most 8 digits, in the coarsest unit that keeps them). */
+export function grpcTimeout(ms: number): string {
+  const whole = Math.max(0, Math.ceil(ms) || 0);
+  if (whole < 1e8) return `${whole}m`;
+  const seconds = Math.ceil(whole / 1000);
+  if (seconds < 1e8) return `${seconds}S`;
+  return `${Math.min(99_999_999, Math.ceil(seconds / 3600))}H`;
+}
+
+/**
+ * Calls the upstream: writes `requests`, yields the response messages, and
+ * returns when the upstream ends the call with OK.
+ *
+ * @throws ConnectError with the upstream's status (message, details and
+ *   trailers as sent) when it ends the call with another; UNAVAILABLE
+ *   naming the upstream when it cannot be reached or resets the call
+ *   without a status; the HTTP status's gRPC code when it answers other
+ *   than 200; INTERNAL for a response encoding other than gzip or deflate;
+ *   RESOURCE_EXHAUSTED for a response message over `maxMessageBytes`; the
+ *   signal's reason when it aborts.
+ */
+export async function* callUpstream(
+  channel: UpstreamChannel,
+  requests: AsyncIterable<Uint8Array>,
+  options: UpstreamCallOptions,
+): AsyncGenerator<Uint8Array, void, undefined> {
+  const { signal } = options;
+  signal.throwIfAborted();
+  const stream = await channel.request(options.path, {
+    "content-type": "application/grpc",
+    te: "trailers",
+    "grpc-accept-encoding": "gzip,deflate",
+    "user-agent": "mqrpc-gateway",
+    ...(options.timeoutMs === undefined ? {} : { "grpc-timeout": grpcTimeout(options.timeoutMs) }),
+    ...options.metadata,
+  });
+  const call = new StreamState(stream, options);
+  const cancel = () => call.cancel();
+  signal.addEventListener("abort", cancel, { once: true });
+  void sendRequests(requests, stream);
+  try {
+    let readError: unknown;
+    try {
+      for await (const envelope of transformSplitEnvelope(options.maxMessageBytes)(
+        call.chunks(channel),
+      )) {
+        yield await call.message(envelope.flags, envelope.data);
+      }
+    } catch (e) {
+      readError = e;
+      // Reading stopped (a message over the limit, one that cannot be
+      // decompressed, a reset): the upstream cannot finish a call nobody reads.
+      call.cancel();
+    }
+    await call.closed;
+    signal.throwIfAborted();
+    const error = call.status(channel, readError);
+    if (error !== undefined) throw error;
+  } finally {
+    signal.removeEventListener("abort", cancel);
+    call.cancel();
+  }
+}
+
+/** What one stream has told so far. */
+class StreamState {
+  readonly closed: Promise<void>;
+  private headers: IncomingHttpHeaders | undefined;
+  private trailers: IncomingHttpHeaders | undefined;
+  private streamError: Error | undefined;
+
+  constructor(
+    private readonly stream: ClientHttp2Stream,
+    private readonly options: UpstreamCallOptions,
+  ) {
+    this.closed = new Promise((resolve) => stream.once("close", resolve));
+    stream.once("response", (headers, flags) => {
+      this.headers = headers;
+      // A trailers-only response: its metadata are trailers (the status reads them).
+      const trailersOnly =
+        (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0 && headers["grpc-status"] !== undefined;
+      if (!trailersOnly) options.onHeaders?.(headers);
+    });
+    stream.once("trailers", (trailers) => {
+      this.trailers = trailers;
+    });
+    stream.on("error", (e) => {
+      this.streamError ??= e;
+    });
+  }
+
+  /** The response body's chunks, read as they are asked for. */
+  async *chunks(channel: UpstreamChannel): AsyncGenerator<Uint8Array> {
+    for await (const chunk of this.stream as AsyncIterable<Buffer>) {
+      channel.noteRead(this.stream);
+      yield chunk;
+    }
+  }
+
+  /** One response message's bytes, decompressed when its flag says so. */
+  async message(flags: number, data: Uint8Array): Promise<Uint8Array> {
+    if ((flags & compressedFlag) === 0) return data;
+    const encoding = header(this.headers, "grpc-encoding") ?? "identity";
+    const compression = DECOMPRESSORS.get(encoding);
+    if (compression === undefined) {
+      throw new ConnectError(
+        `upstream sent a message compressed with "${encoding}", which the gateway cannot decompress (it accepts gzip and deflate)`,
+        Code.Internal,
+      );
+    }
+    return compression.decompress(data, this.options.maxMessageBytes);
+  }
+
+  /** The call's outcome once the stream closed: undefined for OK, else its error. */
+  status(channel: UpstreamChannel, readError: unknown): ConnectError | undefined {
+    const trailers = this.trailers ?? this.headers;
+    const code = header(trailers, "grpc-status");
+    if (code !== undefined && trailers !== undefined) {
+      this.options.onTrailers?.(trailers);
+      const error = findTrailerError(statusHeaders(trailers));
+      // A message the stream could not deliver (too large, cannot be decompressed) wins over OK.
+      if (error === undefined)
+        return readError === undefined ? undefined : ConnectError.from(readError);
+      // Its details travel as details; the trailers went by onTrailers.
+      const plain = new ConnectError(error.rawMessage, error.code);
+      plain.details.push(...error.details);
+      return plain;
+    }
+    if (readError instanceof ConnectError) return readError;
+    const httpStatus = Number(this.headers?.[":status"] ?? 200);
+    if (httpStatus !== 200) {
+      return new ConnectError(
+        `upstream ${channel.address.url}: HTTP ${httpStatus} without a gRPC status`,
+        codeFromHttpStatus(httpStatus),
+      );
+    }
+    const reason =
+      this.streamError?.message ??
+      (this.stream.rstCode !== undefined && this.stream.rstCode !== constants.NGHTTP2_NO_ERROR
+        ? `the stream was reset (HTTP/2 error ${this.stream.rstCode})`
+        : "the call ended without a gRPC status");
+    return channel.unavailable(reason);
+  }
+
+  /** Cancels the stream (RST_STREAM CANCEL) unless it is closed already. */
+  cancel(): void {
+    if (!this.stream.closed && !this.stream.destroyed) this.stream.close(constants.NGHTTP2_CANCEL);
+  }
+}
+
+/** A header's value (the first of several). */
+function header(headers: IncomingHttpHeaders | undefined, name: string): string | undefined {
+  const value = headers?.[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** The status headers of `trailers`, as Connect's status parsing takes them. */
+function statusHeaders(trailers: IncomingHttpHeaders): Headers {
+  const headers = new Headers();
+  for (const name of ["grpc-status", "grpc-message", "grpc-status-details-bin"]) {
+    const value = header(trailers, name);
+    if (value !== undefined) headers.set(name, value);
+  }
+  return headers;
+}
+
+/**
+ * Writes the caller's requests to the stream as it accepts them, then ends
+ * it (half-close). Stops when the stream closes first; a caller's stream
+ * that fails cancels the call.
+ */
+async function sendRequests(
+  requests: AsyncIterable<Uint8Array>,
+  stream: ClientHttp2Stream,
+): Promise<void> {
+  try {
+    for await (const message of requests) {
+      if (stream.closed || stream.destroyed) return;
+      if (!stream.write(encodeEnvelope(0, message))) await drained(stream);
+    }
+    if (!stream.closed && !stream.destroyed) stream.end();
+  } catch {
+    if (!stream.closed && !stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
+  }
+}
+
+/** Resolves on the stream's `drain`, or when it closes. */
+function drained(stream: ClientHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
