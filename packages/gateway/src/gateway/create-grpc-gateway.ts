@@ -47,7 +47,8 @@ export interface GrpcUpstreamOptions {
    * Without `services` or `descriptorSet`, the services and their schema
    * are learned from the upstream by gRPC server reflection (v1, falling
    * back to v1alpha) at start and again each time the upstream comes back
-   * after being unreachable.
+   * after being unreachable, or a call goes out on a new connection to it
+   * (a restart or a GOAWAY between two checks).
    */
   readonly descriptorSet?: Uint8Array | string;
   /**

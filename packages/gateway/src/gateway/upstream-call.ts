@@ -106,14 +106,23 @@ export async function* callUpstream(
 ): AsyncGenerator<Uint8Array, void, undefined> {
   const { signal } = options;
   signal.throwIfAborted();
-  const stream = await channel.request(options.path, {
-    "content-type": "application/grpc",
-    te: "trailers",
-    "grpc-accept-encoding": "gzip,deflate",
-    "user-agent": "mqrpc-gateway",
-    ...(options.timeoutMs === undefined ? {} : { "grpc-timeout": grpcTimeout(options.timeoutMs) }),
-    ...options.metadata,
-  });
+  const started = Date.now();
+  const { timeoutMs } = options;
+  const stream = await channel.request(
+    options.path,
+    () => ({
+      "content-type": "application/grpc",
+      te: "trailers",
+      "grpc-accept-encoding": "gzip,deflate",
+      "user-agent": "mqrpc-gateway",
+      // What is left once connected.
+      ...(timeoutMs === undefined
+        ? {}
+        : { "grpc-timeout": grpcTimeout(timeoutMs - (Date.now() - started)) }),
+      ...options.metadata,
+    }),
+    signal,
+  );
   const call = new StreamState(stream, options);
   const cancel = () => call.cancel();
   signal.addEventListener("abort", cancel, { once: true });
@@ -214,11 +223,14 @@ class StreamState {
         codeFromHttpStatus(httpStatus),
       );
     }
+    const session = this.stream.session;
     const reason =
       this.streamError?.message ??
-      (this.stream.rstCode !== undefined && this.stream.rstCode !== constants.NGHTTP2_NO_ERROR
-        ? `the stream was reset (HTTP/2 error ${this.stream.rstCode})`
-        : "the call ended without a gRPC status");
+      (session === undefined || session.destroyed
+        ? "the connection closed before the call ended"
+        : this.stream.rstCode !== undefined && this.stream.rstCode !== constants.NGHTTP2_NO_ERROR
+          ? `the upstream reset the call (HTTP/2 error ${this.stream.rstCode})`
+          : "the call ended without a gRPC status");
     return channel.unavailable(reason);
   }
 

@@ -3,13 +3,16 @@
  * `Http2SessionManager` holds the session: it connects on the first
  * request, opens a new connection after a GOAWAY or a drop, and tracks the
  * streams. Around it, a watcher keeps the upstream connected (reconnecting
- * with backoff, 250 ms doubling to 5 s) so that the gateway learns when an
- * upstream it reflects comes back.
+ * with backoff, 250 ms doubling to 5 s), and the gateway hears when an
+ * upstream it reflects may have changed: back after being down, or a call
+ * going out on a new connection (a restart or a GOAWAY between two checks).
  */
-import type {
-  ClientHttp2Stream,
-  OutgoingHttpHeaders,
-  SecureClientSessionOptions,
+import {
+  type ClientHttp2Stream,
+  constants,
+  type Http2Session,
+  type OutgoingHttpHeaders,
+  type SecureClientSessionOptions,
 } from "node:http2";
 import * as net from "node:net";
 import type { ConnectionOptions } from "node:tls";
@@ -55,11 +58,70 @@ const CONNECTIVITY: Record<ReturnType<Http2SessionManager["state"]>, UpstreamCon
   error: "transient_failure",
 };
 
+/** Sessions given an `error` listener by {@link guardSession}. */
+const guarded = new WeakSet<Http2Session>();
+
+/**
+ * Gives `session` an `error` listener. Connect-node's manager destroys a
+ * session with an error when a GOAWAY arrives while it has no streams; if a
+ * request has moved the manager on to a new session before Node emits that
+ * error, nobody listens for it any more and it would be thrown, ending the
+ * process. The manager's own listeners see every failure that matters.
+ */
+function guardSession(session: Http2Session | undefined): void {
+  if (session === undefined || guarded.has(session)) return;
+  guarded.add(session);
+  session.on("error", () => {});
+}
+
+/**
+ * The manager's current session, for {@link guardSession}, when it has one
+ * (sessions that never carry a stream are seen only here). Connect-node
+ * keeps it in a private field; undefined if that ever changes.
+ */
+function currentSession(manager: Http2SessionManager): Http2Session | undefined {
+  const conn = (manager as unknown as { s?: { conn?: unknown } }).s?.conn;
+  return typeof (conn as { request?: unknown } | undefined)?.request === "function"
+    ? (conn as Http2Session)
+    : undefined;
+}
+
+/** Marks a new connection the watcher has told of already. */
+const ANNOUNCED = Symbol("announced");
+
+/** A connection failure's words, without Connect's `[code]` prefix. */
+function describeError(e: unknown): string {
+  if (e instanceof ConnectError) return e.rawMessage;
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Resolves as `promise` does, or rejects with the signal's reason when it aborts first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
 /** One upstream's HTTP/2 connection. */
 export class UpstreamChannel {
   private readonly sessions: Http2SessionManager;
   private closed = false;
   private wake: (() => void) | undefined;
+  private onReconnect: (() => void) | undefined;
+  /** The connection the last stream went out on; ANNOUNCED after the watcher told of a new one. */
+  private session: Http2Session | typeof ANNOUNCED | undefined;
 
   constructor(
     readonly address: UpstreamAddress,
@@ -79,17 +141,33 @@ export class UpstreamChannel {
   }
 
   /**
-   * Opens a stream for `path` (`/package.Service/Method`) with `headers`,
-   * connecting first when there is no connection.
+   * Opens a stream for `path` (`/package.Service/Method`), connecting first
+   * when there is no connection. `headers` is asked for once connected, so
+   * that a `grpc-timeout` in it counts from then. A `signal` that aborts
+   * while the connection is being made ends the wait, and no stream is
+   * opened: the upstream never sees a call its caller gave up on.
    *
-   * @throws ConnectError UNAVAILABLE naming the upstream when it cannot be
-   *   reached (or the channel is closed); INVALID_ARGUMENT when Node refuses
-   *   a header (a value with characters HTTP/2 does not allow).
+   * @throws the signal's reason when it aborts first; ConnectError
+   *   UNAVAILABLE naming the upstream when it cannot be reached (or the
+   *   channel is closed); INVALID_ARGUMENT when Node refuses a header (a
+   *   value with characters HTTP/2 does not allow).
    */
-  async request(path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
+  async request(
+    path: string,
+    headers: () => OutgoingHttpHeaders,
+    signal: AbortSignal,
+  ): Promise<ClientHttp2Stream> {
     if (this.closed) throw this.unavailable("the gateway closed its connection");
+    const state = this.sessions.state();
+    if (state !== "open" && state !== "idle") {
+      if ((await untilAborted(this.sessions.connect(), signal)) === "error") {
+        throw this.unavailable(describeError(this.sessions.error()));
+      }
+    }
+    signal.throwIfAborted();
+    let stream: ClientHttp2Stream;
     try {
-      return await this.sessions.request("POST", path, headers, {});
+      stream = await this.sessions.request("POST", path, headers(), {});
     } catch (e) {
       const code = (e as { code?: unknown }).code;
       if (code === "ERR_INVALID_CHAR" || code === "ERR_HTTP2_INVALID_HEADER_VALUE") {
@@ -98,8 +176,29 @@ export class UpstreamChannel {
           Code.InvalidArgument,
         );
       }
-      throw this.unavailable(e instanceof ConnectError ? e.rawMessage : String(e));
+      throw this.unavailable(describeError(e));
     }
+    if (signal.aborted) {
+      stream.close(constants.NGHTTP2_CANCEL);
+      throw signal.reason;
+    }
+    this.noteSession(stream.session);
+    return stream;
+  }
+
+  /**
+   * Notes the connection a stream went out on: a new one after another
+   * means the upstream may have changed (a restart, a GOAWAY handing over
+   * to a new server), which the watcher's `onReconnect` hears about even
+   * when the connection never looked down between two checks.
+   */
+  private noteSession(session: Http2Session | undefined): void {
+    if (session === undefined || session === this.session) return;
+    guardSession(session);
+    const before = this.session;
+    this.session = session;
+    if (before === ANNOUNCED) return;
+    if (before !== undefined) this.onReconnect?.();
   }
 
   /** Tells the session manager a stream read response bytes (keepalive bookkeeping). */
@@ -118,6 +217,7 @@ export class UpstreamChannel {
    * down (not for the first connection). Runs until {@link close}.
    */
   watch(onReconnect: () => void): void {
+    this.onReconnect = onReconnect;
     void this.keepConnected(onReconnect);
   }
 
@@ -128,7 +228,12 @@ export class UpstreamChannel {
     while (!this.closed) {
       const state = this.sessions.state();
       if (state === "open" || state === "idle") {
-        if (wasDown && hasBeenReady) onReconnect();
+        guardSession(currentSession(this.sessions));
+        if (wasDown && hasBeenReady) {
+          // The next stream's connection is this one: not news again.
+          this.session = ANNOUNCED;
+          onReconnect();
+        }
         hasBeenReady = true;
         wasDown = false;
         backoff = FIRST_BACKOFF_MS;
