@@ -4,9 +4,11 @@
  * (Mosquitto 2.0, and every MQTT 3.1.1 broker) let them take the id from
  * each other without a word. Each server watches its own presence and says
  * so when it sees its instance announced ONLINE, live, by another
- * incarnation. One server alone, through reconnects, says nothing.
+ * incarnation, and the lower incarnation stays down, so that the other
+ * serves undisturbed. One server alone, through reconnects, says nothing.
  */
-import { createMqttServer, type MqttServer } from "@mqrpc/runtime";
+import { createClient } from "@connectrpc/connect";
+import { createMqttServer, createMqttTransport, type MqttServer } from "@mqrpc/runtime";
 import { afterEach, describe, expect, it } from "vitest";
 import { forBrokersWhere } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
@@ -72,6 +74,53 @@ forBrokersWhere(
         expect(said).toMatch(
           /another process serves as this server \(client id .*, incarnation \d+; this one \d+\)/,
         );
+      });
+
+      it("the lower incarnation stays down, and the other serves every call", async () => {
+        const serverId = uniqueServerId("twin-settle");
+        const warnings: string[] = [];
+        const staysDown = (w: string) => w.includes("this one stays down");
+        let settled: () => void = () => {};
+        const localYielded = new Promise<void>((resolve) => {
+          settled = resolve;
+        });
+        const local = await serve(serverId, target.url, warnings, () => {
+          if (warnings.some(staysDown)) settled();
+        });
+        const twin = closer.add(
+          await ChildServer.start({
+            url: target.url,
+            protocolVersion: target.mqttOptions.protocolVersion === 5 ? 5 : 4,
+            serverId,
+            handlerMs: 0,
+          }),
+          (c) => c.stop(),
+        );
+        await Promise.race([
+          localYielded,
+          twin.until((e) => e.event === "warn" && staysDown(e.message)),
+        ]);
+        const transport = closer.add(
+          createMqttTransport({
+            mqtt: { ...mqttOptions(target), url: target.url },
+            serverId,
+            waitForServer: true,
+          }),
+          (t) => t.close(),
+        );
+        const client = createClient(TestService, transport);
+        // While the two still fought, calls failed as the id moved; now one keeps it.
+        for (let i = 0; i < 30; i++) {
+          await expect(client.emptyCall({}, { timeoutMs: 10_000 })).resolves.toBeDefined();
+        }
+        const said = [
+          ...warnings,
+          ...twin.events.flatMap((e) => (e.event === "warn" ? [e.message] : [])),
+        ].filter(staysDown);
+        expect(said).toHaveLength(1);
+        const [, higher, lower] = /incarnation (\d+); this one (\d+)\)/.exec(said[0] ?? "") ?? [];
+        expect(Number(higher)).toBeGreaterThan(Number(lower));
+        expect(local.serverId).toBe(serverId);
       });
 
       it("one server through link drops says nothing", async () => {

@@ -720,14 +720,24 @@ export class MqttLink {
    * connection stays down, and calls on it fail naming the cause.
    */
   private takenOver(): void {
-    this.client.options.reconnectPeriod = 0;
-    this.client.emit(
-      "error",
-      new Error(
-        `another connection took over client id "${this.clientId}" (MQTT 5 reason 0x8e); ` +
-          "this one stays down: run one process per client id, or give each its own clientId or account",
-      ),
+    this.yieldClientId(
+      `another connection took over client id "${this.clientId}" (MQTT 5 reason 0x8e); ` +
+        "this one stays down: run one process per client id, or give each its own clientId or account",
     );
+  }
+
+  /**
+   * Leaves the client id to another process that uses it too: this
+   * connection does not come back once closed (the other's next connect
+   * closes it), and `reason` is the client's error, which calls on it
+   * report. Only an owned link yields (a client passed in is its owner's
+   * to manage); returns whether this one did.
+   */
+  yieldClientId(reason: string): boolean {
+    if (!this.owned) return false;
+    this.client.options.reconnectPeriod = 0;
+    this.client.emit("error", new Error(reason));
+    return true;
   }
 
   private readonly onPacketSend = (packet: Packet): void => {

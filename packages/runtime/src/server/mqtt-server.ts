@@ -808,8 +808,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
    * processes run with one server id and client id, and the broker hands
    * the id from one to the other. Brokers that say so (MQTT 5 reason 0x8E)
    * stop the loser (MqttLink); others (Mosquitto 2.0, any MQTT 3.1.1
-   * broker) close the old connection without a word, so say it here, at
-   * most every 30 s. The two share one session, so each gets what is
+   * broker) close the old connection without a word, so the two settle it
+   * here: the lower incarnation stays down (when its link is its own), and
+   * both say so (the one that keeps the id at most every 30 s). The two share one session, so each gets what is
    * published while it holds it: the other's ONLINE comes as the retained
    * message of the subscription made again after each reconnect. A retained
    * one before this server saw its own ONLINE come back is an earlier run's.
@@ -827,13 +828,29 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       return;
     }
     if (retained && !this.ownAnnouncementSeen) return;
+    const twin = `mqrpc server ${quoted(this.serverId)}: another process serves as this server (client id ${quoted(this.instanceId)}, incarnation ${presence.incarnation}; this one ${this.incarnation})`;
+    const advice = "run one process per server id, or use shared: true for replicas";
+    // Both see each other; the higher incarnation keeps the id, so that
+    // exactly one stops handing the connection back and forth.
+    if (
+      !this.yielded &&
+      presence.incarnation > this.incarnation &&
+      this.link.yieldClientId(`${twin}: this one stays down and leaves the id to it; ${advice}`)
+    ) {
+      this.yielded = true;
+      this.logger.warn(`${twin}: this one stays down and leaves the id to it; ${advice}`);
+      return;
+    }
     const now = Date.now();
     if (now - this.lastTwinWarning < TWIN_WARNING_INTERVAL_MS) return;
     this.lastTwinWarning = now;
     this.logger.warn(
-      `mqrpc server ${quoted(this.serverId)}: another process serves as this server (client id ${quoted(this.instanceId)}, incarnation ${presence.incarnation}; this one ${this.incarnation}): the broker hands the connection from one to the other and calls fail; run one process per server id, or use shared: true for replicas`,
+      `${twin}: the broker hands the connection from one to the other and calls fail until the other stays down (the lower incarnation does); ${advice}`,
     );
   }
+
+  /** Whether this server left its client id to a twin (see onOwnPresence). */
+  private yielded = false;
 
   private readonly resync = new ReconnectResync((first) => {
     for (const call of [...this.calls.values()]) call.resync(first);
