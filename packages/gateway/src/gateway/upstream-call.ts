@@ -2,9 +2,9 @@
  * One gRPC call to an upstream on an HTTP/2 stream of its channel
  * (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md), with
  * message bytes passed through untouched: each request message goes out in
- * a 5-byte envelope, each response message is cut out of its envelope
- * (Connect's envelope helpers) and decompressed when the upstream
- * compressed it (gzip, deflate), never decoded. Every method kind travels
+ * a 5-byte envelope (Connect's `encodeEnvelope`), each response message is
+ * cut out of its envelope (envelope-reader.ts) and decompressed when the
+ * upstream compressed it (gzip, deflate), never decoded. Every method kind travels
  * the same way, so no schema is needed.
  *
  * This is written on `node:http2` rather than `@grpc/grpc-js`, which would
@@ -14,22 +14,19 @@
  * bench rows).
  *
  * Flow control holds end to end: a request message is written only after
- * the stream took the previous one (`write()` / `'drain'`), and response
- * bytes are read only as the caller asks for the next message, so the
- * HTTP/2 stream's window closes on a slow caller.
+ * the stream took the previous one (`write()` / `'drain'`), and the
+ * response stream is paused while 64 KiB of whole messages wait for the
+ * caller to ask for them, so the HTTP/2 stream's window closes on a slow
+ * caller.
  */
 import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from "node:http2";
 import { promisify } from "node:util";
 import * as zlib from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
-import {
-  type Compression,
-  compressedFlag,
-  encodeEnvelope,
-  transformSplitEnvelope,
-} from "@connectrpc/connect/protocol";
+import { type Compression, compressedFlag, encodeEnvelope } from "@connectrpc/connect/protocol";
 import { codeFromHttpStatus, findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { compressionGzip } from "@connectrpc/connect-node";
+import { type EnvelopedMessage, EnvelopeReader } from "./envelope-reader.js";
 import type { UpstreamChannel } from "./upstream-channel.js";
 
 /** One call's parameters. */
@@ -51,6 +48,9 @@ export interface UpstreamCallOptions {
 }
 
 const inflate = promisify(zlib.inflate);
+
+/** Response bytes a call holds before it stops reading its stream (whole messages the caller has not taken). */
+const HIGH_WATER_BYTES = 64 * 1024;
 
 /** `deflate` (zlib format), as gRPC names it. */
 const compressionDeflate: Compression = {
@@ -123,17 +123,15 @@ export async function* callUpstream(
     }),
     signal,
   );
-  const call = new StreamState(stream, options);
+  const call = new StreamState(stream, channel, options);
   const cancel = () => call.cancel();
   signal.addEventListener("abort", cancel, { once: true });
   void sendRequests(requests, stream);
   try {
     let readError: unknown;
     try {
-      for await (const envelope of transformSplitEnvelope(options.maxMessageBytes)(
-        call.chunks(channel),
-      )) {
-        yield await call.message(envelope.flags, envelope.data);
+      for (let m = await call.nextMessage(); m !== undefined; m = await call.nextMessage()) {
+        yield (m.flags & compressedFlag) === 0 ? m.data : await call.decompress(m.data);
       }
     } catch (e) {
       readError = e;
@@ -157,12 +155,32 @@ class StreamState {
   private headers: IncomingHttpHeaders | undefined;
   private trailers: IncomingHttpHeaders | undefined;
   private streamError: Error | undefined;
+  private readonly reader: EnvelopeReader;
+  /** The body ended (or the stream closed): no more bytes come. */
+  private bodyOver = false;
+  private wake: (() => void) | undefined;
 
   constructor(
     private readonly stream: ClientHttp2Stream,
+    channel: UpstreamChannel,
     private readonly options: UpstreamCallOptions,
   ) {
+    this.reader = new EnvelopeReader(options.maxMessageBytes);
     this.closed = new Promise((resolve) => stream.once("close", resolve));
+    stream.on("data", (chunk: Buffer) => {
+      this.reader.push(chunk);
+      channel.noteRead(stream);
+      // Whole messages waiting for the caller: stop reading, so the
+      // stream's window closes (nextMessage resumes when they are taken).
+      if (this.reader.byteLength >= HIGH_WATER_BYTES) stream.pause();
+      this.wake?.();
+    });
+    const over = () => {
+      this.bodyOver = true;
+      this.wake?.();
+    };
+    stream.once("end", over);
+    stream.once("close", over);
     stream.once("response", (headers, flags) => {
       this.headers = headers;
       // A trailers-only response: its metadata are trailers (the status reads them).
@@ -178,23 +196,44 @@ class StreamState {
     });
   }
 
-  /** The response body's chunks, read as they are asked for. */
-  async *chunks(channel: UpstreamChannel): AsyncGenerator<Uint8Array> {
-    for await (const chunk of this.stream as AsyncIterable<Buffer>) {
-      channel.noteRead(this.stream);
-      yield chunk;
+  /**
+   * The next response message, or undefined once the body is over.
+   *
+   * @throws ConnectError RESOURCE_EXHAUSTED for a message over
+   *   `maxMessageBytes`; INTERNAL for a body that ends inside a message.
+   */
+  async nextMessage(): Promise<EnvelopedMessage | undefined> {
+    for (;;) {
+      const message = this.reader.next();
+      if (message !== undefined) return message;
+      if (this.bodyOver) {
+        // Cut short by a reset: the status tells. Ended with trailers: the upstream's fault.
+        if (this.reader.byteLength > 0 && this.trailers !== undefined) {
+          throw new ConnectError(
+            `upstream ended its response inside a message (${this.reader.byteLength} bytes of it)`,
+            Code.Internal,
+          );
+        }
+        return undefined;
+      }
+      if (this.stream.isPaused()) this.stream.resume();
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+      this.wake = undefined;
     }
   }
 
-  /** One response message's bytes, decompressed when its flag says so. */
-  async message(flags: number, data: Uint8Array): Promise<Uint8Array> {
-    if ((flags & compressedFlag) === 0) return data;
+  /** A compressed response message's bytes, decompressed by the response's encoding. */
+  decompress(data: Uint8Array): Promise<Uint8Array> {
     const encoding = header(this.headers, "grpc-encoding") ?? "identity";
     const compression = DECOMPRESSORS.get(encoding);
     if (compression === undefined) {
-      throw new ConnectError(
-        `upstream sent a message compressed with "${encoding}", which the gateway cannot decompress (it accepts gzip and deflate)`,
-        Code.Internal,
+      return Promise.reject(
+        new ConnectError(
+          `upstream sent a message compressed with "${encoding}", which the gateway cannot decompress (it accepts gzip and deflate)`,
+          Code.Internal,
+        ),
       );
     }
     return compression.decompress(data, this.options.maxMessageBytes);

@@ -14,6 +14,7 @@ const CONNECTION_HEADERS = new Set([
   "connection",
   "content-length",
   "content-type",
+  "date",
   "host",
   "keep-alive",
   "proxy-connection",
