@@ -52,6 +52,9 @@ forEachBroker((target) => {
       const serverId = uniqueServerId("shared-cycles");
       const server = await startServer(closer, target, { serverId });
       server.service(TestService, interopService);
+      // A server's own client, made from options: connected, with the server's client id.
+      expect(server.mqttClient.connected).toBe(true);
+      expect(server.mqttClient.options.clientId).toBe(server.instanceId);
       const app = closer.add(await connected(appClient(target)), (c) => c.endAsync());
       const before = footprint(app);
       const failures: string[] = [];
@@ -85,6 +88,7 @@ forEachBroker((target) => {
       const before = footprint(app);
       for (let cycle = 0; cycle < 5; cycle++) {
         const server = await createMqttServerOn(app, serverId);
+        expect(server.mqttClient).toBe(app);
         server.service(TestService, interopService);
         const res = await client.unaryCall({ responseSize: cycle }, { timeoutMs: 10_000 });
         expect(res.payload?.body.byteLength).toBe(cycle);

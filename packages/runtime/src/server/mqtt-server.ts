@@ -165,6 +165,14 @@ export interface MqttServer {
   /** This replica's id (its MQTT client id), used for sticky streams and presence. */
   readonly instanceId: string;
   /**
+   * The MQTT.js client the server's connection runs on, to watch its
+   * events (`connect`, `offline`, `error`, …), e.g. to log broker outages.
+   * A client the server made from a URL or options is the server's: do
+   * not end, reconnect or reconfigure it, and do not subscribe or publish
+   * on it (close() ends it).
+   */
+  readonly mqttClient: MqttClient;
+  /**
    * Registers a service implementation. Methods left out answer
    * UNIMPLEMENTED. `settings` are the generated per-method MQTT settings;
    * for a method they leave out, the settings the generated `*_mqrpc.ts`
@@ -289,6 +297,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly scheme: TopicScheme;
   private readonly link: MqttLink;
   private readonly logger: MqttServerLogger;
+
+  get mqttClient(): MqttClient {
+    return this.link.client;
+  }
+
   /** Dropped input, at most 10 lines a second. */
   private readonly drops: DropLog;
   private readonly methods = new Map<string, Map<string, MethodEntry>>();
