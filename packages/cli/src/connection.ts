@@ -117,9 +117,26 @@ function readOptionFile(flag: string, path: string): Buffer {
 }
 
 /**
- * Connects a client of the CLI's own (clean session; client id from the
- * flags, else the username, else `mqrpc-cli-<random>`) and resolves once the
- * broker accepted it; MQTT.js reconnects it afterwards.
+ * Opens a client of the CLI's own (clean session; client id from the flags,
+ * else the username, else `mqrpc-cli-<random>`) without waiting for the
+ * broker: MQTT.js connects it when it can and reconnects it afterwards. Its
+ * `error` events are the caller's to listen to.
+ */
+export function openMqtt(connection: BrokerConnection): MqttClient {
+  const { url, ...rest } = connection.options;
+  const clientId = rest.clientId ?? rest.username ?? `mqrpc-cli-${randomBytes(6).toString("hex")}`;
+  return mqtt.connect(url, {
+    ...rest,
+    clientId,
+    clean: true,
+    reconnectPeriod: 1000,
+    keepalive: 15,
+  });
+}
+
+/**
+ * Connects a client of the CLI's own ({@link openMqtt}) and resolves once
+ * the broker accepted it; MQTT.js reconnects it afterwards.
  *
  * @throws ConnectError UNAUTHENTICATED or PERMISSION_DENIED when the broker
  *   refuses the credentials (UNAUTHENTICATED also when it refuses the TLS
@@ -133,14 +150,7 @@ export async function connectMqtt(
   signal: AbortSignal,
 ): Promise<MqttClient> {
   const { url, ...rest } = connection.options;
-  const clientId = rest.clientId ?? rest.username ?? `mqrpc-cli-${randomBytes(6).toString("hex")}`;
-  const client = mqtt.connect(url, {
-    ...rest,
-    clientId,
-    clean: true,
-    reconnectPeriod: 1000,
-    keepalive: 15,
-  });
+  const client = openMqtt(connection);
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(

@@ -1,15 +1,23 @@
 /** What `mqrpc expose` does (its options: expose.ts). */
-import { exposePort } from "@mqrpc/net-bridge";
+import { exposePort, type MqttSocket, MqttSocketError } from "@mqrpc/net-bridge";
 import type { InvalidArgumentError } from "commander";
+import { logBrokerChanges } from "../broker-changes.js";
 import { probeBroker } from "../broker-probe.js";
 import { resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
+import { flagError } from "../option-errors.js";
 import { parseHostPort } from "../option-parsers.js";
 import { logEvent } from "../output.js";
 import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
 import type { ExposeFlags } from "./expose.js";
 
-/** Serves the virtual port until SIGINT or SIGTERM, logging its start, connections and stop. */
+/**
+ * Serves the virtual port until SIGINT or SIGTERM, logging its start, its
+ * connections, those the caller's side reset, the broker connection's
+ * changes and its stop.
+ *
+ * @throws CliError naming the flag (exit 2) for a value `exposePort` refuses.
+ */
 export async function expose(flags: ExposeFlags): Promise<number> {
   const connection = resolveConnection(flags);
   let target: { host: string; port: number };
@@ -33,14 +41,31 @@ export async function expose(flags: ExposeFlags): Promise<number> {
         port: flags.port,
         target,
         shutdownTimeoutMs: flags.shutdownTimeout,
+      }).catch((e: unknown) => {
+        throw flagError(e, {
+          serverId: "--server-id",
+          port: "--port",
+          "target.port": `--target "${flags.target}": port`,
+          shutdownTimeoutMs: "--shutdown-timeout",
+        });
       }),
       stop.signal,
       (e) => e.close(),
     );
-    running.listener.on("connection", () =>
-      logEvent("connection", `${flags.serverId} port ${flags.port} (${running.connections} open)`),
-    );
+    running.listener.on("connection", (socket: MqttSocket) => {
+      logEvent("connection", `${flags.serverId} port ${flags.port} (${running.connections} open)`);
+      // A reset from the MQTT side (the caller reset it, went silent or
+      // away) comes as an MqttSocketError; the target's own errors do not.
+      socket.on("error", (e: Error) => {
+        if (!(e instanceof MqttSocketError) || stop.signal.aborted) return;
+        logEvent(
+          "reset",
+          `${flags.serverId} port ${flags.port} connection from ${socket.remoteAddress ?? "?"}: ${e.message}`,
+        );
+      });
+    });
     running.listener.on("error", (e: Error) => logEvent("error", e.message));
+    logBrokerChanges(running.listener.server.mqttClient, connection.url);
     const instance = running.listener.server.instanceId;
     logEvent(
       "online",

@@ -6,6 +6,7 @@
  */
 import { ConnectError } from "@connectrpc/connect";
 import { CliError, EXIT_FAILURE, EXIT_USAGE } from "../exit-codes.js";
+import { type FlagsByOption, withFlagName } from "../option-errors.js";
 
 /** One `--upstream` value as written, and the URL in it. */
 export interface UpstreamArgument {
@@ -23,7 +24,7 @@ export interface GatewayCommandLine {
 }
 
 /** The library's top-level options that a flag of the command sets. */
-const FLAGS: Readonly<Record<string, string>> = {
+const FLAGS: FlagsByOption = {
   serverId: "--server-id",
   shared: "--shared",
   startTimeoutMs: "--start-timeout",
@@ -64,10 +65,9 @@ export function gatewayStartError(error: unknown, commandLine: GatewayCommandLin
     },
   );
   // `startTimeoutMs must be …`, `shared: share group "a+b" must use only …`
-  const option = /^\w+(?=: | must )/.exec(message)?.[0] ?? "";
-  const flag = Object.hasOwn(FLAGS, option) ? FLAGS[option] : undefined;
-  if (flag !== undefined) {
-    message = `${flag}${message.slice(option.length)}`;
+  const flagged = withFlagName(message, FLAGS);
+  if (flagged !== undefined) {
+    message = flagged;
     badValue = true;
   }
   const hints: string[] = [];

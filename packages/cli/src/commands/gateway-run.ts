@@ -1,5 +1,6 @@
 /** What `mqrpc gateway` does (its options: gateway.ts). */
 import { createGrpcGateway, type GrpcUpstreamOptions } from "@mqrpc/gateway";
+import { logBrokerChanges } from "../broker-changes.js";
 import { probeBroker } from "../broker-probe.js";
 import { resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
@@ -10,7 +11,7 @@ import { gatewayStartError } from "./gateway-errors.js";
 
 /**
  * Runs a gateway until SIGINT or SIGTERM, logging its start, its routes,
- * the server's warnings and its stop.
+ * the server's warnings, the broker connection's changes and its stop.
  *
  * @throws CliError for a bad `--upstream` (exit 2) and for a start the
  *   library refuses, its message in the command line's terms
@@ -45,6 +46,7 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
       stop.signal,
       (g) => g.close(),
     );
+    logBrokerChanges(running.server.mqttClient, connection.url);
     for (const route of running.services())
       logEvent("route", `${route.service} -> ${route.upstream}`);
     logEvent(

@@ -2,8 +2,10 @@
 import { readFileSync } from "node:fs";
 import { createGrpcIngress } from "@mqrpc/gateway";
 import type { InvalidArgumentError } from "commander";
+import type { MqttClient } from "mqtt";
+import { logBrokerChanges } from "../broker-changes.js";
 import { probeBroker } from "../broker-probe.js";
-import { resolveConnection } from "../connection.js";
+import { endMqtt, openMqtt, resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { parseHostPort } from "../option-parsers.js";
 import { logEvent } from "../output.js";
@@ -12,7 +14,12 @@ import { needsReflection } from "../schema/schema-options.js";
 import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
 import type { IngressFlags } from "./ingress.js";
 
-/** Runs an ingress until SIGINT or SIGTERM, logging where it listens and its stop. */
+/**
+ * Runs an ingress until SIGINT or SIGTERM, logging where it listens, the
+ * broker connection's changes and its stop. Its device transports share
+ * one MQTT client of the CLI's own (an ingress serves nothing, so it needs
+ * no last will), whose events give the broker lines.
+ */
 export async function ingress(flags: IngressFlags): Promise<number> {
   const connection = resolveConnection(flags);
   let listen: { host: string; port: number };
@@ -40,12 +47,15 @@ export async function ingress(flags: IngressFlags): Promise<number> {
       : undefined;
   const schema = needsReflection(flags) ? undefined : await loadSchemaInputs(flags.schema ?? []);
   const stop = listenForStop();
+  let client: MqttClient | undefined;
   try {
     const unreachable = await probeBroker(connection, stop.signal);
     if (unreachable !== undefined) logEvent("warn", `${unreachable}; waiting for it`);
+    client = openMqtt(connection);
+    logBrokerChanges(client, connection.url);
     const running = await unlessStopped(
       createGrpcIngress({
-        mqtt: connection.options,
+        mqtt: client,
         topicPrefix: connection.topicPrefix,
         listen,
         reflection: flags.reflection,
@@ -67,6 +77,7 @@ export async function ingress(flags: IngressFlags): Promise<number> {
     if (stop.received() !== undefined) return EXIT_OK;
     throw e;
   } finally {
+    if (client !== undefined) await endMqtt(client);
     stop.dispose();
   }
 }

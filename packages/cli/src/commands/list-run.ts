@@ -1,15 +1,17 @@
 /** What `mqrpc list` does (its options: list.ts). */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { logBrokerChanges } from "../broker-changes.js";
 import { connectMqtt, endMqtt, resolveConnection } from "../connection.js";
 import { EXIT_OK } from "../exit-codes.js";
-import { writeOut } from "../output.js";
+import { warn, writeOut } from "../output.js";
 import { type InstanceRecord, PresenceTable, type ServerRecord } from "../presence-table.js";
 import { listenForStop, untilAborted } from "../stop-signal.js";
 import type { ListFlags } from "./list.js";
 
 /**
  * Prints the servers of the retained presence, then with `--watch` each
- * change until SIGINT or SIGTERM; resolves to the exit code.
+ * change (and the broker connection's) until SIGINT or SIGTERM; resolves
+ * to the exit code.
  *
  * @throws ConnectError when the broker refuses the client or the presence subscription.
  */
@@ -22,6 +24,10 @@ export async function list(flags: ListFlags): Promise<number> {
       throw e;
     });
     if (client === undefined) return EXIT_OK;
+    if (flags.watch) {
+      // JSON lines on stdout are presence events only: the broker's go to stderr.
+      logBrokerChanges(client, connection.url, flags.format === "json" ? warn : undefined);
+    }
     try {
       const table = new PresenceTable(connection.topicPrefix);
       let settled = false;
