@@ -7,9 +7,15 @@
  * incarnation, and the lower incarnation stays down, so that the other
  * serves undisturbed. One server alone, through reconnects, says nothing.
  */
+
+import { fromBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createMqttServer, createMqttTransport, type MqttServer } from "@mqrpc/runtime";
+import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
+import { Presence_State, PresenceSchema } from "../packages/runtime/src/gen/mqrpc/v1/wire_pb.js";
+import { encodePresence } from "../packages/runtime/src/link/presence.js";
+import { encodeTopicSegment } from "../packages/runtime/src/wire/topic-scheme.js";
 import { forBrokersWhere } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
 import { ChildServer } from "./support/child-server-process.js";
@@ -122,6 +128,67 @@ forBrokersWhere(
         expect(Number(higher)).toBeGreaterThan(Number(lower));
         expect(local.serverId).toBe(serverId);
       });
+
+      for (const stale of [true, false]) {
+        it(`${stale ? "an earlier run's ONLINE, delivered late, does not make" : "a twin seen after two connections makes"} a server stay down`, async () => {
+          const serverId = uniqueServerId(stale ? "twin-stale" : "twin-live");
+          const proxy = closer.add(await FaultProxy.start(target.url), (p) => p.close());
+          const warnings: string[] = [];
+          let onWarn: () => void = () => {};
+          const server = await serve(serverId, proxy.url, warnings, () => onWarn());
+          const warned = (what: string) =>
+            new Promise<void>((resolve) => {
+              onWarn = () => {
+                if (warnings.some((w) => w.includes(what))) resolve();
+              };
+              onWarn();
+            });
+          const own = `mqrpc/p/${encodeTopicSegment(serverId)}/${encodeTopicSegment(server.instanceId)}`;
+          const app = closer.add(
+            await connectAsync(target.url, { ...target.mqttOptions, reconnectPeriod: 0 }),
+            (c) => c.endAsync(),
+          );
+          await app.subscribeAsync(own, { qos: 1 });
+          const caller = createClient(
+            TestService,
+            closer.add(
+              createMqttTransport({ mqtt: { ...mqttOptions(target), url: target.url }, serverId }),
+              (t) => t.close(),
+            ),
+          );
+          // Another incarnation (higher than any) announcing this very instance, live.
+          const twin = () =>
+            app.publishAsync(
+              own,
+              Buffer.from(
+                encodePresence(
+                  server.instanceId,
+                  Presence_State.ONLINE,
+                  false,
+                  0xffffffff,
+                  stale ? Date.now() - 60_000 : Date.now(),
+                ),
+              ),
+              { qos: 1 },
+            );
+          await twin();
+          await warned("another process serves as this server");
+          // The server's next connection, its presence subscribed again and announced.
+          const announcedAgain = new Promise<void>((resolve) => {
+            app.on("message", (_topic, payload) => {
+              const presence = fromBinary(PresenceSchema, payload);
+              if (presence.incarnation !== 0xffffffff && proxy.connections > 1) resolve();
+            });
+          });
+          proxy.resetAll();
+          await announcedAgain;
+          await twin();
+          // The broker delivers in order on the server's one connection: once
+          // this call is answered, the second sighting was handled.
+          await caller.emptyCall({}, { timeoutMs: 10_000 });
+          expect(warnings.some((w) => w.includes("this one stays down"))).toBe(!stale);
+        });
+      }
 
       it("one server through link drops says nothing", async () => {
         const serverId = uniqueServerId("single");

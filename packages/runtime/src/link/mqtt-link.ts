@@ -703,6 +703,7 @@ export class MqttLink {
         // connection that closes meanwhile never reaches: note it here.
         // Owed at every CONNACK, the session present or not (see onConnect).
         this.resubscribeOwed = true;
+        this.connacks++;
         this.connackMaxPacketSize = packet.properties?.maximumPacketSize;
         setNoDelay(this.client);
         break;
@@ -725,6 +726,13 @@ export class MqttLink {
         "this one stays down: run one process per client id, or give each its own clientId or account",
     );
   }
+
+  /** How many connections the broker has accepted (CONNACKs) on this link so far. */
+  get connections(): number {
+    return this.connacks;
+  }
+
+  private connacks = 0;
 
   /**
    * Leaves the client id to another process that uses it too: this

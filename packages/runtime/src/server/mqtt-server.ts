@@ -844,10 +844,15 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     const twin = `mqrpc server ${quoted(this.serverId)}: another process serves as this server (client id ${quoted(this.instanceId)}, incarnation ${presence.incarnation}; this one ${this.incarnation})`;
     const advice = "run one process per server id, or use shared: true for replicas";
     // Both see each other; the higher incarnation keeps the id, so that
-    // exactly one stops handing the connection back and forth.
+    // exactly one stops handing the connection back and forth. Only for a
+    // twin that is surely alive: announced after this server started (not
+    // an earlier run's announcement that a broker, a NATS cluster say,
+    // delivers late) and seen again after another reconnect of this one.
     if (
       !this.yielded &&
       presence.incarnation > this.incarnation &&
+      Number(presence.sinceMs) >= this.startedAt &&
+      this.sightings.sawAgain(presence.incarnation, this.link.connections) &&
       this.link.yieldClientId(`${twin}: this one stays down and leaves the id to it; ${advice}`)
     ) {
       this.yielded = true;
@@ -864,6 +869,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
 
   /** Whether this server left its client id to a twin (see onOwnPresence). */
   private yielded = false;
+  /** When this server was made, Unix ms: announcements older than this are earlier runs'. */
+  private readonly startedAt = Date.now();
+  /** The connections of this server's link in which each twin incarnation was seen. */
+  private readonly sightings = new TwinSightings();
 
   private readonly resync = new ReconnectResync((first) => {
     for (const call of [...this.calls.values()]) call.resync(first);
@@ -922,6 +931,25 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       await this.announce(Presence_State.OFFLINE);
     }
     await this.link.release();
+  }
+}
+
+/**
+ * In which of its connections (the link's count of CONNACKs) a server saw
+ * each foreign incarnation announce itself as its own instance.
+ */
+class TwinSightings {
+  private readonly seenIn = new Map<number, number>();
+
+  /** Notes a sighting; whether the incarnation was seen in an earlier connection too. */
+  sawAgain(incarnation: number, connection: number): boolean {
+    const first = this.seenIn.get(incarnation);
+    if (first === undefined) {
+      if (this.seenIn.size >= 16) this.seenIn.clear();
+      this.seenIn.set(incarnation, connection);
+      return false;
+    }
+    return connection > first;
   }
 }
 
