@@ -30,6 +30,19 @@ forBrokersWhere(
       const closer = new Closer();
       afterEach(() => closer.closeAll());
 
+      /** Another process serving as `serverId`: the same client id. */
+      async function startTwin(serverId: string): Promise<ChildServer> {
+        return closer.add(
+          await ChildServer.start({
+            url: target.url,
+            protocolVersion: target.mqttOptions.protocolVersion === 5 ? 5 : 4,
+            serverId,
+            handlerMs: 0,
+          }),
+          (c) => c.stop(),
+        );
+      }
+
       /** A server whose warnings land in `warnings`, waking `onWarn`. */
       async function serve(serverId: string, url: string, warnings: string[], onWarn: () => void) {
         const server: MqttServer = await createMqttServer({
@@ -57,15 +70,7 @@ forBrokersWhere(
           if (warnings.some((w) => w.includes("another process"))) warned();
         });
         // The twin: another process, same server id, so the same client id.
-        const twin = closer.add(
-          await ChildServer.start({
-            url: target.url,
-            protocolVersion: target.mqttOptions.protocolVersion === 5 ? 5 : 4,
-            serverId,
-            handlerMs: 0,
-          }),
-          (c) => c.stop(),
-        );
+        const twin = await startTwin(serverId);
         await Promise.race([
           warning,
           twin.until(
@@ -93,15 +98,7 @@ forBrokersWhere(
         const local = await serve(serverId, target.url, warnings, () => {
           if (warnings.some(staysDown)) settled();
         });
-        const twin = closer.add(
-          await ChildServer.start({
-            url: target.url,
-            protocolVersion: target.mqttOptions.protocolVersion === 5 ? 5 : 4,
-            serverId,
-            handlerMs: 0,
-          }),
-          (c) => c.stop(),
-        );
+        const twin = await startTwin(serverId);
         await Promise.race([
           localYielded,
           twin.until((e) => e.event === "warn" && staysDown(e.message)),

@@ -17,6 +17,7 @@ export type {
   MosquittoAcl,
 } from "./broker/mosquitto-acl.js";
 export { AclSyntaxError, parseMosquittoAcl } from "./broker/mosquitto-acl.js";
+export { abortable } from "./client/abortable.js";
 export type { MqttTransport, MqttTransportOptions } from "./client/mqtt-transport.js";
 export { createMqttTransport, waitForServerKey } from "./client/mqtt-transport.js";
 export type { RawStreamRequest, RawStreamResponse } from "./client/raw-stream.js";

@@ -18,6 +18,7 @@ import * as net from "node:net";
 import type { ConnectionOptions } from "node:tls";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
+import { abortable } from "@mqrpc/runtime";
 import type { UpstreamAddress } from "./upstream-url.js";
 
 /**
@@ -95,25 +96,6 @@ function describeError(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** Resolves as `promise` does, or rejects with the signal's reason when it aborts first. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
 /** One upstream's HTTP/2 connection. */
 export class UpstreamChannel {
   private readonly sessions: Http2SessionManager;
@@ -160,7 +142,7 @@ export class UpstreamChannel {
     if (this.closed) throw this.unavailable("the gateway closed its connection");
     const state = this.sessions.state();
     if (state !== "open" && state !== "idle") {
-      if ((await untilAborted(this.sessions.connect(), signal)) === "error") {
+      if ((await abortable(this.sessions.connect(), signal)) === "error") {
         throw this.unavailable(describeError(this.sessions.error()));
       }
     }

@@ -15,6 +15,7 @@ import {
   type ServerReflectionResponse,
   ServerReflectionResponseSchema,
 } from "@mqrpc/runtime/proto/grpc/reflection/v1/reflection_pb.js";
+import { RequestChannel } from "../request-channel.js";
 import type { Upstream } from "./upstream.js";
 import { callUpstream } from "./upstream-call.js";
 
@@ -182,7 +183,7 @@ function describeResponse(response: ServerReflectionResponse): string {
  * use v1's schemas; only the method path differs.
  */
 class ReflectionStream {
-  private readonly requests = new LockStepRequests();
+  private readonly requests = new RequestChannel();
   private readonly responses: AsyncGenerator<Uint8Array>;
   private readonly over = new AbortController();
 
@@ -224,36 +225,4 @@ class ReflectionStream {
 /** `DEADLINE_EXCEEDED` for Code.DeadlineExceeded, as gRPC writes codes. */
 function codeName(code: Code): string {
   return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
-}
-
-/** The request side of a lock-step exchange: one message pushed, one taken. */
-class LockStepRequests implements AsyncIterable<Uint8Array> {
-  private readonly pending: Uint8Array[] = [];
-  private ended = false;
-  private wake: (() => void) | undefined;
-
-  push(message: Uint8Array): void {
-    this.pending.push(message);
-    this.wake?.();
-  }
-
-  end(): void {
-    this.ended = true;
-    this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
-    for (;;) {
-      const message = this.pending.shift();
-      if (message !== undefined) {
-        yield message;
-        continue;
-      }
-      if (this.ended) return;
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-      this.wake = undefined;
-    }
-  }
 }

@@ -39,6 +39,7 @@ import {
   type ServerReflectionResponse,
   ServerReflectionResponseSchema,
 } from "@mqrpc/runtime/proto/grpc/reflection/v1/reflection_pb.js";
+import { RequestChannel } from "../request-channel.js";
 
 /** The methods of a device's services, by fully qualified service name and method name. */
 export interface DeviceSchema {
@@ -263,36 +264,4 @@ function registryOf(
   };
   for (const root of roots) visit(root, undefined);
   return createFileRegistry(create(FileDescriptorSetSchema, { file: ordered }));
-}
-
-/** Request messages handed to a raw call one by one; its end is the half-close. */
-class RequestChannel implements AsyncIterable<Uint8Array> {
-  private readonly queue: Uint8Array[] = [];
-  private ended = false;
-  private wake: (() => void) | undefined;
-
-  push(message: Uint8Array): void {
-    this.queue.push(message);
-    this.wake?.();
-  }
-
-  end(): void {
-    this.ended = true;
-    this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
-    for (;;) {
-      const next = this.queue.shift();
-      if (next !== undefined) {
-        yield next;
-        continue;
-      }
-      if (this.ended) return;
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-      this.wake = undefined;
-    }
-  }
 }
