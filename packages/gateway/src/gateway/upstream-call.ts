@@ -19,7 +19,12 @@
  * caller to ask for them, so the HTTP/2 stream's window closes on a slow
  * caller.
  */
-import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from "node:http2";
+import {
+  type ClientHttp2Stream,
+  constants,
+  type Http2Session,
+  type IncomingHttpHeaders,
+} from "node:http2";
 import { promisify } from "node:util";
 import * as zlib from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -156,6 +161,7 @@ class StreamState {
   private trailers: IncomingHttpHeaders | undefined;
   private streamError: Error | undefined;
   private readonly reader: EnvelopeReader;
+  private readonly session: Http2Session | undefined;
   /** The body ended (or the stream closed): no more bytes come. */
   private bodyOver = false;
   private wake: (() => void) | undefined;
@@ -166,6 +172,8 @@ class StreamState {
     private readonly options: UpstreamCallOptions,
   ) {
     this.reader = new EnvelopeReader(options.maxMessageBytes);
+    // A closed stream forgets its session; kept to tell a lost connection from a reset.
+    this.session = stream.session;
     this.closed = new Promise((resolve) => stream.once("close", resolve));
     stream.on("data", (chunk: Buffer) => {
       this.reader.push(chunk);
@@ -262,7 +270,7 @@ class StreamState {
         codeFromHttpStatus(httpStatus),
       );
     }
-    const session = this.stream.session;
+    const session = this.session;
     const reason =
       this.streamError?.message ??
       (session === undefined || session.destroyed
