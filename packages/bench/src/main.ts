@@ -370,7 +370,11 @@ async function measureAndReport(): Promise<void> {
     brokers: [],
     wire: { requestOverheadBytes: 0, responseOverheadBytes: 0 },
   };
-  const brokers = await startBrokers((name) => cli.pick("brokers", name));
+  // The topology rows start brokers of their own; the others share these.
+  const singleBrokerRows = ROW_GROUPS.some(
+    (group) => group !== "topology" && cli.pick("only", group),
+  );
+  const brokers = singleBrokerRows ? await startBrokers((name) => cli.pick("brokers", name)) : [];
   try {
     for (const broker of brokers) {
       console.log(`broker ${broker.name}`);
@@ -400,7 +404,9 @@ async function measureAndReport(): Promise<void> {
     : undefined;
   results.durationSeconds = (Date.now() - started) / 1000;
   const report = renderReport(results);
-  if (topologies !== undefined) report.table += `\n\n${topologies.table}`;
+  if (!singleBrokerRows) report.table = "";
+  if (topologies !== undefined)
+    report.table += `${report.table === "" ? "" : "\n\n"}${topologies.table}`;
   if (cli.selective) {
     console.log(`\n${report.table}\n\na selective run: docs/ left as they were`);
     return;
