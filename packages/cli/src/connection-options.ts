@@ -45,7 +45,12 @@ export function addConnectionOptions(command: Command): Command {
     .option("--cert <file>", "PEM client certificate for mutual TLS (with --key)")
     .option("--key <file>", "PEM private key of --cert")
     .option("-k, --insecure", "do not verify the broker's TLS certificate")
-    .addOption(new Option("--username <name>", "MQTT username").env("MQRPC_USERNAME"))
+    .addOption(
+      new Option(
+        "--username <name>",
+        "MQTT username; the client id too (so A-Z a-z 0-9 _ -) unless --client-id gives one",
+      ).env("MQRPC_USERNAME"),
+    )
     .addOption(
       new Option(
         "--password-file <file>",

@@ -5,9 +5,11 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { encodeTopicSegment, TopicScheme } from "@mqrpc/runtime";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { type ConnectionFlags, DEFAULT_MQTT_URL } from "./connection-options.js";
 import { CliError, EXIT_USAGE } from "./exit-codes.js";
+import { usageError } from "./option-errors.js";
 import { hostPort, tlsFailure } from "./tls-failure.js";
 
 /** What the connection flags resolve to. */
@@ -28,11 +30,14 @@ const TLS_SCHEMES = new Set(["mqtts:", "ssl:", "tls:", "wss:"]);
 const SCHEMES = new Set(["mqtt:", "tcp:", "ws:", ...TLS_SCHEMES]);
 
 /**
- * Checks the flags and reads the files they name.
+ * Checks the flags and reads the files they name; touches no broker, so a
+ * command calls it before any broker contact.
  *
- * @throws CliError (usage exit code) naming the option for a bad URL, TLS
- *   files without a TLS URL, `--cert` without `--key`; (exit code 1) for a
- *   file that cannot be read.
+ * @throws CliError (usage exit code) naming the option for a bad URL, a
+ *   topic prefix the runtime refuses, TLS files without a TLS URL, `--cert`
+ *   without `--key`, `--password-file` without `--username`, a client id
+ *   the runtime refuses (`--client-id`, or `--username` when it is the
+ *   client id); (exit code 1) for a file that cannot be read.
  */
 export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
   let parsed: URL;
@@ -50,11 +55,12 @@ export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
       EXIT_USAGE,
     );
   }
-  if (!/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/.test(flags.topicPrefix)) {
-    throw new CliError(
-      `--topic-prefix: "${flags.topicPrefix}" must be topic levels of A-Z a-z 0-9 _ - separated by /`,
-      EXIT_USAGE,
-    );
+  let scheme: TopicScheme;
+  try {
+    scheme = new TopicScheme(flags.topicPrefix);
+  } catch (e) {
+    // `topicPrefix "a+b" is invalid: use one or more levels of …`
+    throw usageError(e, "topicPrefix", "--topic-prefix");
   }
   const tls = TLS_SCHEMES.has(parsed.protocol);
   for (const [flag, value] of [
@@ -73,6 +79,27 @@ export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
   if ((flags.cert === undefined) !== (flags.key === undefined)) {
     throw new CliError("--cert and --key go together: give both or neither", EXIT_USAGE);
   }
+  if (flags.passwordFile !== undefined && flags.username === undefined) {
+    throw new CliError("--password-file needs --username", EXIT_USAGE);
+  }
+  if (flags.clientId !== undefined) {
+    if (!isPlainTopicLevel(flags.clientId)) {
+      throw new CliError(
+        `--client-id: "${flags.clientId}" must be A-Z a-z 0-9 _ - only: ${CLIENT_ID_RULE}`,
+        EXIT_USAGE,
+      );
+    }
+  } else if (flags.username !== undefined && !isPlainTopicLevel(flags.username)) {
+    // As the runtime does (and openMqtt): the username is the client id
+    // unless one is given, the id brokers binding ids to accounts use.
+    throw new CliError(
+      `--username: "${flags.username}" must be A-Z a-z 0-9 _ - only, as it is also the MQTT ` +
+        "client id (without --client-id mqrpc uses the username, as brokers with " +
+        `use_username_as_clientid do) and ${CLIENT_ID_RULE}; or give --client-id if the broker ` +
+        "does not bind client ids to usernames",
+      EXIT_USAGE,
+    );
+  }
   const options: IClientOptions & { url: string } = {
     url: flags.mqtt,
     protocolVersion: flags.mqttVersion,
@@ -84,28 +111,31 @@ export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
   if (flags.insecure === true) options.rejectUnauthorized = false;
   if (flags.username !== undefined) options.username = flags.username;
   if (flags.passwordFile !== undefined) {
-    if (flags.username === undefined) {
-      throw new CliError("--password-file needs --username", EXIT_USAGE);
-    }
     const text = readOptionFile("--password-file", flags.passwordFile).toString("utf8");
     options.password = text.replace(/\r?\n$/, "");
   }
-  if (flags.clientId !== undefined) {
-    if (!/^[A-Za-z0-9_-]+$/.test(flags.clientId)) {
-      throw new CliError(
-        `--client-id: "${flags.clientId}" must be A-Z a-z 0-9 _ - only`,
-        EXIT_USAGE,
-      );
-    }
-    options.clientId = flags.clientId;
-  }
+  if (flags.clientId !== undefined) options.clientId = flags.clientId;
   return {
     url: flags.mqtt,
-    topicPrefix: flags.topicPrefix,
+    topicPrefix: scheme.prefix,
     protocolVersion: flags.mqttVersion,
     connectTimeoutMs: flags.connectTimeout,
     options,
   };
+}
+
+/** Why a client id is held to A-Z a-z 0-9 _ -, for the messages that refuse one. */
+const CLIENT_ID_RULE = "broker ACLs bind mqrpc topics to the client id as it is";
+
+/**
+ * Whether `value` is a topic level as it is: one the runtime's topic
+ * encoding (`encodeTopicSegment`) leaves unchanged, so of A-Z a-z 0-9 _ -
+ * only. The runtime refuses any other client id (servers' instance ids and
+ * callers' client keys are their client ids, unencoded in topics) and any
+ * other share group; it exports no check of its own for either.
+ */
+export function isPlainTopicLevel(value: string): boolean {
+  return value !== "" && encodeTopicSegment(value) === value;
 }
 
 function readOptionFile(flag: string, path: string): Buffer {

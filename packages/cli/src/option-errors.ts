@@ -9,8 +9,12 @@ import { CliError, EXIT_USAGE } from "./exit-codes.js";
 /** A command's flags by the library option they set (`serverId` → `--server-id`). */
 export type FlagsByOption = Readonly<Record<string, string>>;
 
-/** The option a library message starts with, before `: ` or ` must `: `serverId`, `target.port`. */
-const LEADING_OPTION = /^[A-Za-z]\w*(?:\.\w+)*(?=: | must )/;
+/**
+ * The option a library message starts with, before `: `, ` must ` or a
+ * quoted value: `serverId`, `target.port`, `topicPrefix` (`topicPrefix
+ * "a+b" is invalid: …`).
+ */
+const LEADING_OPTION = /^[A-Za-z]\w*(?:\.\w+)*(?=: | must | ")/;
 
 /**
  * `message` with the option it starts with replaced by the flag that sets
@@ -32,4 +36,21 @@ export function flagError(error: unknown, flags: FlagsByOption): unknown {
   if (!(error instanceof Error) || error instanceof CliError) return error;
   const message = withFlagName(error.message, flags);
   return message === undefined ? error : new CliError(message, EXIT_USAGE, { cause: error });
+}
+
+/**
+ * `error`, thrown by a library check the CLI runs on the value of `flag`
+ * (which sets the library's `option`) before it contacts any broker, as a
+ * usage error (exit 2, the original as its cause) naming the flag: the
+ * message with the option replaced, else `flag: message`.
+ */
+export function usageError(error: unknown, option: string, flag: string): CliError {
+  const message = error instanceof Error ? error.message : String(error);
+  return new CliError(
+    withFlagName(message, { [option]: flag }) ?? `${flag}: ${message}`,
+    EXIT_USAGE,
+    {
+      cause: error,
+    },
+  );
 }

@@ -10,28 +10,65 @@ const DURATION = /^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)?$/;
 const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /**
+ * The longest timer Node.js keeps, in ms (2^31 - 1, about 596 hours): a
+ * longer one fires after 1 ms, so a longer duration would end a wait at
+ * once instead of never.
+ */
+export const MAX_DURATION_MS = 2_147_483_647;
+
+/**
  * A duration in milliseconds from seconds (`2.5`, as grpcurl's `-max-time`)
- * or a number with a unit (`500ms`, `2s`, `1m`, `1h`). Must be above zero.
+ * or a number with a unit (`500ms`, `2s`, `1m`, `1h`). Must be above zero
+ * and at most {@link MAX_DURATION_MS}.
  */
 export function parseDuration(value: string): number {
   const match = DURATION.exec(value.trim());
   if (match === null) {
     throw new InvalidArgumentError("give seconds (2.5) or a number with ms, s, m or h (500ms).");
   }
-  const ms = Number(match[1]) * (UNIT_MS[match[2] ?? "s"] ?? 1000);
-  if (!(ms > 0) || !Number.isFinite(ms)) {
+  const ms = Math.ceil(Number(match[1]) * (UNIT_MS[match[2] ?? "s"] ?? 1000));
+  if (!(ms > 0)) {
     throw new InvalidArgumentError("must be more than zero.");
   }
-  return Math.ceil(ms);
+  if (!(ms <= MAX_DURATION_MS)) {
+    throw new InvalidArgumentError(
+      `must be at most 596h (${MAX_DURATION_MS} ms, the longest timer Node.js keeps).`,
+    );
+  }
+  return ms;
 }
 
-/** A TCP port, 0 to 65535 (0: a free one). */
-export function parsePort(value: string): number {
+/** `value` as a port number from `min` to 65535, or undefined. */
+function portNumber(value: string, min: 0 | 1): number | undefined {
   const port = Number(value);
-  if (!/^\d+$/.test(value) || port > 65_535) {
-    throw new InvalidArgumentError("must be a port number from 0 to 65535.");
-  }
+  return /^\d+$/.test(value) && port >= min && port <= 65_535 ? port : undefined;
+}
+
+/** A TCP port to listen on, 0 to 65535 (0: a free one). */
+export function parsePort(value: string): number {
+  const port = portNumber(value, 0);
+  if (port === undefined) throw new InvalidArgumentError("must be a port number from 0 to 65535.");
   return port;
+}
+
+/**
+ * A port that is connected to, 1 to 65535: a virtual port (`forward` and
+ * `expose` `--port`; the `Port{N}` method of `mqrpc.v1.Tunnel`, which has
+ * no port 0) or a TCP target.
+ */
+export function parseNonZeroPort(value: string): number {
+  const port = portNumber(value, 1);
+  if (port === undefined) throw new InvalidArgumentError("must be a port number from 1 to 65535.");
+  return port;
+}
+
+/**
+ * A server id: any non-empty string (docs/PROTOCOL.md, "server id"); the
+ * topics carry it encoded, so `/`, `.` and spaces are fine.
+ */
+export function parseServerId(value: string): string {
+  if (value === "") throw new InvalidArgumentError("must not be empty.");
+  return value;
 }
 
 /** A whole number of bytes, with an optional KiB/MiB/GiB suffix (`4MiB`). */
@@ -60,15 +97,22 @@ export function collect(value: string, previous: readonly string[] | undefined):
 
 /**
  * `host:port`, `:port` or `port` (host defaults to `defaultHost`); brackets
- * around an IPv6 host (`[::1]:8080`).
+ * around an IPv6 host (`[::1]:8080`). The port is from `minPort` (0: an
+ * address to listen on, where 0 picks a free port; 1: one to connect to)
+ * to 65535.
  */
 export function parseHostPort(
   value: string,
   defaultHost: string,
+  minPort: 0 | 1 = 0,
 ): { readonly host: string; readonly port: number } {
   const match = /^(?:(\[[^\]]+\]|[^:]*):)?(\d+)$/.exec(value.trim());
   if (match === null) throw new InvalidArgumentError("give HOST:PORT, :PORT or PORT.");
   const rawHost = match[1] ?? "";
   const host = rawHost === "" ? defaultHost : rawHost.replace(/^\[(.*)\]$/, "$1");
-  return { host, port: parsePort(match[2] ?? "") };
+  const port = portNumber(match[2] ?? "", minPort);
+  if (port === undefined) {
+    throw new InvalidArgumentError(`the port must be from ${minPort} to 65535.`);
+  }
+  return { host, port };
 }

@@ -127,10 +127,12 @@ describe.concurrent("mqrpc forward and expose name the flag of a refused value",
 
       it("forward: --port 0 and an empty --server-id", async (context) => {
         expect(await refused(context, ["forward", "--server-id", "d", "--port", "0"])).toBe(
-          "mqrpc: --port must be an integer from 1 to 65535, got 0\n",
+          "error: option '--port <port>' argument '0' is invalid. must be a port number from 1 to 65535.\n" +
+            "(run with --help for usage)\n",
         );
         expect(await refused(context, ["forward", "--server-id", "", "--port", "22"])).toBe(
-          "mqrpc: --server-id must be a non-empty string\n",
+          "error: option '--server-id <id>' argument '' is invalid. must not be empty.\n" +
+            "(run with --help for usage)\n",
         );
       });
 
@@ -145,7 +147,7 @@ describe.concurrent("mqrpc forward and expose name the flag of a refused value",
             "--target",
             "127.0.0.1:0",
           ]),
-        ).toBe('mqrpc: --target "127.0.0.1:0": port must be an integer from 1 to 65535, got 0\n');
+        ).toBe('mqrpc: --target "127.0.0.1:0": the port must be from 1 to 65535.\n');
       });
     },
   );

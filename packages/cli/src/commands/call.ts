@@ -8,7 +8,7 @@
 
 import { Command, Option } from "commander";
 import { addConnectionOptions, type ConnectionFlags } from "../connection-options.js";
-import { collect, parseByteSize, parseDuration } from "../option-parsers.js";
+import { collect, parseByteSize, parseDuration, parseServerId } from "../option-parsers.js";
 import { runAction } from "../run-action.js";
 import { addSchemaOptions, type SchemaFlags } from "../schema/schema-options.js";
 
@@ -31,7 +31,7 @@ export function callCommand(): Command {
     .description(
       "Call a method of a server with JSON: every RPC kind; responses print as JSON, one per line, as they arrive",
     )
-    .argument("<server-id>", "the server (device) id")
+    .argument("<server-id>", "the server (device) id", parseServerId)
     .argument(
       "<method>",
       "package.Service/Method (or package.Service.Method; Service/Method when the short name is unique)",

@@ -5,7 +5,7 @@
 
 import { Command, Option } from "commander";
 import { addConnectionOptions, type ConnectionFlags } from "../connection-options.js";
-import { parseDuration } from "../option-parsers.js";
+import { parseDuration, parseServerId } from "../option-parsers.js";
 import { runAction } from "../run-action.js";
 import { addSchemaOptions, type SchemaFlags } from "../schema/schema-options.js";
 
@@ -25,7 +25,7 @@ export function describeCommand(): Command {
       "Show a server's services and methods, or one symbol (service, method, message, enum), " +
         "through gRPC server reflection over MQTT or from --schema",
     )
-    .argument("<server-id>", "the server (device) id")
+    .argument("<server-id>", "the server (device) id", parseServerId)
     .argument(
       "[symbol]",
       "fully qualified name: package.Service, package.Service/Method, package.Message, package.Enum",

@@ -22,7 +22,7 @@ export async function expose(flags: ExposeFlags): Promise<number> {
   const connection = resolveConnection(flags);
   let target: { host: string; port: number };
   try {
-    target = parseHostPort(flags.target, "127.0.0.1");
+    target = parseHostPort(flags.target, "127.0.0.1", 1);
   } catch (e) {
     throw new CliError(
       `--target "${flags.target}": ${(e as InvalidArgumentError).message}`,

@@ -4,7 +4,7 @@
  */
 import { Command, Option } from "commander";
 import { addConnectionOptions, type ConnectionFlags } from "../connection-options.js";
-import { parseDuration, parsePort } from "../option-parsers.js";
+import { parseDuration, parseNonZeroPort, parseServerId } from "../option-parsers.js";
 import { runAction } from "../run-action.js";
 
 /** The options of the command, as commander parses them. */
@@ -24,10 +24,14 @@ export function exposeCommand(): Command {
         "device exposes its SSH daemon or local HTTP/gRPC server with no inbound port. Runs until SIGINT " +
         "or SIGTERM, then lets connections run for --shutdown-timeout, announces the server offline and exits 0",
     )
-    .requiredOption("--server-id <id>", "the server id callers address (e.g. this device's id)")
+    .addOption(
+      new Option("--server-id <id>", "the server id callers address (e.g. this device's id)")
+        .argParser(parseServerId)
+        .makeOptionMandatory(),
+    )
     .addOption(
       new Option("--port <port>", "the virtual port to serve, 1 to 65535")
-        .argParser(parsePort)
+        .argParser(parseNonZeroPort)
         .makeOptionMandatory(),
     )
     .requiredOption(

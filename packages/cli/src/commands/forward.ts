@@ -4,7 +4,7 @@
  */
 import { Command, Option } from "commander";
 import { addConnectionOptions, type ConnectionFlags } from "../connection-options.js";
-import { parseDuration, parsePort } from "../option-parsers.js";
+import { parseDuration, parseNonZeroPort, parseServerId } from "../option-parsers.js";
 import { runAction } from "../run-action.js";
 
 /** The options of the command, as commander parses them. */
@@ -25,10 +25,14 @@ export function forwardCommand(): Command {
         "(served there by `mqrpc expose` or listenMqtt), for programs that only take a host and port. " +
         "Runs until SIGINT or SIGTERM, then resets open connections and exits 0",
     )
-    .requiredOption("--server-id <id>", "the server (device) id")
+    .addOption(
+      new Option("--server-id <id>", "the server (device) id")
+        .argParser(parseServerId)
+        .makeOptionMandatory(),
+    )
     .addOption(
       new Option("--port <port>", "the virtual port to reach, 1 to 65535")
-        .argParser(parsePort)
+        .argParser(parseNonZeroPort)
         .makeOptionMandatory(),
     )
     .option(

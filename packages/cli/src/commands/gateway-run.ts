@@ -2,7 +2,7 @@
 import { createGrpcGateway, type GrpcUpstreamOptions } from "@mqrpc/gateway";
 import { logBrokerChanges } from "../broker-changes.js";
 import { probeBroker } from "../broker-probe.js";
-import { resolveConnection } from "../connection.js";
+import { isPlainTopicLevel, resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { logEvent } from "../output.js";
 import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
@@ -13,13 +13,20 @@ import { gatewayStartError } from "./gateway-errors.js";
  * Runs a gateway until SIGINT or SIGTERM, logging its start, its routes,
  * the server's warnings, the broker connection's changes and its stop.
  *
- * @throws CliError for a bad `--upstream` (exit 2) and for a start the
- *   library refuses, its message in the command line's terms
- *   (gateway-errors.ts); otherwise as `createGrpcGateway` throws.
+ * @throws CliError for a bad `--upstream` or `--shared` group (exit 2,
+ *   before any broker contact) and for a start the library refuses, its
+ *   message in the command line's terms (gateway-errors.ts); otherwise as
+ *   `createGrpcGateway` throws.
  */
 export async function gateway(flags: GatewayFlags): Promise<number> {
   const connection = resolveConnection(flags);
   const upstreams = flags.upstream.map(parseUpstream);
+  if (typeof flags.shared === "string" && !isPlainTopicLevel(flags.shared)) {
+    throw new CliError(
+      `--shared: share group "${flags.shared}" must be A-Z a-z 0-9 _ - only (a topic level as it is)`,
+      EXIT_USAGE,
+    );
+  }
   const stop = listenForStop();
   try {
     const unreachable = await probeBroker(connection, stop.signal);

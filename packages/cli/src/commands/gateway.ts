@@ -4,7 +4,7 @@
  */
 import { Command, Option } from "commander";
 import { addConnectionOptions, type ConnectionFlags } from "../connection-options.js";
-import { collect, parseByteSize, parseDuration } from "../option-parsers.js";
+import { collect, parseByteSize, parseDuration, parseServerId } from "../option-parsers.js";
 import { runAction } from "../run-action.js";
 
 /** The options of the command, as commander parses them. */
@@ -27,7 +27,11 @@ export function gatewayCommand(): Command {
         "native mqrpc server (presence, reflection, every RPC kind). Runs until SIGINT or SIGTERM, then " +
         "lets calls finish (--shutdown-timeout), announces the server offline and exits 0",
     )
-    .requiredOption("--server-id <id>", "the server id callers address")
+    .addOption(
+      new Option("--server-id <id>", "the server id callers address")
+        .argParser(parseServerId)
+        .makeOptionMandatory(),
+    )
     .requiredOption(
       "--upstream <url[=services]>",
       "an upstream gRPC server: http://host:port, https://host:port or unix:/path; its services are " +

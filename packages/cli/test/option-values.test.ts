@@ -1,0 +1,217 @@
+/**
+ * A value that the CLI or the runtime under it refuses (a server id, topic
+ * prefix, client id, port, duration…) is refused before any broker
+ * contact, by every command that connects: exit 2 naming the flag, with no
+ * `cannot reach the MQTT broker … waiting for it` line and no connection
+ * to the broker. The "broker" is a TCP listener that counts the
+ * connections it accepts (and never answers MQTT, so a command that got
+ * past its checks would wait on it instead of exiting). Good values next
+ * to the bad ones do reach it, so the count can tell.
+ */
+import { createConnection, createServer, type Socket } from "node:net";
+import { describe, expect, it, type TestContext } from "vitest";
+import { CliProcess, type CliResult } from "./support/cli-process.js";
+
+/** A TCP listener standing in for the broker: it counts the connections it accepts. */
+async function countingBroker(context: TestContext) {
+  const sockets = new Set<Socket>();
+  const waiters = new Set<() => void>();
+  let accepted = 0;
+  const server = createServer((socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.once("close", () => sockets.delete(socket));
+    for (const wake of [...waiters]) wake();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  context.onTestFinished(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  /** Resolves once `n` connections were accepted in all. */
+  const untilAccepted = (n: number) =>
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (accepted < n) return;
+        waiters.delete(check);
+        resolve();
+      };
+      waiters.add(check);
+      check();
+    });
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    untilAccepted,
+    /**
+     * The connections accepted so far, after every connection made before
+     * this call was accepted: it connects once itself and waits for that
+     * connection (the listener accepts in order), then leaves it out.
+     */
+    async settledCount(): Promise<number> {
+      const before = accepted;
+      const own = createConnection({ host: "127.0.0.1", port });
+      own.on("error", () => {});
+      await new Promise<void>((resolve) => own.once("connect", () => resolve()));
+      await untilAccepted(before + 1);
+      own.destroy();
+      return accepted - 1;
+    },
+  };
+}
+
+function run(args: readonly string[]): Promise<CliResult> {
+  const p = CliProcess.start(args);
+  p.endInput();
+  return p.exited;
+}
+
+/** Commander's usage error for option `flag` given `value`. */
+function badOption(flag: string, value: string, reason: string): RegExp {
+  const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(
+    `^error: option '${literal(flag)}' argument '${literal(value)}' is invalid\\. ${literal(reason)}\\n\\(run with --help for usage\\)\\n$`,
+  );
+}
+
+const EMPTY_SERVER_ID =
+  /^error: command-argument value '' is invalid for argument 'server-id'\. must not be empty\.\n/;
+const VIRTUAL_PORT = "must be a port number from 1 to 65535.";
+const TOO_LONG = "must be at most 596h (2147483647 ms, the longest timer Node.js keeps).";
+const USERNAME_ID =
+  /^mqrpc: --username: "a\.b" must be A-Z a-z 0-9 _ - only, as it is also the MQTT client id \(without --client-id mqrpc uses the username, as brokers with use_username_as_clientid do\) and broker ACLs bind mqrpc topics to the client id as it is; or give --client-id if the broker does not bind client ids to usernames\n$/;
+
+const expose = ["expose", "--server-id", "d", "--port", "22", "--target", "127.0.0.1:22"];
+const forward = ["forward", "--server-id", "d", "--port", "22"];
+const gateway = ["gateway", "--server-id", "g", "--upstream", "http://127.0.0.1:1=a.B"];
+
+/** Command lines that must be refused, and the message on stderr. */
+const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
+  [
+    "expose --port 0",
+    ["expose", "--server-id", "d", "--port", "0", "--target", "127.0.0.1:22"],
+    badOption("--port <port>", "0", VIRTUAL_PORT),
+  ],
+  [
+    "expose with an empty --server-id",
+    ["expose", "--server-id", "", "--port", "22", "--target", "127.0.0.1:22"],
+    badOption("--server-id <id>", "", "must not be empty."),
+  ],
+  [
+    "expose --target with port 0",
+    ["expose", "--server-id", "d", "--port", "22", "--target", "127.0.0.1:0"],
+    /^mqrpc: --target "127\.0\.0\.1:0": the port must be from 1 to 65535\.\n$/,
+  ],
+  ["expose --username a.b (the client id)", [...expose, "--username", "a.b"], USERNAME_ID],
+  [
+    "expose --client-id a.b",
+    [...expose, "--client-id", "a.b"],
+    /^mqrpc: --client-id: "a\.b" must be A-Z a-z 0-9 _ - only: broker ACLs bind mqrpc topics to the client id as it is\n$/,
+  ],
+  [
+    "expose --topic-prefix a+b",
+    [...expose, "--topic-prefix", "a+b"],
+    /^mqrpc: --topic-prefix "a\+b" is invalid: use one or more levels of A-Z, a-z, 0-9, "_" and "-" separated by "\/"\n$/,
+  ],
+  [
+    "expose --shutdown-timeout 1000h",
+    [...expose, "--shutdown-timeout", "1000h"],
+    badOption("--shutdown-timeout <duration>", "1000h", TOO_LONG),
+  ],
+  [
+    "forward --port 0",
+    ["forward", "--server-id", "d", "--port", "0"],
+    badOption("--port <port>", "0", VIRTUAL_PORT),
+  ],
+  [
+    "forward --port 65536",
+    ["forward", "--server-id", "d", "--port", "65536"],
+    badOption("--port <port>", "65536", VIRTUAL_PORT),
+  ],
+  [
+    "forward with an empty --server-id",
+    ["forward", "--server-id", "", "--port", "22"],
+    badOption("--server-id <id>", "", "must not be empty."),
+  ],
+  ["forward --username a.b", [...forward, "--username", "a.b"], USERNAME_ID],
+  [
+    "forward --connection-timeout 1000h",
+    [...forward, "--connection-timeout", "1000h"],
+    badOption("--connection-timeout <duration>", "1000h", TOO_LONG),
+  ],
+  [
+    "gateway with an empty --server-id",
+    ["gateway", "--server-id", "", "--upstream", "http://127.0.0.1:1=a.B"],
+    badOption("--server-id <id>", "", "must not be empty."),
+  ],
+  ["gateway --username a.b", [...gateway, "--username", "a.b"], USERNAME_ID],
+  [
+    "gateway --shared a+b",
+    [...gateway, "--shared", "a+b"],
+    /^mqrpc: --shared: share group "a\+b" must be A-Z a-z 0-9 _ - only \(a topic level as it is\)\n$/,
+  ],
+  [
+    "gateway --start-timeout 1000h",
+    [...gateway, "--start-timeout", "1000h"],
+    badOption("--start-timeout <duration>", "1000h", TOO_LONG),
+  ],
+  ["ingress --username a.b", ["ingress", "--username", "a.b"], USERNAME_ID],
+  [
+    "ingress --reflection-timeout 1000h",
+    ["ingress", "--reflection-timeout", "1000h"],
+    badOption("--reflection-timeout <duration>", "1000h", TOO_LONG),
+  ],
+  ["call with an empty server id", ["call", "", "a.B/C"], EMPTY_SERVER_ID],
+  ["call --username a.b", ["call", "d", "a.B/C", "--username", "a.b"], USERNAME_ID],
+  [
+    "call --timeout 1000h",
+    ["call", "d", "a.B/C", "--timeout", "1000h"],
+    badOption("--timeout <duration>", "1000h", TOO_LONG),
+  ],
+  ["describe with an empty server id", ["describe", ""], EMPTY_SERVER_ID],
+  ["describe --username a.b", ["describe", "d", "--username", "a.b"], USERNAME_ID],
+  ["list --username a.b", ["list", "--username", "a.b"], USERNAME_ID],
+  [
+    "list --connect-timeout 1000h",
+    ["list", "--connect-timeout", "1000h"],
+    badOption("--connect-timeout <duration>", "1000h", TOO_LONG),
+  ],
+];
+
+describe.concurrent("option values are refused before any broker contact", () => {
+  it.for(REFUSED)(
+    "%s: exit 2 naming the flag, no broker contact",
+    async ([, args, message], context) => {
+      const broker = await countingBroker(context);
+      const end = await run([...args, "--mqtt", broker.url]);
+      expect(end.stderr).toMatch(message);
+      expect(end.code, end.stderr).toBe(2);
+      // No "warn cannot reach the MQTT broker … waiting for it", nor anything else.
+      expect(end.stdout).toBe("");
+      expect(await broker.settledCount()).toBe(0);
+    },
+  );
+
+  it.for([
+    // A server id is any non-empty string: `/` is encoded in topics (d=2Fx).
+    [
+      "expose --server-id d/x",
+      ["expose", "--server-id", "d/x", "--port", "65535", "--target", ":22"],
+    ],
+    ["forward --port 65535", ["forward", "--server-id", "d/x", "--port", "65535"]],
+    ["call --username ok_user-1", ["call", "d.x", "a.B/C", "--username", "ok_user-1"]],
+    // The username is no client id when --client-id gives one.
+    [
+      "list --username a.b --client-id list-1",
+      ["list", "--username", "a.b", "--client-id", "list-1"],
+    ],
+    ["describe --timeout 596h", ["describe", "d", "--timeout", "596h"]],
+  ] as const)("%s is accepted: the command goes on to the broker", async ([, args], context) => {
+    const broker = await countingBroker(context);
+    const p = CliProcess.start([...args, "--mqtt", broker.url]);
+    context.onTestFinished(() => p.kill());
+    await broker.untilAccepted(1);
+    expect(p.stderr).toBe("");
+  });
+});
