@@ -87,22 +87,17 @@ forBrokersWhere(
         );
       });
 
-      it("the lower incarnation stays down, and the other serves every call", async () => {
+      it("the process that started later stays down, tells why by takenOver(), and the first serves every call", async () => {
         const serverId = uniqueServerId("twin-settle");
         const warnings: string[] = [];
         const staysDown = (w: string) => w.includes("this one stays down");
-        let settled: () => void = () => {};
-        const localYielded = new Promise<void>((resolve) => {
-          settled = resolve;
-        });
-        const local = await serve(serverId, target.url, warnings, () => {
-          if (warnings.some(staysDown)) settled();
+        const local = await serve(serverId, target.url, warnings, () => {});
+        let localTakenOver = false;
+        void local.takenOver().then(() => {
+          localTakenOver = true;
         });
         const twin = await startTwin(serverId);
-        await Promise.race([
-          localYielded,
-          twin.until((e) => e.event === "warn" && staysDown(e.message)),
-        ]);
+        await twin.until((e) => e.event === "taken-over");
         const transport = closer.add(
           createMqttTransport({
             mqtt: { ...mqttOptions(target), url: target.url },
@@ -112,27 +107,62 @@ forBrokersWhere(
           (t) => t.close(),
         );
         const client = createClient(TestService, transport);
-        // While the two still fought, calls failed as the id moved; now one keeps it.
+        // While the two still fought, calls failed as the id moved; now the first keeps it.
         for (let i = 0; i < 30; i++) {
           await expect(client.emptyCall({}, { timeoutMs: 10_000 })).resolves.toBeDefined();
         }
-        const said = [
-          ...warnings,
-          ...twin.events.flatMap((e) => (e.event === "warn" ? [e.message] : [])),
-        ].filter(staysDown);
-        expect(said).toHaveLength(1);
-        const [, higher, lower] = /incarnation (\d+); this one (\d+)\)/.exec(said[0] ?? "") ?? [];
-        expect(Number(higher)).toBeGreaterThan(Number(lower));
-        expect(local.serverId).toBe(serverId);
+        const twinSaid = twin.events.flatMap((e) => (e.event === "warn" ? [e.message] : []));
+        expect(twinSaid.filter(staysDown)).toHaveLength(1);
+        expect(twin.events.find((e) => e.event === "taken-over")?.message ?? "").toMatch(
+          /another process serves as this server .*this one stays down/,
+        );
+        expect(warnings.filter(staysDown)).toEqual([]);
+        expect(localTakenOver).toBe(false);
       });
 
-      for (const stale of [true, false]) {
-        it(`${stale ? "an earlier run's ONLINE, delivered late, does not make" : "a twin seen after two connections makes"} a server stay down`, async () => {
-          const serverId = uniqueServerId(stale ? "twin-stale" : "twin-live");
+      /** Fake twins announcing the server's own instance (ONLINE), their times relative to now. */
+      const fakeTwins = [
+        {
+          name: "an earlier run's ONLINE, delivered late, does not make a server stay down",
+          incarnation: 0xffffffff,
+          sinceMs: -60_000,
+          startedMs: -120_000,
+          staysDown: false,
+        },
+        {
+          name: "a live twin that started first, seen after two connections, makes a server stay down",
+          incarnation: 1,
+          sinceMs: 0,
+          startedMs: -120_000,
+          staysDown: true,
+        },
+        {
+          name: "a live twin that started later never makes a server stay down",
+          incarnation: 0xffffffff,
+          sinceMs: 0,
+          startedMs: 1,
+          staysDown: false,
+        },
+        {
+          name: "a live twin of an older server (no start time) with a higher incarnation makes a server stay down",
+          incarnation: 0xffffffff,
+          sinceMs: 0,
+          startedMs: undefined,
+          staysDown: true,
+        },
+      ] as const;
+
+      for (const fake of fakeTwins) {
+        it(fake.name, async () => {
+          const serverId = uniqueServerId("twin-fake");
           const proxy = closer.add(await FaultProxy.start(target.url), (p) => p.close());
           const warnings: string[] = [];
           let onWarn: () => void = () => {};
           const server = await serve(serverId, proxy.url, warnings, () => onWarn());
+          let takenOver: Error | undefined;
+          void server.takenOver().then((reason) => {
+            takenOver = reason;
+          });
           const warned = (what: string) =>
             new Promise<void>((resolve) => {
               onWarn = () => {
@@ -153,28 +183,27 @@ forBrokersWhere(
               (t) => t.close(),
             ),
           );
-          // Another incarnation (higher than any) announcing this very instance, live.
-          const twin = () =>
-            app.publishAsync(
+          // Another incarnation announcing this very instance.
+          const twin = () => {
+            const now = Date.now();
+            return app.publishAsync(
               own,
               Buffer.from(
-                encodePresence(
-                  server.instanceId,
-                  Presence_State.ONLINE,
-                  false,
-                  0xffffffff,
-                  stale ? Date.now() - 60_000 : Date.now(),
-                ),
+                encodePresence(server.instanceId, Presence_State.ONLINE, false, fake.incarnation, {
+                  sinceMs: now + fake.sinceMs,
+                  ...(fake.startedMs !== undefined ? { startedMs: now + fake.startedMs } : {}),
+                }),
               ),
               { qos: 1 },
             );
+          };
           await twin();
           await warned("another process serves as this server");
           // The server's next connection, its presence subscribed again and announced.
           const announcedAgain = new Promise<void>((resolve) => {
             app.on("message", (_topic, payload) => {
               const presence = fromBinary(PresenceSchema, payload);
-              if (presence.incarnation !== 0xffffffff && proxy.connections > 1) resolve();
+              if (presence.incarnation !== fake.incarnation && proxy.connections > 1) resolve();
             });
           });
           proxy.resetAll();
@@ -183,7 +212,11 @@ forBrokersWhere(
           // The broker delivers in order on the server's one connection: once
           // this call is answered, the second sighting was handled.
           await caller.emptyCall({}, { timeoutMs: 10_000 });
-          expect(warnings.some((w) => w.includes("this one stays down"))).toBe(!stale);
+          expect(warnings.some((w) => w.includes("this one stays down"))).toBe(fake.staysDown);
+          if (fake.staysDown) {
+            expect((await server.takenOver()).message).toMatch(/this one stays down/);
+          }
+          expect(takenOver === undefined).toBe(!fake.staysDown);
         });
       }
 

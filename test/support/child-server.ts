@@ -44,6 +44,7 @@ export type ChildEvent =
   | { readonly event: "finished"; readonly id: number; readonly pid: number }
   | { readonly event: "aborted"; readonly id: number; readonly pid: number; readonly code: number }
   | { readonly event: "warn"; readonly message: string }
+  | { readonly event: "taken-over"; readonly message: string }
   | { readonly event: "closed" };
 
 function emit(e: ChildEvent): void {
@@ -113,6 +114,7 @@ async function main(): Promise<void> {
       return {};
     },
   });
+  void server.takenOver().then((reason) => emit({ event: "taken-over", message: reason.message }));
   await server.announced();
   emit({ event: "ready", instanceId: server.instanceId, pid: process.pid });
   await untilLine("close");

@@ -744,9 +744,22 @@ export class MqttLink {
   yieldClientId(reason: string): boolean {
     if (!this.owned) return false;
     this.client.options.reconnectPeriod = 0;
-    this.client.emit("error", new Error(reason));
+    const error = new Error(reason);
+    this.settleYielded(error);
+    this.client.emit("error", error);
     return true;
   }
+
+  // Declared before `yielded`, whose initializer sets it.
+  private settleYielded: (reason: Error) => void = () => {};
+
+  /**
+   * Resolves with the reason once this link left its client id to another
+   * connection ({@link yieldClientId}); never while it keeps it.
+   */
+  readonly yielded = new Promise<Error>((resolve) => {
+    this.settleYielded = resolve;
+  });
 
   private readonly onPacketSend = (packet: Packet): void => {
     if (packet.cmd !== "publish" || packet.qos === 0 || packet.messageId === undefined) return;

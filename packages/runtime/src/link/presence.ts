@@ -13,16 +13,21 @@ import type { MqttLink } from "./mqtt-link.js";
 /** The Presence version this runtime writes and believes (the protocol version). */
 const PRESENCE_VERSION = 2;
 
-/**
- * Encodes a presence announcement; `sinceMs` (Unix time in ms) is when the
- * instance entered `state`, left out (0) where unknown, as in the last will.
- */
+/** The times a presence announcement carries, Unix ms by the server's clock (0 when left out). */
+export interface PresenceTimes {
+  /** When the instance entered the state; unknown in the last will. */
+  readonly sinceMs?: number;
+  /** When this incarnation started serving (PROTOCOL.md 15.1 `started_ms`). */
+  readonly startedMs?: number;
+}
+
+/** Encodes a presence announcement. */
 export function encodePresence(
   instance: string,
   state: Presence_State,
   shared: boolean,
   incarnation: number,
-  sinceMs?: number,
+  times: PresenceTimes = {},
 ): Uint8Array {
   return toBinary(
     PresenceSchema,
@@ -32,10 +37,14 @@ export function encodePresence(
       instance,
       shared,
       incarnation,
-      sinceMs: sinceMs === undefined ? 0n : BigInt(Math.max(0, Math.trunc(sinceMs))),
+      sinceMs: unixMs(times.sinceMs),
+      startedMs: unixMs(times.startedMs),
     }),
   );
 }
+
+const unixMs = (ms: number | undefined): bigint =>
+  ms === undefined ? 0n : BigInt(Math.max(0, Math.trunc(ms)));
 
 /** A random non-zero uint32 naming one run of a server (Presence.incarnation). */
 export function newIncarnation(): number {

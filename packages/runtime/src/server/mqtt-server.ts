@@ -207,6 +207,17 @@ export interface MqttServer {
    */
   announced(): Promise<void>;
   /**
+   * Resolves with the reason when the server stops serving by itself: its
+   * connection left the client id to another process that serves as this
+   * same server id and instance (PROTOCOL.md section 3, "Ids that come back
+   * are unique"): the broker said the session was taken over (MQTT 5
+   * reason 0x8E), or both saw each other's presence and this one started
+   * later. The server is then down for good; {@link close} it, and exit or
+   * alert. Never resolves while the server keeps its id, nor for a server
+   * on an MQTT.js client passed in (its owner manages that connection).
+   */
+  takenOver(): Promise<Error>;
+  /**
    * Stops taking calls (new ones, and those waiting for a slot, get
    * UNAVAILABLE), lets calls in progress finish for up to
    * `shutdownTimeoutMs`, cancels the rest with UNAVAILABLE, waits up to
@@ -402,6 +413,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
           Presence_State.DISCONNECTED,
           this.shared,
           this.incarnation,
+          { startedMs: this.startedAt },
         ),
       }),
       this.shared ? "clean" : "persistent",
@@ -618,6 +630,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return this.announcing;
   }
 
+  takenOver(): Promise<Error> {
+    return this.link.yielded;
+  }
+
   close(): Promise<void> {
     if (this.closing === undefined) {
       const closing = this.shutdownGracefully();
@@ -660,7 +676,10 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private publishPresence(state: Presence_State): Promise<void> {
     return this.link.publish(
       this.scheme.presenceTopic(this.serverId, this.instanceId),
-      encodePresence(this.instanceId, state, this.shared, this.incarnation, Date.now()),
+      encodePresence(this.instanceId, state, this.shared, this.incarnation, {
+        sinceMs: Date.now(),
+        startedMs: this.startedAt,
+      }),
       { retain: true },
     );
   }
@@ -843,14 +862,15 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     if (retained && !this.ownAnnouncementSeen) return;
     const twin = `mqrpc server ${quoted(this.serverId)}: another process serves as this server (client id ${quoted(this.instanceId)}, incarnation ${presence.incarnation}; this one ${this.incarnation})`;
     const advice = "run one process per server id, or use shared: true for replicas";
-    // Both see each other; the higher incarnation keeps the id, so that
-    // exactly one stops handing the connection back and forth. Only for a
-    // twin that is surely alive: announced after this server started (not
-    // an earlier run's announcement that a broker, a NATS cluster say,
-    // delivers late) and seen again after another reconnect of this one.
+    // Both see each other; the one that started first keeps the id (its
+    // calls and completed-call record stay), so that exactly one stops
+    // handing the connection back and forth. Only for a twin that is
+    // surely alive: announced after this server started (not an earlier
+    // run's announcement that a broker, a NATS cluster say, delivers late)
+    // and seen again after another reconnect of this one.
     if (
       !this.yielded &&
-      presence.incarnation > this.incarnation &&
+      this.startedAfter(presence) &&
       Number(presence.sinceMs) >= this.startedAt &&
       this.sightings.sawAgain(presence.incarnation, this.link.connections) &&
       this.link.yieldClientId(`${twin}: this one stays down and leaves the id to it; ${advice}`)
@@ -863,8 +883,19 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     if (now - this.lastTwinWarning < TWIN_WARNING_INTERVAL_MS) return;
     this.lastTwinWarning = now;
     this.logger.warn(
-      `${twin}: the broker hands the connection from one to the other and calls fail until the other stays down (the lower incarnation does); ${advice}`,
+      `${twin}: the broker hands the connection from one to the other and calls fail until one stays down (the one that started later does); ${advice}`,
     );
+  }
+
+  /**
+   * Whether this server started serving after `twin` did, by their
+   * `started_ms`; by incarnation (the lower one counts as later) when a
+   * start is unknown (an older server sends 0) or both are equal.
+   */
+  private startedAfter(twin: Presence): boolean {
+    const twinStarted = Number(twin.startedMs);
+    if (twinStarted > 0 && twinStarted !== this.startedAt) return twinStarted < this.startedAt;
+    return twin.incarnation > this.incarnation;
   }
 
   /** Whether this server left its client id to a twin (see onOwnPresence). */
