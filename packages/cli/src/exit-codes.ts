@@ -11,6 +11,13 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 /** Bad command line: unknown command or option, missing argument, invalid option value. */
 export const EXIT_USAGE = 2;
+/**
+ * A long-running server command (`gateway`, `expose`) stopped because
+ * another process serves as the same server id and took its MQTT client
+ * id over (PROTOCOL.md section 3): restarting it would only stop it again,
+ * so a supervisor should not (systemd: `RestartPreventExitStatus=3`).
+ */
+export const EXIT_TAKEN_OVER = 3;
 /** Added to an RPC status code (1-16) for the exit code: 65 CANCELED … 80 UNAUTHENTICATED. */
 export const EXIT_STATUS_BASE = 64;
 

@@ -6,6 +6,7 @@
  * way, as SIGPIPE.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { CliError, EXIT_TAKEN_OVER } from "./exit-codes.js";
 import { onStdoutClosed } from "./output.js";
 
 /** The stop request of a run, and a way to stop listening for it. */
@@ -94,4 +95,28 @@ export function unlessStopped<T>(
       },
     );
   });
+}
+
+/**
+ * Waits until `signal` aborts (SIGINT or SIGTERM) or `server` stays down
+ * because another process took its id over (`MqttServer.takenOver()`);
+ * resolves with the latter's reason, or undefined for a stop.
+ */
+export function untilStopOrTakeover(
+  signal: AbortSignal,
+  server: { takenOver(): Promise<Error> },
+): Promise<Error | undefined> {
+  return Promise.race([untilAborted(signal).then(() => undefined), server.takenOver()]);
+}
+
+/**
+ * The error a server command ends with when another process took its id
+ * over (the server's warning before it gives the details): exit
+ * {@link EXIT_TAKEN_OVER}.
+ */
+export function takenOverError(serverId: string, reason: Error): CliError {
+  return new CliError(
+    `--server-id ${serverId}: stopped, as another process serves as this server id and keeps it (${reason.message.includes("0x8e") ? "the broker said so" : "it started first"}): run one process per server id, or give replicas --shared`,
+    EXIT_TAKEN_OVER,
+  );
 }

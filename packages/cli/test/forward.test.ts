@@ -83,4 +83,60 @@ describe.concurrent("mqrpc expose and forward", { timeout: 60_000 }, () => {
       });
     },
   );
+  // Mosquitto closes the old connection without MQTT 5 reason 0x8E, so the
+  // two processes settle it by their presence (Aedes too, more slowly).
+  forBrokersWhere(
+    (t) => t.name === "mosquitto-5",
+    (target) => {
+      it("a second expose of the same server id stops with exit 3 and says why; the first serves on", async (context) => {
+        const closer = new Closer();
+        context.onTestFinished(() => closer.closeAll());
+        const start = (args: string[]) => closer.add(CliProcess.start(args), (p) => p.kill());
+        const grpcPort = await startGrpcUpstream(closer);
+        const serverId = uniqueServerId("cli-twin");
+        const args = [
+          "expose",
+          ...brokerArgs(target),
+          "--server-id",
+          serverId,
+          "--port",
+          "50051",
+          "--target",
+          `127.0.0.1:${grpcPort}`,
+        ];
+        const first = start(args);
+        await first.untilLine((l) => / online /.test(l));
+        const second = start(args);
+        const secondEnd = await second.exited;
+        expect(secondEnd.code).toBe(3);
+        expect(secondEnd.stderr).toMatch(
+          new RegExp(
+            `--server-id ${serverId}: stopped, as another process serves as this server id and keeps it \\(it started first\\): .*--shared`,
+          ),
+        );
+        expect(secondEnd.stderr).not.toMatch(/internal error/);
+        // The first still serves: a call through a forward reaches the target.
+        const forward = start([
+          "forward",
+          ...brokerArgs(target),
+          "--server-id",
+          serverId,
+          "--port",
+          "50051",
+          "--listen",
+          "127.0.0.1:0",
+        ]);
+        const listening = await forward.untilLine((l) => / listening /.test(l));
+        const port = /listening 127\.0\.0\.1:(\d+) -> /.exec(listening)?.[1];
+        const client = createClient(
+          TestService,
+          createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
+        );
+        const unary = await client.unaryCall({ responseSize: 4 }, { timeoutMs: 20_000 });
+        expect(unary.payload?.body.byteLength).toBe(4);
+        expect(first.lines().join("\n")).not.toMatch(/stays down/);
+        expect((await first.stop("SIGTERM")).code).toBe(0);
+      });
+    },
+  );
 });

@@ -8,7 +8,12 @@ import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { flagError } from "../option-errors.js";
 import { parseHostPort } from "../option-parsers.js";
 import { logEvent } from "../output.js";
-import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
+import {
+  listenForStop,
+  takenOverError,
+  unlessStopped,
+  untilStopOrTakeover,
+} from "../stop-signal.js";
 import type { ExposeFlags } from "./expose.js";
 
 /**
@@ -71,7 +76,11 @@ export async function expose(flags: ExposeFlags): Promise<number> {
       "online",
       `${flags.serverId} port ${flags.port} -> ${target.host}:${target.port} (instance ${instance}) on ${connection.url}`,
     );
-    await untilAborted(stop.signal);
+    const takenOver = await untilStopOrTakeover(stop.signal, running.listener.server);
+    if (takenOver !== undefined) {
+      await running.close();
+      throw takenOverError(flags.serverId, takenOver);
+    }
     logEvent(
       "stopping",
       `on ${stop.received() ?? "signal"} (${running.connections} connections open)`,

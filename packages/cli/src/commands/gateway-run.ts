@@ -5,7 +5,12 @@ import { probeBroker } from "../broker-probe.js";
 import { isPlainTopicLevel, resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { logEvent } from "../output.js";
-import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
+import {
+  listenForStop,
+  takenOverError,
+  unlessStopped,
+  untilStopOrTakeover,
+} from "../stop-signal.js";
 import type { GatewayFlags } from "./gateway.js";
 import { gatewayStartError } from "./gateway-errors.js";
 
@@ -60,7 +65,11 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
       "online",
       `${running.serverId} (instance ${running.server.instanceId}) on ${connection.url}`,
     );
-    await untilAborted(stop.signal);
+    const takenOver = await untilStopOrTakeover(stop.signal, running.server);
+    if (takenOver !== undefined) {
+      await running.close();
+      throw takenOverError(flags.serverId, takenOver);
+    }
     logEvent("stopping", `on ${stop.received() ?? "signal"}`);
     await running.close();
     logEvent("offline", running.serverId);

@@ -745,10 +745,18 @@ export class MqttLink {
     if (!this.owned) return false;
     this.client.options.reconnectPeriod = 0;
     const error = new Error(reason);
+    this.yieldedId = true;
     this.settleYielded(error);
     this.client.emit("error", error);
     return true;
   }
+
+  /** Whether this link left its client id to another connection ({@link yieldClientId}). */
+  get hasYielded(): boolean {
+    return this.yieldedId;
+  }
+
+  private yieldedId = false;
 
   // Declared before `yielded`, whose initializer sets it.
   private settleYielded: (reason: Error) => void = () => {};

@@ -953,12 +953,15 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     this.shutdown.abort(reason);
     for (const call of this.calls.values()) call.shutdown(reason);
     await Promise.all([...this.calls.values()].map((c) => c.finished));
-    for (const filter of this.filters) await this.link.unsubscribe(filter);
+    // A server that left its client id to a twin owns neither the session's
+    // subscriptions nor the instance's presence any more: the twin does.
+    const owner = !this.link.hasYielded;
+    if (owner) for (const filter of this.filters) await this.link.unsubscribe(filter);
     this.unroute?.();
     this.unrouteOwnPresence?.();
     // Announce the departure if the broker can hear it; a dead link has left
     // the last will (DISCONNECTED) in place already.
-    if (this.announcing !== undefined && this.link.client.connected) {
+    if (owner && this.announcing !== undefined && this.link.client.connected) {
       await this.announce(Presence_State.OFFLINE);
     }
     await this.link.release();
