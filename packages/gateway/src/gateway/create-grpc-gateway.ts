@@ -210,6 +210,8 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
           serveReflection(s, {
             services: () => map.services().map((r) => r.service),
             registry: () => map.registry(),
+            withoutSchema:
+              "the gateway routes it by name only: give its upstream a descriptorSet (mqrpc gateway: --upstream URL=@image.binpb), or leave out services to learn the schema by the upstream's reflection",
           });
         }
       },

@@ -97,4 +97,26 @@ describe("reflection answers", () => {
     const r = ask({ case: undefined }).messageResponse;
     expect(r?.case === "errorResponse" && r.value.errorCode).toBe(Code.InvalidArgument);
   });
+
+  it("say why a listed service without a schema is not found, when the source knows", () => {
+    const gateway: ReflectionSource = { ...source, withoutSchema: "routed by name only" };
+    const message = (src: ReflectionSource, symbol: string) => {
+      const r = answer(
+        src,
+        create(ServerReflectionRequestSchema, {
+          messageRequest: { case: "fileContainingSymbol", value: symbol },
+        }),
+      ).messageResponse;
+      return r?.case === "errorResponse" ? r.value.errorMessage : r?.case;
+    };
+    const listed =
+      "symbol a.Service not found: it is listed but has no schema here (routed by name only)";
+    expect(message(gateway, "a.Service")).toBe(listed);
+    expect(message(gateway, "a.Service.Method")).toBe(
+      "symbol a.Service.Method not found: it is listed but has no schema here (routed by name only)",
+    );
+    // Not a listed service (a prefix of its name is not it), or no reason to give.
+    expect(message(gateway, "a.ServiceX")).toBe("symbol a.ServiceX not found");
+    expect(message(source, "a.Service")).toBe("symbol a.Service not found");
+  });
 });

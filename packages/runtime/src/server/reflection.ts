@@ -36,6 +36,12 @@ export interface ReflectionSource {
   services(): readonly string[];
   /** The files that define the services and everything they need. */
   registry(): FileRegistry;
+  /**
+   * Why a listed service may have no schema, and what gives it one: added
+   * to the NOT_FOUND answer for such a service or one of its methods (a
+   * gateway lists services it routes by name only).
+   */
+  readonly withoutSchema?: string;
 }
 
 /** Fully qualified names of the reflection services themselves. */
@@ -88,11 +94,14 @@ export function answer(source: ReflectionSource, request: ServerReflectionReques
       value: { fileDescriptorProto: withDependencies(files) },
     },
   });
-  const notFound = (what: string): ResponseInit => ({
+  const notFound = (what: string, why?: string): ResponseInit => ({
     ...base,
     messageResponse: {
       case: "errorResponse",
-      value: { errorCode: Code.NotFound, errorMessage: `${what} not found` },
+      value: {
+        errorCode: Code.NotFound,
+        errorMessage: `${what} not found${why === undefined ? "" : `: ${why}`}`,
+      },
     },
   });
   const question = request.messageRequest;
@@ -111,7 +120,17 @@ export function answer(source: ReflectionSource, request: ServerReflectionReques
     }
     case "fileContainingSymbol": {
       const file = fileOfSymbol(source.registry(), question.value);
-      return file !== undefined ? found([file]) : notFound(`symbol ${question.value}`);
+      if (file !== undefined) return found([file]);
+      const symbol = question.value;
+      const listed = source
+        .services()
+        .some((service) => symbol === service || symbol.startsWith(`${service}.`));
+      return notFound(
+        `symbol ${symbol}`,
+        listed && source.withoutSchema !== undefined
+          ? `it is listed but has no schema here (${source.withoutSchema})`
+          : undefined,
+      );
     }
     case "fileContainingExtension": {
       const registry = source.registry();
