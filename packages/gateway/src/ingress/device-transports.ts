@@ -66,6 +66,8 @@ export class DeviceEntry {
 export class DeviceTransports {
   /** In order of last use, least recent first. */
   private readonly devices = new Map<string, DeviceEntry>();
+  /** The entry last in {@link devices}, which a call to the same device need not move. */
+  private newest: DeviceEntry | undefined;
   private closed = false;
 
   constructor(private readonly settings: DeviceTransportsSettings) {}
@@ -87,8 +89,10 @@ export class DeviceTransports {
     let entry = this.devices.get(serverId);
     if (entry !== undefined) {
       // Most recently used goes last.
-      this.devices.delete(serverId);
-      this.devices.set(serverId, entry);
+      if (entry !== this.newest) {
+        this.devices.delete(serverId);
+        this.devices.set(serverId, entry);
+      }
     } else {
       if (this.devices.size >= this.settings.maxDevices) this.evictIdle();
       entry = new DeviceEntry(
@@ -104,6 +108,7 @@ export class DeviceTransports {
       );
       this.devices.set(serverId, entry);
     }
+    this.newest = entry;
     entry.holds++;
     if (entry.idleTimer !== undefined) {
       clearTimeout(entry.idleTimer);
@@ -125,6 +130,7 @@ export class DeviceTransports {
     this.closed = true;
     const entries = [...this.devices.values()];
     this.devices.clear();
+    this.newest = undefined;
     for (const entry of entries) if (entry.idleTimer !== undefined) clearTimeout(entry.idleTimer);
     await Promise.all(entries.map((entry) => entry.transport.close()));
   }
@@ -146,6 +152,7 @@ export class DeviceTransports {
 
   private drop(entry: DeviceEntry): void {
     if (this.devices.get(entry.serverId) === entry) this.devices.delete(entry.serverId);
+    if (this.newest === entry) this.newest = undefined;
     if (entry.idleTimer !== undefined) clearTimeout(entry.idleTimer);
     entry.idleTimer = undefined;
     void entry.transport.close();

@@ -9,16 +9,20 @@
  * ```
  *
  * - Binary gRPC and gRPC-Web are forwarded as bytes (grpc-forwarder.ts): no
- *   schema needed, unknown fields survive.
+ *   schema needed, unknown fields survive. On HTTP/2 they are served on the
+ *   stream API, every other request through the compatibility API
+ *   (`'request'`), which Connect's adapter takes.
  * - JSON codecs and the Connect protocol need the method's schema: from the
  *   device by gRPC server reflection (cached per device), or from the
  *   `descriptorSet` option; Connect's Node adapter serves them
  *   (connect-forwarder.ts).
  */
 import { setMaxListeners } from "node:events";
+import type { IncomingHttpHeaders } from "node:http";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type MqttConnectionInput, settingsFromDescriptor } from "@mqrpc/runtime";
 import { connectHandler } from "./connect-forwarder.js";
@@ -34,7 +38,7 @@ import {
   type DeviceTransportOptions,
   DeviceTransports,
 } from "./device-transports.js";
-import { forwardRawCall, methodFromPath } from "./grpc-forwarder.js";
+import { forwardRawCall, methodFromPath, rejectRawCall } from "./grpc-forwarder.js";
 import { SERVER_ID_HEADER } from "./grpc-metadata.js";
 import {
   type HttpRequest,
@@ -43,6 +47,7 @@ import {
   requestKind,
   writeErrorResponse,
 } from "./ingress-protocol.js";
+import { http2Exchange, httpExchange, type RawExchange } from "./raw-exchange.js";
 
 /** Options of {@link createGrpcIngress}. */
 export interface GrpcIngressOptions {
@@ -136,6 +141,7 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
   // Every call in flight listens to it.
   setMaxListeners(0, shutdown.signal);
   const inFlight = new Set<Promise<void>>();
+  const rawCalls = new Set<AbortController>();
 
   const schemaFor = (entry: DeviceEntry): Promise<DeviceSchemaEntry> => {
     const now = Date.now();
@@ -182,18 +188,20 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
     void work.finally(() => inFlight.delete(work));
   };
 
-  const onRequest = (req: HttpRequest, res: HttpResponse): void => {
-    const kind = requestKind(req.method, req.headers);
-    const fail = (error: ConnectError) => writeErrorResponse(req, res, kind, error);
-    if (kind.protocol === "unknown") {
-      fail(new ConnectError("not an RPC request", Code.Unimplemented));
-      return;
-    }
-    const serverId = headerValue(req.headers[SERVER_ID_HEADER]);
+  /**
+   * The device a call names (`mqrpc-server-id`), held for the call until
+   * `devices.release`; undefined once the call was answered with `fail`.
+   */
+  const holdDevice = (
+    headers: IncomingHttpHeaders,
+    path: string | undefined,
+    fail: (error: ConnectError) => void,
+  ): { serverId: string; entry: DeviceEntry } | undefined => {
+    const serverId = headerValue(headers[SERVER_ID_HEADER]);
     if (serverId === undefined || serverId === "") {
       // buf curl sends -H headers with the call but not with the
       // reflection requests it makes first, unless told to.
-      const reflecting = req.url?.startsWith("/grpc.reflection.") === true;
+      const reflecting = path?.startsWith("/grpc.reflection.") === true;
       fail(
         new ConnectError(
           `missing request header ${SERVER_ID_HEADER}: set it to the server id of the device to call (e.g. -H "${SERVER_ID_HEADER}: dev-42")` +
@@ -203,52 +211,86 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
           Code.InvalidArgument,
         ),
       );
-      return;
+      return undefined;
     }
     let entry: DeviceEntry;
     try {
       entry = devices.hold(serverId);
     } catch (e) {
       fail(ConnectError.from(e));
+      return undefined;
+    }
+    return { serverId, entry };
+  };
+
+  /** Binary gRPC and gRPC-Web: forwarded as bytes (grpc-forwarder.ts). */
+  const serveRaw = (exchange: RawExchange, kind: RequestKind, path: string | undefined): void => {
+    const fail = (error: ConnectError) => rejectRawCall(exchange, kind, error);
+    const held = holdDevice(exchange.headers, path, fail);
+    if (held === undefined) return;
+    const { entry } = held;
+    const target = methodFromPath(path);
+    if (target === undefined) {
+      devices.release(entry);
+      fail(new ConnectError(`${path ?? ""} is not a gRPC method path`, Code.Unimplemented));
       return;
     }
-    const release = once(() => devices.release(entry));
+    // With a schema at hand (never waited for), the call travels as its
+    // kind and with the method's MQTT settings.
+    const schema = settings.schema ?? entry.schema?.ready?.schema;
+    const method = schema?.method(target.service, target.method);
+    // One reaction for the end of the call (forwardRawCall never throws; a
+    // bug that makes it throw still answers the call): tracked until then.
+    const work: Promise<void> = forwardRawCall({
+      exchange,
+      kind,
+      service: target.service,
+      method: target.method,
+      transport: entry.transport,
+      methodKind: method?.methodKind,
+      settings: method !== undefined ? settingsFromDescriptor(method) : undefined,
+      maxMessageBytes: settings.maxMessageBytes,
+      shutdownSignal: shutdown.signal,
+      inFlight: rawCalls,
+    }).then(
+      () => {
+        devices.release(entry);
+        inFlight.delete(work);
+      },
+      (e: unknown) => {
+        if (!exchange.headersSent) fail(ConnectError.from(e));
+        else exchange.destroy();
+        devices.release(entry);
+        inFlight.delete(work);
+      },
+    );
+    inFlight.add(work);
+  };
+
+  const onStream = (stream: http2.ServerHttp2Stream, headers: IncomingHttpHeaders): boolean => {
+    const kind = requestKind(headerValue(headers[":method"]), headers);
+    if (!isRaw(kind)) return false;
+    serveRaw(http2Exchange(stream, headers), kind, headerValue(headers[":path"]));
+    return true;
+  };
+
+  const onRequest = (req: HttpRequest, res: HttpResponse): void => {
+    const kind = requestKind(req.method, req.headers);
     if (isRaw(kind)) {
-      const target = methodFromPath(req.url);
-      if (target === undefined) {
-        release();
-        fail(new ConnectError(`${req.url ?? ""} is not a gRPC method path`, Code.Unimplemented));
-        return;
-      }
-      // With a schema at hand (never waited for), the call travels as its
-      // kind and with the method's MQTT settings.
-      const schema = settings.schema ?? entry.schema?.ready?.schema;
-      const method = schema?.method(target.service, target.method);
-      track(
-        forwardRawCall({
-          req,
-          res,
-          kind,
-          service: target.service,
-          method: target.method,
-          transport: entry.transport,
-          maxMessageBytes: settings.maxMessageBytes,
-          shutdownSignal: shutdown.signal,
-          ...(method !== undefined
-            ? { methodKind: method.methodKind, settings: settingsFromDescriptor(method) }
-            : {}),
-        })
-          .catch((e: unknown) => {
-            if (!res.headersSent) fail(ConnectError.from(e));
-            else res.destroy();
-          })
-          .finally(release),
-      );
+      serveRaw(httpExchange(req, res), kind, req.url);
       return;
     }
+    const fail = (error: ConnectError) => writeErrorResponse(req, res, kind, error);
+    if (kind.protocol === "unknown") {
+      fail(new ConnectError("not an RPC request", Code.Unimplemented));
+      return;
+    }
+    const held = holdDevice(req.headers, req.url, fail);
+    if (held === undefined) return;
+    const { serverId, entry } = held;
     const call = new Promise<void>((resolve) => {
       res.once("close", resolve);
-    }).finally(release);
+    }).finally(() => devices.release(entry));
     track(call);
     schemaFor(entry).then(
       ({ handler }) => handler(req, res),
@@ -256,13 +298,15 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
     );
   };
 
-  const server = await listen(settings, options.tls, onRequest);
+  const server = await listen(settings, options.tls, onRequest, onStream);
   let closing: Promise<void> | undefined;
   return {
     url: server.url,
     close() {
       closing ??= (async () => {
-        shutdown.abort(new ConnectError("the ingress is closing", Code.Unavailable));
+        const reason = new ConnectError("the ingress is closing", Code.Unavailable);
+        shutdown.abort(reason);
+        for (const call of rawCalls) call.abort(reason);
         const stopped = server.close();
         await Promise.allSettled([...inFlight]);
         await server.disconnect();
@@ -365,35 +409,47 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 async function listen(
   settings: IngressSettings,
-  tls: GrpcIngressOptions["tls"],
+  tlsOptions: GrpcIngressOptions["tls"],
   onRequest: (req: HttpRequest, res: HttpResponse) => void,
+  onStream: (stream: http2.ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean,
 ): Promise<Listening> {
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
-  const handler = onRequest as (
-    req: http2.Http2ServerRequest,
-    res: http2.Http2ServerResponse,
-  ) => void;
+  const h2Options: http2.ServerOptions = tlsOptions ?? {};
+  // HTTP/2 streams onStream leaves (Connect, JSON codecs) are served through
+  // the compatibility API: by a server that never listens, whose request
+  // listener turns the streams it is handed into requests and responses.
+  const compat = http2.createServer(
+    h2Options,
+    onRequest as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+  );
+  const h2 = http2.createServer(h2Options);
+  h2.on("stream", (stream, headers, flags, rawHeaders?: string[]) => {
+    if (!onStream(stream, headers)) compat.emit("stream", stream, headers, flags, rawHeaders);
+  });
+  h2.on("session", (session) => track(sessions, session));
+  const h1 = http.createServer(onRequest as http.RequestListener);
   let server: net.Server;
-  let h1: http.Server | undefined;
-  if (tls !== undefined) {
-    const secure = http2.createSecureServer({ allowHTTP1: true, ...tls }, handler);
-    secure.on("session", (session) => track(sessions, session));
-    server = secure;
+  if (tlsOptions !== undefined) {
+    // HTTP/2 when ALPN chose h2, HTTP/1.1 otherwise (also without ALPN), as
+    // http2.createSecureServer does with allowHTTP1 (the default here).
+    const http1 = tlsOptions.allowHTTP1 !== false;
+    const ALPNProtocols = http1 ? ["h2", "http/1.1"] : ["h2"];
+    server = tls.createServer({ ...tlsOptions, ALPNProtocols }, (socket) => {
+      if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+      else if (http1) h1.emit("connection", socket);
+      else socket.destroy();
+    });
   } else {
     // Cleartext: one port for h2c with prior knowledge and HTTP/1.1, told
     // apart by the first bytes a client sends.
-    const h2 = http2.createServer({}, handler);
-    h2.on("session", (session) => track(sessions, session));
-    const plain = http.createServer(onRequest as http.RequestListener);
-    h1 = plain;
     server = net.createServer((socket) => {
       socket.once("data", (chunk: Buffer) => {
         socket.pause();
         socket.unshift(chunk);
         const n = Math.min(chunk.length, PREFACE.length);
         const isHttp2 = chunk.subarray(0, n).equals(PREFACE.subarray(0, n));
-        (isHttp2 ? h2 : plain).emit("connection", socket);
+        (isHttp2 ? h2 : h1).emit("connection", socket);
         if (!isHttp2) socket.resume();
       });
     });
@@ -418,11 +474,11 @@ async function listen(
   const address = server.address() as net.AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   return {
-    url: `${tls !== undefined ? "https" : "http"}://${host}:${address.port}`,
+    url: `${tlsOptions !== undefined ? "https" : "http"}://${host}:${address.port}`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
     async disconnect() {
       for (const session of sessions) session.close();
-      h1?.closeAllConnections();
+      h1.closeAllConnections();
       // Sessions close once their last stream ended; what is still open
       // (a client that ignores GOAWAY, a connection that never spoke) goes.
       await new Promise((resolve) => setImmediate(resolve));
@@ -441,13 +497,4 @@ function track<T extends { once(event: "close", listener: () => void): unknown }
 
 function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
-}
-
-function once(fn: () => void): () => void {
-  let done = false;
-  return () => {
-    if (done) return;
-    done = true;
-    fn();
-  };
 }

@@ -50,11 +50,25 @@ export function isForwardedMetadata(name: string): boolean {
 
 /** The metadata of an incoming HTTP request, as Connect `Headers`. */
 export function requestMetadata(incoming: IncomingHttpHeaders): Headers {
-  const metadata = new Headers();
-  for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || !isForwardedMetadata(name)) continue;
-    if (Array.isArray(value)) for (const v of value) appendValid(metadata, name, v);
-    else appendValid(metadata, name, value);
+  return new Headers(requestMetadataInit(incoming));
+}
+
+/**
+ * The metadata of an incoming HTTP request as name-value pairs (a
+ * `HeadersInit`): what {@link requestMetadata} holds, without building
+ * `Headers` that the transport would copy again.
+ */
+export function requestMetadataInit(incoming: IncomingHttpHeaders): [string, string][] {
+  const metadata: [string, string][] = [];
+  for (const name in incoming) {
+    const value = incoming[name];
+    // A name that is not an HTTP token cannot be sent: dropped, as gRPC drops invalid metadata.
+    if (value === undefined || !isForwardedMetadata(name) || !TOKEN.test(name)) continue;
+    if (typeof value === "string") {
+      if (!INVALID_VALUE.test(value)) metadata.push([name, value]);
+    } else {
+      for (const v of value) if (!INVALID_VALUE.test(v)) metadata.push([name, v]);
+    }
   }
   return metadata;
 }
@@ -65,6 +79,30 @@ export function copyMetadata(from: Headers, to: Headers): Headers {
     if (isForwardedMetadata(name)) appendValid(to, name, value);
   });
   return to;
+}
+
+/**
+ * Adds the metadata in `from` to outgoing HTTP headers, leaving out what
+ * {@link isForwardedMetadata} rejects: {@link copyMetadata} then
+ * {@link nodeHeaders} without the `Headers` between them.
+ */
+export function addMetadataHeaders(from: Headers, to: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  from.forEach((value, name) => {
+    if (isForwardedMetadata(name) && !INVALID_VALUE.test(value)) to[name] = value;
+  });
+  return to;
+}
+
+/** {@link statusTrailer} as outgoing HTTP headers; an OK status without building `Headers`. */
+export function statusTrailerHeaders(
+  trailer: Headers | undefined,
+  error: ConnectError | undefined,
+): OutgoingHttpHeaders {
+  if (error !== undefined) return nodeHeaders(statusTrailer(trailer, error));
+  const out: OutgoingHttpHeaders = {};
+  if (trailer !== undefined) addMetadataHeaders(trailer, out);
+  out["grpc-status"] = "0";
+  return out;
 }
 
 /**
@@ -133,6 +171,9 @@ export function nodeHeaders(headers: Headers): OutgoingHttpHeaders {
 
 /** Header values HTTP can carry: no CR, LF or NUL (RFC 9110 5.5). */
 const INVALID_VALUE = /[\r\n\0]/;
+
+/** A header name `Headers` takes: an HTTP token (RFC 9110 5.6.2). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function appendValid(to: Headers, name: string, value: string): void {
   if (INVALID_VALUE.test(value)) return;

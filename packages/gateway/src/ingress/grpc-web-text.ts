@@ -14,21 +14,47 @@ const WHITESPACE = /\s+/g;
 export async function* decodeBase64Body(
   body: AsyncIterable<Uint8Array | string>,
 ): AsyncGenerator<Uint8Array> {
-  let pending = "";
+  const decoder = new Base64BodyDecoder();
   for await (const chunk of body) {
-    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("latin1");
-    pending += text.replace(WHITESPACE, "");
-    const whole = pending.length - (pending.length % 4);
-    if (whole === 0) continue;
-    const quanta = pending.slice(0, whole);
-    pending = pending.slice(whole);
-    yield decodeQuanta(quanta);
+    const bytes = decoder.push(chunk);
+    if (bytes !== undefined) yield bytes;
   }
-  if (pending.length > 0) {
-    throw new ConnectError(
-      "protocol error: the grpc-web-text body ends inside a base64 quantum",
-      Code.InvalidArgument,
-    );
+  decoder.end();
+}
+
+/** Decodes a base64 body pushed chunk by chunk, as {@link decodeBase64Body} does. */
+export class Base64BodyDecoder {
+  /** Base64 characters of a quantum not complete yet (fewer than 4). */
+  private pending = "";
+
+  /**
+   * The bytes of the whole quanta in so far, or undefined when no quantum was completed.
+   *
+   * @throws ConnectError INVALID_ARGUMENT for a character outside base64 or misplaced padding.
+   */
+  push(chunk: Uint8Array | string): Uint8Array | undefined {
+    const text =
+      typeof chunk === "string"
+        ? chunk
+        : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1");
+    const pending = this.pending + text.replace(WHITESPACE, "");
+    const whole = pending.length - (pending.length % 4);
+    this.pending = pending.slice(whole);
+    return whole === 0 ? undefined : decodeQuanta(pending.slice(0, whole));
+  }
+
+  /**
+   * Tells the body ended.
+   *
+   * @throws ConnectError INVALID_ARGUMENT when it ends inside a quantum.
+   */
+  end(): void {
+    if (this.pending.length > 0) {
+      throw new ConnectError(
+        "protocol error: the grpc-web-text body ends inside a base64 quantum",
+        Code.InvalidArgument,
+      );
+    }
   }
 }
 
