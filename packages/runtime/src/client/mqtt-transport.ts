@@ -987,9 +987,19 @@ function mapMessages<O>(call: ClientCall, decode: (bytes: Uint8Array) => O): Asy
         call.done.then(() => ({ done: true, value: undefined }));
       const iterator: AsyncIterator<O> = {
         next: () =>
-          it
-            .next()
-            .then((r) => (r.done === true ? finish() : { done: false, value: decode(r.value) })),
+          it.next().then(
+            (r) => {
+              if (r.done !== true) return { done: false, value: decode(r.value) };
+              // Read to its end: nothing for the finalizer to cancel (and
+              // the registry no longer keeps the call alive).
+              dropped?.unregister(iterator);
+              return finish();
+            },
+            (e: unknown) => {
+              dropped?.unregister(iterator);
+              throw e;
+            },
+          ),
         return: (value?: unknown) => {
           dropped?.unregister(iterator);
           void it.return?.(value);
