@@ -56,6 +56,8 @@ forBrokersWhere(
       let gateway: GrpcGateway;
       let testClient: ReturnType<typeof createClient<typeof TestService>>;
       let ticksClient: ReturnType<typeof createClient<typeof FileLevelService>>;
+      /** What the gateway logged, each line `warn …` or `info …`. */
+      const logged: string[] = [];
 
       beforeAll(async () => {
         port = await freePort();
@@ -72,6 +74,10 @@ forBrokersWhere(
               { url: python.url, descriptorSet: image.path, services: [TEST_SERVICE] },
               { url: ticks.url },
             ],
+            logger: {
+              warn: (message) => logged.push(`warn ${message}`),
+              info: (message) => logged.push(`info ${message}`),
+            },
           }),
           (g) => g.close(),
         );
@@ -123,6 +129,13 @@ forBrokersWhere(
         const down = await tickCount(1).catch((e: unknown) => ConnectError.from(e));
         expect((down as ConnectError).code).toBe(Code.Unavailable);
         expect((down as ConnectError).rawMessage).toContain(ticks.url);
+        // The gateway says so once, naming the upstream and the cause.
+        await expect
+          .poll(() => logged.filter((l) => l.includes(`upstream ${ticks.url} is unreachable`)), {
+            timeout: 10_000,
+            interval: 50,
+          })
+          .toEqual([expect.stringMatching(/^warn .*ECONNREFUSED.*reconnecting$/)]);
       });
 
       it("the upstream restarted: the next call works and its services are learned again", async () => {
@@ -141,6 +154,12 @@ forBrokersWhere(
         );
         expect((await other.unimplementedCall({})).$typeName).toBe("mqrpc.interop.v1.Empty");
         expect(gateway.upstreams()[1]).toMatchObject({ url: ticks.url, connectivity: "ready" });
+        await expect
+          .poll(() => logged.filter((l) => l.startsWith("info ")), {
+            timeout: 10_000,
+            interval: 50,
+          })
+          .toEqual([`info gateway: upstream ${ticks.url} is reachable again`]);
       });
     });
   },

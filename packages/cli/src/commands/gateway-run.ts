@@ -51,7 +51,10 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
         shutdownTimeoutMs: flags.shutdownTimeout,
         ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
         ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
-        logger: { warn: (message) => logEvent("warn", message) },
+        logger: {
+          warn: (message) => logEvent("warn", message),
+          info: (message) => logEvent("info", message),
+        },
       }).catch((e: unknown) => {
         throw gatewayStartError(e, commandLine);
       }),

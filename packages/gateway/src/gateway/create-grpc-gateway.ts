@@ -364,9 +364,20 @@ class GrpcGatewayImpl implements GrpcGateway {
 
   watchUpstreams(): void {
     for (const setup of this.setups) {
-      setup.upstream.watch(() => {
-        if (this.isReflected(setup)) void this.relearn(setup).catch(() => {});
-      });
+      let down = false;
+      setup.upstream.watch(
+        () => {
+          if (down) this.logger.info?.(`gateway: upstream ${setup.options.url} is reachable again`);
+          down = false;
+          if (this.isReflected(setup)) void this.relearn(setup).catch(() => {});
+        },
+        (reason) => {
+          down = true;
+          this.logger.warn(
+            `gateway: upstream ${setup.options.url} is unreachable (${reason}): calls to its services fail with UNAVAILABLE; reconnecting`,
+          );
+        },
+      );
     }
   }
 

@@ -69,7 +69,7 @@ const compressionDeflate: Compression = {
     } catch (e) {
       if ((e as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") {
         throw new ConnectError(
-          `message is larger than configured readMaxBytes ${readMaxBytes} after decompression`,
+          `a response message is larger than the gateway's maxMessageBytes (${readMaxBytes} bytes) after decompression`,
           Code.ResourceExhausted,
         );
       }

@@ -195,15 +195,20 @@ export class UpstreamChannel {
 
   /**
    * Keeps the upstream connected: reconnects with backoff while it is
-   * down, and calls `onReconnect` each time it is back after having been
-   * down (not for the first connection). Runs until {@link close}.
+   * down, calls `onDown` with the reason when a connection that was up is
+   * lost and cannot be made again at once, and `onReconnect` each time it
+   * is back after having been down (not for the first connection). Runs
+   * until {@link close}.
    */
-  watch(onReconnect: () => void): void {
+  watch(onReconnect: () => void, onDown: (reason: string) => void = () => {}): void {
     this.onReconnect = onReconnect;
-    void this.keepConnected(onReconnect);
+    void this.keepConnected(onReconnect, onDown);
   }
 
-  private async keepConnected(onReconnect: () => void): Promise<void> {
+  private async keepConnected(
+    onReconnect: () => void,
+    onDown: (reason: string) => void,
+  ): Promise<void> {
     let backoff = FIRST_BACKOFF_MS;
     let hasBeenReady = false;
     let wasDown = false;
@@ -222,8 +227,11 @@ export class UpstreamChannel {
         await this.sleep(WATCH_INTERVAL_MS);
         continue;
       }
+      const wentDown = hasBeenReady && !wasDown;
       if (hasBeenReady) wasDown = true;
-      if ((await this.sessions.connect()) === "error" && !this.closed) {
+      const connected = (await this.sessions.connect()) !== "error";
+      if (wentDown && !connected && !this.closed) onDown(describeError(this.sessions.error()));
+      if (!connected && !this.closed) {
         await this.sleep(backoff);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       }

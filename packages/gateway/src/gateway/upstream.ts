@@ -50,11 +50,12 @@ export class Upstream {
   }
 
   /**
-   * Keeps the upstream connected and calls `onReconnect` each time it is
-   * back after having been down (not for the first connection).
+   * Keeps the upstream connected, calls `onDown` when it is lost (with the
+   * reason) and `onReconnect` each time it is back after having been down
+   * (not for the first connection).
    */
-  watch(onReconnect: () => void): void {
-    this.channel.watch(onReconnect);
+  watch(onReconnect: () => void, onDown: (reason: string) => void): void {
+    this.channel.watch(onReconnect, onDown);
   }
 
   /**

@@ -54,6 +54,11 @@ import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call
 /** Where the server reports what it drops; defaults to `console`. */
 export interface MqttServerLogger {
   warn(message: string): void;
+  /**
+   * Changes back to normal that follow a warning (optional; `console` has
+   * it): a gateway's upstream that is reachable again, say.
+   */
+  info?(message: string): void;
 }
 
 /** Options of {@link createMqttServer}. */
