@@ -83,7 +83,7 @@ describe("EnvelopeReader", () => {
       expect(error).toBeInstanceOf(ConnectError);
       expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
       expect((error as ConnectError).rawMessage).toBe(
-        `message size ${size} is larger than configured readMaxBytes ${limit}`,
+        `a message of ${size} bytes exceeds maxMessageBytes (${limit} bytes)`,
       );
     }
     const exact = new EnvelopeReader(3);

@@ -24,8 +24,18 @@ export class EnvelopeReader {
   private chunks: Uint8Array[] = [];
   private held = 0;
 
-  /** `maxBytes`: the largest message length accepted, in bytes. */
-  constructor(private readonly maxBytes: number) {}
+  /**
+   * @param maxBytes the largest message length accepted, in bytes
+   * @param names what the error for a longer one calls a message and the
+   *   limit, e.g. `a response message` and `the gateway's maxMessageBytes`
+   */
+  constructor(
+    private readonly maxBytes: number,
+    private readonly names: { readonly message: string; readonly limit: string } = {
+      message: "a message",
+      limit: "maxMessageBytes",
+    },
+  ) {}
 
   /** Bytes held: whole messages not taken yet and a part of the next. */
   get byteLength(): number {
@@ -56,7 +66,7 @@ export class EnvelopeReader {
       0;
     if (length > this.maxBytes) {
       throw new ConnectError(
-        `message size ${length} is larger than configured readMaxBytes ${this.maxBytes}`,
+        `${this.names.message} of ${length} bytes exceeds ${this.names.limit} (${this.maxBytes} bytes)`,
         Code.ResourceExhausted,
       );
     }

@@ -171,7 +171,10 @@ class StreamState {
     channel: UpstreamChannel,
     private readonly options: UpstreamCallOptions,
   ) {
-    this.reader = new EnvelopeReader(options.maxMessageBytes);
+    this.reader = new EnvelopeReader(options.maxMessageBytes, {
+      message: "a response message",
+      limit: "the gateway's maxMessageBytes",
+    });
     // A closed stream forgets its session; kept to tell a lost connection from a reset.
     this.session = stream.session;
     this.closed = new Promise((resolve) => stream.once("close", resolve));

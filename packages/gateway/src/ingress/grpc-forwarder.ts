@@ -86,8 +86,9 @@ export function methodFromPath(
 /**
  * Answers a binary gRPC or gRPC-Web call with `error` before it was
  * forwarded: a trailers-only response (a reset when headers went out
- * already). The request body is left unread (HTTP/2 resets the stream;
- * HTTP/1.1 closes the connection).
+ * already). The request body is left unread: on HTTP/2 the exchange then
+ * resets the stream with NO_ERROR so the client stops sending
+ * (raw-exchange.ts); HTTP/1.1 discards it.
  */
 export function rejectRawCall(exchange: RawExchange, kind: RequestKind, error: ConnectError): void {
   if (exchange.headersSent) {

@@ -74,7 +74,9 @@ export interface GrpcIngressOptions {
   readonly topicPrefix?: string;
   /**
    * Options for each device's transport (`heartbeatMs`, `waitForServer`,
-   * `maxMessageBytes` of responses, …); runtime defaults when left out.
+   * …); runtime defaults when left out, but `maxMessageBytes` (the largest
+   * message a device's transport carries) defaults to the ingress's
+   * {@link maxMessageBytes}.
    */
   readonly transport?: DeviceTransportOptions;
   /**
@@ -103,9 +105,12 @@ export interface GrpcIngressOptions {
    */
   readonly maxDevices?: number;
   /**
-   * Largest request message accepted from a client, in bytes (default 4 MiB,
-   * gRPC's default); a larger one fails the call with RESOURCE_EXHAUSTED.
-   * Response messages are bounded by the transport's `maxMessageBytes`.
+   * Largest message, in bytes, the ingress forwards (default 4 MiB, gRPC's
+   * default): a larger request message from a client fails the call with
+   * RESOURCE_EXHAUSTED. It is also each device transport's
+   * `maxMessageBytes` (responses) unless `transport.maxMessageBytes` is
+   * given. The device's own limit (its server's `maxMessageBytes`) still
+   * applies to requests.
    */
   readonly maxMessageBytes?: number;
 }
@@ -133,7 +138,12 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
   const devices = new DeviceTransports({
     mqtt: options.mqtt,
     topicPrefix: options.topicPrefix,
-    transport: options.transport ?? {},
+    // The ingress's limit bounds the device's responses too, unless the
+    // transport option sets its own.
+    transport: {
+      ...options.transport,
+      maxMessageBytes: options.transport?.maxMessageBytes ?? settings.maxMessageBytes,
+    },
     idleMs: settings.deviceIdleMs,
     maxDevices: settings.maxDevices,
   });
@@ -194,9 +204,20 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
    */
   const holdDevice = (
     headers: IncomingHttpHeaders,
+    rawHeaders: readonly string[] | undefined,
     path: string | undefined,
     fail: (error: ConnectError) => void,
   ): { serverId: string; entry: DeviceEntry } | undefined => {
+    // Node joins repeated headers with ", ": count them in the raw headers.
+    if (rawHeaders !== undefined && headerCount(rawHeaders, SERVER_ID_HEADER) > 1) {
+      fail(
+        new ConnectError(
+          `request header ${SERVER_ID_HEADER} must appear once (it names the one device to call), not ${headerCount(rawHeaders, SERVER_ID_HEADER)} times`,
+          Code.InvalidArgument,
+        ),
+      );
+      return undefined;
+    }
     const serverId = headerValue(headers[SERVER_ID_HEADER]);
     if (serverId === undefined || serverId === "") {
       // buf curl sends -H headers with the call but not with the
@@ -224,9 +245,14 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
   };
 
   /** Binary gRPC and gRPC-Web: forwarded as bytes (grpc-forwarder.ts). */
-  const serveRaw = (exchange: RawExchange, kind: RequestKind, path: string | undefined): void => {
+  const serveRaw = (
+    exchange: RawExchange,
+    rawHeaders: readonly string[] | undefined,
+    kind: RequestKind,
+    path: string | undefined,
+  ): void => {
     const fail = (error: ConnectError) => rejectRawCall(exchange, kind, error);
-    const held = holdDevice(exchange.headers, path, fail);
+    const held = holdDevice(exchange.headers, rawHeaders, path, fail);
     if (held === undefined) return;
     const { entry } = held;
     const target = methodFromPath(path);
@@ -267,17 +293,21 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
     inFlight.add(work);
   };
 
-  const onStream = (stream: http2.ServerHttp2Stream, headers: IncomingHttpHeaders): boolean => {
+  const onStream = (
+    stream: http2.ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    rawHeaders: readonly string[] | undefined,
+  ): boolean => {
     const kind = requestKind(headerValue(headers[":method"]), headers);
     if (!isRaw(kind)) return false;
-    serveRaw(http2Exchange(stream, headers), kind, headerValue(headers[":path"]));
+    serveRaw(http2Exchange(stream, headers), rawHeaders, kind, headerValue(headers[":path"]));
     return true;
   };
 
   const onRequest = (req: HttpRequest, res: HttpResponse): void => {
     const kind = requestKind(req.method, req.headers);
     if (isRaw(kind)) {
-      serveRaw(httpExchange(req, res), kind, req.url);
+      serveRaw(httpExchange(req, res), req.rawHeaders, kind, req.url);
       return;
     }
     const fail = (error: ConnectError) => writeErrorResponse(req, res, kind, error);
@@ -285,7 +315,7 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
       fail(new ConnectError("not an RPC request", Code.Unimplemented));
       return;
     }
-    const held = holdDevice(req.headers, req.url, fail);
+    const held = holdDevice(req.headers, req.rawHeaders, req.url, fail);
     if (held === undefined) return;
     const { serverId, entry } = held;
     const call = new Promise<void>((resolve) => {
@@ -411,7 +441,11 @@ async function listen(
   settings: IngressSettings,
   tlsOptions: GrpcIngressOptions["tls"],
   onRequest: (req: HttpRequest, res: HttpResponse) => void,
-  onStream: (stream: http2.ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean,
+  onStream: (
+    stream: http2.ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    rawHeaders: readonly string[] | undefined,
+  ) => boolean,
 ): Promise<Listening> {
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
@@ -425,7 +459,8 @@ async function listen(
   );
   const h2 = http2.createServer(h2Options);
   h2.on("stream", (stream, headers, flags, rawHeaders?: string[]) => {
-    if (!onStream(stream, headers)) compat.emit("stream", stream, headers, flags, rawHeaders);
+    if (!onStream(stream, headers, rawHeaders))
+      compat.emit("stream", stream, headers, flags, rawHeaders);
   });
   h2.on("session", (session) => track(sessions, session));
   const h1 = http.createServer(onRequest as http.RequestListener);
@@ -493,6 +528,15 @@ function track<T extends { once(event: "close", listener: () => void): unknown }
 ): void {
   set.add(item);
   item.once("close", () => set.delete(item));
+}
+
+/** How many times `name` (lower case) occurs in `rawHeaders` (name, value, name, value, …). */
+function headerCount(rawHeaders: readonly string[], name: string): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]?.toLowerCase() === name) count++;
+  }
+  return count;
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

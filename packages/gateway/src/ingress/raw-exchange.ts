@@ -11,7 +11,7 @@
  */
 import type { EventEmitter } from "node:events";
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import type { ServerHttp2Stream } from "node:http2";
+import { constants, type ServerHttp2Stream } from "node:http2";
 import type { Readable } from "node:stream";
 import type { HttpRequest, HttpResponse } from "./ingress-protocol.js";
 
@@ -48,6 +48,17 @@ export interface RawExchange {
   endPlain(status: number, text: string): void;
   /** Resets the exchange (HTTP/2: RST_STREAM; HTTP/1.1: closes the connection). */
   destroy(): void;
+}
+
+/**
+ * Whether the client's request stream is over (END_STREAM received, read
+ * or not). Node has no public flag for END_STREAM that arrived while the
+ * body is unread, hence the readable state.
+ */
+function requestEnded(stream: ServerHttp2Stream): boolean {
+  if (stream.readableEnded || stream.endAfterHeaders) return true;
+  const state = (stream as unknown as { _readableState?: { ended?: boolean } })._readableState;
+  return state?.ended === true;
 }
 
 /** An HTTP/2 stream as a {@link RawExchange}. */
@@ -107,23 +118,47 @@ class Http2Exchange implements RawExchange {
 
   end(trailers?: OutgoingHttpHeaders): void {
     if (this.closed) return;
+    const stream = this.stream;
     if (this.withTrailers) {
-      const stream = this.stream;
-      stream.once("wantTrailers", () => stream.sendTrailers(trailers ?? {}));
+      stream.once("wantTrailers", () => {
+        stream.sendTrailers(trailers ?? {});
+        this.stopRequest();
+      });
+      stream.end();
+      return;
     }
-    this.stream.end();
+    stream.end();
+    this.stopRequest();
   }
 
   endTrailersOnly(headers: OutgoingHttpHeaders): void {
     if (this.closed || this.stream.headersSent) return;
     headers[":status"] = 200;
     this.stream.respond(headers, { endStream: true });
+    this.stopRequest();
   }
 
   endPlain(status: number, text: string): void {
     if (this.closed || this.stream.headersSent) return;
     this.stream.respond({ ":status": status, "content-type": "text/plain; charset=utf-8" });
     this.stream.end(text);
+    this.stopRequest();
+  }
+
+  /**
+   * Once the response is complete (its last frame handed to nghttp2), tells
+   * a client that is still sending to stop: RST_STREAM(NO_ERROR), as RFC
+   * 9113 section 8.1 lets a server that responded before the request ended.
+   * Without it a client writing a long request (Go's HTTP/2 client: buf
+   * curl, grpc-go) waits for flow-control credit or keeps sending, and never
+   * finishes. Node sends the reset after the response's frames (`close`
+   * waits for the writable side to finish), so the client reads the status
+   * first; gRPC clients take the status and ignore the NO_ERROR reset.
+   */
+  private stopRequest(): void {
+    const stream = this.stream;
+    if (this.closed || requestEnded(stream)) return;
+    stream.close(constants.NGHTTP2_NO_ERROR);
   }
 
   destroy(): void {

@@ -68,7 +68,10 @@ export class RequestMessages implements AsyncIterable<Uint8Array> {
     this.compression = options.compression;
     this.maxBytes = options.maxBytes;
     this.abort = options.abort;
-    this.reader = new EnvelopeReader(options.maxBytes);
+    this.reader = new EnvelopeReader(options.maxBytes, {
+      message: "a request message",
+      limit: "the ingress's maxMessageBytes",
+    });
     this.text = options.text ? new Base64BodyDecoder() : undefined;
   }
 
@@ -151,11 +154,27 @@ export class RequestMessages implements AsyncIterable<Uint8Array> {
       }
     } catch (e) {
       if (!this.abort.signal.aborted) {
-        this.error = ConnectError.from(e, Code.Internal);
+        this.error = this.limitError(ConnectError.from(e, Code.Internal));
         this.abort.abort(this.error);
       }
       throw this.abort.signal.reason;
     }
+  }
+
+  /**
+   * A message over the limit after decompression, named as the user knows
+   * it (the ingress's `maxMessageBytes`) rather than as Connect's
+   * decompression names it (`readMaxBytes`); other errors unchanged (the
+   * envelope reader names the limit itself).
+   */
+  private limitError(error: ConnectError): ConnectError {
+    if (error.code !== Code.ResourceExhausted || !error.rawMessage.includes("readMaxBytes")) {
+      return error;
+    }
+    return new ConnectError(
+      `a request message (after decompression) exceeds the ingress's maxMessageBytes (${this.maxBytes} bytes)`,
+      Code.ResourceExhausted,
+    );
   }
 
   /** The end of the request messages, once the body is over and every whole message was taken. */
