@@ -8,12 +8,38 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
-import { forBrokersWhere } from "../../../test/brokers/targets.js";
+import { type BrokerTarget, forBrokersWhere } from "../../../test/brokers/targets.js";
 import { TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { Presence_State, PresenceObserver } from "../../../test/support/presence-observer.js";
 import { Closer, uniqueServerId } from "../../../test/support/rpc-fixture.js";
 import { brokerArgs, CliProcess } from "./support/cli-process.js";
 import { startGrpcUpstream } from "./support/grpc-upstream.js";
+
+/** `mqrpc forward` of `serverId`'s virtual port 50051 to a free local port. */
+function forwardArgs(target: BrokerTarget, serverId: string): string[] {
+  return [
+    "forward",
+    ...brokerArgs(target),
+    "--server-id",
+    serverId,
+    "--port",
+    "50051",
+    "--listen",
+    "127.0.0.1:0",
+  ];
+}
+
+/** Waits until a started `mqrpc forward` listens; a TestService client through its port. */
+async function startForward(forward: CliProcess) {
+  const listening = await forward.untilLine((l) => / listening /.test(l));
+  const port = /listening 127\.0\.0\.1:(\d+) -> /.exec(listening)?.[1];
+  expect(port).toMatch(/^\d+$/);
+  const client = createClient(
+    TestService,
+    createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
+  );
+  return { forward, client };
+}
 
 describe.concurrent("mqrpc expose and forward", { timeout: 60_000 }, () => {
   forBrokersWhere(
@@ -41,24 +67,7 @@ describe.concurrent("mqrpc expose and forward", { timeout: 60_000 }, () => {
           `127.0.0.1:${grpcPort}`,
         ]);
         await expose.untilLine((l) => / online /.test(l));
-        const forward = start([
-          "forward",
-          ...brokerArgs(target),
-          "--server-id",
-          serverId,
-          "--port",
-          "50051",
-          "--listen",
-          "127.0.0.1:0",
-        ]);
-        const listening = await forward.untilLine((l) => / listening /.test(l));
-        const port = /listening 127\.0\.0\.1:(\d+) -> /.exec(listening)?.[1];
-        expect(port).toMatch(/^\d+$/);
-
-        const client = createClient(
-          TestService,
-          createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
-        );
+        const { forward, client } = await startForward(start(forwardArgs(target, serverId)));
         const unary = await client.unaryCall({ responseSize: 4 }, { timeoutMs: 20_000 });
         expect(unary.payload?.body.byteLength).toBe(4);
         const sizes: number[] = [];
@@ -116,22 +125,7 @@ describe.concurrent("mqrpc expose and forward", { timeout: 60_000 }, () => {
         );
         expect(secondEnd.stderr).not.toMatch(/internal error/);
         // The first still serves: a call through a forward reaches the target.
-        const forward = start([
-          "forward",
-          ...brokerArgs(target),
-          "--server-id",
-          serverId,
-          "--port",
-          "50051",
-          "--listen",
-          "127.0.0.1:0",
-        ]);
-        const listening = await forward.untilLine((l) => / listening /.test(l));
-        const port = /listening 127\.0\.0\.1:(\d+) -> /.exec(listening)?.[1];
-        const client = createClient(
-          TestService,
-          createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
-        );
+        const { client } = await startForward(start(forwardArgs(target, serverId)));
         const unary = await client.unaryCall({ responseSize: 4 }, { timeoutMs: 20_000 });
         expect(unary.payload?.body.byteLength).toBe(4);
         expect(first.lines().join("\n")).not.toMatch(/stays down/);

@@ -873,15 +873,15 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     // surely alive: announced after this server started (not an earlier
     // run's announcement that a broker, a NATS cluster say, delivers late)
     // and seen again after another reconnect of this one.
+    const staysDown = `${twin}: this one stays down and leaves the id to it; ${advice}`;
     if (
-      !this.yielded &&
+      !this.link.hasYielded &&
       this.startedAfter(presence) &&
       Number(presence.sinceMs) >= this.startedAt &&
       this.sightings.sawAgain(presence.incarnation, this.link.connections) &&
-      this.link.yieldClientId(`${twin}: this one stays down and leaves the id to it; ${advice}`)
+      this.link.yieldClientId(staysDown)
     ) {
-      this.yielded = true;
-      this.logger.warn(`${twin}: this one stays down and leaves the id to it; ${advice}`);
+      this.logger.warn(staysDown);
       return;
     }
     const now = Date.now();
@@ -903,8 +903,6 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return twin.incarnation > this.incarnation;
   }
 
-  /** Whether this server left its client id to a twin (see onOwnPresence). */
-  private yielded = false;
   /** When this server was made, Unix ms: announcements older than this are earlier runs'. */
   private readonly startedAt = Date.now();
   /** The connections of this server's link in which each twin incarnation was seen. */
