@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { encodeTopicSegment, TopicScheme } from "@mqrpc/runtime";
+import { clientIdProblem, encodeTopicSegment, TopicScheme } from "@mqrpc/runtime";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { type ConnectionFlags, DEFAULT_MQTT_URL } from "./connection-options.js";
 import { CliError, EXIT_USAGE } from "./exit-codes.js";
@@ -82,23 +82,22 @@ export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
   if (flags.passwordFile !== undefined && flags.username === undefined) {
     throw new CliError("--password-file needs --username", EXIT_USAGE);
   }
+  // The runtime refuses these ids only once connected (clientIdProblem):
+  // the client id, else the username, which is the client id then (as the
+  // runtime and openMqtt make it, and brokers binding ids to accounts do).
   if (flags.clientId !== undefined) {
-    if (!isPlainTopicLevel(flags.clientId)) {
+    const problem = clientIdProblem(flags.clientId);
+    if (problem !== undefined) throw new CliError(`--client-id: ${problem}`, EXIT_USAGE);
+  } else if (flags.username !== undefined) {
+    const problem = clientIdProblem(flags.username);
+    if (problem !== undefined) {
       throw new CliError(
-        `--client-id: "${flags.clientId}" must be A-Z a-z 0-9 _ - only: ${CLIENT_ID_RULE}`,
+        `--username: ${problem} (without --client-id the username is the client id, as brokers ` +
+          "with use_username_as_clientid make it; give --client-id if the broker does not bind " +
+          "client ids to usernames)",
         EXIT_USAGE,
       );
     }
-  } else if (flags.username !== undefined && !isPlainTopicLevel(flags.username)) {
-    // As the runtime does (and openMqtt): the username is the client id
-    // unless one is given, the id brokers binding ids to accounts use.
-    throw new CliError(
-      `--username: "${flags.username}" must be A-Z a-z 0-9 _ - only, as it is also the MQTT ` +
-        "client id (without --client-id mqrpc uses the username, as brokers with " +
-        `use_username_as_clientid do) and ${CLIENT_ID_RULE}; or give --client-id if the broker ` +
-        "does not bind client ids to usernames",
-      EXIT_USAGE,
-    );
   }
   const options: IClientOptions & { url: string } = {
     url: flags.mqtt,
@@ -124,15 +123,11 @@ export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
   };
 }
 
-/** Why a client id is held to A-Z a-z 0-9 _ -, for the messages that refuse one. */
-const CLIENT_ID_RULE = "broker ACLs bind mqrpc topics to the client id as it is";
-
 /**
  * Whether `value` is a topic level as it is: one the runtime's topic
  * encoding (`encodeTopicSegment`) leaves unchanged, so of A-Z a-z 0-9 _ -
- * only. The runtime refuses any other client id (servers' instance ids and
- * callers' client keys are their client ids, unencoded in topics) and any
- * other share group; it exports no check of its own for either.
+ * only. The runtime refuses any other share group and exports no check of
+ * its own for it (client ids: `clientIdProblem`).
  */
 export function isPlainTopicLevel(value: string): boolean {
   return value !== "" && encodeTopicSegment(value) === value;

@@ -1,6 +1,6 @@
 /**
- * A value that the CLI or the runtime under it refuses (a server id, topic
- * prefix, client id, port, duration…) is refused before any broker
+ * A value that the CLI or the library under it refuses (a server id, topic
+ * prefix, client id, upstream URL, port, duration…) is refused before any broker
  * contact, by every command that connects: exit 2 naming the flag, with no
  * `cannot reach the MQTT broker … waiting for it` line and no connection
  * to the broker. The "broker" is a TCP listener that counts the
@@ -67,9 +67,11 @@ function run(args: readonly string[]): Promise<CliResult> {
   return p.exited;
 }
 
+/** `s` as a regular expression that matches it literally. */
+const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
 /** Commander's usage error for option `flag` given `value`. */
 function badOption(flag: string, value: string, reason: string): RegExp {
-  const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   return new RegExp(
     `^error: option '${literal(flag)}' argument '${literal(value)}' is invalid\\. ${literal(reason)}\\n\\(run with --help for usage\\)\\n$`,
   );
@@ -79,8 +81,20 @@ const EMPTY_SERVER_ID =
   /^error: command-argument value '' is invalid for argument 'server-id'\. must not be empty\.\n/;
 const VIRTUAL_PORT = "must be a port number from 1 to 65535.";
 const TOO_LONG = "must be at most 596h (2147483647 ms, the longest timer Node.js keeps).";
-const USERNAME_ID =
-  /^mqrpc: --username: "a\.b" must be A-Z a-z 0-9 _ - only, as it is also the MQTT client id \(without --client-id mqrpc uses the username, as brokers with use_username_as_clientid do\) and broker ACLs bind mqrpc topics to the client id as it is; or give --client-id if the broker does not bind client ids to usernames\n$/;
+/** The runtime's reason for refusing client id "a.b" (clientIdProblem). */
+const ID_PROBLEM =
+  'the MQTT client id "a.b" has characters other than A-Z, a-z, 0-9, "_" and "-"; broker ACLs bind mqrpc topics to the client id as it is, so mqrpc accepts only those';
+const USERNAME_ID = exactLine(
+  `mqrpc: --username: ${ID_PROBLEM} (without --client-id the username is the client id, as brokers with use_username_as_clientid make it; give --client-id if the broker does not bind client ids to usernames)`,
+);
+const CLIENT_ID = exactLine(`mqrpc: --client-id: ${ID_PROBLEM}`);
+const EMPTY_CLIENT_ID = exactLine("mqrpc: --client-id: the MQTT client id is empty");
+const UPSTREAM_FORMS = '; use "http://host:port", "https://host:port" or "unix:/path"';
+
+/** Exactly `line` on stderr. */
+function exactLine(line: string): RegExp {
+  return new RegExp(`^${literal(line)}\n$`);
+}
 
 const expose = ["expose", "--server-id", "d", "--port", "22", "--target", "127.0.0.1:22"];
 const forward = ["forward", "--server-id", "d", "--port", "22"];
@@ -104,11 +118,8 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
     /^mqrpc: --target "127\.0\.0\.1:0": the port must be from 1 to 65535\.\n$/,
   ],
   ["expose --username a.b (the client id)", [...expose, "--username", "a.b"], USERNAME_ID],
-  [
-    "expose --client-id a.b",
-    [...expose, "--client-id", "a.b"],
-    /^mqrpc: --client-id: "a\.b" must be A-Z a-z 0-9 _ - only: broker ACLs bind mqrpc topics to the client id as it is\n$/,
-  ],
+  ["expose --client-id a.b", [...expose, "--client-id", "a.b"], CLIENT_ID],
+  ['expose --client-id ""', [...expose, "--client-id", ""], EMPTY_CLIENT_ID],
   [
     "expose --topic-prefix a+b",
     [...expose, "--topic-prefix", "a+b"],
@@ -135,6 +146,7 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
     badOption("--server-id <id>", "", "must not be empty."),
   ],
   ["forward --username a.b", [...forward, "--username", "a.b"], USERNAME_ID],
+  ["forward --client-id a.b", [...forward, "--client-id", "a.b"], CLIENT_ID],
   [
     "forward --connection-timeout 1000h",
     [...forward, "--connection-timeout", "1000h"],
@@ -146,6 +158,45 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
     badOption("--server-id <id>", "", "must not be empty."),
   ],
   ["gateway --username a.b", [...gateway, "--username", "a.b"], USERNAME_ID],
+  ["gateway --client-id a.b", [...gateway, "--client-id", "a.b"], CLIENT_ID],
+  [
+    "gateway --upstream ftp://h:1 (a scheme other than http, https, unix)",
+    ["gateway", "--server-id", "g", "--upstream", "ftp://h:1"],
+    exactLine(`mqrpc: --upstream "ftp://h:1": "ftp://h:1" has scheme ftp:${UPSTREAM_FORMS}`),
+  ],
+  [
+    "gateway --upstream http://h=a.B (no port)",
+    ["gateway", "--server-id", "g", "--upstream", "http://h=a.B"],
+    exactLine(
+      'mqrpc: --upstream "http://h=a.B": "http://h" needs a port, e.g. "http://127.0.0.1:50051"',
+    ),
+  ],
+  [
+    "gateway --upstream unix: (no socket path)",
+    ["gateway", "--server-id", "g", "--upstream", "unix:=@image.binpb"],
+    exactLine(
+      'mqrpc: --upstream "unix:=@image.binpb": "unix:" needs an absolute socket path, e.g. "unix:/run/app.sock"',
+    ),
+  ],
+  [
+    "gateway --upstream garbage",
+    ["gateway", "--server-id", "g", "--upstream", "not a url"],
+    exactLine(`mqrpc: --upstream "not a url": "not a url" is not a URL${UPSTREAM_FORMS}`),
+  ],
+  [
+    "gateway --upstream http://h:1/grpc (a path)",
+    ["gateway", "--server-id", "g", "--upstream", "http://h:1/grpc=a.B"],
+    exactLine(
+      'mqrpc: --upstream "http://h:1/grpc=a.B": "http://h:1/grpc" must be just scheme, host and port (no path or query)',
+    ),
+  ],
+  [
+    "gateway: a bad --upstream after a good one",
+    [...gateway, "--upstream", "localhost:50051=a.C"],
+    exactLine(
+      `mqrpc: --upstream "localhost:50051=a.C": "localhost:50051" has scheme localhost:${UPSTREAM_FORMS}`,
+    ),
+  ],
   [
     "gateway --shared a+b",
     [...gateway, "--shared", "a+b"],
@@ -157,6 +208,7 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
     badOption("--start-timeout <duration>", "1000h", TOO_LONG),
   ],
   ["ingress --username a.b", ["ingress", "--username", "a.b"], USERNAME_ID],
+  ["ingress --client-id a.b", ["ingress", "--client-id", "a.b"], CLIENT_ID],
   [
     "ingress --reflection-timeout 1000h",
     ["ingress", "--reflection-timeout", "1000h"],
@@ -164,6 +216,7 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
   ],
   ["call with an empty server id", ["call", "", "a.B/C"], EMPTY_SERVER_ID],
   ["call --username a.b", ["call", "d", "a.B/C", "--username", "a.b"], USERNAME_ID],
+  ["call --client-id a.b", ["call", "d", "a.B/C", "--client-id", "a.b"], CLIENT_ID],
   [
     "call --timeout 1000h",
     ["call", "d", "a.B/C", "--timeout", "1000h"],
@@ -171,7 +224,13 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
   ],
   ["describe with an empty server id", ["describe", ""], EMPTY_SERVER_ID],
   ["describe --username a.b", ["describe", "d", "--username", "a.b"], USERNAME_ID],
+  ["describe --client-id a.b", ["describe", "d", "--client-id", "a.b"], CLIENT_ID],
   ["list --username a.b", ["list", "--username", "a.b"], USERNAME_ID],
+  [
+    "list --client-id a.b (with a good --username)",
+    ["list", "--username", "ops", "--client-id", "a.b"],
+    CLIENT_ID,
+  ],
   [
     "list --connect-timeout 1000h",
     ["list", "--connect-timeout", "1000h"],
@@ -207,6 +266,23 @@ describe.concurrent("option values are refused before any broker contact", () =>
       ["list", "--username", "a.b", "--client-id", "list-1"],
     ],
     ["describe --timeout 596h", ["describe", "d", "--timeout", "596h"]],
+    // Every upstream URL form, and a client id of the runtime's alphabet.
+    [
+      "gateway --upstream https://h, unix:///run/x.sock --client-id gw_1-a",
+      [
+        "gateway",
+        "--server-id",
+        "g",
+        "--upstream",
+        "https://h=a.B",
+        "--upstream",
+        "unix:///run/x.sock=a.C",
+        "--upstream",
+        "http://[::1]:50051=a.D",
+        "--client-id",
+        "gw_1-a",
+      ],
+    ],
   ] as const)("%s is accepted: the command goes on to the broker", async ([, args], context) => {
     const broker = await countingBroker(context);
     const p = CliProcess.start([...args, "--mqtt", broker.url]);

@@ -76,7 +76,7 @@ describe.concurrent("the mqrpc command line", { timeout: 60_000 }, () => {
         /--upstream "http:\/\/x:1=": write URL/,
       ],
       [
-        // Refused by @mqrpc/gateway, which names upstreams[0].url: one line, in the CLI's terms.
+        // Refused by checkUpstreamUrl of @mqrpc/gateway: one line, naming the flag.
         ["gateway", "--server-id", "g", "--upstream", "ftp://x:1", "--mqtt", "mqtt://127.0.0.1:9"],
         /^mqrpc: --upstream "ftp:\/\/x:1": "ftp:\/\/x:1" has scheme ftp:.*\n$/,
       ],

@@ -52,4 +52,9 @@ export type { ReflectionSource } from "./server/reflection.js";
 export { reflectionServiceNames, serveReflection } from "./server/reflection.js";
 export { PROTOCOL_VERSION } from "./wire/frame-codec.js";
 export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./wire/limits.js";
-export { decodeTopicSegment, encodeTopicSegment, TopicScheme } from "./wire/topic-scheme.js";
+export {
+  clientIdProblem,
+  decodeTopicSegment,
+  encodeTopicSegment,
+  TopicScheme,
+} from "./wire/topic-scheme.js";

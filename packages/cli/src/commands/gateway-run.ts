@@ -1,5 +1,5 @@
 /** What `mqrpc gateway` does (its options: gateway.ts). */
-import { createGrpcGateway, type GrpcUpstreamOptions } from "@mqrpc/gateway";
+import { checkUpstreamUrl, createGrpcGateway, type GrpcUpstreamOptions } from "@mqrpc/gateway";
 import { logBrokerChanges } from "../broker-changes.js";
 import { probeBroker } from "../broker-probe.js";
 import { isPlainTopicLevel, resolveConnection } from "../connection.js";
@@ -18,10 +18,10 @@ import { gatewayStartError } from "./gateway-errors.js";
  * Runs a gateway until SIGINT or SIGTERM, logging its start, its routes,
  * the server's warnings, the broker connection's changes and its stop.
  *
- * @throws CliError for a bad `--upstream` or `--shared` group (exit 2,
- *   before any broker contact) and for a start the library refuses, its
- *   message in the command line's terms (gateway-errors.ts); otherwise as
- *   `createGrpcGateway` throws.
+ * @throws CliError for a bad `--upstream` (its form or URL) or `--shared`
+ *   group (exit 2, before any broker contact) and for a start the library
+ *   refuses, its message in the command line's terms (gateway-errors.ts);
+ *   otherwise as `createGrpcGateway` throws.
  */
 export async function gateway(flags: GatewayFlags): Promise<number> {
   const connection = resolveConnection(flags);
@@ -85,18 +85,28 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
   }
 }
 
-/** `URL`, `URL=svc.A,svc.B` or `URL=@descriptor-set-file`. */
+/**
+ * `URL`, `URL=svc.A,svc.B` or `URL=@descriptor-set-file`, its URL checked
+ * as `createGrpcGateway` will (`checkUpstreamUrl`), which would refuse a
+ * bad one only after the broker was looked at.
+ */
 function parseUpstream(value: string): GrpcUpstreamOptions {
   const at = value.indexOf("=");
-  if (at < 0) return { url: value };
-  const url = value.slice(0, at);
-  const spec = value.slice(at + 1);
+  const url = at < 0 ? value : value.slice(0, at);
+  const spec = at < 0 ? undefined : value.slice(at + 1);
   if (url === "" || spec === "") {
     throw new CliError(
       `--upstream "${value}": write URL, URL=pkg.Service[,…] or URL=@descriptor-set`,
       EXIT_USAGE,
     );
   }
+  try {
+    // `--upstream "ftp://h:1=a.B": "ftp://h:1" has scheme ftp:; use …`
+    checkUpstreamUrl(url, `--upstream "${value}"`);
+  } catch (e) {
+    throw new CliError((e as Error).message, EXIT_USAGE, { cause: e });
+  }
+  if (spec === undefined) return { url };
   if (spec.startsWith("@")) return { url, descriptorSet: spec.slice(1) };
   return {
     url,

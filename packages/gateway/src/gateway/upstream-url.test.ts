@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseUpstreamUrl } from "./upstream-url.js";
+import { checkUpstreamUrl, parseUpstreamUrl } from "./upstream-url.js";
 
 describe("parseUpstreamUrl", () => {
   it("takes http, https and unix URLs as HTTP/2 authorities", () => {
@@ -30,5 +30,33 @@ describe("parseUpstreamUrl", () => {
     expect(() => parseUpstreamUrl("http://h", "o")).toThrow(/needs a port/);
     expect(() => parseUpstreamUrl("http://h:1/grpc", "o")).toThrow(/no path/);
     expect(() => parseUpstreamUrl("unix:run/app.sock", "o")).toThrow(/absolute/);
+  });
+});
+
+describe("checkUpstreamUrl", () => {
+  it("accepts what parseUpstreamUrl takes", () => {
+    for (const url of [
+      "http://127.0.0.1:50051",
+      "https://device.local",
+      "http://[::1]:7000/",
+      "unix:/run/app.sock",
+      "unix:///run/app.sock",
+    ]) {
+      expect(() => checkUpstreamUrl(url), url).not.toThrow();
+    }
+  });
+
+  it("throws naming the option (default url) and the problem", () => {
+    expect(() => checkUpstreamUrl("ftp://h:1")).toThrow(
+      /^url: "ftp:\/\/h:1" has scheme ftp:; use "http:\/\/host:port", "https:\/\/host:port" or "unix:\/path"$/,
+    );
+    expect(() => checkUpstreamUrl("http://h", "--upstream")).toThrow(
+      /^--upstream: "http:\/\/h" needs a port/,
+    );
+    expect(() => checkUpstreamUrl("unix:", "o")).toThrow(
+      /^o: "unix:" needs an absolute socket path/,
+    );
+    expect(() => checkUpstreamUrl("not a url", "o")).toThrow(/^o: "not a url" is not a URL/);
+    expect(() => checkUpstreamUrl("")).toThrow(/^url must be a URL such as/);
   });
 });

@@ -71,3 +71,32 @@ export function parseUpstreamUrl(url: string, option: string): UpstreamAddress {
   }
   return { url, authority: parsed.origin, secure };
 }
+
+/**
+ * Checks an upstream URL as `createGrpcGateway` will take it (an upstream's
+ * `url`), without connecting anywhere: a command line or a configuration
+ * file can refuse a bad one before it starts a gateway, which first
+ * connects to the MQTT broker.
+ *
+ * Accepted forms:
+ * - `http://host:port`: cleartext HTTP/2 ("h2c"); the port is required.
+ * - `https://host[:port]`: HTTP/2 over TLS (port 443 unless given).
+ * - `unix:/path/to.sock` or `unix:///path/to.sock`: cleartext HTTP/2 on a
+ *   Unix socket, an absolute path.
+ *
+ * Host may be a name, an IPv4 address or a bracketed IPv6 address
+ * (`http://[::1]:50051`).
+ *
+ * @param url - the URL to check.
+ * @param option - what to call the URL in messages (default `url`), e.g.
+ *   `upstreams[1].url` or a command-line flag.
+ * @throws Error whose message starts with `option` and names the problem
+ *   for an empty URL, one that does not parse (`127.0.0.1:50051`), another
+ *   scheme (`ftp://h:1`), an `http:` URL without a port, a URL with a
+ *   path, query, fragment or credentials, and a `unix:` URL without an
+ *   absolute path; e.g. `url: "ftp://h:1" has scheme ftp:; use
+ *   "http://host:port", "https://host:port" or "unix:/path"`.
+ */
+export function checkUpstreamUrl(url: string, option = "url"): void {
+  parseUpstreamUrl(url, option);
+}

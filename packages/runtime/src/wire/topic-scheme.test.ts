@@ -99,5 +99,9 @@ describe("TopicScheme", () => {
       expect(clientIdProblem(bad)).toBeDefined();
     }
     expect(clientIdProblem("alice-c/x")).toContain('"alice-c/x"');
+    expect(clientIdProblem("")).toBe("the MQTT client id is empty");
+    expect(clientIdProblem("a.b")).toBe(
+      'the MQTT client id "a.b" has characters other than A-Z, a-z, 0-9, "_" and "-"; broker ACLs bind mqrpc topics to the client id as it is, so mqrpc accepts only those',
+    );
   });
 });

@@ -93,21 +93,27 @@ export interface RequestAddress {
 }
 
 /**
- * Builds and parses the topics of one topic prefix. Pure: holds no state but
- * the prefix, so clients and servers that agree on the prefix agree on every
- * topic.
+ * Why mqrpc refuses `clientId` as the MQTT client id of a client or server,
+ * or undefined when it takes it: it must be non-empty and of A-Z, a-z, 0-9,
+ * "_" and "-" only. `createMqttTransport` and `createMqttServer` refuse any
+ * other id (`mqtt option: ` and this reason), but only after they have
+ * opened their connection to the broker; calling this first lets a command
+ * line or configuration file refuse a bad id before any broker contact.
  *
- * - requests: `{prefix}/s/{serverId}/{service}/{method}/{clientKey}[/{instance}]`
- * - replies:  `{prefix}/c/{clientKey}/{serverId}`
- * - presence: `{prefix}/p/{serverId}/{instance}` (retained)
- */
-/**
- * Why an MQTT client id cannot serve as a client key or instance id, or
- * undefined when it can. Those ids appear in topics as they are, because a
- * broker ACL binds topics to the connection's client id unencoded (`%c` in
- * Mosquitto, `${clientid}` in EMQX): an id that the segment encoding would
- * change (`/`, `.`, `~`, `=`, spaces…) would let the ACL pattern of one
- * client match another's topics, or match nothing (docs/SECURITY.md).
+ * The id serves as a client key or instance id, which appear in topics as
+ * they are, because a broker ACL binds topics to the connection's client id
+ * unencoded (`%c` in Mosquitto, `${clientid}` in EMQX): an id that the
+ * segment encoding would change (`/`, `.`, `~`, `=`, spaces…) would let the
+ * ACL pattern of one client match another's topics, or match nothing
+ * (docs/SECURITY.md). Where no client id is given, the username is the
+ * client id (as brokers with `use_username_as_clientid` make it), so the
+ * same holds for it.
+ *
+ * @returns undefined for an id mqrpc takes; otherwise one sentence naming
+ *   the id, e.g. `the MQTT client id "a.b" has characters other than A-Z,
+ *   a-z, 0-9, "_" and "-"; broker ACLs bind mqrpc topics to the client id
+ *   as it is, so mqrpc accepts only those` (or `the MQTT client id is
+ *   empty`).
  */
 export function clientIdProblem(clientId: string): string | undefined {
   if (clientId === "") return "the MQTT client id is empty";
@@ -131,6 +137,15 @@ export function serverClientId(serverId: string): string {
   return `mqrpc-s-x${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
+/**
+ * Builds and parses the topics of one topic prefix. Pure: holds no state but
+ * the prefix, so clients and servers that agree on the prefix agree on every
+ * topic.
+ *
+ * - requests: `{prefix}/s/{serverId}/{service}/{method}/{clientKey}[/{instance}]`
+ * - replies:  `{prefix}/c/{clientKey}/{serverId}`
+ * - presence: `{prefix}/p/{serverId}/{instance}` (retained)
+ */
 export class TopicScheme {
   /** The validated topic prefix, one or more plain levels. */
   readonly prefix: string;
