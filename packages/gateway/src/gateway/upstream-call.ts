@@ -256,7 +256,8 @@ class StreamState {
     const code = header(trailers, "grpc-status");
     if (code !== undefined && trailers !== undefined) {
       this.options.onTrailers?.(trailers);
-      const error = findTrailerError(statusHeaders(trailers));
+      // OK, the common case, needs no parsing.
+      const error = code === "0" ? undefined : findTrailerError(statusHeaders(trailers));
       // A message the stream could not deliver (too large, cannot be decompressed) wins over OK.
       if (error === undefined)
         return readError === undefined ? undefined : ConnectError.from(readError);

@@ -63,21 +63,26 @@ export function metadataHeaders(headers: Headers): Record<string, string> {
 }
 
 /**
- * Appends an upstream's response headers or trailers to `target`, leaving
- * out what gRPC reserves. `-bin` values stay base64, as Connect keeps
- * them, written padded; one that is not base64 is dropped.
+ * Appends an upstream's response headers or trailers to the `Headers` that
+ * `target` returns, leaving out what gRPC reserves. `-bin` values stay
+ * base64, as Connect keeps them, written padded; one that is not base64 is
+ * dropped. `target` is asked only when there is something to append: most
+ * responses carry none, and a call context makes its `Headers` on demand.
  */
-export function appendMetadata(headers: IncomingHttpHeaders, target: Headers): void {
-  for (const [key, value] of Object.entries(headers)) {
-    if (value === undefined || !isCallMetadata(key)) continue;
+export function appendMetadata(headers: IncomingHttpHeaders, target: () => Headers): void {
+  for (const key in headers) {
+    if (!isCallMetadata(key)) continue;
+    const value = headers[key];
+    if (value === undefined) continue;
+    const out = target();
     for (const item of Array.isArray(value) ? value : [value]) {
       try {
         if (!key.endsWith("-bin")) {
-          target.append(key, item);
+          out.append(key, item);
           continue;
         }
         for (const part of item.split(",")) {
-          target.append(key, encodeBinaryHeader(decodeBinaryHeader(part.trim())));
+          out.append(key, encodeBinaryHeader(decodeBinaryHeader(part.trim())));
         }
       } catch {
         // A value `Headers` refuses, or a `-bin` value that is not base64,

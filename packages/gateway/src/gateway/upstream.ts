@@ -77,8 +77,8 @@ export class Upstream {
       timeoutMs: context.timeoutMs(),
       signal: context.signal,
       maxMessageBytes: this.maxMessageBytes,
-      onHeaders: (headers) => appendMetadata(headers, context.responseHeader),
-      onTrailers: (trailers) => appendMetadata(trailers, context.responseTrailer),
+      onHeaders: (headers) => appendMetadata(headers, () => context.responseHeader),
+      onTrailers: (trailers) => appendMetadata(trailers, () => context.responseTrailer),
     });
   }
 
