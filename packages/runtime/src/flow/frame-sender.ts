@@ -113,6 +113,8 @@ export class FrameSender {
   private inFlightLimit = Number.POSITIVE_INFINITY;
   private lastResend = { at: 0, from: -1 };
   private acknowledgedListener: (() => void) | undefined;
+  /** Set by {@link replaceWithEnd}: nothing sequenced goes out any more. */
+  private sealed = false;
 
   /** @param now clock for pacing resends, replaceable in tests */
   constructor(
@@ -309,6 +311,7 @@ export class FrameSender {
     signal: SignalSource,
   ): Promise<void> {
     if (this.pendingMessages > 0) await this.flush(signal);
+    if (this.sealed) return;
     if (message !== undefined) {
       const maxFrameBytes = this.output.maxFrameBytes();
       if (message.byteLength <= maxFrameBytes) {
@@ -327,6 +330,7 @@ export class FrameSender {
 
   /** Sends an End frame without a message now (errors, cancelled handlers). */
   sendEndNow(end: EndFields): void {
+    if (this.sealed) return;
     const frame = this.endFrameOf(end, undefined);
     this.nextSeq++;
     this.lastEnd = frame;
@@ -385,6 +389,39 @@ export class FrameSender {
     if (received > 0) this.acknowledgedListener?.();
   }
 
+  /**
+   * The first frame kept for the peer (sent, not acknowledged) that is
+   * larger than `maxFrameBytes`: one that no publish can carry, so that
+   * sending it again can never help. Undefined when every one fits.
+   */
+  oversizedFrame(maxFrameBytes: number): { seq: number; frame: Uint8Array } | undefined {
+    for (let i = 0; i < this.retained.length; i++) {
+      const frame = this.retained[i] as Uint8Array;
+      if (frame.byteLength > maxFrameBytes) return { seq: this.retainedFrom + i, frame };
+    }
+    return undefined;
+  }
+
+  /**
+   * Ends the direction in place of frame `seq` (a kept frame, see
+   * {@link oversizedFrame}): that frame and every one after it are dropped
+   * (never sent again), `end` goes out at seq `seq`, and nothing sequenced
+   * follows it: later sends, a waiting batch and a later End are dropped.
+   * The peer, which never got frame `seq`, processes the End in its place,
+   * and frames after it that it may hold never count. Server side.
+   */
+  replaceWithEnd(seq: number, end: EndFields): void {
+    const index = seq - this.retainedFrom;
+    if (this.sealed || index < 0 || index >= this.retained.length) return;
+    this.retained.length = index;
+    if (this.sentUpTo > seq) this.sentUpTo = seq;
+    this.nextSeq = seq;
+    this.clearLinger();
+    this.batcher?.take();
+    this.sendEndNow(end);
+    this.sealed = true;
+  }
+
   /** Whether the peer acknowledged every sequenced frame sent so far. */
   get allAcknowledged(): boolean {
     return this.retained.length === 0;
@@ -419,6 +456,7 @@ export class FrameSender {
    * a window of frames is kept: credit bounds what is unacknowledged.
    */
   private publishSequenced(frame: Uint8Array): void {
+    if (this.sealed) return;
     this.retained.push(frame);
     this.pump();
   }

@@ -19,6 +19,7 @@ import { ReassemblyBudget } from "../flow/reassembly-budget.js";
 import { type Presence, Presence_State, PresenceSchema } from "../gen/mqrpc/v1/wire_pb.js";
 import { type MqttConnectionInput, MqttLink } from "../link/mqtt-link.js";
 import { encodePresence, newIncarnation } from "../link/presence.js";
+import type { PublishFailureListener } from "../link/publish-coalescer.js";
 import { ReconnectResync } from "../link/reconnect-resync.js";
 import { isCertificateFailure } from "../link/tls-failure.js";
 import {
@@ -457,15 +458,28 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     }
   }
 
-  /** A call is over: forget it, and keep its End for a caller that missed it. */
+  /**
+   * A call is over: forget it, and keep its End for a caller that missed
+   * it. Told again when the End changed after (see ServerCall.publishFailed).
+   */
   callFinished(call: ServerCall): void {
-    this.calls.delete(call.key);
+    if (this.calls.get(call.key) === call) this.calls.delete(call.key);
     this.completed.add(call.key, call.endFrame);
   }
 
-  /** A reply publish failed: the caller's call will time out or retry. */
-  publishFailed(error: unknown, topic: string): void {
-    this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${String(error)}`);
+  /**
+   * A reply publish failed. A call whose frame was too large for the broker
+   * ended the call in its place (`consequence`); otherwise the caller asks
+   * for lost frames again, and its call times out if they never come.
+   */
+  publishFailed(error: unknown, topic: string, consequence?: string): void {
+    // With a consequence, the error's own advice (maxPublishBytes, for
+    // messages) may not apply: the consequence says what was too large.
+    const failure =
+      consequence === undefined
+        ? String(error)
+        : `${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}; ${consequence}`;
+    this.logger.warn(`mqrpc server "${this.serverId}": reply to ${topic} failed: ${failure}`);
   }
 
   async start(): Promise<void> {
@@ -659,14 +673,28 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return this.closing;
   }
 
-  publishReply(clientKey: string, callId: number, frame: Uint8Array): void {
+  /**
+   * Publishes a frame of call `callId` to the caller's reply topic; a
+   * failure is told to `onError`: the call's, or the server's own (which
+   * logs it) for frames of no running call.
+   */
+  publishReply(
+    clientKey: string,
+    callId: number,
+    frame: Uint8Array,
+    onError: PublishFailureListener = this,
+  ): void {
     this.link.sendFrame(
       this.scheme.replyTopic(clientKey, this.serverId),
       callId,
       frame,
       this.maxReplyFrameBytes(clientKey),
-      this,
+      onError,
     );
+  }
+
+  get brokerAnnouncedMaxPacketSize(): number | undefined {
+    return this.link.client.serverProperties?.maximumPacketSize;
   }
 
   maxReplyFrameBytes(clientKey: string): number {

@@ -29,12 +29,14 @@ import { type FrameOutput, FrameSender, type SignalSource } from "../flow/frame-
 import { MessageQueue } from "../flow/message-queue.js";
 import type { ReassemblyBudget } from "../flow/reassembly-budget.js";
 import { StatusSchema } from "../gen/mqrpc/v1/wire_pb.js";
+import type { PublishFailureListener } from "../link/publish-coalescer.js";
 import type { MethodSettings } from "../method-settings.js";
 import type { CallFrame } from "../wire/frame-codec.js";
 import { MessageGroupEncoder } from "../wire/message-group-encoder.js";
 import { headersToEntries } from "../wire/metadata.js";
 import { errorToEnd } from "../wire/status.js";
 import type { RequestAddress } from "../wire/topic-scheme.js";
+import { isTooLargeForBroker, oversizedReplyMessage } from "./oversized-reply.js";
 import type { RawMethod } from "./raw-method.js";
 import {
   type CallContext,
@@ -85,10 +87,22 @@ export interface ServerCallHost {
    * to MQTT and, when End.ack asked for it, acknowledged (or given up on).
    */
   callFinished(call: ServerCall): void;
-  /** Publishes a frame of call `callId` to the caller's reply topic. */
-  publishReply(clientKey: string, callId: number, frame: Uint8Array): void;
+  /**
+   * Publishes a frame of call `callId` to the caller's reply topic;
+   * `onError` is told if the publish fails.
+   */
+  publishReply(
+    clientKey: string,
+    callId: number,
+    frame: Uint8Array,
+    onError: PublishFailureListener,
+  ): void;
+  /** Reports a reply publish that failed, and what the call did about it (`consequence`). */
+  publishFailed(error: unknown, topic: string, consequence?: string): void;
   /** The largest frame that fits in a publish to the caller's reply topic. */
   maxReplyFrameBytes(clientKey: string): number;
+  /** The Maximum Packet Size of the broker's MQTT 5 CONNACK, if it announced one. */
+  readonly brokerAnnouncedMaxPacketSize: number | undefined;
 }
 
 /**
@@ -101,12 +115,14 @@ export type MethodEntry =
   | { readonly spec?: undefined; readonly raw: RawMethod; readonly settings: MethodSettings };
 
 /** See the module comment. */
-export class ServerCall implements FrameOutput, ReceiverSink {
+export class ServerCall implements FrameOutput, ReceiverSink, PublishFailureListener {
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
   private requestQueue: MessageQueue<unknown> | undefined;
   /** The caller cancelled (or vanished): no End goes out. */
   private cancelled = false;
+  /** A reply frame too large for the broker was replaced by an End (see publishFailed). */
+  private replaced = false;
   private context: CallContext | undefined;
   /**
    * Unary and server-streaming calls without interceptors skip Connect's
@@ -195,7 +211,61 @@ export class ServerCall implements FrameOutput, ReceiverSink {
 
   /** FrameOutput: publishes one of the call's frames to the caller's reply topic. */
   publish(frame: Uint8Array): void {
-    this.host.publishReply(this.address.clientKey, this.callId, frame);
+    this.host.publishReply(this.address.clientKey, this.callId, frame, this);
+  }
+
+  /**
+   * PublishFailureListener: a publish that carried frames of this call
+   * failed. A frame larger than the broker accepts fails again however
+   * often it is sent (headers, an End with its metadata: nothing that is
+   * chunked), so the call ends in its place: see {@link replaceOversized}.
+   * Any other failure is only reported: the frames are kept, and the
+   * caller asks for them again (section 11.2) or for the End (8.2).
+   */
+  publishFailed(error: unknown, topic: string): void {
+    const consequence = isTooLargeForBroker(error) ? this.replaceOversized(error) : undefined;
+    this.host.publishFailed(error, topic, consequence);
+  }
+
+  /**
+   * Ends the call with RESOURCE_EXHAUSTED in place of the first frame kept
+   * for the caller that is larger than a publish may now be (the link
+   * learned or was told the broker's limit): a small End, without the
+   * metadata, at that frame's seq, so the caller, which never got it,
+   * processes the End next; later frames are dropped. A handler still
+   * running is aborted with that status and its slot freed; the End
+   * replaces the one kept for a caller that missed it. Once per call, and
+   * not after the caller cancelled. Returns what it did, for the log.
+   */
+  private replaceOversized(error: unknown): string | undefined {
+    if (this.cancelled || this.replaced) return undefined;
+    const oversized = this.sender.oversizedFrame(this.maxFrameBytes());
+    if (oversized === undefined) return undefined;
+    this.replaced = true;
+    const reason = new ConnectError(
+      oversizedReplyMessage(oversized.frame, error, this.host.brokerAnnouncedMaxPacketSize),
+      Code.ResourceExhausted,
+    );
+    this.sender.replaceWithEnd(oversized.seq, errorToEnd(reason, new Headers()));
+    if (!this.ended) {
+      // The handler's part ends here, as end() would end it.
+      this.ended = true;
+      this.receiver.dispose();
+      this.requestQueue?.close();
+      this.context?.abort(reason);
+      this.markEnded();
+    } else if (this.isFinished) {
+      // Forgotten already (an End not waited for): keep the new End instead.
+      this.host.callFinished(this);
+    } else if (this.drainingSince !== undefined) {
+      // Its End is this one now: wait for its acknowledgement only if it asks.
+      if (!this.sender.endNeedsAck) this.markFinished();
+    } else {
+      // end() is still sending (waiting for credit for a message before
+      // its End): stop it; it then ends the call with this End.
+      this.context?.abort(reason);
+    }
+    return `call ${this.callId} ended with RESOURCE_EXHAUSTED: ${reason.rawMessage}`;
   }
 
   /** FrameOutput: the largest frame that fits in one publish to the caller. */
