@@ -27,6 +27,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Presence_State } from "../gen/mqrpc/v1/wire_pb.js";
 import type { PresenceWatch } from "../link/presence.js";
+import { timerDelay } from "../wire/deadline.js";
 import type { ClientCall } from "./client-call.js";
 
 /** The caller's own view of the broker (MqttLink has it). */
@@ -169,7 +170,8 @@ export class CallLiveness {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (nextCheck !== Number.POSITIVE_INFINITY) {
-      this.timer = setTimeout(() => this.review(), Math.max(0, nextCheck - now) + 1);
+      // At most MAX_TIMER_MS (longer delays wrap to 1 ms): an early review re-arms.
+      this.timer = setTimeout(() => this.review(), timerDelay(Math.max(0, nextCheck - now) + 1));
       (this.timer as { unref?: () => void }).unref?.();
     }
   }

@@ -18,8 +18,8 @@ import type { ReassemblyBudget } from "../flow/reassembly-budget.js";
 import type { MqttLink } from "../link/mqtt-link.js";
 import { publishError } from "../link/publish-error.js";
 import type { MethodSettings } from "../method-settings.js";
+import { openTimeoutMs, timerDelay } from "../wire/deadline.js";
 import { type CallFrame, encodeFrame } from "../wire/frame-codec.js";
-import { MAX_TIMER_MS } from "../wire/limits.js";
 import { entriesToHeaders, headersToEntries } from "../wire/metadata.js";
 import { endToError } from "../wire/status.js";
 import type { TopicScheme } from "../wire/topic-scheme.js";
@@ -161,12 +161,11 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     if (!init.unary) this.responseQueue = this.makeResponseQueue();
     if (init.settings.batchedStream) this.sender.enableBatching(init.settings.batchLingerMs);
     if (init.deadline !== undefined) {
-      const left = init.deadline - Date.now();
-      if (left <= 0) {
+      if (init.deadline - Date.now() <= 0) {
         this.onDeadline();
         return;
       }
-      this.deadlineTimer = setTimeout(() => this.onDeadline(), Math.min(left, MAX_TIMER_MS));
+      this.armDeadline(init.deadline);
     }
     const signal = init.signal;
     if (signal?.aborted) {
@@ -237,11 +236,11 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
    */
   open(message: Uint8Array | undefined, halfClose: boolean): Promise<void> | undefined {
     if (this.finished) return undefined;
-    this.openSentAt = Date.now();
-    const deadline = this.init.deadline;
+    const now = Date.now();
+    this.openSentAt = now;
     return this.sender.sendOpen(
       {
-        timeoutMs: deadline === undefined ? 0 : Math.max(1, deadline - Date.now()),
+        timeoutMs: openTimeoutMs(this.init.deadline, now),
         headers: headersToEntries(this.init.header),
         // 0 announces the protocol's default window in no bytes.
         window: this.init.window === DEFAULT_WINDOW ? 0 : this.init.window,
@@ -477,6 +476,20 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
   private onAbort(): void {
     const reason = this.init.signal?.reason;
     this.abandon(ConnectError.from(reason, Code.Canceled));
+  }
+
+  /**
+   * Arms the deadline timer. Timers run at most MAX_TIMER_MS (longer delays
+   * wrap to 1 ms): a deadline further away is reached by re-arming, without
+   * an object per call.
+   */
+  private armDeadline(deadline: number): void {
+    const left = deadline - Date.now();
+    const delay = timerDelay(left);
+    this.deadlineTimer = setTimeout(
+      delay < left ? () => this.armDeadline(deadline) : () => this.onDeadline(),
+      delay,
+    );
   }
 
   private onDeadline(): void {

@@ -37,6 +37,7 @@ import {
   sameMethodSettings,
   settingsForCall,
 } from "../method-settings.js";
+import { DeadlineTimer, deadlineOf, timerSafeTimeout } from "../wire/deadline.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_PUBLISH_BYTES,
@@ -81,7 +82,9 @@ export interface MqttTransportOptions {
   readonly waitForServer?: boolean;
   /**
    * How long to wait for retained presence before deciding a server that has
-   * never announced itself is unavailable, in milliseconds (default 1000).
+   * never announced itself is unavailable, in milliseconds (default 1000;
+   * like every duration here, a value over 2³¹−1, the longest timer, counts
+   * as 2³¹−1).
    */
   readonly presenceTimeoutMs?: number;
   /**
@@ -103,7 +106,7 @@ export interface MqttTransportOptions {
    * the broker link was down that long); a server that never saw the call
    * or restarted answers the ping so the call is sent again or fails
    * (docs/PROTOCOL.md section 15.3). Also the interval at which lost reply
-   * frames are asked for again.
+   * frames are asked for again. At most 2³¹−1 (a larger value counts as that).
    */
   readonly heartbeatMs?: number;
   /**
@@ -201,6 +204,15 @@ interface TransportSettings {
 
 let defaultSettings: TransportSettings | undefined;
 
+/**
+ * Validates a duration option that runs a timer (and, for heartbeatMs, goes
+ * in the Open's uint32 field): a non-negative integer, capped at
+ * MAX_TIMER_MS (about 24.8 days), past which timers would wrap to 1 ms.
+ */
+function timerMs(name: string, value: number | undefined, fallback: number): number {
+  return Math.min(positiveInteger(name, value, fallback, 0), MAX_TIMER_MS);
+}
+
 /** Validates the options of a transport (errors name the option). */
 function transportSettings(options: MqttTransportOptions): TransportSettings {
   const defaults =
@@ -228,7 +240,7 @@ function transportSettings(options: MqttTransportOptions): TransportSettings {
       DEFAULT_MAX_PUBLISH_BYTES,
       MIN_PUBLISH_BYTES,
     ),
-    presenceTimeoutMs: positiveInteger("presenceTimeoutMs", options.presenceTimeoutMs, 1000, 0),
+    presenceTimeoutMs: timerMs("presenceTimeoutMs", options.presenceTimeoutMs, 1000),
     window: positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW),
     maxReassemblyBytes: positiveInteger(
       "maxReassemblyBytes",
@@ -236,9 +248,9 @@ function transportSettings(options: MqttTransportOptions): TransportSettings {
       defaultReassemblyBytes(maxMessageBytes),
       maxMessageBytes,
     ),
-    heartbeatMs: positiveInteger("heartbeatMs", options.heartbeatMs, 10_000, 0),
-    offlineGraceMs: positiveInteger("offlineGraceMs", options.offlineGraceMs, 3000, 0),
-    connectGraceMs: positiveInteger("connectGraceMs", options.connectGraceMs, 3000, 0),
+    heartbeatMs: timerMs("heartbeatMs", options.heartbeatMs, 10_000),
+    offlineGraceMs: timerMs("offlineGraceMs", options.offlineGraceMs, 3000),
+    connectGraceMs: timerMs("connectGraceMs", options.connectGraceMs, 3000),
     waitForServer: options.waitForServer ?? false,
     interceptors: options.interceptors ?? [],
   };
@@ -306,7 +318,7 @@ class MqttTransportImpl implements MqttTransport {
     if (interceptors.length === 0) {
       return this.directUnary(method, signal, timeoutMs, header, input, contextValues);
     }
-    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    const deadline = deadlineOf(timeoutMs, Date.now());
     return runUnaryCall({
       ...this.callOptions(signal, timeoutMs),
       req: {
@@ -339,7 +351,7 @@ class MqttTransportImpl implements MqttTransport {
     input: AsyncIterable<MessageInitShape<I>>,
     contextValues?: ContextValues,
   ): Promise<StreamResponse<I, O>> {
-    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    const deadline = deadlineOf(timeoutMs, Date.now());
     return runStreamingCall({
       ...this.callOptions(signal, timeoutMs),
       req: {
@@ -385,7 +397,7 @@ class MqttTransportImpl implements MqttTransport {
         Code.InvalidArgument,
       );
     }
-    const deadline = request.timeoutMs === undefined ? undefined : Date.now() + request.timeoutMs;
+    const deadline = deadlineOf(request.timeoutMs, Date.now());
     const method = this.rawMethodRef(service, name, request.settings);
     const signal = request.signal;
     try {
@@ -669,12 +681,18 @@ class MqttTransportImpl implements MqttTransport {
     if (waiting.size === 0) this.waiting = undefined;
   }
 
-  /** What runUnaryCall and runStreamingCall take besides the request. */
+  /**
+   * What runUnaryCall and runStreamingCall take besides the request. Their
+   * deadline is one plain timer, which would fire after 1 ms for a timeout
+   * of 2³¹ ms or more (or NaN): such a timeout is left to the call's own
+   * deadline (`deadline` of startCall), which enforces every one.
+   */
   private callOptions(signal: AbortSignal | undefined, timeoutMs: number | undefined) {
+    const safeMs = timerSafeTimeout(timeoutMs);
     return {
       interceptors: this.settings.interceptors,
       ...(signal !== undefined ? { signal } : {}),
-      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      ...(safeMs !== undefined ? { timeoutMs: safeMs } : {}),
     };
   }
 
@@ -707,7 +725,7 @@ class MqttTransportImpl implements MqttTransport {
     input: MessageInitShape<I>,
     values: ContextValues | undefined,
   ): Promise<UnaryResponse<I, O>> {
-    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    const deadline = deadlineOf(timeoutMs, Date.now());
     let call: ClientCall | undefined;
     try {
       const request = toBinary(method.input, create(method.input, input));
@@ -771,7 +789,7 @@ function timeLimited(
  */
 class CallWait {
   private readonly controller = new AbortController();
-  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  private deadlineTimer: DeadlineTimer | undefined;
   private graceTimer: ReturnType<typeof setTimeout> | undefined;
   private onCallerAbort: (() => void) | undefined;
   /** Whether the connect grace ran out (and aborted the wait). */
@@ -792,7 +810,7 @@ class CallWait {
     if (deadline !== undefined) {
       const left = deadline - Date.now();
       if (left <= 0) this.expire();
-      else this.deadlineTimer = setTimeout(() => this.expire(), Math.min(left, MAX_TIMER_MS));
+      else this.deadlineTimer = new DeadlineTimer(deadline, () => this.expire());
     }
   }
 
@@ -825,7 +843,7 @@ class CallWait {
 
   /** The wait is over: stops its timers and listener. */
   end(): void {
-    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer?.clear();
     this.endGrace();
     if (this.onCallerAbort !== undefined) {
       this.caller?.removeEventListener("abort", this.onCallerAbort);
