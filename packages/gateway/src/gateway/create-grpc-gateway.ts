@@ -18,6 +18,7 @@ import { readDescriptorSet } from "./descriptor-set.js";
 import { MethodMap, registryOf, type SchemaSource, type UpstreamSchema } from "./method-map.js";
 import { qualifyTypeNames } from "./type-names.js";
 import { Upstream, type UpstreamConnectivity, type UpstreamTlsOptions } from "./upstream.js";
+import { DEFAULT_ANSWER_TIMEOUT_MS } from "./upstream-channel.js";
 import { REFLECTION_SERVICES, reflectUpstream } from "./upstream-reflection.js";
 
 /** One upstream gRPC server of a {@link GrpcGateway}. */
@@ -83,6 +84,15 @@ export interface GrpcGatewayOptions
    * long before {@link createGrpcGateway} fails naming it.
    */
   readonly startTimeoutMs?: number;
+  /**
+   * How long a new connection to an upstream has to show it speaks HTTP/2
+   * (acknowledge a PING), in ms (default 20000, gRPC's connect timeout). A
+   * port that accepts TCP but never answers (a hung process, a proxy whose
+   * backend is down) is then dropped, and the calls waiting on it fail
+   * UNAVAILABLE naming the upstream, instead of waiting for their deadline,
+   * or forever without one.
+   */
+  readonly upstreamConnectTimeoutMs?: number;
 }
 
 /** A routed service and the upstream that serves it. */
@@ -172,8 +182,19 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
   if (typeof options !== "object" || options === null) {
     throw new Error("createGrpcGateway needs options { mqtt, serverId, upstreams }");
   }
-  const { upstreams: upstreamOptions, reflection, startTimeoutMs, ...serverOptions } = options;
-  const startTimeout = checkStartTimeout(startTimeoutMs);
+  const {
+    upstreams: upstreamOptions,
+    reflection,
+    startTimeoutMs,
+    upstreamConnectTimeoutMs,
+    ...serverOptions
+  } = options;
+  const startTimeout = checkTimeout("startTimeoutMs", startTimeoutMs, DEFAULT_START_TIMEOUT_MS);
+  const connectTimeout = checkTimeout(
+    "upstreamConnectTimeoutMs",
+    upstreamConnectTimeoutMs,
+    DEFAULT_ANSWER_TIMEOUT_MS,
+  );
   if (reflection !== undefined && typeof reflection !== "boolean") {
     throw new Error("reflection must be a boolean");
   }
@@ -186,6 +207,7 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
         url: o.url,
         option: `upstreams[${i}]`,
         maxMessageBytes,
+        connectTimeoutMs: connectTimeout,
         ...(o.tls !== undefined ? { tls: o.tls } : {}),
       }),
     }),
@@ -226,10 +248,16 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
   }
 }
 
-function checkStartTimeout(value: number | undefined): number {
-  if (value === undefined) return DEFAULT_START_TIMEOUT_MS;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new Error(`startTimeoutMs must be a positive number of ms, not ${String(value)}`);
+/** Longest delay Node's timers keep (larger ones fire after 1 ms), ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A timeout option's value: `fallback` when unset, else a positive number of ms a timer can wait. */
+function checkTimeout(option: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > MAX_TIMER_MS) {
+    throw new Error(
+      `${option} must be a positive number of ms up to ${MAX_TIMER_MS}, not ${String(value)}`,
+    );
   }
   return value;
 }

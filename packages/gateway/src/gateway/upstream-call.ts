@@ -164,6 +164,8 @@ class StreamState {
   private readonly session: Http2Session | undefined;
   /** The body ended (or the stream closed): no more bytes come. */
   private bodyOver = false;
+  /** Set when the response is not a gRPC one: the call's outcome. */
+  private protocolError: ConnectError | undefined;
   private wake: (() => void) | undefined;
 
   constructor(
@@ -194,6 +196,16 @@ class StreamState {
     stream.once("close", over);
     stream.once("response", (headers, flags) => {
       this.headers = headers;
+      const notGrpc = notGrpcResponse(headers, channel);
+      if (notGrpc !== undefined) {
+        // Its body is not gRPC frames: reading it as such would pass junk
+        // on as messages, or misread a length.
+        this.protocolError = notGrpc;
+        this.bodyOver = true;
+        this.cancel();
+        this.wake?.();
+        return;
+      }
       // A trailers-only response: its metadata are trailers (the status reads them).
       const trailersOnly =
         (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0 && headers["grpc-status"] !== undefined;
@@ -215,6 +227,7 @@ class StreamState {
    */
   async nextMessage(): Promise<EnvelopedMessage | undefined> {
     for (;;) {
+      if (this.protocolError !== undefined) throw this.protocolError;
       const message = this.reader.next();
       if (message !== undefined) return message;
       if (this.bodyOver) {
@@ -274,6 +287,13 @@ class StreamState {
         codeFromHttpStatus(httpStatus),
       );
     }
+    const reset = RESET_CODES.get(this.stream.rstCode ?? constants.NGHTTP2_NO_ERROR);
+    if (reset !== undefined && sessionAlive(this.session)) {
+      return new ConnectError(
+        `upstream ${channel.address.url}: the call was reset with ${reset.name} (HTTP/2 error ${this.stream.rstCode})${reset.hint}`,
+        reset.code,
+      );
+    }
     const session = this.session;
     const reason =
       this.streamError?.message ??
@@ -289,6 +309,55 @@ class StreamState {
   cancel(): void {
     if (!this.stream.closed && !this.stream.destroyed) this.stream.close(constants.NGHTTP2_CANCEL);
   }
+}
+
+/**
+ * Why a 200 response with a body is not a gRPC one (its content-type is
+ * not `application/grpc` or `application/grpc+…`), or undefined. gRPC maps
+ * such a response to UNKNOWN; other HTTP statuses are mapped by code
+ * (see `status`).
+ */
+function notGrpcResponse(
+  headers: IncomingHttpHeaders,
+  channel: UpstreamChannel,
+): ConnectError | undefined {
+  if (Number(headers[":status"] ?? 200) !== 200) return undefined;
+  // Trailers-only (a status and no body) has nothing to misread.
+  if (headers["grpc-status"] !== undefined) return undefined;
+  const contentType = header(headers, "content-type");
+  if (contentType !== undefined && /^application\/grpc(?:$|[+;])/i.test(contentType)) {
+    return undefined;
+  }
+  return new ConnectError(
+    `upstream ${channel.address.url} answered with ${
+      contentType === undefined ? "no content-type" : `content-type "${contentType}"`
+    }, not a gRPC response (application/grpc)`,
+    Code.Unknown,
+  );
+}
+
+/**
+ * Stream resets gRPC maps to a code of their own (PROTOCOL-HTTP2.md,
+ * "Errors"); any other reset, or a lost connection, is UNAVAILABLE.
+ */
+const RESET_CODES = new Map<number, { name: string; code: Code; hint: string }>([
+  [
+    constants.NGHTTP2_ENHANCE_YOUR_CALM,
+    {
+      name: "ENHANCE_YOUR_CALM",
+      code: Code.ResourceExhausted,
+      hint: ": more load than one side accepts, e.g. more or larger headers",
+    },
+  ],
+  [
+    constants.NGHTTP2_INADEQUATE_SECURITY,
+    { name: "INADEQUATE_SECURITY", code: Code.PermissionDenied, hint: "" },
+  ],
+]);
+
+/** Whether a stream's session still stood when it closed: a reset, not a lost connection. */
+function sessionAlive(session: Http2Session | undefined): boolean {
+  return session !== undefined && !session.destroyed;
 }
 
 /** A header's value (the first of several). */

@@ -19,6 +19,7 @@ import type { ConnectionOptions } from "node:tls";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
 import { abortable } from "@mqrpc/runtime";
+import { MAX_HEADER_LIST_PAIRS } from "../http2-header-limits.js";
 import type { UpstreamAddress } from "./upstream-url.js";
 
 /**
@@ -47,6 +48,8 @@ export type UpstreamTlsOptions = Pick<
 
 const FIRST_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 5_000;
+/** How long a new connection has to answer HTTP/2 by default, ms: gRPC's connect timeout. */
+export const DEFAULT_ANSWER_TIMEOUT_MS = 20_000;
 /** How often a connected upstream is checked for a dropped connection, ms. */
 const WATCH_INTERVAL_MS = 250;
 
@@ -59,20 +62,49 @@ const CONNECTIVITY: Record<ReturnType<Http2SessionManager["state"]>, UpstreamCon
   error: "transient_failure",
 };
 
-/** Sessions given an `error` listener by {@link guardSession}. */
+/** Sessions {@link guardSession} has seen. */
 const guarded = new WeakSet<Http2Session>();
 
 /**
- * Gives `session` an `error` listener. Connect-node's manager destroys a
- * session with an error when a GOAWAY arrives while it has no streams; if a
- * request has moved the manager on to a new session before Node emits that
- * error, nobody listens for it any more and it would be thrown, ending the
- * process. The manager's own listeners see every failure that matters.
+ * Gives `session` an `error` listener, and gives it `answerTimeoutMs` to
+ * show it speaks HTTP/2: it must acknowledge a PING (which every HTTP/2
+ * server does at once, after its SETTINGS) or be destroyed, failing the
+ * calls on it. A port that accepts TCP and says nothing (a hung process, a
+ * proxy whose backend is down, another protocol that waits for the client)
+ * would otherwise hold calls without a deadline forever; gRPC clients give
+ * a connection 20 s the same way.
+ *
+ * The listener: Connect-node's manager destroys a session with an error
+ * when a GOAWAY arrives while it has no streams; if a request has moved the
+ * manager on to a new session before Node emits that error, nobody listens
+ * for it any more and it would be thrown, ending the process. The
+ * manager's own listeners see every failure that matters.
  */
-function guardSession(session: Http2Session | undefined): void {
+function guardSession(session: Http2Session | undefined, answerTimeoutMs: number): void {
   if (session === undefined || guarded.has(session)) return;
   guarded.add(session);
   session.on("error", () => {});
+  if (session.destroyed || session.closed) return;
+  const timer = setTimeout(() => {
+    session.destroy(
+      new Error(
+        `no HTTP/2 answer within ${answerTimeoutMs} ms of connecting: is a gRPC server listening there?`,
+      ),
+    );
+  }, answerTimeoutMs);
+  timer.unref();
+  const answered = () => clearTimeout(timer);
+  session.once("close", answered);
+  const ping = () => {
+    try {
+      // Called with an error too when the session goes first: nothing to wait for then.
+      session.ping(answered);
+    } catch {
+      answered();
+    }
+  };
+  if (session.connecting) session.once("connect", ping);
+  else ping();
 }
 
 /**
@@ -108,9 +140,12 @@ export class UpstreamChannel {
   constructor(
     readonly address: UpstreamAddress,
     tls: UpstreamTlsOptions | undefined,
+    /** How long a new connection has to answer HTTP/2 (see guardSession), ms. */
+    private readonly answerTimeoutMs: number = DEFAULT_ANSWER_TIMEOUT_MS,
   ) {
     const { socketPath } = address;
     const options: SecureClientSessionOptions = {
+      maxHeaderListPairs: MAX_HEADER_LIST_PAIRS,
       ...tls,
       ...(socketPath !== undefined ? { createConnection: () => net.connect(socketPath) } : {}),
     };
@@ -176,7 +211,7 @@ export class UpstreamChannel {
    */
   private noteSession(session: Http2Session | undefined): void {
     if (session === undefined || session === this.session) return;
-    guardSession(session);
+    guardSession(session, this.answerTimeoutMs);
     const before = this.session;
     this.session = session;
     if (before === ANNOUNCED) return;
@@ -215,7 +250,7 @@ export class UpstreamChannel {
     while (!this.closed) {
       const state = this.sessions.state();
       if (state === "open" || state === "idle") {
-        guardSession(currentSession(this.sessions));
+        guardSession(currentSession(this.sessions), this.answerTimeoutMs);
         if (wasDown && hasBeenReady) {
           // The next stream's connection is this one: not news again.
           this.session = ANNOUNCED;

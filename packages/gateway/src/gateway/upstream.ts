@@ -27,6 +27,8 @@ export interface UpstreamChannelConfig {
   readonly tls?: UpstreamTlsOptions;
   /** Largest upstream response message accepted, in bytes. */
   readonly maxMessageBytes: number;
+  /** How long a new connection has to answer HTTP/2, ms. */
+  readonly connectTimeoutMs: number;
 }
 
 /** One upstream server: its channel and call forwarding. */
@@ -40,6 +42,7 @@ export class Upstream {
     this.channel = new UpstreamChannel(
       parseUpstreamUrl(config.url, `${config.option}.url`),
       config.tls,
+      config.connectTimeoutMs,
     );
     this.maxMessageBytes = config.maxMessageBytes;
   }

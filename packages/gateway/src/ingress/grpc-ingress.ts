@@ -24,7 +24,9 @@ import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import { type MqttConnectionInput, settingsFromDescriptor } from "@mqrpc/runtime";
+import { MAX_HEADER_LIST_PAIRS } from "../http2-header-limits.js";
 import { connectHandler } from "./connect-forwarder.js";
 import {
   type DescriptorSetInput,
@@ -120,8 +122,10 @@ export interface GrpcIngress {
   /** `http://host:port` (`https://` with TLS): the address gRPC clients dial. */
   readonly url: string;
   /**
-   * Stops listening, ends the calls in flight with UNAVAILABLE, closes the
-   * clients' connections and every device transport. Calling it again
+   * Stops listening, ends the calls in flight with UNAVAILABLE ("the
+   * ingress is closing", in trailers once a response began), closes the
+   * clients' connections once their calls' last bytes are out (up to 2 s;
+   * then they are cut) and every device transport. Calling it again
    * returns the same promise.
    */
   close(): Promise<void>;
@@ -323,7 +327,15 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
     }).finally(() => devices.release(entry));
     track(call);
     schemaFor(entry).then(
-      ({ handler }) => handler(req, res),
+      ({ schema, handler }) => {
+        const missing = missingMethod(schema, req.url);
+        if (missing !== undefined) {
+          fail(schemaError(serverId, missing));
+          return;
+        }
+        dropUntimeableDeadline(req.headers);
+        handler(req, res);
+      },
       (e: unknown) => fail(schemaError(serverId, e)),
     );
   };
@@ -356,6 +368,48 @@ function isRaw(kind: RequestKind): boolean {
       kind.protocol === "grpc-web-text") &&
     kind.codec === "proto"
   );
+}
+
+/**
+ * Why the handler of `schema` cannot serve `url`: it names no method the
+ * schema describes (a device that lists a service without describing it,
+ * a gateway routing by name only), which Connect's router would answer
+ * with a bare 404. Reflection is served whatever the schema says.
+ */
+function missingMethod(schema: DeviceSchema, url: string | undefined): ConnectError | undefined {
+  const path = url?.split("?", 1)[0];
+  const target = methodFromPath(path);
+  if (target === undefined) {
+    return new ConnectError(`${path ?? ""} is not an RPC method path`, Code.Unimplemented);
+  }
+  if (target.service.startsWith("grpc.reflection.")) return undefined;
+  if (schema.method(target.service, target.method) !== undefined) return undefined;
+  return new ConnectError(
+    `no schema for ${target.service}/${target.method} (the device does not describe it)`,
+    Code.Unimplemented,
+  );
+}
+
+/** Longest delay Node's timers keep (larger ones fire after 1 ms), ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Removes a `grpc-timeout` or `connect-timeout-ms` longer than a timer
+ * holds (about 24.8 days; gRPC allows 99999999H) from a request Connect's
+ * router will serve: its deadline timer would fire after 1 ms. The call
+ * then travels without a deadline, as the runtime sends one that long
+ * (PROTOCOL.md section 12), and the client keeps its own.
+ */
+function dropUntimeableDeadline(headers: IncomingHttpHeaders): void {
+  const grpcTimeout = headerValue(headers["grpc-timeout"]);
+  if (grpcTimeout !== undefined) {
+    const { timeoutMs } = parseTimeout(grpcTimeout, Number.MAX_SAFE_INTEGER);
+    if (timeoutMs !== undefined && timeoutMs > MAX_TIMER_MS) delete headers["grpc-timeout"];
+  }
+  const connectTimeout = headerValue(headers["connect-timeout-ms"]);
+  if (connectTimeout !== undefined && Number(connectTimeout) > MAX_TIMER_MS) {
+    delete headers["connect-timeout-ms"];
+  }
 }
 
 function schemaError(serverId: string, e: unknown): ConnectError {
@@ -434,6 +488,9 @@ interface Listening {
   disconnect(): Promise<void>;
 }
 
+/** How long {@link GrpcIngress.close} lets clients' connections take the calls' last bytes, ms. */
+const CLOSE_FLUSH_MS = 2_000;
+
 /** The HTTP/2 connection preface; HTTP/1.1 requests never start with it (RFC 9113 3.4). */
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -449,7 +506,10 @@ async function listen(
 ): Promise<Listening> {
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
-  const h2Options: http2.ServerOptions = tlsOptions ?? {};
+  const h2Options: http2.ServerOptions = {
+    maxHeaderListPairs: MAX_HEADER_LIST_PAIRS,
+    ...tlsOptions,
+  };
   // HTTP/2 streams onStream leaves (Connect, JSON codecs) are served through
   // the compatibility API: by a server that never listens, whose request
   // listener turns the streams it is handed into requests and responses.
@@ -512,11 +572,24 @@ async function listen(
     url: `${tlsOptions !== undefined ? "https" : "http"}://${host}:${address.port}`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
     async disconnect() {
-      for (const session of sessions) session.close();
+      // A session closes once its last stream ended: the calls' statuses
+      // (HTTP/2 trailers, sent when the data before them is out) reach the
+      // clients first. What is still open after CLOSE_FLUSH_MS (a client
+      // that does not read, a connection that never spoke) is cut.
+      const closed = [...sessions].map((session) => {
+        const done = new Promise((resolve) => session.once("close", resolve));
+        session.close();
+        return done;
+      });
       h1.closeAllConnections();
-      // Sessions close once their last stream ended; what is still open
-      // (a client that ignores GOAWAY, a connection that never spoke) goes.
-      await new Promise((resolve) => setImmediate(resolve));
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(closed),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, CLOSE_FLUSH_MS);
+        }),
+      ]);
+      clearTimeout(timer);
       for (const socket of sockets) socket.destroy();
     },
   };

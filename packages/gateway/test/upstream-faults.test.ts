@@ -1,0 +1,195 @@
+/**
+ * Upstreams that misbehave at the HTTP/2 level, each an in-process
+ * `node:http2` (or TCP) server written to fail one way, called through a
+ * real gateway and broker:
+ *
+ * - a port that accepts TCP and never speaks HTTP/2: calls without a
+ *   deadline end UNAVAILABLE after `upstreamConnectTimeoutMs`;
+ * - a 200 response that is not gRPC (text/html, application/json): UNKNOWN
+ *   naming the content-type, not its bytes read as messages; a
+ *   trailers-only answer without a body still counts;
+ * - many metadata entries: 300 response headers reach the caller; an
+ *   upstream that refuses the request's headers (ENHANCE_YOUR_CALM)
+ *   gives RESOURCE_EXHAUSTED.
+ */
+import type * as http2 from "node:http2";
+import * as net from "node:net";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { MqttTransport } from "@mqrpc/runtime";
+import { afterEach, describe, expect, it } from "vitest";
+import { forBrokersWhere } from "../../../test/brokers/targets.js";
+import {
+  Closer,
+  mqttOptions,
+  startTransport,
+  uniqueServerId,
+} from "../../../test/support/rpc-fixture.js";
+import { createGrpcGateway } from "../src/index.js";
+import { answerWith, fakeUpstream as upstream } from "./support/fake-upstream.js";
+
+const SERVICE = "faults.v1.Svc";
+
+/** One unary-shaped raw call (a bidi stream of one message): its messages and response header, or its error. */
+async function callOnce(
+  transport: MqttTransport,
+  header?: HeadersInit,
+): Promise<{ messages: number; header: Headers } | ConnectError> {
+  try {
+    const response = await transport.rawStream({
+      service: SERVICE,
+      method: "M",
+      message: (async function* () {
+        yield new Uint8Array([8, 1]);
+      })(),
+      ...(header !== undefined ? { header } : {}),
+    });
+    let messages = 0;
+    for await (const _ of response.message) messages++;
+    return { messages, header: response.header };
+  } catch (e) {
+    return ConnectError.from(e);
+  }
+}
+
+forBrokersWhere(
+  (t) => t.name === "aedes" || t.name === "mosquitto-5",
+  (target) => {
+    describe("misbehaving upstreams", () => {
+      const closer = new Closer();
+      afterEach(() => closer.closeAll());
+
+      /** A gateway in front of `url` and a transport calling it. */
+      async function through(url: string, connectTimeoutMs?: number): Promise<MqttTransport> {
+        const serverId = uniqueServerId("faults");
+        closer.add(
+          await createGrpcGateway({
+            mqtt: mqttOptions(target),
+            serverId,
+            upstreams: [{ url, services: [SERVICE] }],
+            ...(connectTimeoutMs !== undefined
+              ? { upstreamConnectTimeoutMs: connectTimeoutMs }
+              : {}),
+          }),
+          (g) => g.close(),
+        );
+        return startTransport(closer, target, { serverId });
+      }
+
+      it("a port that never speaks HTTP/2 fails calls without a deadline with UNAVAILABLE", async () => {
+        const silent = net.createServer((socket) => {
+          socket.on("error", () => {});
+        });
+        const sockets = new Set<net.Socket>();
+        silent.on("connection", (socket) => sockets.add(socket));
+        await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+        closer.add(silent, (s) => {
+          for (const socket of sockets) socket.destroy();
+          return new Promise((resolve) => s.close(resolve));
+        });
+        const url = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+        const transport = await through(url, 300);
+        const outcome = await callOnce(transport);
+        expect(outcome).toBeInstanceOf(ConnectError);
+        expect((outcome as ConnectError).code).toBe(Code.Unavailable);
+        expect((outcome as ConnectError).rawMessage).toBe(
+          `upstream ${url}: no HTTP/2 answer within 300 ms of connecting: is a gRPC server listening there?`,
+        );
+      });
+
+      it("refuses an upstreamConnectTimeoutMs that is not a positive number of ms", async () => {
+        for (const value of [0, -1, Number.NaN, 2 ** 31]) {
+          await expect(
+            createGrpcGateway({
+              mqtt: mqttOptions(target),
+              serverId: uniqueServerId("faults"),
+              upstreams: [{ url: "http://127.0.0.1:1", services: [SERVICE] }],
+              upstreamConnectTimeoutMs: value,
+            }),
+          ).rejects.toThrow(
+            `upstreamConnectTimeoutMs must be a positive number of ms up to 2147483647, not ${value}`,
+          );
+        }
+      });
+
+      it("a 200 response that is not gRPC is UNKNOWN naming its content-type", async () => {
+        const html = await upstream(
+          closer,
+          answerWith({ "content-type": "text/html" }, Buffer.from("<html>hello</html>")),
+        );
+        const json = await upstream(closer, answerWith({ "content-type": "application/json" }));
+        const none = await upstream(closer, answerWith({}));
+        for (const [url, shown] of [
+          [html, 'content-type "text/html"'],
+          [json, 'content-type "application/json"'],
+          [none, "no content-type"],
+        ] as const) {
+          const outcome = await callOnce(await through(url));
+          expect(outcome).toBeInstanceOf(ConnectError);
+          expect((outcome as ConnectError).code).toBe(Code.Unknown);
+          expect((outcome as ConnectError).rawMessage).toBe(
+            `upstream ${url} answered with ${shown}, not a gRPC response (application/grpc)`,
+          );
+        }
+      });
+
+      it("gRPC content-types with a suffix or parameters pass, and so does a trailers-only status", async () => {
+        const proto = await upstream(
+          closer,
+          answerWith({ "content-type": "application/grpc+proto" }),
+        );
+        expect(await callOnce(await through(proto))).toMatchObject({ messages: 1 });
+        const trailersOnly = await upstream(closer, (stream) => {
+          stream.resume();
+          stream.respond(
+            { ":status": 200, "grpc-status": "5", "grpc-message": "no such thing" },
+            { endStream: true },
+          );
+        });
+        const outcome = await callOnce(await through(trailersOnly));
+        expect(outcome).toBeInstanceOf(ConnectError);
+        expect((outcome as ConnectError).code).toBe(Code.NotFound);
+        expect((outcome as ConnectError).rawMessage).toBe("no such thing");
+      });
+
+      it("300 response headers reach the caller", async () => {
+        const many: http2.OutgoingHttpHeaders = { "content-type": "application/grpc" };
+        for (let i = 0; i < 300; i++) many[`x-h${i}`] = `v${i}`;
+        const url = await upstream(closer, answerWith(many));
+        const outcome = await callOnce(await through(url));
+        expect(outcome).not.toBeInstanceOf(ConnectError);
+        const header = (outcome as { header: Headers }).header;
+        let count = 0;
+        header.forEach((_, key) => {
+          if (key.startsWith("x-h")) count++;
+        });
+        expect(count).toBe(300);
+        expect(header.get("x-h299")).toBe("v299");
+      });
+
+      it("an upstream that refuses the request's headers (ENHANCE_YOUR_CALM) gives RESOURCE_EXHAUSTED", async () => {
+        // Node's default limit: 128 header fields.
+        const url = await upstream(closer, answerWith({ "content-type": "application/grpc" }));
+        const header: Record<string, string> = {};
+        for (let i = 0; i < 300; i++) header[`x-h${i}`] = `v${i}`;
+        const outcome = await callOnce(await through(url), header);
+        expect(outcome).toBeInstanceOf(ConnectError);
+        expect((outcome as ConnectError).code).toBe(Code.ResourceExhausted);
+        expect((outcome as ConnectError).rawMessage).toBe(
+          `upstream ${url}: the call was reset with ENHANCE_YOUR_CALM (HTTP/2 error 11): more load than one side accepts, e.g. more or larger headers`,
+        );
+        // With a limit that takes them, they all arrive.
+        let received = 0;
+        const roomy = await upstream(
+          closer,
+          (stream, headers) => {
+            received = Object.keys(headers).filter((k) => k.startsWith("x-h")).length;
+            answerWith({ "content-type": "application/grpc" })(stream);
+          },
+          { maxHeaderListPairs: 1000 },
+        );
+        expect(await callOnce(await through(roomy), header)).toMatchObject({ messages: 1 });
+        expect(received).toBe(300);
+      });
+    });
+  },
+);
