@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { TestService } from "../../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { ServerCallContext } from "./server-call-context.js";
 
@@ -18,6 +18,36 @@ function context(timeoutMs = 0) {
   });
   return { ctx, aborts };
 }
+
+describe("ServerCallContext deadline", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  // An Open carries up to 2^32 - 1 ms; Node's timers hold 2^31 - 1.
+  for (const ms of [5_000, 2 ** 31 - 1, 2 ** 31, 3_000_000_000, 2 ** 32 - 1]) {
+    it(`an Open timeout of ${ms} ms aborts with DEADLINE_EXCEEDED exactly then`, () => {
+      vi.useFakeTimers({ now: 1_000_000 });
+      const { ctx, aborts } = context(ms);
+      vi.advanceTimersByTime(ms - 1);
+      expect(aborts).toEqual([]);
+      expect(ctx.timeoutMs()).toBe(1);
+      vi.advanceTimersByTime(1);
+      expect(aborts).toHaveLength(1);
+      expect(ConnectError.from(aborts[0]).code).toBe(Code.DeadlineExceeded);
+    });
+  }
+
+  it("an abort before the deadline stops a long deadline's timer", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { ctx, aborts } = context(3_000_000_000);
+    vi.advanceTimersByTime(2 ** 31);
+    ctx.abort(new ConnectError("gone", Code.Canceled));
+    expect(vi.getTimerCount()).toBe(0);
+    vi.advanceTimersByTime(3_000_000_000);
+    expect(aborts).toHaveLength(1);
+  });
+});
 
 describe("ServerCallContext", () => {
   it("describes the call like Connect's context", () => {

@@ -14,6 +14,7 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import type { MetadataEntry } from "../gen/mqrpc/v1/wire_pb.js";
+import { DeadlineTimer } from "../wire/deadline.js";
 import { MAX_TIMER_MS } from "../wire/limits.js";
 import { entriesToHeaders } from "../wire/metadata.js";
 import type { RawCallContext } from "./raw-method.js";
@@ -51,7 +52,7 @@ export abstract class CallContext {
   private controller: AbortController | undefined;
   private reason: unknown;
   private isAborted = false;
-  private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  private deadlineTimer: ReturnType<typeof setTimeout> | DeadlineTimer | undefined;
   private headerIn: Headers | undefined;
   private headerOut: Headers | undefined;
   private trailerOut: Headers | undefined;
@@ -65,8 +66,12 @@ export abstract class CallContext {
     if (init.timeoutMs > 0) {
       const deadline = Date.now() + init.timeoutMs;
       this.timeoutMs = () => deadline - Date.now();
-      // Node's timers wrap delays of 2^31 ms and more to 1 ms.
-      this.deadlineTimer = setTimeout(this.onDeadline, Math.min(init.timeoutMs, MAX_TIMER_MS));
+      // Node's timers wrap delays of 2^31 ms and more to 1 ms: an Open from
+      // another implementation may carry up to 2^32 - 1 ms.
+      this.deadlineTimer =
+        init.timeoutMs <= MAX_TIMER_MS
+          ? setTimeout(this.onDeadline, init.timeoutMs)
+          : new DeadlineTimer(deadline, this.onDeadline);
     } else {
       this.timeoutMs = noTimeout;
     }
@@ -125,7 +130,9 @@ export abstract class CallContext {
     if (this.isAborted) return;
     this.isAborted = true;
     this.reason = reason;
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    const timer = this.deadlineTimer;
+    if (timer instanceof DeadlineTimer) timer.clear();
+    else if (timer !== undefined) clearTimeout(timer);
     this.controller?.abort(reason);
     this.onAbort(reason);
   }
