@@ -207,6 +207,11 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
     [...gateway, "--start-timeout", "1000h"],
     badOption("--start-timeout <duration>", "1000h", TOO_LONG),
   ],
+  [
+    "gateway --upstream-connect-timeout 1000h",
+    [...gateway, "--upstream-connect-timeout", "1000h"],
+    badOption("--upstream-connect-timeout <duration>", "1000h", TOO_LONG),
+  ],
   ["ingress --username a.b", ["ingress", "--username", "a.b"], USERNAME_ID],
   ["ingress --client-id a.b", ["ingress", "--client-id", "a.b"], CLIENT_ID],
   [

@@ -28,6 +28,7 @@ const FLAGS: FlagsByOption = {
   serverId: "--server-id",
   shared: "--shared",
   startTimeoutMs: "--start-timeout",
+  upstreamConnectTimeoutMs: "--upstream-connect-timeout",
   shutdownTimeoutMs: "--shutdown-timeout",
   maxMessageBytes: "--max-message-size",
 };

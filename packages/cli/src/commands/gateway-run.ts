@@ -48,6 +48,7 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
         upstreams,
         reflection: flags.reflection,
         startTimeoutMs: flags.startTimeout,
+        upstreamConnectTimeoutMs: flags.upstreamConnectTimeout,
         shutdownTimeoutMs: flags.shutdownTimeout,
         ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
         ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),

@@ -14,6 +14,7 @@ export interface GatewayFlags extends ConnectionFlags {
   readonly reflection: boolean;
   readonly shared?: boolean | string;
   readonly startTimeout: number;
+  readonly upstreamConnectTimeout: number;
   readonly shutdownTimeout: number;
   readonly maxMessageSize?: number;
 }
@@ -51,6 +52,14 @@ export function gatewayCommand(): Command {
       )
         .argParser(parseDuration)
         .default(10_000, "10s"),
+    )
+    .addOption(
+      new Option(
+        "--upstream-connect-timeout <duration>",
+        "how long a new upstream connection has to answer HTTP/2 before its calls fail UNAVAILABLE",
+      )
+        .argParser(parseDuration)
+        .default(20_000, "20s"),
     )
     .addOption(
       new Option("--shutdown-timeout <duration>", "how long calls in progress may finish at a stop")
