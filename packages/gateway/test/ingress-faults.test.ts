@@ -8,13 +8,20 @@
  * - JSON and Connect calls to a device that has no schema for the method
  *   (a gateway routing by service name only): UNIMPLEMENTED saying why,
  *   not a bare 404;
- * - 300 request headers reach the upstream.
+ * - 300 request headers reach the upstream;
+ * - a response message over the ingress's `maxMessageBytes` is refused
+ *   naming that option.
  */
 import * as http2 from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
 import { forBrokersWhere } from "../../../test/brokers/targets.js";
 import { Closer, mqttOptions, uniqueServerId } from "../../../test/support/rpc-fixture.js";
-import { createGrpcGateway, createGrpcIngress, type GrpcIngress } from "../src/index.js";
+import {
+  createGrpcGateway,
+  createGrpcIngress,
+  type GrpcIngress,
+  type GrpcIngressOptions,
+} from "../src/index.js";
 import { answerWith, envelope, fakeUpstream } from "./support/fake-upstream.js";
 
 const SERVICE = "faults.v1.Svc";
@@ -78,7 +85,7 @@ forBrokersWhere(
       afterEach(() => closer.closeAll());
 
       /** A gateway for `upstreamUrl` (routing SERVICE by name, no schema) and an ingress. */
-      async function path(upstreamUrl: string) {
+      async function path(upstreamUrl: string, ingressOptions: Partial<GrpcIngressOptions> = {}) {
         const serverId = uniqueServerId("ingress-faults");
         closer.add(
           await createGrpcGateway({
@@ -88,8 +95,9 @@ forBrokersWhere(
           }),
           (g) => g.close(),
         );
-        const ingress = closer.add(await createGrpcIngress({ mqtt: mqttOptions(target) }), (i) =>
-          i.close(),
+        const ingress = closer.add(
+          await createGrpcIngress({ mqtt: mqttOptions(target), ...ingressOptions }),
+          (i) => i.close(),
         );
         return { serverId, ingress };
       }
@@ -165,6 +173,38 @@ forBrokersWhere(
         const status = { ...grpcJson.headers, ...grpcJson.trailers };
         expect(status["grpc-status"]).toBe("12");
         expect(decodeURIComponent(String(status["grpc-message"]))).toBe(why);
+      });
+
+      it("a response message over the ingress's maxMessageBytes is RESOURCE_EXHAUSTED naming it", async () => {
+        const upstream = await fakeUpstream(
+          closer,
+          answerWith({ "content-type": "application/grpc" }, envelope(new Uint8Array(2000))),
+        );
+        const call = (ingress: GrpcIngress, serverId: string) =>
+          rawCall(
+            closer,
+            ingress,
+            {
+              ":path": `/${SERVICE}/M`,
+              "content-type": "application/grpc",
+              te: "trailers",
+              "mqrpc-server-id": serverId,
+            },
+            envelope(new Uint8Array([8, 1])),
+          );
+        const own = await path(upstream, { maxMessageBytes: 1000 });
+        const seen = await call(own.ingress, own.serverId);
+        const status = { ...seen.headers, ...seen.trailers };
+        expect(status["grpc-status"]).toBe("8");
+        expect(decodeURIComponent(String(status["grpc-message"]))).toBe(
+          "a message of 2000 bytes exceeds the ingress's maxMessageBytes (1000 bytes)",
+        );
+        // A transport limit of its own is named as such.
+        const set = await path(upstream, { transport: { maxMessageBytes: 1000 } });
+        const other = await call(set.ingress, set.serverId);
+        expect(
+          decodeURIComponent(String({ ...other.headers, ...other.trailers }["grpc-message"])),
+        ).toBe("a message of 2000 bytes exceeds the transport's maxMessageBytes (1000 bytes)");
       });
 
       it("300 request headers reach the upstream", async () => {

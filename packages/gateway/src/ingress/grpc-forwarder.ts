@@ -54,6 +54,12 @@ export interface RawCall {
   readonly settings: Partial<MethodSettings> | undefined;
   /** Largest request message accepted, in bytes (after decompression). */
   readonly maxMessageBytes: number;
+  /**
+   * Whether the device transport's limit on response messages is the
+   * ingress's `maxMessageBytes` (no `transport.maxMessageBytes` of its own):
+   * an error over it then names the option the user set.
+   */
+  readonly ingressLimitsResponses: boolean;
   /** Aborted when the ingress closes (the call then ends UNAVAILABLE). */
   readonly shutdownSignal: AbortSignal;
   /**
@@ -163,7 +169,10 @@ export async function forwardRawCall(call: RawCall): Promise<void> {
       return;
     }
     const reason = abort.signal.aborted ? ConnectError.from(abort.signal.reason) : undefined;
-    const outcome = requests.error ?? reason ?? error;
+    const outcome =
+      requests.error ??
+      reason ??
+      (error !== undefined && call.ingressLimitsResponses ? inIngressTerms(error) : error);
     if (!headersOut) {
       // Trailers-only: one header block with the status, no body.
       const status = statusTrailerHeaders(trailer, outcome);
@@ -220,6 +229,25 @@ export async function forwardRawCall(call: RawCall): Promise<void> {
   } catch (e) {
     finish(headersOut ? response.trailer : headerAndTrailer(response), ConnectError.from(e));
   }
+}
+
+/** How the runtime names a transport's limit on the messages it receives. */
+const TRANSPORT_LIMIT = "the transport's maxMessageBytes";
+
+/**
+ * `error` with the device transport's message limit named as the ingress's
+ * option that set it ("a message of N bytes exceeds the ingress's
+ * maxMessageBytes (M bytes)"); other errors as they are.
+ */
+export function inIngressTerms(error: ConnectError): ConnectError {
+  if (error.code !== Code.ResourceExhausted || !error.rawMessage.includes(TRANSPORT_LIMIT)) {
+    return error;
+  }
+  return new ConnectError(
+    error.rawMessage.replace(TRANSPORT_LIMIT, "the ingress's maxMessageBytes"),
+    error.code,
+    error.metadata,
+  );
 }
 
 /** A trailers-only response's one header block: the device's headers and trailers. */

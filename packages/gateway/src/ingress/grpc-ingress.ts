@@ -280,6 +280,7 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
       methodKind: method?.methodKind,
       settings: method !== undefined ? settingsFromDescriptor(method) : undefined,
       maxMessageBytes: settings.maxMessageBytes,
+      ingressLimitsResponses: options.transport?.maxMessageBytes === undefined,
       shutdownSignal: shutdown.signal,
       inFlight: rawCalls,
     }).then(
