@@ -7,7 +7,7 @@
  * few KiB, not the per-call state of the call it made.
  */
 import { createClient } from "@connectrpc/connect";
-import { createMqttTransport, type MqttTransport } from "@mqrpc/runtime";
+import { createMqttTransport, type MqttServer, type MqttTransport } from "@mqrpc/runtime";
 import { connect, type MqttClient } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { forBrokersWhere } from "./brokers/targets.js";
@@ -17,6 +17,22 @@ import { interopService } from "./support/interop-service.js";
 import { Closer, mqttOptions, startServer, uniqueServerId } from "./support/rpc-fixture.js";
 
 const EVENTS = ["message", "connect", "close", "error", "packetsend", "packetreceive"] as const;
+
+/** Resolves once `client` has no publish waiting for the broker's acknowledgement. */
+function acknowledged(client: MqttClient): Promise<void> {
+  const waiting = () => Object.keys(client.outgoing).length > 0;
+  if (!waiting()) return Promise.resolve();
+  return new Promise((resolve) => {
+    // MQTT.js forgets the publish right after it emits the PUBACK.
+    const check = () =>
+      queueMicrotask(() => {
+        if (waiting()) return;
+        client.off("packetreceive", check);
+        resolve();
+      });
+    client.on("packetreceive", check);
+  });
+}
 
 function listeners(client: MqttClient): Record<string, number> {
   return Object.fromEntries(EVENTS.map((e) => [e, client.listenerCount(e)]));
@@ -29,9 +45,12 @@ forBrokersWhere(
       const closer = new Closer();
       afterEach(() => closer.closeAll());
 
+      /** The servers `serve` started in the current test. */
+      let servers: MqttServer[] = [];
+
       async function serve(count: number, label: string): Promise<string[]> {
         const serverIds = Array.from({ length: count }, (_, i) => uniqueServerId(`${label}-${i}`));
-        await Promise.all(
+        servers = await Promise.all(
           serverIds.map((serverId) =>
             startServer(closer, target, {
               serverId,
@@ -76,6 +95,9 @@ forBrokersWhere(
         const closeAll = () => Promise.all(transports.map((t) => t.close()));
         closer.add(undefined, closeAll);
         await Promise.all(transports.map((t) => createClient(TestService, t).unaryCall(request)));
+        // What a server holds for a reply until the broker acknowledged it
+        // (in this process too) is not the transports': wait for those.
+        await Promise.all(servers.map((server) => acknowledged(server.mqttClient)));
         // What closing the transports and letting go of them frees is what
         // they kept: the servers' records of the calls and the code
         // compiled for them stay.
