@@ -496,7 +496,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       const own = this.scheme.presenceTopic(this.serverId, this.instanceId);
       this.filters.push(own);
       this.unrouteOwnPresence = this.link.routeExact(own, (_topic, payload, packet) =>
-        this.onOwnPresence(payload, packet.retain),
+        this.onOwnPresence(payload, packet.retain, packet.dup),
       );
     } else {
       this.filters.push(`$share/${this.shareGroup}/${base}+/+/+`);
@@ -505,6 +505,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     // The last will marks this instance offline whenever the link drops;
     // announce it again on every reconnect.
     this.link.client.on("connect", this.reannounce);
+    if (this.link.client.connected) this.noteIdHeld();
     this.offResubscribed = this.link.onResubscribed(() => this.resync.reconnected());
     this.sweepTimer = setInterval(() => this.sweepCalls(), SWEEP_MS);
     (this.sweepTimer as { unref?: () => void }).unref?.();
@@ -856,6 +857,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
    * have been lost meanwhile instead of waiting for its next progress check.
    */
   private readonly reannounce = (): void => {
+    this.noteIdHeld();
     if (this.closing !== undefined) return;
     if (this.announcing !== undefined) void this.announce(Presence_State.ONLINE);
     this.resync.reconnected();
@@ -869,44 +871,78 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private ownAnnouncementSeen = false;
 
   /**
-   * This very instance announced ONLINE by another incarnation: two
-   * processes run with one server id and client id, and the broker hands
-   * the id from one to the other. Brokers that say so (MQTT 5 reason 0x8E)
-   * stop the loser (MqttLink); others (Mosquitto 2.0, any MQTT 3.1.1
-   * broker) close the old connection without a word, so the two settle it
-   * here: the lower incarnation stays down (when its link is its own), and
-   * both say so (the one that keeps the id at most every 30 s). The two share one session, so each gets what is
-   * published while it holds it: the other's ONLINE comes as the retained
-   * message of the subscription made again after each reconnect. A retained
-   * one before this server saw its own ONLINE come back is an earlier run's.
+   * The first connection of this server's link since the server started
+   * (the link's CONNACK count) and when it was made, Unix ms: from then on
+   * the client id was this server's, so a twin that holds it later took it
+   * back (see onOwnPresence).
    */
-  private onOwnPresence(payload: Uint8Array, retained: boolean): void {
+  private idHeld: { readonly connection: number; readonly sinceMs: number } | undefined;
+
+  private noteIdHeld(): void {
+    this.idHeld ??= { connection: this.link.connections, sinceMs: Date.now() };
+  }
+
+  /**
+   * This very instance announced by another incarnation: two processes run
+   * with one server id and client id, and the broker hands the id from one
+   * to the other. Brokers that say so (MQTT 5 reason 0x8E) stop the loser
+   * (MqttLink); others (Mosquitto 2.0, any MQTT 3.1.1 broker) close the old
+   * connection without a word, so the two settle it here: the one that
+   * started later stays down (when its link is its own), and both say so
+   * (the one that keeps the id at most every 30 s).
+   *
+   * The two share one session, so each learns of the other only when it
+   * takes the id back: from the retained message of the subscription made
+   * again after the reconnect (the other's ONLINE: Mosquitto, NATS), or
+   * from the other's last will, which a broker that publishes wills on a
+   * takeover (Aedes) sends at that moment, live to the session, and which
+   * also replaces the other's retained ONLINE. A retained ONLINE before
+   * this server saw its own come back is an earlier run's.
+   *
+   * A twin is surely alive when it held the id after this server did: an
+   * ONLINE announced (`since_ms`) after this server's first connection, or
+   * a will delivered live (not retained, not a redelivery) in a later
+   * connection, which the broker published because the twin's connection
+   * was there when this one took the id. A process that is gone (an
+   * earlier run, whose announcement a NATS cluster may deliver late, or
+   * whose half-open connection this server's first connection replaced)
+   * cannot take the id back.
+   */
+  private onOwnPresence(payload: Uint8Array, retained: boolean, redelivered: boolean): void {
     let presence: Presence;
     try {
       presence = fromBinary(PresenceSchema, payload);
     } catch {
       return;
     }
-    if (presence.state !== Presence_State.ONLINE || presence.instance !== this.instanceId) return;
+    if (presence.instance !== this.instanceId) return;
     if (presence.incarnation === this.incarnation) {
-      if (!retained) this.ownAnnouncementSeen = true;
+      if (presence.state === Presence_State.ONLINE && !retained) this.ownAnnouncementSeen = true;
       return;
     }
-    if (retained && !this.ownAnnouncementSeen) return;
+    const held = this.idHeld;
+    const laterConnection = held !== undefined && this.link.connections > held.connection;
+    let alive: boolean;
+    if (presence.state === Presence_State.ONLINE) {
+      if (retained && !this.ownAnnouncementSeen) return;
+      alive = laterConnection && Number(presence.sinceMs) >= (held?.sinceMs ?? Infinity);
+    } else if (presence.state === Presence_State.DISCONNECTED) {
+      // A will says nothing about a process unless it shows it alive.
+      if (retained || redelivered || !laterConnection) return;
+      alive = true;
+    } else {
+      return;
+    }
     const twin = `mqrpc server ${quoted(this.serverId)}: another process serves as this server (client id ${quoted(this.instanceId)}, incarnation ${presence.incarnation}; this one ${this.incarnation})`;
     const advice = "run one process per server id, or use shared: true for replicas";
     // Both see each other; the one that started first keeps the id (its
     // calls and completed-call record stay), so that exactly one stops
-    // handing the connection back and forth. Only for a twin that is
-    // surely alive: announced after this server started (not an earlier
-    // run's announcement that a broker, a NATS cluster say, delivers late)
-    // and seen again after another reconnect of this one.
+    // handing the connection back and forth.
     const staysDown = `${twin}: this one stays down and leaves the id to it; ${advice}`;
     if (
+      alive &&
       !this.link.hasYielded &&
       this.startedAfter(presence) &&
-      Number(presence.sinceMs) >= this.startedAt &&
-      this.sightings.sawAgain(presence.incarnation, this.link.connections) &&
       this.link.yieldClientId(staysDown)
     ) {
       this.logger.warn(staysDown);
@@ -931,10 +967,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return twin.incarnation > this.incarnation;
   }
 
-  /** When this server was made, Unix ms: announcements older than this are earlier runs'. */
+  /** When this server was made, Unix ms (`started_ms`). */
   private readonly startedAt = Date.now();
-  /** The connections of this server's link in which each twin incarnation was seen. */
-  private readonly sightings = new TwinSightings();
 
   private readonly resync = new ReconnectResync((first) => {
     for (const call of [...this.calls.values()]) call.resync(first);
@@ -996,25 +1030,6 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       await this.announce(Presence_State.OFFLINE);
     }
     await this.link.release();
-  }
-}
-
-/**
- * In which of its connections (the link's count of CONNACKs) a server saw
- * each foreign incarnation announce itself as its own instance.
- */
-class TwinSightings {
-  private readonly seenIn = new Map<number, number>();
-
-  /** Notes a sighting; whether the incarnation was seen in an earlier connection too. */
-  sawAgain(incarnation: number, connection: number): boolean {
-    const first = this.seenIn.get(incarnation);
-    if (first === undefined) {
-      if (this.seenIn.size >= 16) this.seenIn.clear();
-      this.seenIn.set(incarnation, connection);
-      return false;
-    }
-    return connection > first;
   }
 }
 
