@@ -911,14 +911,23 @@ export class MqttLink {
    * upstream, which Node makes at the end of the turn). One segment
    * instead of two costs this process, the broker and the peer a syscall
    * and a wake-up each. Node only: elsewhere the end of the turn is a
-   * timer, which would hold the writes too long.
+   * timer, which would hold the writes too long. Not while bytes wait to
+   * be written already.
    */
   private holdWritesForTurn(): void {
     if (this.writesHeld || !HAS_SET_IMMEDIATE) return;
     const stream = this.client.stream as unknown as
-      | { cork?: () => void; uncork?: () => void }
+      | {
+          cork?: () => void;
+          uncork?: () => void;
+          writableLength?: number;
+          writableNeedDrain?: boolean;
+        }
       | undefined;
     if (typeof stream?.cork !== "function" || typeof stream.uncork !== "function") return;
+    // Bytes already waiting (a bulk transfer, a slow socket): nothing to
+    // gain, and holding would keep what this turn writes in memory longer.
+    if ((stream.writableLength ?? 0) > 0 || stream.writableNeedDrain === true) return;
     stream.cork();
     this.writesHeld = true;
     afterThisTurn(() => {
