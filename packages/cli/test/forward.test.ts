@@ -90,14 +90,10 @@ describe.concurrent("mqrpc expose and forward", { timeout: 60_000 }, () => {
           (s) => s.size > 0 && [...s.values()].every((v) => v === Presence_State.OFFLINE),
         );
       });
-    },
-  );
-  // Mosquitto closes the old connection without MQTT 5 reason 0x8E, and
-  // Aedes speaks MQTT 3.1.1, which has none: the two processes settle it by
-  // their presence, within a reconnect or two.
-  forBrokersWhere(
-    (t) => t.name === "mosquitto-5" || t.name === "aedes",
-    (target) => {
+
+      // Mosquitto closes the old connection without MQTT 5 reason 0x8E, and
+      // Aedes speaks MQTT 3.1.1, which has none: the two processes settle it
+      // by their presence, within a reconnect or two.
       it("a second expose of the same server id stops with exit 3 and says why; the first serves on", async (context) => {
         const closer = new Closer();
         context.onTestFinished(() => closer.closeAll());

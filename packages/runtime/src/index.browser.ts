@@ -51,7 +51,11 @@ export type {
 export type { ReflectionSource } from "./server/reflection.js";
 export { reflectionServiceNames, serveReflection } from "./server/reflection.js";
 export { PROTOCOL_VERSION } from "./wire/frame-codec.js";
-export { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUBLISH_BYTES } from "./wire/limits.js";
+export {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_PUBLISH_BYTES,
+  MAX_TIMER_MS,
+} from "./wire/limits.js";
 export {
   clientIdProblem,
   decodeTopicSegment,

@@ -8,6 +8,7 @@
 import {
   createMqttServer,
   DEFAULT_MAX_MESSAGE_BYTES,
+  MAX_TIMER_MS,
   type MethodSettings,
   type MqttServer,
   type MqttServerLogger,
@@ -247,9 +248,6 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
     throw e;
   }
 }
-
-/** Longest delay Node's timers keep (larger ones fire after 1 ms), ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A timeout option's value: `fallback` when unset, else a positive number of ms a timer can wait. */
 function checkTimeout(option: string, value: number | undefined, fallback: number): number {

@@ -25,7 +25,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
-import { type MqttConnectionInput, settingsFromDescriptor } from "@mqrpc/runtime";
+import { MAX_TIMER_MS, type MqttConnectionInput, settingsFromDescriptor } from "@mqrpc/runtime";
 import { MAX_HEADER_LIST_PAIRS } from "../http2-header-limits.js";
 import { connectHandler } from "./connect-forwarder.js";
 import {
@@ -390,9 +390,6 @@ function missingMethod(schema: DeviceSchema, url: string | undefined): ConnectEr
     Code.Unimplemented,
   );
 }
-
-/** Longest delay Node's timers keep (larger ones fire after 1 ms), ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Removes a `grpc-timeout` or `connect-timeout-ms` longer than a timer
