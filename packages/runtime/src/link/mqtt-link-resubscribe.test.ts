@@ -10,6 +10,10 @@
  * the broker refuses. Played here on the embedded broker, whose
  * `authorizeSubscribe` hook also sees the subscriptions it restores from a
  * session: refusing them loses them as NATS does.
+ *
+ * And a SUBSCRIBE the connection dropped before its SUBACK is sent again
+ * once the connection is back, although MQTT.js keeps such a filter on its
+ * books as subscribed, and a resumed session does not have it.
  */
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
@@ -124,5 +128,40 @@ describe("MqttLink after a reconnect", () => {
       delivered: true,
       refusalsLeft: 0,
     });
+  });
+
+  it("sends a SUBSCRIBE that a drop cut off before its SUBACK again, into the resumed session", async () => {
+    const filter = "cut/#";
+    // The broker holds the SUBSCRIBE until the test lets go, then refuses
+    // it: the connection that sent it is gone by then.
+    let held: ((allow: boolean) => void) | undefined;
+    let arrived: () => void = () => {};
+    const subscribeArrived = new Promise<void>((resolve) => (arrived = resolve));
+    const broker = await startEmbeddedBroker({
+      authorizeSubscribe: (_client, f) => {
+        if (f !== filter || held !== undefined) return true;
+        arrived();
+        return new Promise<boolean>((resolve) => {
+          held = resolve;
+        });
+      },
+    });
+    closers.push(() => broker.close());
+    const link = MqttLink.acquire({ url: broker.url, clientId: "resub-3", reconnectPeriod: 50 });
+    closers.push(() => link.release());
+    await link.connected();
+    // A session that later reconnects resume (the first connection is
+    // clean; Aedes keeps a session only with a subscription in it).
+    await link.subscribe("kept/#");
+    await reconnect(link);
+    const granted = link.subscribe(filter);
+    await subscribeArrived;
+    const closed = new Promise<void>((resolve) => link.client.once("close", () => resolve()));
+    const back = reconnect(link);
+    await closed;
+    held?.(false);
+    expect(await back, "session present").toBe(true);
+    await granted;
+    expect(await delivered(link, broker.url, "cut/1")).toBeGreaterThan(0);
   });
 });

@@ -427,35 +427,44 @@ export class MqttLink {
   subscribe(filter: string): Promise<void> {
     let subscription = this.subscriptions.get(filter);
     if (subscription === undefined) {
-      const attempt = (): Promise<void> =>
-        this.client.subscribeAsync(filter, { qos: 1 }).then(
-          (grants) => {
-            if (grants.length === 0) created.ours = false;
-            for (const grant of grants) {
-              if (grant.qos >= 0x80) {
-                throw new Error(
-                  `the broker refused the subscription to ${filter} (code ${grant.qos})${this.identityHint()}`,
-                );
+      // MQTT.js records a filter as subscribed when it sends SUBSCRIBE, and
+      // keeps that record when the connection drops before the SUBACK; a
+      // plain subscribe() of it then sends nothing and reports no grants,
+      // and a resumed session ("session present") has no such subscription.
+      // So an attempt after a drop makes MQTT.js send the SUBSCRIBE.
+      const attempt = (again: boolean): Promise<void> =>
+        this.client
+          .subscribeAsync(again ? ({ [filter]: { qos: 1 }, resubscribe: true } as never) : filter, {
+            qos: 1,
+          })
+          .then(
+            (grants) => {
+              if (grants.length === 0) created.ours = false;
+              for (const grant of grants) {
+                if (grant.qos >= 0x80) {
+                  throw new Error(
+                    `the broker refused the subscription to ${filter} (code ${grant.qos})${this.identityHint()}`,
+                  );
+                }
               }
-            }
-            created.acknowledged = true;
-          },
-          (e: unknown) => {
-            // The connection dropped before the SUBACK (a reset, or a will
-            // being installed): subscribe again once it is back.
-            const dropped = e instanceof Error && e.message === "Connection closed";
-            if (
-              !dropped ||
-              this.client.disconnecting ||
-              this.subscriptions.get(filter) !== created
-            ) {
-              throw e;
-            }
-            return this.connected().then(attempt);
-          },
-        );
+              created.acknowledged = true;
+            },
+            (e: unknown) => {
+              // The connection dropped before the SUBACK (a reset, or a will
+              // being installed): subscribe again once it is back.
+              const dropped = e instanceof Error && e.message === "Connection closed";
+              if (
+                !dropped ||
+                this.client.disconnecting ||
+                this.subscriptions.get(filter) !== created
+              ) {
+                throw e;
+              }
+              return this.connected().then(() => attempt(true));
+            },
+          );
       const pending = unsubscribing.get(this.client)?.get(filter);
-      const granted = pending === undefined ? attempt() : pending.then(attempt);
+      const granted = pending === undefined ? attempt(false) : pending.then(() => attempt(false));
       const created: Subscription = { holders: 0, granted, ours: true, acknowledged: false };
       granted.catch(() => {
         if (this.subscriptions.get(filter) === created) this.subscriptions.delete(filter);
