@@ -122,7 +122,11 @@ describe.concurrent("mqrpc expose and forward", { timeout: 60_000 }, () => {
         );
         expect(secondEnd.stderr).not.toMatch(/internal error/);
         // The first still serves: a call through a forward reaches the target.
-        const { client } = await startForward(start(forwardArgs(target, serverId)));
+        // The second left the id offline until the first's next connect (a
+        // reconnect period): the forward waits for it rather than fail fast.
+        const { client } = await startForward(
+          start([...forwardArgs(target, serverId), "--wait-for-server"]),
+        );
         const unary = await client.unaryCall({ responseSize: 4 }, { timeoutMs: 20_000 });
         expect(unary.payload?.body.byteLength).toBe(4);
         expect(first.lines().join("\n")).not.toMatch(/stays down/);

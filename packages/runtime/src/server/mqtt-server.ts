@@ -946,6 +946,13 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       this.link.yieldClientId(staysDown)
     ) {
       this.logger.warn(staysDown);
+      // This server's ONLINE of the connection it now leaves would stay
+      // retained once it is gone (it leaves with a DISCONNECT, so no will):
+      // a caller would bind new calls to this incarnation and fail them
+      // when the twin announces itself ("restarted while the call was in
+      // progress"). Its will's word instead: the instance is reconnecting,
+      // and callers wait for the twin's ONLINE (PROTOCOL.md 3, 15.2).
+      void this.announce(Presence_State.DISCONNECTED);
       return;
     }
     const now = Date.now();
