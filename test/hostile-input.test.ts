@@ -29,9 +29,6 @@ import {
 } from "./support/rpc-fixture.js";
 
 const FUZZ_FRAMES = 100_000;
-/** A call that succeeded, next to the codes of the ones that failed. */
-const OK = 0;
-
 /**
  * A client id of its own: transports given equal options share one
  * connection, and so one client key (one caller to the server's limits).
@@ -374,24 +371,34 @@ forBrokersWhere(
         return { server, release, caller };
       }
 
-      it("concurrent calls per caller", async () => {
-        const { release, caller } = await heldCalls("percaller", { maxCallsPerClient: 3 });
+      it("concurrent calls per caller: an mqrpc caller holds its calls beyond the limit, a raw one is refused", async () => {
+        const { server, release, caller } = await heldCalls("percaller", { maxCallsPerClient: 3 });
         const client = caller();
-        const calls = Array.from({ length: 5 }, () =>
-          client.emptyCall({}).then(
-            () => OK,
-            (e: unknown) => ConnectError.from(e).code,
-          ),
-        );
+        const calls = Array.from({ length: 5 }, () => client.emptyCall({}));
         const otherCall = caller().emptyCall({});
-        await expect
-          .poll(async () => (await Promise.race([calls[3], calls[4], Promise.resolve(-1)])) ?? -1)
-          .not.toBe(-1);
+        const running = () => (server as unknown as { calls: Map<string, unknown> }).calls.size;
+        await expect.poll(running).toBe(4);
+        // A caller that ignores the announced limit (an older client): refused.
+        const raw = closer.add(await connectAsync(target.url, target.mqttOptions), (c) =>
+          c.endAsync(),
+        );
+        const key = raw.options.clientId ?? "";
+        const scheme = new TopicScheme();
+        const ends: number[] = [];
+        raw.on("message", (_t, payload) => {
+          const frame = decodeFrame(payload);
+          if (frame.kind.case === "end") ends.push(frame.kind.value.status?.code ?? 0);
+        });
+        await raw.subscribeAsync(scheme.replyTopic(key, server.serverId), { qos: 1 });
+        const topic = scheme.requestTopic(server.serverId, TestService.typeName, "EmptyCall", key);
+        for (let callId = 1; callId <= 5; callId++) {
+          const open = encodeFrame({ callId, seq: 0, kind: { case: "open", value: {} } });
+          await raw.publishAsync(topic, Buffer.from(open), { qos: 1 });
+        }
+        await expect.poll(() => ends).toEqual([Code.ResourceExhausted, Code.ResourceExhausted]);
+        expect(running()).toBe(7);
         release.resolve();
-        const codes = await Promise.all(calls);
-        expect(codes.filter((c) => c === Code.ResourceExhausted)).toHaveLength(2);
-        expect(codes.filter((c) => c === OK)).toHaveLength(3);
-        await expect(otherCall).resolves.toBeDefined();
+        await Promise.all([...calls, otherCall]);
       });
 
       it("concurrent calls in total", async () => {
@@ -402,8 +409,11 @@ forBrokersWhere(
         await expect
           .poll(() => (server as unknown as { calls: Map<string, unknown> }).calls.size)
           .toBe(2);
-        const err = await a.emptyCall({}).catch((e: unknown) => ConnectError.from(e));
+        const err = await caller()
+          .emptyCall({})
+          .catch((e: unknown) => ConnectError.from(e));
         expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+        expect((err as ConnectError).message).toMatch(/maxConcurrentCalls/);
         release.resolve();
         await Promise.all(first);
       });

@@ -185,6 +185,42 @@ forBrokersWhere(
         expect(await handler.ended).toBe("cancelled");
       });
 
+      it("1,500 concurrent calls through one ingress all complete: the ingress holds those the device would refuse", async () => {
+        // The ingress is one MQTT caller to the device: beyond the device's
+        // 900 slots and 250 places to wait for one caller (what it announces
+        // as max_calls_per_caller), calls wait in the ingress.
+        const serverId = uniqueServerId("ingress-many");
+        const server = await startServer(closer, target, { serverId });
+        let started = 0;
+        let release: () => void = () => {};
+        const released = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        server.service(TestService, {
+          async unaryCall() {
+            started++;
+            await released;
+            return {};
+          },
+        });
+        await server.announced();
+        const ingress = closer.add(await createGrpcIngress({ mqtt: mqttOptions(target) }), (i) =>
+          i.close(),
+        );
+        const client = closer.add(new InteropGrpcClient(grpcAddress(ingress.url), serverId), (c) =>
+          c.close(),
+        );
+        const calls = Array.from({ length: 1500 }, () =>
+          client.unaryCall({}, { timeoutMs: 60_000 }),
+        );
+        await expect.poll(() => started, { timeout: 30_000 }).toBe(900);
+        release();
+        const outcomes = await Promise.all(calls);
+        const failed = outcomes.flatMap((o) => (o.error === undefined ? [] : [o.error.code]));
+        expect(failed).toEqual([]);
+        expect(started).toBe(1500);
+      });
+
       it("maxDevices: a call to one device too many is RESOURCE_EXHAUSTED while the others are busy", async () => {
         const ingress = closer.add(
           await createGrpcIngress({ mqtt: mqttOptions(target), maxDevices: 1 }),

@@ -503,15 +503,41 @@ class MqttTransportImpl implements MqttTransport {
     unary: boolean,
   ): ClientCall | Promise<ClientCall> {
     if (this.closedWith !== undefined) throw this.closedWith;
-    if (this.started && this.serverOnline() && this.link.client.connected) {
+    if (
+      this.started &&
+      this.serverOnline() &&
+      this.link.client.connected &&
+      this.presence.gate.tryEnter()
+    ) {
       return this.createCall(method, signal, deadline, header, values, unary);
     }
     const wait = new CallWait(signal, deadline);
     this.waiting ??= new Set();
     this.waiting.add(wait);
-    return this.untilServerReady(wait, values)
+    return this.untilAdmitted(wait, values)
       .finally(() => this.endWait(wait))
       .then(() => this.createCall(method, signal, deadline, header, values, unary));
+  }
+
+  /**
+   * Waits for the server (untilServerReady) and then for the call's turn
+   * among this connection's calls to it (the presence watch's gate,
+   * PROTOCOL.md 17.1): a call beyond the server's `max_calls_per_caller`
+   * waits here, bounded by its deadline and signal, rather than be refused
+   * there. Resolves entered in the gate.
+   */
+  private async untilAdmitted(wait: CallWait, values: ContextValues | undefined): Promise<void> {
+    await this.untilServerReady(wait, values);
+    const gate = this.presence.gate;
+    await gate.enter(wait.signal);
+    if (this.serverOnline() && this.link.client.connected) return;
+    // The server went away while the call waited for its turn.
+    try {
+      await this.untilServerReady(wait, values);
+    } catch (e) {
+      gate.leave();
+      throw e;
+    }
   }
 
   /** The request topic of `method` (made once per method). */
@@ -550,6 +576,7 @@ class MqttTransportImpl implements MqttTransport {
   /** What the transport holds while calls are in flight, made with the first. */
   private inFlight(): CallsInFlight {
     if (this.calls !== undefined) return this.calls;
+    const gate = this.presence.gate;
     const liveness = new CallLiveness(
       this.presence,
       `server "${this.serverId}"`,
@@ -561,6 +588,7 @@ class MqttTransportImpl implements MqttTransport {
       reassemblyBudget: new ReassemblyBudget(this.settings.maxReassemblyBytes),
       forget: (call) => {
         liveness.forget(call);
+        gate.leave();
         this.letGo(calls);
       },
     };
@@ -585,11 +613,35 @@ class MqttTransportImpl implements MqttTransport {
     values: ContextValues | undefined,
     unary: boolean,
   ): ClientCall {
-    if (this.closedWith !== undefined) throw this.closedWith;
-    const presence = this.presence;
+    if (this.closedWith !== undefined) {
+      this.presence.gate.leave();
+      throw this.closedWith;
+    }
     const calls = this.inFlight();
-    const { settings } = this;
-    const call = new ClientCall({
+    let call: ClientCall;
+    try {
+      call = this.newCall(method, signal, deadline, header, values, unary, calls);
+    } catch (e) {
+      // Not made, so never finished: the gate entry is given back here.
+      this.presence.gate.leave();
+      throw e;
+    }
+    if (!call.over) calls.liveness.add(call);
+    else this.letGo(calls);
+    return call;
+  }
+
+  private newCall(
+    method: DescMethod | RawMethodRef,
+    signal: AbortSignal | undefined,
+    deadline: number | undefined,
+    header: Headers,
+    values: ContextValues | undefined,
+    unary: boolean,
+    calls: CallsInFlight,
+  ): ClientCall {
+    const { presence, settings } = this;
+    return new ClientCall({
       link: this.link,
       router: this.hub.router,
       scheme: this.hub.scheme,
@@ -612,9 +664,6 @@ class MqttTransportImpl implements MqttTransport {
       incarnation: presence.soleIncarnation,
       onFinish: calls.forget,
     });
-    if (!call.over) calls.liveness.add(call);
-    else this.letGo(calls);
-    return call;
   }
 
   /**

@@ -20,10 +20,17 @@ async function watch() {
   const scheme = new TopicScheme();
   const presence = new PresenceBoard(link, scheme).acquire("dev", 10);
   await presence.ready;
-  const deliver = (state: Presence_State, incarnation: number, instance = "dev") =>
+  const deliver = (
+    state: Presence_State,
+    incarnation: number,
+    instance = "dev",
+    maxCallsPerCaller?: number,
+  ) =>
     handler?.(
       scheme.presenceTopic("dev", instance),
-      encodePresence(instance, state, false, incarnation),
+      encodePresence(instance, state, maxCallsPerCaller !== undefined, incarnation, {
+        ...(maxCallsPerCaller !== undefined ? { maxCallsPerCaller } : {}),
+      }),
     );
   return { presence, deliver };
 }
@@ -146,5 +153,23 @@ describe("PresenceBoard", () => {
     expect(again.availability).toBe("unknown");
     await presences.dispose();
     expect(unsubscribed).toEqual(["mqrpc/p/dev/+", "mqrpc/p/dev/+"]);
+  });
+
+  it("limits the calls kept open to what the online instances announce, summed over replicas", async () => {
+    const { presence, deliver } = await watch();
+    expect(presence.gate.limit).toBe(0);
+    deliver(Presence_State.ONLINE, 1, "a", 1150);
+    expect(presence.gate.limit).toBe(1150);
+    deliver(Presence_State.ONLINE, 2, "b", 100);
+    expect(presence.gate.limit).toBe(1250);
+    deliver(Presence_State.DISCONNECTED, 2, "b", 100);
+    expect(presence.gate.limit).toBe(1150);
+    // None online: the last limit stays (calls wait for the server anyway).
+    deliver(Presence_State.DISCONNECTED, 1, "a", 1150);
+    expect(presence.gate.limit).toBe(1150);
+    // An instance that announces none (an older server): no limit.
+    deliver(Presence_State.ONLINE, 3, "a", 0);
+    deliver(Presence_State.ONLINE, 2, "b", 100);
+    expect(presence.gate.limit).toBe(0);
   });
 });

@@ -6,6 +6,7 @@
  * deadline when nobody serves.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { CallGate } from "../flow/call-gate.js";
 import { type Presence, Presence_State, PresenceSchema } from "../gen/mqrpc/v1/wire_pb.js";
 import { decodeTopicSegment, encodeTopicSegment, type TopicScheme } from "../wire/topic-scheme.js";
 import type { MqttLink } from "./mqtt-link.js";
@@ -13,12 +14,14 @@ import type { MqttLink } from "./mqtt-link.js";
 /** The Presence version this runtime writes and believes (the protocol version). */
 const PRESENCE_VERSION = 2;
 
-/** The times a presence announcement carries, Unix ms by the server's clock (0 when left out). */
-export interface PresenceTimes {
-  /** When the instance entered the state; unknown in the last will. */
+/** The optional fields of a presence announcement (0 when left out). */
+export interface PresenceDetails {
+  /** When the instance entered the state, Unix ms by the server's clock; unknown in the last will. */
   readonly sinceMs?: number;
-  /** When this incarnation started serving (PROTOCOL.md 15.1 `started_ms`). */
+  /** When this incarnation started serving, Unix ms (PROTOCOL.md 15.1 `started_ms`). */
   readonly startedMs?: number;
+  /** Calls one caller may have there before a refusal (PROTOCOL.md 15.1 `max_calls_per_caller`). */
+  readonly maxCallsPerCaller?: number;
 }
 
 /** Encodes a presence announcement. */
@@ -27,7 +30,7 @@ export function encodePresence(
   state: Presence_State,
   shared: boolean,
   incarnation: number,
-  times: PresenceTimes = {},
+  details: PresenceDetails = {},
 ): Uint8Array {
   return toBinary(
     PresenceSchema,
@@ -37,8 +40,9 @@ export function encodePresence(
       instance,
       shared,
       incarnation,
-      sinceMs: unixMs(times.sinceMs),
-      startedMs: unixMs(times.startedMs),
+      sinceMs: unixMs(details.sinceMs),
+      startedMs: unixMs(details.startedMs),
+      maxCallsPerCaller: details.maxCallsPerCaller ?? 0,
     }),
   );
 }
@@ -154,6 +158,13 @@ export class PresenceWatch {
   subscribed = false;
   /** When the server stopped being online, if it was online before and is not now. */
   offlineSince: number | undefined;
+  /**
+   * The calls this connection has open to the server, within what its
+   * online instances announce (`max_calls_per_caller`, summed over the
+   * replicas of a replicated server; no limit when one announces none).
+   * Shared, like the watch, by the transports that call the server.
+   */
+  readonly gate = new CallGate();
   /** The presence topic filter of this server id (one string, reused for every request). */
   private readonly filter: string;
   /** What each instance announced last. */
@@ -441,11 +452,12 @@ export class PresenceWatch {
       if (this.isStale(instance, presence)) return;
       // Only what is read later is kept, not the message; and the instance
       // id, a slice of the topic, is copied rather than keep the topic.
-      const { state, shared, incarnation } = presence;
+      const { state, shared, incarnation, maxCallsPerCaller } = presence;
       this.instances.set(this.instances.has(instance) ? instance : flatString(instance), {
         state,
         shared,
         incarnation,
+        maxCallsPerCaller,
       });
     }
     this.soleKnown = false;
@@ -456,6 +468,8 @@ export class PresenceWatch {
     const dropped = this.instances.get(instance)?.state === Presence_State.DISCONNECTED;
     if (wasOnline && !online && dropped) this.offlineSince = Date.now();
     if (online || !dropped) this.offlineSince = undefined;
+    // While none is online the limit stays: calls wait for the server anyway.
+    if (online) this.gate.limit = this.instances.callLimit();
     if (this.listeners !== undefined) for (const listener of [...this.listeners]) listener();
   }
 }
@@ -465,6 +479,8 @@ interface Announced {
   readonly state: Presence_State;
   readonly shared: boolean;
   readonly incarnation: number;
+  /** 0: none announced. */
+  readonly maxCallsPerCaller: number;
 }
 
 const isOnline = (p: Announced): boolean => p.state === Presence_State.ONLINE;
@@ -527,6 +543,23 @@ class Announcements {
     if (this.first !== undefined && test(this.first)) return true;
     if (this.others !== undefined) for (const a of this.others.values()) if (test(a)) return true;
     return false;
+  }
+
+  /**
+   * The calls a caller may have open to the online instances: the sum of
+   * what each announces, or 0 (no limit) when one announces none.
+   */
+  callLimit(): number {
+    let sum = 0;
+    let unlimited = false;
+    const add = (a: Announced) => {
+      if (a.state !== Presence_State.ONLINE) return;
+      if (a.maxCallsPerCaller === 0) unlimited = true;
+      sum += a.maxCallsPerCaller;
+    };
+    if (this.first !== undefined) add(this.first);
+    if (this.others !== undefined) for (const a of this.others.values()) add(a);
+    return unlimited ? 0 : sum;
   }
 
   /** The ids of the instances whose announcement passes `test`, oldest first. */

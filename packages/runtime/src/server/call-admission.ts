@@ -256,3 +256,26 @@ export class CallAdmission<T> {
     return Math.max(1, Math.floor(capacity / callers));
   }
 }
+
+/**
+ * How many calls one caller may have at a server whose other callers have
+ * none, before the next is refused: the slots it may take and the places it
+ * may wait in, by the rules of {@link CallAdmission} (with the defaults
+ * 900 + 250). The server announces it (Presence `max_calls_per_caller`) so
+ * that callers hold further calls themselves rather than have them refused.
+ */
+export function soleCallerCapacity(limits: CallAdmissionLimits): number {
+  const takes = (capacity: number, reserved: number, perCaller: number): number => {
+    if (capacity <= 0) return 0;
+    // In the reserved part, the caller alone has half the capacity as its share.
+    const share =
+      reserved > 0
+        ? Math.max(capacity - reserved, Math.max(1, Math.floor(capacity / 2)))
+        : capacity;
+    return Math.min(perCaller, capacity, share);
+  };
+  return (
+    takes(limits.maxRunning, limits.reservedSlots, limits.maxRunningPerCaller) +
+    takes(limits.maxWaiting, limits.reservedWaiting, limits.maxWaitingPerCaller)
+  );
+}

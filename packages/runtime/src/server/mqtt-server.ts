@@ -44,7 +44,7 @@ import {
   serverClientId,
   TopicScheme,
 } from "../wire/topic-scheme.js";
-import { CallAdmission, type CallAdmissionLimits } from "./call-admission.js";
+import { CallAdmission, type CallAdmissionLimits, soleCallerCapacity } from "./call-admission.js";
 import { CompletedCallRecord } from "./completed-call-record.js";
 import { DropLog, quoted } from "./drop-log.js";
 import type { RawMethod, RawMethodResolver } from "./raw-method.js";
@@ -308,6 +308,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly maxPublishBytes: number;
   /** Which new calls start, wait for a slot or are refused; keyed by call key. */
   private readonly admission: CallAdmission<string>;
+  /** What presence announces as `max_calls_per_caller` (PROTOCOL.md 17.1). */
+  private readonly maxCallsPerCaller: number;
   private readonly shutdownTimeoutMs: number;
   readonly callIdleTimeoutMs: number;
   private readonly shareGroup: string | undefined;
@@ -359,7 +361,9 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       DEFAULT_MAX_PUBLISH_BYTES,
       MIN_PUBLISH_BYTES,
     );
-    this.admission = new CallAdmission(admissionLimits(options));
+    const limits = admissionLimits(options);
+    this.admission = new CallAdmission(limits);
+    this.maxCallsPerCaller = soleCallerCapacity(limits);
     this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
     const reassemblyBytes = positiveInteger(
       "maxReassemblyBytes",
@@ -713,6 +717,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       encodePresence(this.instanceId, state, this.shared, this.incarnation, {
         sinceMs: Date.now(),
         startedMs: this.startedAt,
+        maxCallsPerCaller: this.maxCallsPerCaller,
       }),
       { retain: true },
     );

@@ -1,0 +1,130 @@
+/**
+ * A caller keeps at most the calls a server announces it may have there
+ * (Presence `max_calls_per_caller`, docs/PROTOCOL.md 17.1) and holds the
+ * rest itself, in order, bounded by their deadlines: many concurrent calls
+ * of one caller complete, as over HTTP/2 with MAX_CONCURRENT_STREAMS,
+ * rather than be refused with RESOURCE_EXHAUSTED once the server's slots
+ * and queue are full. Before, 1,500 concurrent calls to a server with the
+ * default limits got about 350 refusals.
+ */
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import type { MqttServer } from "@mqrpc/runtime";
+import { afterEach, describe, expect, it } from "vitest";
+import { forEachBroker } from "./brokers/targets.js";
+import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import {
+  Closer,
+  deferred,
+  startServer,
+  startTransport,
+  uniqueServerId,
+} from "./support/rpc-fixture.js";
+
+/** A server whose unary handler counts the calls it runs at once and waits for `release`. */
+async function countingServer(
+  closer: Closer,
+  target: Parameters<typeof startServer>[1],
+  options: { maxCallsPerClient?: number; maxQueuedCalls?: number } = {},
+) {
+  const serverId = uniqueServerId("gate");
+  const counts = { running: 0, most: 0, started: 0 };
+  let release: Promise<void> = Promise.resolve();
+  const server: MqttServer = await startServer(closer, target, { serverId, ...options });
+  server.service(TestService, {
+    async unaryCall(_req, ctx) {
+      counts.started++;
+      counts.running++;
+      counts.most = Math.max(counts.most, counts.running);
+      try {
+        await Promise.race([
+          release,
+          new Promise((_, reject) => ctx.signal.addEventListener("abort", reject)),
+        ]);
+        // A turn of the event loop, so that calls overlap.
+        await new Promise((resolve) => setImmediate(resolve));
+      } finally {
+        counts.running--;
+      }
+      return {};
+    },
+  });
+  await server.announced();
+  return {
+    serverId,
+    counts,
+    hold(): () => void {
+      const gate = deferred();
+      release = gate.promise;
+      return gate.resolve;
+    },
+  };
+}
+
+forEachBroker((target) => {
+  describe("calls beyond what a server takes from one caller", () => {
+    const closer = new Closer();
+    afterEach(() => closer.closeAll());
+
+    it("1,500 concurrent calls with the default limits all complete", async () => {
+      const { serverId, counts } = await countingServer(closer, target);
+      const client = createClient(TestService, startTransport(closer, target, { serverId }));
+      const outcomes = await Promise.all(
+        Array.from({ length: 1500 }, () =>
+          client.unaryCall({}, { timeoutMs: 60_000 }).then(
+            () => "OK",
+            (e: unknown) => Code[ConnectError.from(e).code],
+          ),
+        ),
+      );
+      expect(outcomes.filter((o) => o !== "OK")).toEqual([]);
+      // 900 slots and 250 places to wait for one caller alone.
+      expect(counts.most).toBeLessThanOrEqual(900);
+    });
+
+    it("wait in the caller, never more at the server than it announces, in two transports of one connection", async () => {
+      const { serverId, counts, hold } = await countingServer(closer, target, {
+        maxCallsPerClient: 4,
+        maxQueuedCalls: 0,
+      });
+      const release = hold();
+      const clients = [0, 1].map(() =>
+        createClient(TestService, startTransport(closer, target, { serverId })),
+      );
+      const calls = clients.flatMap((client) =>
+        Array.from({ length: 20 }, () => client.unaryCall({}, { timeoutMs: 60_000 })),
+      );
+      // The first four run and hold; the other 36 wait in the caller.
+      await expect.poll(() => counts.started, { timeout: 10_000 }).toBe(4);
+      release();
+      await Promise.all(calls);
+      expect(counts).toMatchObject({ started: 40, most: 4 });
+    });
+
+    it("a call waiting for its turn ends at its deadline, or when cancelled, without reaching the server", async () => {
+      const { serverId, counts, hold } = await countingServer(closer, target, {
+        maxCallsPerClient: 1,
+        maxQueuedCalls: 0,
+      });
+      const release = hold();
+      const client = createClient(TestService, startTransport(closer, target, { serverId }));
+      const first = client.unaryCall({}, { timeoutMs: 60_000 });
+      await expect.poll(() => counts.started, { timeout: 10_000 }).toBe(1);
+      const late = expect(client.unaryCall({}, { timeoutMs: 300 })).rejects.toMatchObject({
+        code: Code.DeadlineExceeded,
+      });
+      const aborter = new AbortController();
+      const cancelled = expect(
+        client.unaryCall({}, { signal: aborter.signal }),
+      ).rejects.toMatchObject({ code: Code.Canceled });
+      const next = client.unaryCall({}, { timeoutMs: 60_000 });
+      aborter.abort();
+      await late;
+      await cancelled;
+      expect(counts.started).toBe(1);
+      release();
+      await first;
+      await next;
+      expect(counts).toMatchObject({ started: 2, most: 1 });
+    });
+  });
+});
