@@ -8,13 +8,15 @@
  * default limits got about 350 refusals.
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import type { MqttServer } from "@mqrpc/runtime";
+import type { MqttServer, MqttServerOptions } from "@mqrpc/runtime";
 import { afterEach, describe, expect, it } from "vitest";
 import { forEachBroker } from "./brokers/targets.js";
 import { TestService } from "./gen/mqrpc/interop/v1/test_pb.js";
+import { FaultProxy } from "./support/fault-proxy.js";
 import {
   Closer,
   deferred,
+  mqttOptions,
   startServer,
   startTransport,
   uniqueServerId,
@@ -24,7 +26,7 @@ import {
 async function countingServer(
   closer: Closer,
   target: Parameters<typeof startServer>[1],
-  options: { maxCallsPerClient?: number; maxQueuedCalls?: number } = {},
+  options: Partial<MqttServerOptions> = {},
 ) {
   const serverId = uniqueServerId("gate");
   const counts = { running: 0, most: 0, started: 0 };
@@ -50,6 +52,7 @@ async function countingServer(
   });
   await server.announced();
   return {
+    server,
     serverId,
     counts,
     hold(): () => void {
@@ -125,6 +128,81 @@ forEachBroker((target) => {
       await first;
       await next;
       expect(counts).toMatchObject({ started: 2, most: 1 });
+    });
+    it("a raw call whose request stream fails or is empty gives its place back", async () => {
+      const { serverId } = await countingServer(closer, target, {
+        maxCallsPerClient: 1,
+        maxQueuedCalls: 0,
+      });
+      const transport = startTransport(closer, target, { serverId });
+      const client = createClient(TestService, transport);
+      const requests = [
+        (async function* () {})(),
+        {
+          [Symbol.asyncIterator]: () => ({
+            next: () => Promise.reject(new Error("the request stream broke")),
+          }),
+        },
+      ];
+      for (const message of requests) {
+        const failed = await transport
+          .rawStream({
+            service: TestService.typeName,
+            method: "UnaryCall",
+            kind: "unary",
+            message,
+            timeoutMs: 10_000,
+          })
+          .then(async (response) => {
+            for await (const _ of response.message) {
+              // a unary call without a request has no response
+            }
+            return undefined;
+          })
+          .catch((e: unknown) => ConnectError.from(e));
+        expect(failed).toBeInstanceOf(ConnectError);
+        // Its one place is free again: the next call gets in.
+        await client.unaryCall({}, { timeoutMs: 10_000 });
+      }
+    });
+
+    it("calls waiting for their turn when the server goes offline all leave the queue at once", async () => {
+      // The server's link drops for good (its will says DISCONNECTED): the
+      // call it runs fails once offlineGraceMs is over, and hands its turn on.
+      const proxy = closer.add(await FaultProxy.start(target.url), (p) => p.close());
+      const { serverId, counts, hold } = await countingServer(closer, target, {
+        maxCallsPerClient: 1,
+        maxQueuedCalls: 0,
+        mqtt: { ...mqttOptions(target), url: proxy.url },
+      });
+      hold();
+      const transport = startTransport(closer, target, { serverId, offlineGraceMs: 300 });
+      const client = createClient(TestService, transport);
+      const outcome = (call: Promise<unknown>) =>
+        call.then(
+          () => "OK",
+          (e: unknown) => Code[ConnectError.from(e).code],
+        );
+      const first = outcome(client.unaryCall({}, { timeoutMs: 60_000 }));
+      await expect.poll(() => counts.started, { timeout: 10_000 }).toBe(1);
+      const waiting = Array.from({ length: 40 }, () =>
+        outcome(client.unaryCall({}, { timeoutMs: 60_000 })),
+      );
+      const gate = (
+        transport as unknown as { presence: { gate: { waiting: number; open: number } } }
+      ).presence.gate;
+      await expect.poll(() => gate.waiting).toBe(40);
+      proxy.refuse(true);
+      proxy.resetAll();
+      expect(await first).toBe("Unavailable");
+      // Each waiter in turn finds the server offline and gives the turn on
+      // at once (all within a turn of the event loop), instead of holding
+      // it through its own wait for the server.
+      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(gate.waiting).toBe(0);
+      expect(new Set(await Promise.all(waiting))).toEqual(new Set(["Unavailable"]));
+      expect(gate.open).toBe(0);
     });
   });
 });

@@ -400,6 +400,7 @@ class MqttTransportImpl implements MqttTransport {
     const deadline = deadlineOf(request.timeoutMs, Date.now());
     const method = this.rawMethodRef(service, name, request.settings);
     const signal = request.signal;
+    let call: ClientCall | undefined;
     try {
       const starting = this.startCall(
         method,
@@ -409,7 +410,7 @@ class MqttTransportImpl implements MqttTransport {
         undefined,
         false,
       );
-      const call = starting instanceof Promise ? await starting : starting;
+      call = starting instanceof Promise ? await starting : starting;
       if (kind === "unary" || kind === "server_streaming") {
         const single = await firstOnly(request.message);
         const opening = call.open(single, true);
@@ -428,9 +429,13 @@ class MqttTransportImpl implements MqttTransport {
         message: mapMessages(call, identity),
       };
     } catch (e) {
-      throw signal?.aborted
+      const error = signal?.aborted
         ? ConnectError.from(signal.reason, Code.Canceled)
         : ConnectError.from(e);
+      // A call made and then left (its request stream failed or was empty)
+      // ends here: it holds a place among the calls open to the server.
+      call?.abandon(error);
+      throw error;
     }
   }
 
@@ -527,16 +532,15 @@ class MqttTransportImpl implements MqttTransport {
    * there. Resolves entered in the gate.
    */
   private async untilAdmitted(wait: CallWait, values: ContextValues | undefined): Promise<void> {
-    await this.untilServerReady(wait, values);
     const gate = this.presence.gate;
-    await gate.enter(wait.signal);
-    if (this.serverOnline() && this.link.client.connected) return;
-    // The server went away while the call waited for its turn.
-    try {
+    for (;;) {
       await this.untilServerReady(wait, values);
-    } catch (e) {
+      await gate.enter(wait.signal);
+      if (this.serverOnline() && this.link.client.connected) return;
+      // The server went away while the call waited for its turn: the turn
+      // goes to the next (which finds the same at once), and the call waits
+      // for the server again, or fails as a new call would.
       gate.leave();
-      throw e;
     }
   }
 
@@ -784,9 +788,11 @@ class MqttTransportImpl implements MqttTransport {
       if (opening !== undefined) await opening;
       await call.done;
     } catch (e) {
-      throw signal?.aborted
+      const error = signal?.aborted
         ? ConnectError.from(signal.reason, Code.Canceled)
         : ConnectError.from(e);
+      call?.abandon(error);
+      throw error;
     }
     return unaryResponse(call, method);
   }
