@@ -429,13 +429,7 @@ class MqttTransportImpl implements MqttTransport {
         message: mapMessages(call, identity),
       };
     } catch (e) {
-      const error = signal?.aborted
-        ? ConnectError.from(signal.reason, Code.Canceled)
-        : ConnectError.from(e);
-      // A call made and then left (its request stream failed or was empty)
-      // ends here: it holds a place among the calls open to the server.
-      call?.abandon(error);
-      throw error;
+      throw abandoned(call, signal, e);
     }
   }
 
@@ -622,52 +616,40 @@ class MqttTransportImpl implements MqttTransport {
       throw this.closedWith;
     }
     const calls = this.inFlight();
+    const { presence, settings } = this;
     let call: ClientCall;
     try {
-      call = this.newCall(method, signal, deadline, header, values, unary, calls);
+      call = new ClientCall({
+        link: this.link,
+        router: this.hub.router,
+        scheme: this.hub.scheme,
+        serverId: this.serverId,
+        method,
+        topic: this.topicOf(method),
+        replyTopic: this.replyTopic,
+        signal,
+        deadline,
+        unary,
+        header,
+        maxMessage: settings.maxMessage,
+        maxPublishBytes: settings.maxPublishBytes,
+        window: settings.window,
+        settings: "settings" in method ? method.settings : settingsForCall(method, values),
+        heartbeatMs: settings.heartbeatMs,
+        reassemblyBudget: calls.reassemblyBudget,
+        sharedInstances: presence.shared ? this.onlineInstances() : undefined,
+        instance: presence.soleInstance,
+        incarnation: presence.soleIncarnation,
+        onFinish: calls.forget,
+      });
     } catch (e) {
       // Not made, so never finished: the gate entry is given back here.
-      this.presence.gate.leave();
+      presence.gate.leave();
       throw e;
     }
     if (!call.over) calls.liveness.add(call);
     else this.letGo(calls);
     return call;
-  }
-
-  private newCall(
-    method: DescMethod | RawMethodRef,
-    signal: AbortSignal | undefined,
-    deadline: number | undefined,
-    header: Headers,
-    values: ContextValues | undefined,
-    unary: boolean,
-    calls: CallsInFlight,
-  ): ClientCall {
-    const { presence, settings } = this;
-    return new ClientCall({
-      link: this.link,
-      router: this.hub.router,
-      scheme: this.hub.scheme,
-      serverId: this.serverId,
-      method,
-      topic: this.topicOf(method),
-      replyTopic: this.replyTopic,
-      signal,
-      deadline,
-      unary,
-      header,
-      maxMessage: settings.maxMessage,
-      maxPublishBytes: settings.maxPublishBytes,
-      window: settings.window,
-      settings: "settings" in method ? method.settings : settingsForCall(method, values),
-      heartbeatMs: settings.heartbeatMs,
-      reassemblyBudget: calls.reassemblyBudget,
-      sharedInstances: presence.shared ? this.onlineInstances() : undefined,
-      instance: presence.soleInstance,
-      incarnation: presence.soleIncarnation,
-      onFinish: calls.forget,
-    });
   }
 
   /**
@@ -788,14 +770,29 @@ class MqttTransportImpl implements MqttTransport {
       if (opening !== undefined) await opening;
       await call.done;
     } catch (e) {
-      const error = signal?.aborted
-        ? ConnectError.from(signal.reason, Code.Canceled)
-        : ConnectError.from(e);
-      call?.abandon(error);
-      throw error;
+      throw abandoned(call, signal, e);
     }
     return unaryResponse(call, method);
   }
+}
+
+/**
+ * The error of a call that failed outside Connect's call runners (raw and
+ * direct unary calls): CANCELED when the caller aborted. A call already
+ * made (its request stream then failed or was empty) is abandoned with it,
+ * so that it ends and gives back its place among the calls open to the
+ * server.
+ */
+function abandoned(
+  call: ClientCall | undefined,
+  signal: AbortSignal | undefined,
+  e: unknown,
+): ConnectError {
+  const error = signal?.aborted
+    ? ConnectError.from(signal.reason, Code.Canceled)
+    : ConnectError.from(e);
+  call?.abandon(error);
+  return error;
 }
 
 /**

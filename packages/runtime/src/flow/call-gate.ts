@@ -13,6 +13,7 @@ interface Waiter {
   readonly admit: () => void;
 }
 
+/** See the module comment: the calls open to one server, and those waiting for a turn. */
 export class CallGate {
   private limitValue = 0;
   private openCount = 0;
