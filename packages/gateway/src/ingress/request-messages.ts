@@ -119,6 +119,15 @@ export class RequestMessages implements AsyncIterable<Uint8Array> {
     };
     body.on("close", cut);
     body.on("error", cut);
+    // A body that ended before the call first asked (an empty one, whose
+    // END_STREAM came with the headers, while the call waited for its
+    // device) emits no 'end' any more.
+    if (body.readableEnded) {
+      this.complete = true;
+      this.over = true;
+    } else if (body.destroyed) {
+      this.over = true;
+    }
   }
 
   /** Wakes the reader waiting for bytes; false when none waits. */
