@@ -166,6 +166,35 @@ forEachBroker((target) => {
       }
     });
 
+    it("a raw call whose request message never comes ends at its deadline or cancellation and gives its place back", async () => {
+      const { serverId } = await countingServer(closer, target, {
+        maxCallsPerClient: 1,
+        maxQueuedCalls: 0,
+      });
+      const transport = startTransport(closer, target, { serverId });
+      const client = createClient(TestService, transport);
+      const never: AsyncIterable<Uint8Array> = {
+        [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => {}) }),
+      };
+      const raw = (options: { timeoutMs?: number; signal?: AbortSignal }) =>
+        transport
+          .rawStream({
+            service: TestService.typeName,
+            method: "UnaryCall",
+            kind: "unary",
+            message: never,
+            ...options,
+          })
+          .catch((e: unknown) => Code[ConnectError.from(e).code]);
+      expect(await raw({ timeoutMs: 200 })).toBe("DeadlineExceeded");
+      await client.unaryCall({}, { timeoutMs: 10_000 });
+      const aborter = new AbortController();
+      const cancelled = raw({ signal: aborter.signal });
+      aborter.abort();
+      expect(await cancelled).toBe("Canceled");
+      await client.unaryCall({}, { timeoutMs: 10_000 });
+    });
+
     it("calls waiting for their turn when the server goes offline all leave the queue at once", async () => {
       // The server's link drops for good (its will says DISCONNECTED): the
       // call it runs fails once offlineGraceMs is over, and hands its turn on.

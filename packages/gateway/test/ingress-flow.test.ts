@@ -9,11 +9,13 @@
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { forBrokersWhere } from "../../../test/brokers/targets.js";
 import {
+  file_mqrpc_interop_v1_test,
   StreamingOutputCallRequestSchema,
   TestService,
 } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
@@ -219,6 +221,60 @@ forBrokersWhere(
         const failed = outcomes.flatMap((o) => (o.error === undefined ? [] : [o.error.code]));
         expect(failed).toEqual([]);
         expect(started).toBe(1500);
+      });
+
+      it("a gRPC call without a request message (also the first to its device) ends INTERNAL, one whose message never comes ends at its deadline, and both give their place back", async () => {
+        // The device takes one call from the ingress at a time: a call the
+        // ingress abandoned without giving its place back would block it.
+        // The first call's empty body ended while the call waited for its
+        // device, and hung until the ingress noticed that.
+        const serverId = uniqueServerId("ingress-empty");
+        const server = await startServer(closer, target, {
+          serverId,
+          maxCallsPerClient: 1,
+          maxQueuedCalls: 0,
+        });
+        server.service(TestService, { unaryCall: () => ({}) });
+        await server.announced();
+        const ingress = closer.add(
+          await createGrpcIngress({
+            mqtt: mqttOptions(target),
+            descriptorSet: create(FileDescriptorSetSchema, {
+              file: [file_mqrpc_interop_v1_test.proto],
+            }),
+          }),
+          (i) => i.close(),
+        );
+        const session = closer.add(http2.connect(ingress.url), (s) => s.close());
+        const call = (body: Uint8Array | undefined, timeout = "20S") =>
+          new Promise<string | undefined>((resolve) => {
+            const stream = session.request({
+              ":method": "POST",
+              ":path": "/mqrpc.interop.v1.TestService/UnaryCall",
+              "content-type": "application/grpc",
+              te: "trailers",
+              "grpc-timeout": timeout,
+              "mqrpc-server-id": serverId,
+            });
+            let status: string | undefined;
+            stream.on("response", (h) => {
+              status ??= h["grpc-status"] as string | undefined;
+            });
+            stream.on("trailers", (h) => {
+              status = h["grpc-status"] as string | undefined;
+            });
+            stream.on("data", () => {});
+            stream.on("close", () => resolve(status));
+            // No body at all: the request stream stays open.
+            if (body !== undefined) stream.end(body);
+          });
+        for (let i = 0; i < 3; i++) {
+          expect(await call(new Uint8Array(0))).toBe(String(grpc.status.INTERNAL));
+          expect(await call(encodeEnvelope(0, new Uint8Array(0)))).toBe(String(grpc.status.OK));
+        }
+        // A request message that never comes: the call ends at its deadline.
+        expect(await call(undefined, "300m")).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+        expect(await call(encodeEnvelope(0, new Uint8Array(0)))).toBe(String(grpc.status.OK));
       });
 
       it("maxDevices: a call to one device too many is RESOURCE_EXHAUSTED while the others are busy", async () => {

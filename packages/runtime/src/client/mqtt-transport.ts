@@ -370,7 +370,7 @@ class MqttTransportImpl implements MqttTransport {
           false,
         );
         if (method.methodKind === "server_streaming") {
-          const single = await firstOnly(req.message);
+          const single = await requestOf(call, req.message);
           await call.open(toBinary(method.input, single), true);
         } else {
           await call.open(undefined, false);
@@ -412,7 +412,7 @@ class MqttTransportImpl implements MqttTransport {
       );
       call = starting instanceof Promise ? await starting : starting;
       if (kind === "unary" || kind === "server_streaming") {
-        const single = await firstOnly(request.message);
+        const single = await requestOf(call, request.message);
         const opening = call.open(single, true);
         if (opening !== undefined) await opening;
       } else {
@@ -1097,6 +1097,22 @@ const dropped =
         ),
       )
     : undefined;
+
+/**
+ * The one request message of a unary or server-streaming call, or the
+ * call's own end when that comes first: its deadline or cancellation ends
+ * the wait for a request stream that never yields (a gRPC client that sent
+ * headers and no body yet).
+ */
+function requestOf<T>(call: ClientCall, messages: AsyncIterable<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    firstOnly(messages).then(resolve, reject);
+    call.done.then(
+      () => reject(new ConnectError("the call ended before its request message", Code.Internal)),
+      reject,
+    );
+  });
+}
 
 async function firstOnly<T>(messages: AsyncIterable<T>): Promise<T> {
   const it = messages[Symbol.asyncIterator]();
