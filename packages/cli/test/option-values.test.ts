@@ -212,6 +212,18 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
     [...gateway, "--upstream-connect-timeout", "1000h"],
     badOption("--upstream-connect-timeout <duration>", "1000h", TOO_LONG),
   ],
+  [
+    "gateway --upstream-keepalive-time 1000h",
+    [...gateway, "--upstream-keepalive-time", "1000h"],
+    badOption("--upstream-keepalive-time <duration>", "1000h", TOO_LONG),
+  ],
+  [
+    "gateway --upstream-keepalive-timeout without --upstream-keepalive-time",
+    [...gateway, "--upstream-keepalive-timeout", "5s"],
+    exactLine(
+      "mqrpc: --upstream-keepalive-timeout needs --upstream-keepalive-time: keepalive PINGs are off without it",
+    ),
+  ],
   ["ingress --username a.b", ["ingress", "--username", "a.b"], USERNAME_ID],
   ["ingress --client-id a.b", ["ingress", "--client-id", "a.b"], CLIENT_ID],
   [

@@ -13,18 +13,20 @@
  *   gives RESOURCE_EXHAUSTED.
  */
 import type * as http2 from "node:http2";
+import { constants as http2constants } from "node:http2";
 import * as net from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MqttTransport } from "@mqrpc/runtime";
 import { afterEach, describe, expect, it } from "vitest";
 import { forBrokersWhere } from "../../../test/brokers/targets.js";
+import { FaultProxy } from "../../../test/support/fault-proxy.js";
 import {
   Closer,
   mqttOptions,
   startTransport,
   uniqueServerId,
 } from "../../../test/support/rpc-fixture.js";
-import { createGrpcGateway } from "../src/index.js";
+import { createGrpcGateway, type GrpcGatewayOptions } from "../src/index.js";
 import { answerWith, fakeUpstream as upstream } from "./support/fake-upstream.js";
 
 const SERVICE = "faults.v1.Svc";
@@ -59,16 +61,17 @@ forBrokersWhere(
       afterEach(() => closer.closeAll());
 
       /** A gateway in front of `url` and a transport calling it. */
-      async function through(url: string, connectTimeoutMs?: number): Promise<MqttTransport> {
+      async function through(
+        url: string,
+        options: Partial<GrpcGatewayOptions> = {},
+      ): Promise<MqttTransport> {
         const serverId = uniqueServerId("faults");
         closer.add(
           await createGrpcGateway({
             mqtt: mqttOptions(target),
             serverId,
             upstreams: [{ url, services: [SERVICE] }],
-            ...(connectTimeoutMs !== undefined
-              ? { upstreamConnectTimeoutMs: connectTimeoutMs }
-              : {}),
+            ...options,
           }),
           (g) => g.close(),
         );
@@ -87,13 +90,118 @@ forBrokersWhere(
           return new Promise((resolve) => s.close(resolve));
         });
         const url = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
-        const transport = await through(url, 300);
+        const transport = await through(url, { upstreamConnectTimeoutMs: 300 });
         const outcome = await callOnce(transport);
         expect(outcome).toBeInstanceOf(ConnectError);
         expect((outcome as ConnectError).code).toBe(Code.Unavailable);
         expect((outcome as ConnectError).rawMessage).toBe(
           `upstream ${url}: no HTTP/2 answer within 300 ms of connecting: is a gRPC server listening there?`,
         );
+      });
+
+      it("keepalive: an upstream that goes silent mid-call fails it UNAVAILABLE; the next call works", async () => {
+        let arrived: () => void = () => {};
+        const first = new Promise<void>((resolve) => {
+          arrived = resolve;
+        });
+        let calls = 0;
+        const direct = await upstream(closer, (stream) => {
+          calls++;
+          // The first call is held: its upstream then goes silent.
+          if (calls === 1) {
+            stream.resume();
+            arrived();
+            return;
+          }
+          answerWith({ "content-type": "application/grpc" })(stream);
+        });
+        const proxy = await FaultProxy.start(direct);
+        closer.add(proxy, (p) => p.close());
+        const url = `http://127.0.0.1:${proxy.port}`;
+        const transport = await through(url, {
+          upstreamKeepaliveTimeMs: 100,
+          upstreamKeepaliveTimeoutMs: 200,
+        });
+        const held = callOnce(transport);
+        await first;
+        proxy.stall();
+        const outcome = await held;
+        expect(outcome).toBeInstanceOf(ConnectError);
+        expect((outcome as ConnectError).code).toBe(Code.Unavailable);
+        expect((outcome as ConnectError).rawMessage).toBe(
+          `upstream ${url}: no answer to a keepalive PING within 200 ms: the connection is lost`,
+        );
+        proxy.resume();
+        expect(await callOnce(transport)).toMatchObject({ messages: 1 });
+      });
+
+      it("keepalive: a quiet call on a live upstream is pinged and completes", async () => {
+        const direct = await upstream(closer, (stream) => {
+          // Answers after the gateway's third PING on this connection.
+          let pings = 0;
+          const onPing = () => {
+            if (++pings < 3) return;
+            stream.session?.off("ping", onPing);
+            answerWith({ "content-type": "application/grpc" })(stream);
+          };
+          stream.session?.on("ping", onPing);
+        });
+        const transport = await through(direct, {
+          upstreamKeepaliveTimeMs: 50,
+          upstreamKeepaliveTimeoutMs: 5_000,
+        });
+        expect(await callOnce(transport)).toMatchObject({ messages: 1 });
+      });
+
+      it("keepalive: an upstream that refuses the PINGs (GOAWAY too_many_pings) gives a message that says to raise the time", async () => {
+        const direct = await upstream(closer, (stream) => {
+          // As gRPC servers do on a third PING within their permitted interval.
+          let pings = 0;
+          stream.session?.on("ping", () => {
+            if (++pings < 3) return;
+            const session = stream.session;
+            session?.goaway(
+              http2constants.NGHTTP2_ENHANCE_YOUR_CALM,
+              stream.id ?? 0,
+              Buffer.from("too_many_pings"),
+            );
+            session?.destroy();
+          });
+        });
+        const transport = await through(direct, { upstreamKeepaliveTimeMs: 50 });
+        const outcome = await callOnce(transport);
+        expect(outcome).toBeInstanceOf(ConnectError);
+        expect((outcome as ConnectError).code).toBe(Code.Unavailable);
+        expect((outcome as ConnectError).rawMessage).toBe(
+          `upstream ${direct}: the upstream closed the connection for keepalive PINGs more frequent than it permits (GOAWAY ENHANCE_YOUR_CALM too_many_pings); set upstreamKeepaliveTimeMs at or above its permitted interval (gRPC servers: 5 min unless configured)`,
+        );
+      });
+
+      it("refuses bad keepalive options, naming them", async () => {
+        const bad: Array<[Partial<GrpcGatewayOptions>, string]> = [
+          [
+            { upstreamKeepaliveTimeMs: 0 },
+            "upstreamKeepaliveTimeMs must be a positive number of ms up to 2147483647, not 0",
+          ],
+          [
+            { upstreamKeepaliveTimeMs: 1_000, upstreamKeepaliveTimeoutMs: Number.NaN },
+            "upstreamKeepaliveTimeoutMs must be a positive number of ms up to 2147483647, not NaN",
+          ],
+          [
+            { upstreamKeepaliveTimeoutMs: 1_000 },
+            "upstreamKeepaliveTimeoutMs needs upstreamKeepaliveTimeMs: keepalive PINGs are off without it",
+          ],
+        ];
+        for (const [options, message] of bad) {
+          await expect(
+            createGrpcGateway({
+              mqtt: mqttOptions(target),
+              serverId: uniqueServerId("faults"),
+              upstreams: [{ url: "http://127.0.0.1:1", services: [SERVICE] }],
+              ...options,
+            }),
+          ).rejects.toThrow(message);
+        }
       });
 
       it("refuses an upstreamConnectTimeoutMs that is not a positive number of ms", async () => {

@@ -29,6 +29,8 @@ const FLAGS: FlagsByOption = {
   shared: "--shared",
   startTimeoutMs: "--start-timeout",
   upstreamConnectTimeoutMs: "--upstream-connect-timeout",
+  upstreamKeepaliveTimeMs: "--upstream-keepalive-time",
+  upstreamKeepaliveTimeoutMs: "--upstream-keepalive-timeout",
   shutdownTimeoutMs: "--shutdown-timeout",
   maxMessageBytes: "--max-message-size",
 };

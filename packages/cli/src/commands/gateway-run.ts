@@ -19,7 +19,8 @@ import { gatewayStartError } from "./gateway-errors.js";
  * the server's warnings, the broker connection's changes and its stop.
  *
  * @throws CliError for a bad `--upstream` (its form or URL) or `--shared`
- *   group (exit 2, before any broker contact) and for a start the library
+ *   group, or `--upstream-keepalive-timeout` without
+ *   `--upstream-keepalive-time` (exit 2, before any broker contact) and for a start the library
  *   refuses, its message in the command line's terms (gateway-errors.ts);
  *   otherwise as `createGrpcGateway` throws.
  */
@@ -29,6 +30,12 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
   if (typeof flags.shared === "string" && !isPlainTopicLevel(flags.shared)) {
     throw new CliError(
       `--shared: share group "${flags.shared}" must be A-Z a-z 0-9 _ - only (a topic level as it is)`,
+      EXIT_USAGE,
+    );
+  }
+  if (flags.upstreamKeepaliveTimeout !== undefined && flags.upstreamKeepaliveTime === undefined) {
+    throw new CliError(
+      "--upstream-keepalive-timeout needs --upstream-keepalive-time: keepalive PINGs are off without it",
       EXIT_USAGE,
     );
   }
@@ -49,6 +56,12 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
         reflection: flags.reflection,
         startTimeoutMs: flags.startTimeout,
         upstreamConnectTimeoutMs: flags.upstreamConnectTimeout,
+        ...(flags.upstreamKeepaliveTime !== undefined
+          ? { upstreamKeepaliveTimeMs: flags.upstreamKeepaliveTime }
+          : {}),
+        ...(flags.upstreamKeepaliveTimeout !== undefined
+          ? { upstreamKeepaliveTimeoutMs: flags.upstreamKeepaliveTimeout }
+          : {}),
         shutdownTimeoutMs: flags.shutdownTimeout,
         ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
         ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),

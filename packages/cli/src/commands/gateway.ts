@@ -15,6 +15,8 @@ export interface GatewayFlags extends ConnectionFlags {
   readonly shared?: boolean | string;
   readonly startTimeout: number;
   readonly upstreamConnectTimeout: number;
+  readonly upstreamKeepaliveTime?: number;
+  readonly upstreamKeepaliveTimeout?: number;
   readonly shutdownTimeout: number;
   readonly maxMessageSize?: number;
 }
@@ -60,6 +62,23 @@ export function gatewayCommand(): Command {
       )
         .argParser(parseDuration)
         .default(20_000, "20s"),
+    )
+    .addOption(
+      new Option(
+        "--upstream-keepalive-time <duration>",
+        "send an HTTP/2 PING to an upstream whose calls have been silent this long (gRPC keepalive " +
+          "time; keep it at or above what the upstream permits, 5m for gRPC servers by default)",
+      )
+        .argParser(parseDuration)
+        .default(undefined, "off"),
+    )
+    .addOption(
+      new Option(
+        "--upstream-keepalive-timeout <duration>",
+        "how long an upstream has to acknowledge a keepalive PING before its calls fail UNAVAILABLE",
+      )
+        .argParser(parseDuration)
+        .default(undefined, "20s"),
     )
     .addOption(
       new Option("--shutdown-timeout <duration>", "how long calls in progress may finish at a stop")

@@ -19,7 +19,11 @@ import { readDescriptorSet } from "./descriptor-set.js";
 import { MethodMap, registryOf, type SchemaSource, type UpstreamSchema } from "./method-map.js";
 import { qualifyTypeNames } from "./type-names.js";
 import { Upstream, type UpstreamConnectivity, type UpstreamTlsOptions } from "./upstream.js";
-import { DEFAULT_ANSWER_TIMEOUT_MS } from "./upstream-channel.js";
+import {
+  DEFAULT_ANSWER_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  type UpstreamKeepalive,
+} from "./upstream-channel.js";
 import { REFLECTION_SERVICES, reflectUpstream } from "./upstream-reflection.js";
 
 /** One upstream gRPC server of a {@link GrpcGateway}. */
@@ -94,6 +98,30 @@ export interface GrpcGatewayOptions
    * or forever without one.
    */
   readonly upstreamConnectTimeoutMs?: number;
+  /**
+   * HTTP/2 keepalive to upstreams, gRPC's "keepalive time" (client-side
+   * keepalive, gRFC A8), in ms; default off, as in gRPC clients. While
+   * calls are open on a connection and nothing has been read from it for
+   * this long, the gateway sends a PING; one not acknowledged within
+   * `upstreamKeepaliveTimeoutMs` closes the connection, and its calls fail
+   * UNAVAILABLE naming the upstream, instead of waiting for their deadline
+   * (or forever without one) on an upstream whose host or network went
+   * silent without closing the connection. Idle connections are not pinged.
+   *
+   * gRPC servers refuse pings more frequent than they permit (C-core, Go
+   * and Java: one per 5 minutes unless configured, e.g. Python's
+   * `grpc.http2.min_ping_interval_without_data_ms`): they answer with a
+   * GOAWAY `too_many_pings`, which fails the calls open on that
+   * connection, after which the gateway doubles its interval. Set it at or
+   * above what the upstream permits.
+   */
+  readonly upstreamKeepaliveTimeMs?: number;
+  /**
+   * How long an upstream has to acknowledge a keepalive PING, in ms
+   * (default 20000, gRPC's keepalive timeout). Only with
+   * `upstreamKeepaliveTimeMs`.
+   */
+  readonly upstreamKeepaliveTimeoutMs?: number;
 }
 
 /** A routed service and the upstream that serves it. */
@@ -188,6 +216,8 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
     reflection,
     startTimeoutMs,
     upstreamConnectTimeoutMs,
+    upstreamKeepaliveTimeMs,
+    upstreamKeepaliveTimeoutMs,
     ...serverOptions
   } = options;
   const startTimeout = checkTimeout("startTimeoutMs", startTimeoutMs, DEFAULT_START_TIMEOUT_MS);
@@ -196,6 +226,7 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
     upstreamConnectTimeoutMs,
     DEFAULT_ANSWER_TIMEOUT_MS,
   );
+  const keepalive = checkKeepalive(upstreamKeepaliveTimeMs, upstreamKeepaliveTimeoutMs);
   if (reflection !== undefined && typeof reflection !== "boolean") {
     throw new Error("reflection must be a boolean");
   }
@@ -209,6 +240,7 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
         option: `upstreams[${i}]`,
         maxMessageBytes,
         connectTimeoutMs: connectTimeout,
+        ...(keepalive !== undefined ? { keepalive } : {}),
         ...(o.tls !== undefined ? { tls: o.tls } : {}),
       }),
     }),
@@ -258,6 +290,27 @@ function checkTimeout(option: string, value: number | undefined, fallback: numbe
     );
   }
   return value;
+}
+
+/** The keepalive options as the channel takes them: undefined while `upstreamKeepaliveTimeMs` is unset. */
+function checkKeepalive(
+  timeMs: number | undefined,
+  timeoutMs: number | undefined,
+): UpstreamKeepalive | undefined {
+  const timeout = checkTimeout(
+    "upstreamKeepaliveTimeoutMs",
+    timeoutMs,
+    DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  );
+  if (timeMs === undefined) {
+    if (timeoutMs !== undefined) {
+      throw new Error(
+        "upstreamKeepaliveTimeoutMs needs upstreamKeepaliveTimeMs: keepalive PINGs are off without it",
+      );
+    }
+    return undefined;
+  }
+  return { timeMs: checkTimeout("upstreamKeepaliveTimeMs", timeMs, 0), timeoutMs: timeout };
 }
 
 const UPSTREAM_OPTIONS: ReadonlySet<string> = new Set([

@@ -296,7 +296,9 @@ class StreamState {
     }
     const session = this.session;
     const reason =
-      this.streamError?.message ??
+      (this.streamError === undefined
+        ? undefined
+        : channel.describeFailure(this.streamError, this.session)) ??
       (session === undefined || session.destroyed
         ? "the connection closed before the call ended"
         : this.stream.rstCode !== undefined && this.stream.rstCode !== constants.NGHTTP2_NO_ERROR

@@ -50,6 +50,8 @@ const FIRST_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 5_000;
 /** How long a new connection has to answer HTTP/2 by default, ms: gRPC's connect timeout. */
 export const DEFAULT_ANSWER_TIMEOUT_MS = 20_000;
+/** How long a keepalive PING has to be acknowledged by default, ms: gRPC's keepalive timeout. */
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 20_000;
 /** How often a connected upstream is checked for a dropped connection, ms. */
 const WATCH_INTERVAL_MS = 250;
 
@@ -64,6 +66,10 @@ const CONNECTIVITY: Record<ReturnType<Http2SessionManager["state"]>, UpstreamCon
 
 /** Sessions {@link guardSession} has seen. */
 const guarded = new WeakSet<Http2Session>();
+
+/** Sessions the upstream closed with GOAWAY ENHANCE_YOUR_CALM `too_many_pings` (gRFC A8). */
+const pingsRefused = new WeakSet<Http2Session>();
+const TOO_MANY_PINGS = "too_many_pings";
 
 /**
  * Gives `session` an `error` listener, and gives it `answerTimeoutMs` to
@@ -84,6 +90,14 @@ function guardSession(session: Http2Session | undefined, answerTimeoutMs: number
   if (session === undefined || guarded.has(session)) return;
   guarded.add(session);
   session.on("error", () => {});
+  session.on("goaway", (code: number, _lastStreamId: number, data?: Buffer) => {
+    if (
+      code === constants.NGHTTP2_ENHANCE_YOUR_CALM &&
+      data?.toString("latin1") === TOO_MANY_PINGS
+    ) {
+      pingsRefused.add(session);
+    }
+  });
   if (session.destroyed || session.closed) return;
   const timer = setTimeout(() => {
     session.destroy(
@@ -128,6 +142,21 @@ function describeError(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/**
+ * HTTP/2 keepalive on an upstream connection (gRPC's client-side keepalive,
+ * https://github.com/grpc/proposal/blob/master/A8-client-side-keepalive.md):
+ * while calls are open and nothing has been read for `timeMs`, a PING is
+ * sent; no acknowledgement within `timeoutMs` closes the connection and
+ * fails its calls with UNAVAILABLE. A GOAWAY `too_many_pings` doubles
+ * `timeMs`. Connect-node's session manager does the pinging.
+ */
+export interface UpstreamKeepalive {
+  /** Silence before a PING, ms. */
+  readonly timeMs: number;
+  /** How long the PING has to be acknowledged, ms. */
+  readonly timeoutMs: number;
+}
+
 /** One upstream's HTTP/2 connection. */
 export class UpstreamChannel {
   private readonly sessions: Http2SessionManager;
@@ -142,6 +171,8 @@ export class UpstreamChannel {
     tls: UpstreamTlsOptions | undefined,
     /** How long a new connection has to answer HTTP/2 (see guardSession), ms. */
     private readonly answerTimeoutMs: number = DEFAULT_ANSWER_TIMEOUT_MS,
+    /** PINGs on a connection with calls, or none when undefined. */
+    private readonly keepalive?: UpstreamKeepalive,
   ) {
     const { socketPath } = address;
     const options: SecureClientSessionOptions = {
@@ -149,7 +180,13 @@ export class UpstreamChannel {
       ...tls,
       ...(socketPath !== undefined ? { createConnection: () => net.connect(socketPath) } : {}),
     };
-    this.sessions = new Http2SessionManager(address.authority, {}, options);
+    this.sessions = new Http2SessionManager(
+      address.authority,
+      keepalive === undefined
+        ? {}
+        : { pingIntervalMs: keepalive.timeMs, pingTimeoutMs: keepalive.timeoutMs },
+      options,
+    );
   }
 
   /** The connection's state now. */
@@ -178,7 +215,7 @@ export class UpstreamChannel {
     const state = this.sessions.state();
     if (state !== "open" && state !== "idle") {
       if ((await abortable(this.sessions.connect(), signal)) === "error") {
-        throw this.unavailable(describeError(this.sessions.error()));
+        throw this.unavailable(this.describeFailure(this.sessions.error()));
       }
     }
     signal.throwIfAborted();
@@ -193,7 +230,7 @@ export class UpstreamChannel {
           Code.InvalidArgument,
         );
       }
-      throw this.unavailable(describeError(e));
+      throw this.unavailable(this.describeFailure(e));
     }
     if (signal.aborted) {
       stream.close(constants.NGHTTP2_CANCEL);
@@ -221,6 +258,23 @@ export class UpstreamChannel {
   /** Tells the session manager a stream read response bytes (keepalive bookkeeping). */
   noteRead(stream: ClientHttp2Stream): void {
     this.sessions.notifyResponseByteRead(stream);
+  }
+
+  /**
+   * Why a stream or connection failed, in words: Connect's message without
+   * its `[code]` prefix; a keepalive PING that went unanswered, and a
+   * `session` the upstream closed for too many PINGs, said as such.
+   */
+  describeFailure(e: unknown, session?: Http2Session): string {
+    const words = describeError(e);
+    if (this.keepalive === undefined) return words;
+    if (words === "PING timed out") {
+      return `no answer to a keepalive PING within ${this.keepalive.timeoutMs} ms: the connection is lost`;
+    }
+    if (session !== undefined && pingsRefused.has(session)) {
+      return `the upstream closed the connection for keepalive PINGs more frequent than it permits (GOAWAY ENHANCE_YOUR_CALM ${TOO_MANY_PINGS}); set upstreamKeepaliveTimeMs at or above its permitted interval (gRPC servers: 5 min unless configured)`;
+    }
+    return words;
   }
 
   /** An UNAVAILABLE error naming the upstream. */
@@ -265,7 +319,9 @@ export class UpstreamChannel {
       const wentDown = hasBeenReady && !wasDown;
       if (hasBeenReady) wasDown = true;
       const connected = (await this.sessions.connect()) !== "error";
-      if (wentDown && !connected && !this.closed) onDown(describeError(this.sessions.error()));
+      if (wentDown && !connected && !this.closed) {
+        onDown(this.describeFailure(this.sessions.error()));
+      }
       if (!connected && !this.closed) {
         await this.sleep(backoff);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);

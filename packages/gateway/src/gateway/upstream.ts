@@ -11,6 +11,7 @@ import { callUpstream } from "./upstream-call.js";
 import {
   UpstreamChannel,
   type UpstreamConnectivity,
+  type UpstreamKeepalive,
   type UpstreamTlsOptions,
 } from "./upstream-channel.js";
 import { appendMetadata, metadataHeaders } from "./upstream-metadata.js";
@@ -29,6 +30,8 @@ export interface UpstreamChannelConfig {
   readonly maxMessageBytes: number;
   /** How long a new connection has to answer HTTP/2, ms. */
   readonly connectTimeoutMs: number;
+  /** HTTP/2 keepalive PINGs while calls are open; none when undefined. */
+  readonly keepalive?: UpstreamKeepalive;
 }
 
 /** One upstream server: its channel and call forwarding. */
@@ -43,6 +46,7 @@ export class Upstream {
       parseUpstreamUrl(config.url, `${config.option}.url`),
       config.tls,
       config.connectTimeoutMs,
+      config.keepalive,
     );
     this.maxMessageBytes = config.maxMessageBytes;
   }
