@@ -101,4 +101,35 @@ describe("UpstreamChannel", () => {
     await reconnected;
     expect(reconnects).toBe(1);
   });
+
+  it("a stream its caller gave up on while it was being opened survives its connection failing", async () => {
+    const server = await grpcServer();
+    const channel = channelTo(`http://127.0.0.1:${server.port}`);
+    const session = await callOnce(channel);
+    const gaveUp = new AbortController();
+    const reason = new Error("the caller's deadline");
+    const request = channel.request(
+      "/s.S/M",
+      () => {
+        gaveUp.abort(reason);
+        return HEADERS();
+      },
+      gaveUp.signal,
+    );
+    await expect(request).rejects.toBe(reason);
+    // As a GOAWAY with an error code does, before the cancelled stream has closed:
+    // the stream gets an 'error', which without a listener would end the process.
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on("uncaughtException", onUncaught);
+    try {
+      const closed = new Promise((resolve) => session.once("close", resolve));
+      session.destroy(new Error("Session closed with error code 2"));
+      await closed;
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+    expect(uncaught).toEqual([]);
+  });
 });

@@ -232,6 +232,11 @@ export class UpstreamChannel {
       }
       throw this.unavailable(this.describeFailure(e));
     }
+    // A stream's failure reaches its call through 'close' and its state; one
+    // the caller gave up on has nobody else listening, and an 'error' without
+    // a listener (a GOAWAY with an error code destroys the connection) would
+    // end the process.
+    stream.on("error", () => {});
     if (signal.aborted) {
       stream.close(constants.NGHTTP2_CANCEL);
       throw signal.reason;
