@@ -15,7 +15,7 @@
 import type * as http2 from "node:http2";
 import { constants as http2constants } from "node:http2";
 import * as net from "node:net";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, decodeBinaryHeader } from "@connectrpc/connect";
 import type { MqttTransport } from "@mqrpc/runtime";
 import { afterEach, describe, expect, it } from "vitest";
 import { forBrokersWhere } from "../../../test/brokers/targets.js";
@@ -27,7 +27,7 @@ import {
   uniqueServerId,
 } from "../../../test/support/rpc-fixture.js";
 import { createGrpcGateway, type GrpcGatewayOptions } from "../src/index.js";
-import { answerWith, fakeUpstream as upstream } from "./support/fake-upstream.js";
+import { answerWith, envelope, fakeUpstream as upstream } from "./support/fake-upstream.js";
 
 const SERVICE = "faults.v1.Svc";
 
@@ -175,6 +175,47 @@ forBrokersWhere(
         expect((outcome as ConnectError).rawMessage).toBe(
           `upstream ${direct}: the upstream closed the connection for keepalive PINGs more frequent than it permits (GOAWAY ENHANCE_YOUR_CALM too_many_pings); set upstreamKeepaliveTimeMs at or above its permitted interval (gRPC servers: 5 min unless configured)`,
         );
+      });
+
+      it("repeated -bin metadata travels as repeated fields both ways", async () => {
+        let requestFields: string[] = [];
+        const direct = await upstream(closer, (stream, _headers, rawHeaders) => {
+          requestFields = [];
+          for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+            if (rawHeaders[i] === "x-req-bin") requestFields.push(rawHeaders[i + 1] as string);
+          }
+          stream.resume();
+          stream.once("end", () => {
+            stream.respond(
+              { ":status": 200, "content-type": "application/grpc", "x-h-bin": ["AA==", "AQI="] },
+              { waitForTrailers: true },
+            );
+            stream.once("wantTrailers", () =>
+              stream.sendTrailers({ "grpc-status": "0", "x-t-bin": ["AQI=", "AA=="] }),
+            );
+            stream.end(envelope(new Uint8Array([8, 1])));
+          });
+        });
+        const transport = await through(direct);
+        const header = new Headers();
+        header.append("x-req-bin", "AA==");
+        header.append("x-req-bin", "AQI=");
+        const response = await transport.rawStream({
+          service: SERVICE,
+          method: "M",
+          header,
+          message: (async function* () {
+            yield new Uint8Array([8, 1]);
+          })(),
+        });
+        for await (const _ of response.message) {
+          // Drained.
+        }
+        /** Each base64 value decoded. */
+        const bytes = (values: string[]) => values.map((v) => [...decodeBinaryHeader(v.trim())]);
+        expect(bytes(requestFields)).toEqual([[0], [1, 2]]);
+        expect(bytes(response.header.get("x-h-bin")?.split(",") ?? [])).toEqual([[0], [1, 2]]);
+        expect(bytes(response.trailer.get("x-t-bin")?.split(",") ?? [])).toEqual([[1, 2], [0]]);
       });
 
       it("refuses bad keepalive options, naming them", async () => {

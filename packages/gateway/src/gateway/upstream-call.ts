@@ -39,7 +39,7 @@ export interface UpstreamCallOptions {
   /** `/package.Service/Method` */
   readonly path: string;
   /** Call metadata as HTTP/2 headers (upstream-metadata.ts `metadataHeaders`). */
-  readonly metadata: Readonly<Record<string, string>>;
+  readonly metadata: Readonly<Record<string, string | readonly string[]>>;
   /** The caller's remaining time in ms, sent as `grpc-timeout`; undefined for none. */
   readonly timeoutMs: number | undefined;
   /** Cancels the upstream call (RST_STREAM CANCEL) when it aborts. */

@@ -34,13 +34,14 @@ export function isCallMetadata(key: string): boolean {
  * The caller's request headers as the HTTP/2 headers of the upstream call.
  * `-bin` values stay base64 as gRPC carries them, each checked and written
  * padded; a `-bin` header that Connect joined from several values (`a, b`)
- * goes as gRPC's comma-separated list.
+ * goes as that many header fields, as a gRPC client sends repeated
+ * metadata.
  *
  * @throws ConnectError INVALID_ARGUMENT naming the header when a `-bin`
  *   value is not base64.
  */
-export function metadataHeaders(headers: Headers): Record<string, string> {
-  const metadata: Record<string, string> = {};
+export function metadataHeaders(headers: Headers): Record<string, string | string[]> {
+  const metadata: Record<string, string | string[]> = {};
   headers.forEach((value, key) => {
     if (!isCallMetadata(key)) return;
     if (!key.endsWith("-bin")) {
@@ -48,10 +49,10 @@ export function metadataHeaders(headers: Headers): Record<string, string> {
       return;
     }
     try {
-      metadata[key] = value
+      const values = value
         .split(",")
-        .map((part) => encodeBinaryHeader(decodeBinaryHeader(part.trim())))
-        .join(",");
+        .map((part) => encodeBinaryHeader(decodeBinaryHeader(part.trim())));
+      metadata[key] = values.length === 1 ? (values[0] as string) : values;
     } catch (e) {
       throw new ConnectError(
         `request header "${key}" cannot travel as gRPC metadata: ${e instanceof Error ? e.message : String(e)}`,

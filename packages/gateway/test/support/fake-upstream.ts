@@ -17,7 +17,11 @@ export function envelope(bytes: Uint8Array): Buffer {
 /** An HTTP/2 server answering every stream with `answer`; closed by `closer`. */
 export async function fakeUpstream(
   closer: Closer,
-  answer: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
+  answer: (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    rawHeaders: string[],
+  ) => void,
   options: http2.ServerOptions = {},
 ): Promise<string> {
   const server = http2.createServer(options);
@@ -26,10 +30,18 @@ export async function fakeUpstream(
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
   });
-  server.on("stream", (stream, headers) => {
-    stream.on("error", () => {});
-    answer(stream, headers);
-  });
+  server.on(
+    "stream",
+    (
+      stream: http2.ServerHttp2Stream,
+      headers: http2.IncomingHttpHeaders,
+      _flags: number,
+      rawHeaders: string[],
+    ) => {
+      stream.on("error", () => {});
+      answer(stream, headers, rawHeaders);
+    },
+  );
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   closer.add(server, (s) => {
     for (const session of sessions) session.destroy();

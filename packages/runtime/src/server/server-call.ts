@@ -28,12 +28,12 @@ import {
 import { type FrameOutput, FrameSender, type SignalSource } from "../flow/frame-sender.js";
 import { MessageQueue } from "../flow/message-queue.js";
 import type { ReassemblyBudget } from "../flow/reassembly-budget.js";
-import { StatusSchema } from "../gen/mqrpc/v1/wire_pb.js";
+import { type MetadataEntry, StatusSchema } from "../gen/mqrpc/v1/wire_pb.js";
 import type { PublishFailureListener } from "../link/publish-coalescer.js";
 import type { MethodSettings } from "../method-settings.js";
 import type { CallFrame } from "../wire/frame-codec.js";
 import { MessageGroupEncoder } from "../wire/message-group-encoder.js";
-import { headersToEntries } from "../wire/metadata.js";
+import { responseHeadersToEntries } from "../wire/metadata.js";
 import { errorToEnd } from "../wire/status.js";
 import type { RequestAddress } from "../wire/topic-scheme.js";
 import { isTooLargeForBroker, oversizedReplyMessage } from "./oversized-reply.js";
@@ -785,7 +785,7 @@ export class ServerCall implements FrameOutput, ReceiverSink, PublishFailureList
     this.sender.sendControl({
       case: "headers",
       value: {
-        headers: headersToEntries(headers),
+        headers: responseHeadersToEntries(headers),
         instance: this.host.shared ? this.host.instanceId : "",
         window: this.host.receiveWindow === DEFAULT_WINDOW ? 0 : this.host.receiveWindow,
         incarnation: this.host.incarnation,
@@ -809,22 +809,29 @@ export class ServerCall implements FrameOutput, ReceiverSink, PublishFailureList
       if (!this.cancelled) {
         const headers = this.headersSent ? undefined : context.responseHeaderIfSet;
         const trailers = context.responseTrailerIfSet;
-        if (error === undefined) {
-          // A caller's Cancel (or the deadline) while a large response is
-          // still being chunked aborts the context, and with it this send.
-          await this.sender.sendEnd(
-            {
-              status: OK,
-              headers: headers ? headersToEntries(headers) : [],
-              trailers: trailers ? headersToEntries(trailers) : [],
-            },
-            message,
-            context,
-          );
-        } else {
+        if (error !== undefined) {
           const reason =
             context.aborted && !(error instanceof ConnectError) ? context.abortReason : error;
           this.sender.sendEndNow(errorToEnd(reason, trailers ?? new Headers(), headers));
+        } else {
+          let metadata: { headers: MetadataEntry[]; trailers: MetadataEntry[] } | ConnectError;
+          try {
+            metadata = {
+              headers: headers ? responseHeadersToEntries(headers) : [],
+              trailers: trailers ? responseHeadersToEntries(trailers) : [],
+            };
+          } catch (e) {
+            metadata = ConnectError.from(e);
+          }
+          if (metadata instanceof ConnectError) {
+            // The handler succeeded, but its metadata cannot travel: the
+            // caller must hear so, not wait for an End that never comes.
+            this.sender.sendEndNow(errorToEnd(metadata, new Headers()));
+          } else {
+            // A caller's Cancel (or the deadline) while a large response is
+            // still being chunked aborts the context, and with it this send.
+            await this.sender.sendEnd({ status: OK, ...metadata }, message, context);
+          }
         }
       }
     } catch {

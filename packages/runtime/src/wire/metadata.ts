@@ -7,23 +7,47 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, decodeBinaryHeader, encodeBinaryHeader } from "@connectrpc/connect";
 import { type MetadataEntry, MetadataEntrySchema } from "../gen/mqrpc/v1/wire_pb.js";
 
-/** Encodes headers for the wire. Throws INVALID_ARGUMENT for a bad `-bin` value. */
+/**
+ * Encodes headers for the wire. A `-bin` value that `Headers` joined from
+ * several (`a, b`, as it joins repeated fields) travels as one entry per
+ * value: base64 has no commas, and gRPC lists binary values the same way.
+ *
+ * @throws ConnectError INVALID_ARGUMENT naming the header for a `-bin`
+ *   value that is not base64.
+ */
 export function headersToEntries(headers: Headers): MetadataEntry[] {
   const entries: MetadataEntry[] = [];
   headers.forEach((value, key) => {
-    if (key.endsWith("-bin")) {
+    if (!key.endsWith("-bin")) {
+      entries.push(create(MetadataEntrySchema, { key, value: { case: "text", value } }));
+      return;
+    }
+    for (const part of value.split(",")) {
       let binary: Uint8Array;
       try {
-        binary = decodeBinaryHeader(value);
+        binary = decodeBinaryHeader(part.trim());
       } catch {
         throw new ConnectError(`header "${key}" is not valid base64`, Code.InvalidArgument);
       }
       entries.push(create(MetadataEntrySchema, { key, value: { case: "binary", value: binary } }));
-    } else {
-      entries.push(create(MetadataEntrySchema, { key, value: { case: "text", value } }));
     }
   });
   return entries;
+}
+
+/**
+ * {@link headersToEntries} for a server's response headers or trailers: a
+ * value that cannot travel is the handler's fault, not the caller's.
+ *
+ * @throws ConnectError INTERNAL naming the header for a `-bin` value that
+ *   is not base64.
+ */
+export function responseHeadersToEntries(headers: Headers): MetadataEntry[] {
+  try {
+    return headersToEntries(headers);
+  } catch (e) {
+    throw new ConnectError(`response ${ConnectError.from(e).rawMessage}`, Code.Internal);
+  }
 }
 
 /** Decodes wire entries into `target` (appending), returning it. */

@@ -4,14 +4,23 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type End, EndSchema, ErrorDetailSchema, StatusSchema } from "../gen/mqrpc/v1/wire_pb.js";
-import { entriesToHeaders, headersToEntries } from "./metadata.js";
+import {
+  type End,
+  EndSchema,
+  ErrorDetailSchema,
+  type MetadataEntry,
+  StatusSchema,
+} from "../gen/mqrpc/v1/wire_pb.js";
+import { entriesToHeaders, responseHeadersToEntries } from "./metadata.js";
 
 const validCodes = new Set<number>(Object.values(Code).filter((v) => typeof v === "number"));
 
 /**
  * Builds an End frame body for a failed call. Trailers are the handler's
- * response trailers merged with the error's own metadata.
+ * response trailers merged with the error's own metadata. Never throws:
+ * metadata that cannot travel (a `-bin` value that is not base64) is left
+ * out, and the status message says so; the status is what the caller must
+ * get.
  */
 export function errorToEnd(reason: unknown, trailers: Headers, headers?: Headers): End {
   const error = ConnectError.from(reason);
@@ -19,6 +28,17 @@ export function errorToEnd(reason: unknown, trailers: Headers, headers?: Headers
   error.metadata.forEach((value, key) => {
     merged.append(key, value);
   });
+  let message = error.rawMessage;
+  let trailerEntries: MetadataEntry[] = [];
+  let headerEntries: MetadataEntry[] = [];
+  try {
+    trailerEntries = responseHeadersToEntries(merged);
+    headerEntries = headers ? responseHeadersToEntries(headers) : [];
+  } catch (e) {
+    trailerEntries = [];
+    headerEntries = [];
+    message = `${message} (its metadata was left out: ${ConnectError.from(e).rawMessage})`;
+  }
   const details = error.details.map((d) =>
     "desc" in d
       ? create(ErrorDetailSchema, {
@@ -28,9 +48,9 @@ export function errorToEnd(reason: unknown, trailers: Headers, headers?: Headers
       : create(ErrorDetailSchema, { type: d.type, value: d.value }),
   );
   return create(EndSchema, {
-    status: create(StatusSchema, { code: error.code, message: error.rawMessage, details }),
-    trailers: headersToEntries(merged),
-    headers: headers ? headersToEntries(headers) : [],
+    status: create(StatusSchema, { code: error.code, message, details }),
+    trailers: trailerEntries,
+    headers: headerEntries,
   });
 }
 
