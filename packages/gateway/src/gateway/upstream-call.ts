@@ -131,7 +131,7 @@ export async function* callUpstream(
   const call = new StreamState(stream, channel, options);
   const cancel = () => call.cancel();
   signal.addEventListener("abort", cancel, { once: true });
-  void sendRequests(requests, stream);
+  void sendRequests(requests, stream, channel);
   try {
     let readError: unknown;
     try {
@@ -170,7 +170,7 @@ class StreamState {
 
   constructor(
     private readonly stream: ClientHttp2Stream,
-    channel: UpstreamChannel,
+    private readonly channel: UpstreamChannel,
     private readonly options: UpstreamCallOptions,
   ) {
     this.reader = new EnvelopeReader(options.maxMessageBytes, {
@@ -307,9 +307,9 @@ class StreamState {
     return channel.unavailable(reason);
   }
 
-  /** Cancels the stream (RST_STREAM CANCEL) unless it is closed already. */
+  /** Cancels the stream (RST_STREAM CANCEL, paced by the channel) unless it is closed already. */
   cancel(): void {
-    if (!this.stream.closed && !this.stream.destroyed) this.stream.close(constants.NGHTTP2_CANCEL);
+    this.channel.cancel(this.stream);
   }
 }
 
@@ -386,6 +386,7 @@ function statusHeaders(trailers: IncomingHttpHeaders): Headers {
 async function sendRequests(
   requests: AsyncIterable<Uint8Array>,
   stream: ClientHttp2Stream,
+  channel: UpstreamChannel,
 ): Promise<void> {
   try {
     for await (const message of requests) {
@@ -394,7 +395,7 @@ async function sendRequests(
     }
     if (!stream.closed && !stream.destroyed) stream.end();
   } catch {
-    if (!stream.closed && !stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
+    channel.cancel(stream);
   }
 }
 

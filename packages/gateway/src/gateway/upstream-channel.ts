@@ -20,6 +20,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
 import { abortable } from "@mqrpc/runtime";
 import { MAX_HEADER_LIST_PAIRS } from "../http2-header-limits.js";
+import { ResetPacer } from "./reset-pacer.js";
 import type { UpstreamAddress } from "./upstream-url.js";
 
 /**
@@ -160,6 +161,8 @@ export interface UpstreamKeepalive {
 /** One upstream's HTTP/2 connection. */
 export class UpstreamChannel {
   private readonly sessions: Http2SessionManager;
+  /** Cancels go out within the upstream's rapid-reset budget (reset-pacer.ts). */
+  private readonly resets = new ResetPacer(constants.NGHTTP2_CANCEL);
   private closed = false;
   private wake: (() => void) | undefined;
   private onReconnect: (() => void) | undefined;
@@ -238,7 +241,7 @@ export class UpstreamChannel {
     // end the process.
     stream.on("error", () => {});
     if (signal.aborted) {
-      stream.close(constants.NGHTTP2_CANCEL);
+      this.cancel(stream);
       throw signal.reason;
     }
     this.noteSession(stream.session);
@@ -258,6 +261,15 @@ export class UpstreamChannel {
     this.session = session;
     if (before === ANNOUNCED) return;
     if (before !== undefined) this.onReconnect?.();
+  }
+
+  /**
+   * Cancels a stream of this channel (RST_STREAM CANCEL) unless it has
+   * closed: at once, or, during a burst of cancels, as soon as the
+   * upstream's rapid-reset budget allows (reset-pacer.ts).
+   */
+  cancel(stream: ClientHttp2Stream): void {
+    this.resets.reset(stream);
   }
 
   /** Tells the session manager a stream read response bytes (keepalive bookkeeping). */
