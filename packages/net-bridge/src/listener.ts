@@ -63,7 +63,23 @@ export interface ListenMqttOptions {
    * (default false: end it too, as `net.Server` does).
    */
   readonly allowHalfOpen?: boolean;
+  /**
+   * Each socket's `readableHighWaterMark`, in bytes: how much received data
+   * may wait unread in the socket before it stops reading the peer's
+   * messages, which then holds the peer back by flow control. Default:
+   * Node.js's default for byte streams (`stream.getDefaultHighWaterMark(false)`:
+   * 16 KiB on Node.js 20, 64 KiB from Node.js 22). Passed to `stream.Duplex`
+   * as it is.
+   */
   readonly readableHighWaterMark?: number;
+  /**
+   * Each socket's `writableHighWaterMark`, in bytes: how much written data
+   * may wait in the socket's write buffer before `write()` returns false
+   * (then wait for `'drain'`); besides it the socket holds up to about one
+   * message (`maxPublishBytes`) taken for sending. Default: Node.js's
+   * default for byte streams, as for `readableHighWaterMark`. Passed to
+   * `stream.Duplex` as it is.
+   */
   readonly writableHighWaterMark?: number;
 }
 

@@ -258,6 +258,11 @@ export class MqttSocket extends Duplex {
 
   // ---- stream.Duplex ----------------------------------------------------
 
+  /**
+   * `stream.Writable` internals (use `write()`): queues `chunk` for the
+   * call; completes at once while at most one message's worth waits,
+   * otherwise once the call takes it.
+   */
   override _write(
     chunk: Buffer,
     _encoding: BufferEncoding,
@@ -267,6 +272,7 @@ export class MqttSocket extends Duplex {
     this.#acknowledge(callback);
   }
 
+  /** `stream.Writable` internals (use `write()`): {@link _write} for several chunks at once. */
   override _writev(
     chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>,
     callback: (error?: Error | null) => void,
@@ -275,16 +281,27 @@ export class MqttSocket extends Duplex {
     this.#acknowledge(callback);
   }
 
+  /**
+   * `stream.Writable` internals (use `end()`): sends end-of-stream after the
+   * queued data; completes once the call has taken it (or is over).
+   */
   override _final(callback: (error?: Error | null) => void): void {
     this.#writeEnded = true;
     this.#finalCallback = callback;
     this.#wakeSender();
   }
 
+  /** `stream.Readable` internals (use `read()` or `'data'`): resumes reading the peer's messages. */
   override _read(): void {
     if (this.#incoming !== undefined && !this.#pulling) void this.#pull();
   }
 
+  /**
+   * `stream.Duplex` internals (use `destroy()` or `resetAndDestroy()`):
+   * with an error, or with unread received data, resets the connection;
+   * otherwise sends what was written and end-of-stream, discarding what
+   * still arrives.
+   */
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     clearTimeout(this.#timer);
     const driver = this.#driver;

@@ -26,6 +26,7 @@ export type MqttSocketErrorCode =
  * connection's call.
  */
 export class MqttSocketError extends Error {
+  /** Always `"MqttSocketError"`. */
   override name = "MqttSocketError";
   /** The Node error code. */
   readonly code: MqttSocketErrorCode;

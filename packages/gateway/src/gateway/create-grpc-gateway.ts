@@ -134,6 +134,10 @@ export interface GrpcGatewayRoute {
 
 /** What a gateway knows of one upstream right now. */
 export interface GrpcGatewayUpstream {
+  /**
+   * The upstream's URL as given in its options ({@link GrpcUpstreamOptions.url}),
+   * the same string as {@link GrpcGatewayRoute.upstream}.
+   */
   readonly url: string;
   /** How its services became known. */
   readonly source: SchemaSource;

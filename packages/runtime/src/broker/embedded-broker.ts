@@ -11,6 +11,7 @@ import { type ClientAcl, type MosquittoAcl, parseMosquittoAcl } from "./mosquitt
 
 /** Who a connection is: its MQTT client id and the username it connected with. */
 export interface EmbeddedBrokerClient {
+  /** The client id from its CONNECT; `""` in a denial for a client no longer connected. */
   readonly clientId: string;
   /** Undefined when the client sent no username. */
   readonly username: string | undefined;
@@ -18,9 +19,13 @@ export interface EmbeddedBrokerClient {
 
 /** A publish (or last will) offered to {@link EmbeddedBrokerOptions.authorizePublish}. */
 export interface EmbeddedBrokerPublish {
+  /** The topic name published to (no wildcards). */
   readonly topic: string;
+  /** The message as published, in bytes (a Node.js `Buffer`). */
   readonly payload: Uint8Array;
+  /** The QoS the client published with (for a will, the will's QoS). */
   readonly qos: 0 | 1 | 2;
+  /** Whether the broker is to keep it as the topic's retained message. */
   readonly retain: boolean;
   /** True for the client's last will, checked when the broker is about to publish it. */
   readonly will: boolean;
@@ -35,6 +40,11 @@ export interface EmbeddedBrokerDenial {
    * to a subscriber (`read` denied by the ACL).
    */
   readonly action: "connect" | "publish" | "will" | "subscribe" | "receive";
+  /**
+   * The client refused: for `connect` the client id and username of its
+   * CONNECT; `clientId` `""` and no username when the broker no longer
+   * knows the client (e.g. the stale last will of a client gone).
+   */
   readonly client: EmbeddedBrokerClient;
   /** The topic (publish, will, receive) or filter (subscribe); absent for connect. */
   readonly topic?: string;

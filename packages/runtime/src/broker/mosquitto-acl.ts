@@ -31,6 +31,12 @@ export type AclAccess = "read" | "write" | "readwrite" | "deny";
 export interface AclRule {
   /** `topic` (for {@link user}) or `pattern` (for every client, with substitutions). */
   readonly kind: "topic" | "pattern";
+  /**
+   * What the rule grants: `read` (subscribe and receive), `write`
+   * (publish, retained messages and last wills), `readwrite` (both; also a
+   * line without an access word), or `deny` (refuses both, checked before
+   * the grants of its kind).
+   */
   readonly access: AclAccess;
   /** The topic filter as written, `%c`/`%u` unsubstituted. */
   readonly filter: string;
@@ -42,6 +48,7 @@ export interface AclRule {
 
 /** Who a connection is, for the ACL. */
 export interface AclIdentity {
+  /** The MQTT client id, substituted for `%c` in patterns. */
   readonly clientId: string;
   /** Undefined when the client connected without a username. */
   readonly username: string | undefined;
@@ -49,10 +56,12 @@ export interface AclIdentity {
 
 /** A syntax error in an ACL text, naming its line. */
 export class AclSyntaxError extends Error {
+  /** Always `"AclSyntaxError"`. */
   override readonly name = "AclSyntaxError";
   constructor(
     /** 1-based line number. */
     readonly line: number,
+    /** What is wrong with the line; `message` is `line {line}: {detail}`. */
     readonly detail: string,
   ) {
     super(`line ${line}: ${detail}`);
@@ -211,10 +220,19 @@ function denyFirst(rules: readonly CompiledRule[]): CompiledRule[] {
 
 /** A parsed ACL; {@link forClient} gives the rules of one connection. */
 export class MosquittoAcl {
+  /** The compiled `topic` rules per username (undefined: before the first `user` line), deny rules first. */
   private readonly byUser = new Map<string | undefined, CompiledRule[]>();
+  /** The compiled `pattern` rules, deny rules first. */
   private readonly patterns: readonly CompiledRule[];
 
-  constructor(readonly rules: readonly AclRule[]) {
+  /**
+   * Compiles parsed rules; {@link parseMosquittoAcl} is the usual way to
+   * get one. Does not check the rules again.
+   */
+  constructor(
+    /** The rules as parsed, in file order. */
+    readonly rules: readonly AclRule[],
+  ) {
     const patterns: CompiledRule[] = [];
     for (const rule of rules) {
       if (rule.kind === "pattern") {
@@ -270,7 +288,11 @@ interface ResolvedRule {
 
 /** The ACL of one connection: what it may publish, receive and subscribe to. */
 export class ClientAcl {
-  constructor(private readonly rules: readonly ResolvedRule[]) {}
+  /** Made by {@link MosquittoAcl.forClient}. */
+  constructor(
+    /** The rules that apply to this connection, substituted, in evaluation order. */
+    private readonly rules: readonly ResolvedRule[],
+  ) {}
 
   /** Whether the client may publish on `topic` (a topic name, no wildcards): `write`. */
   canPublish(topic: string): boolean {
@@ -302,6 +324,10 @@ export class ClientAcl {
     return false;
   }
 
+  /**
+   * Whether the first rule matching the topic name `topic` grants `access`
+   * (a bit set of read 1, write 2): a matching `deny` or no match refuses.
+   */
   private check(topic: string, access: number): boolean {
     const levels = topic.split("/");
     for (const rule of this.rules) {

@@ -35,7 +35,9 @@ export interface RawStreamRequest {
  * `StreamResponse` without descriptors).
  */
 export interface RawStreamResponse {
+  /** {@link RawStreamRequest.service} of the call, as given. */
   readonly service: string;
+  /** {@link RawStreamRequest.method} of the call, as given. */
   readonly method: string;
   /** Response headers. */
   readonly header: Headers;

@@ -54,6 +54,12 @@ import { type MethodEntry, ServerCall, type ServerCallHost } from "./server-call
 
 /** Where the server reports what it drops; defaults to `console`. */
 export interface MqttServerLogger {
+  /**
+   * What the server could not do or refused and went on without: a
+   * malformed or unauthorized frame dropped, a publish the broker
+   * refused, a twin server, a lost broker connection. One line, no
+   * trailing newline.
+   */
   warn(message: string): void;
   /**
    * Changes back to normal that follow a warning (optional; `console` has

@@ -58,6 +58,11 @@ export type RawHandler = (
 
 /** A method served by a {@link RawHandler}. */
 export interface RawMethod {
+  /**
+   * Serves each call of the method: gets the request messages and the
+   * call's context, yields the response messages (protobuf binary); see
+   * {@link RawHandler} for how returning and throwing end the call.
+   */
   readonly handler: RawHandler;
   /**
    * The method's kind when known (from a schema). It only changes how the

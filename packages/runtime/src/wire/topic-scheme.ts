@@ -186,6 +186,10 @@ export class TopicScheme {
     return `${this.prefix}/s/${this.segment(serverId)}/`;
   }
 
+  /**
+   * `name` as one topic level ({@link encodeTopicSegment}), cached: at most
+   * 4096 names are kept, and a full cache starts over.
+   */
   private segment(name: string): string {
     let encoded = this.encoded.get(name);
     if (encoded === undefined) {
@@ -213,6 +217,13 @@ export class TopicScheme {
     return address;
   }
 
+  /**
+   * {@link parseRequestTopic} without its cache: `topic` split after
+   * `{prefix}/s/{serverId}/` into 3 or 4 levels, each decoded with
+   * {@link decodeTopicSegment}. Returns undefined for another server's
+   * topic, another number of levels or a level that does not decode; never
+   * throws.
+   */
   private parseUncached(serverId: string, topic: string): RequestAddress | undefined {
     const base = this.requestBase(serverId);
     if (!topic.startsWith(base)) {
