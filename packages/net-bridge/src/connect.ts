@@ -378,7 +378,24 @@ class ClientTunnel implements SocketDriver {
     if (this.#over) return;
     this.#finish();
     const aborted = this.#abort.signal.aborted ? this.#abort.signal.reason : undefined;
-    this.io.fail(socketErrorOf(aborted ?? reason, this.#accepted));
+    this.io.fail(socketErrorOf(this.#inWords(aborted ?? reason), this.#accepted));
+  }
+
+  /**
+   * A refusal in the caller's terms: a server that serves other ports (or
+   * none) answers UNIMPLEMENTED for the tunnel method of this one, which
+   * means nothing listens on it.
+   */
+  #inWords(reason: unknown): unknown {
+    if (this.#accepted || !(reason instanceof ConnectError)) return reason;
+    if (reason.code !== Code.Unimplemented) return reason;
+    return new ConnectError(
+      `nothing listens on port ${this.port} of server "${this.serverId}"`,
+      Code.Unimplemented,
+      undefined,
+      undefined,
+      reason,
+    );
   }
 
   #finish(): void {

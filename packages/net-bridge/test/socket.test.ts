@@ -198,6 +198,9 @@ forBrokersWhere(
         expect(e1.code).toBe("ECONNREFUSED");
         expect((e1 as MqttSocketError).syscall).toBe("connect");
         expect(ConnectError.from(e1.cause).code).toBe(Code.Unimplemented);
+        expect(e1.message).toBe(
+          `connect ECONNREFUSED: nothing listens on port 14 of server "${listener.serverId}"`,
+        );
         expect(wrongPort.connecting).toBe(true);
 
         const offline = connectTo(closer, target, { serverId: uniqueServerId("nobody"), port: 13 });

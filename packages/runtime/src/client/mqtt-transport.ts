@@ -3,6 +3,7 @@
  * so `createClient`, interceptors and everything built on Connect work
  * unchanged. Portable: no Node-only imports on this path.
  */
+
 import {
   create,
   type DescMessage,
@@ -37,6 +38,7 @@ import {
   sameMethodSettings,
   settingsForCall,
 } from "../method-settings.js";
+import { optionalBoolean, optionalFunctions, refuseUnknownOptions } from "../option-check.js";
 import { DeadlineTimer, deadlineOf, timerSafeTimeout } from "../wire/deadline.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -164,6 +166,10 @@ export const waitForServerKey = createContextKey<boolean | undefined>(undefined,
  * a process calling thousands of devices, one transport each, stays small.
  */
 export function createMqttTransport(options: MqttTransportOptions): MqttTransport {
+  if (typeof options !== "object" || options === null) {
+    throw new Error("createMqttTransport needs options { mqtt, serverId }");
+  }
+  refuseUnknownOptions("createMqttTransport", options, TRANSPORT_OPTIONS);
   if (typeof options.serverId !== "string" || options.serverId === "") {
     throw new Error("serverId must be a non-empty string");
   }
@@ -184,6 +190,33 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     throw e;
   }
 }
+
+/** Every option of {@link createMqttTransport}; others are refused. */
+const TRANSPORT_OPTION_KEYS = [
+  "mqtt",
+  "serverId",
+  "topicPrefix",
+  "interceptors",
+  "maxMessageBytes",
+  "maxPublishBytes",
+  "waitForServer",
+  "presenceTimeoutMs",
+  "maxReassemblyBytes",
+  "receiveWindow",
+  "heartbeatMs",
+  "offlineGraceMs",
+  "connectGraceMs",
+] as const satisfies readonly (keyof MqttTransportOptions)[];
+/** Compiles only while TRANSPORT_OPTION_KEYS lists every option. */
+const TRANSPORT_OPTIONS_COMPLETE: Exclude<
+  keyof MqttTransportOptions,
+  (typeof TRANSPORT_OPTION_KEYS)[number]
+> extends never
+  ? true
+  : never = true;
+const TRANSPORT_OPTIONS: ReadonlySet<string> = new Set(
+  TRANSPORT_OPTIONS_COMPLETE ? TRANSPORT_OPTION_KEYS : [],
+);
 
 /** The default topic prefix, as TopicScheme has it. */
 const DEFAULT_TOPIC_PREFIX = new TopicScheme().prefix;
@@ -251,8 +284,8 @@ function transportSettings(options: MqttTransportOptions): TransportSettings {
     heartbeatMs: timerMs("heartbeatMs", options.heartbeatMs, 10_000),
     offlineGraceMs: timerMs("offlineGraceMs", options.offlineGraceMs, 3000),
     connectGraceMs: timerMs("connectGraceMs", options.connectGraceMs, 3000),
-    waitForServer: options.waitForServer ?? false,
-    interceptors: options.interceptors ?? [],
+    waitForServer: optionalBoolean("waitForServer", options.waitForServer) ?? false,
+    interceptors: optionalFunctions<Interceptor>("interceptors", options.interceptors) ?? [],
   };
   if (defaults) defaultSettings = settings;
   return settings;

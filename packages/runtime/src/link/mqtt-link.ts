@@ -1185,6 +1185,34 @@ function canonical(value: unknown): unknown {
  * `resume` whether reconnects resume the session (`clean` switched off
  * after the first CONNACK).
  */
+/** URL schemes (and MQTT.js `protocol` values) that reach an MQTT broker. */
+const BROKER_SCHEMES = new Set(["mqtt", "mqtts", "tcp", "tls", "ssl", "ws", "wss"]);
+
+/**
+ * @throws Error naming the `mqtt` option for a URL that does not parse or
+ *   whose scheme is not an MQTT one (`https://…` would otherwise connect
+ *   in plain MQTT, unencrypted, to the port given).
+ */
+function checkBrokerUrl(url: unknown, protocol: unknown): void {
+  const schemes = "use mqtt://host:1883, mqtts://host:8883, ws://host/mqtt or wss://host/mqtt";
+  if (url !== undefined) {
+    if (typeof url !== "string") throw configError(`the broker URL must be a string; ${schemes}`);
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw configError(`"${url}" is not a broker URL; ${schemes}`);
+    }
+    const scheme = parsed.protocol.replace(/:$/, "");
+    if (!BROKER_SCHEMES.has(scheme)) {
+      throw configError(`"${url}" has scheme ${scheme}:, not an MQTT one; ${schemes}`);
+    }
+  }
+  if (protocol !== undefined && !BROKER_SCHEMES.has(String(protocol))) {
+    throw configError(`protocol "${String(protocol)}" is not an MQTT one (mqtt, mqtts, ws, wss)`);
+  }
+}
+
 function resolveOptions(
   input: string | (IClientOptions & { readonly url?: string }),
   will: ((clientId: string) => LinkWill) | undefined,
@@ -1199,6 +1227,7 @@ function resolveOptions(
   if (typeof input !== "string" && options.url === undefined && options.host === undefined) {
     throw configError("give a URL string, options with url or host, or an MqttClient");
   }
+  checkBrokerUrl(options.url, options.protocol);
   // Identity (SECURITY.md): brokers that bind client ids to accounts
   // (Mosquitto's use_username_as_clientid) make the username the client id,
   // and mqrpc's topics must use the id the broker uses.

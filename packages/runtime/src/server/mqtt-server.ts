@@ -28,6 +28,12 @@ import {
   type ServiceSettings,
   settingsFromDescriptor,
 } from "../method-settings.js";
+import {
+  optionalBoolean,
+  optionalFunctions,
+  refuseUnknownOptions,
+  shownValue,
+} from "../option-check.js";
 import { type CallFrame, decodeCallFrames, encodeFrame } from "../wire/frame-codec.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -269,6 +275,92 @@ export async function createMqttServer(options: MqttServerOptions): Promise<Mqtt
   return server;
 }
 
+/** `host:port` of the broker a client connects to, for messages. */
+function brokerAddress(client: MqttClient): string {
+  const { protocol, hostname, host, port } = client.options as {
+    protocol?: string;
+    hostname?: string;
+    host?: string;
+    port?: number;
+  };
+  return `${protocol ?? "mqtt"}://${hostname ?? host ?? "localhost"}${port === undefined ? "" : `:${port}`}`;
+}
+
+/** Every option of {@link createMqttServer}; others are refused. */
+const SERVER_OPTION_KEYS = [
+  "mqtt",
+  "serverId",
+  "routes",
+  "topicPrefix",
+  "reflection",
+  "interceptors",
+  "maxMessageBytes",
+  "maxPublishBytes",
+  "shared",
+  "maxConcurrentCalls",
+  "maxCallsPerClient",
+  "maxQueuedCalls",
+  "maxQueuedCallsPerClient",
+  "completedCallMemory",
+  "maxReassemblyBytes",
+  "receiveWindow",
+  "shutdownTimeoutMs",
+  "callIdleTimeoutMs",
+  "logger",
+] as const satisfies readonly (keyof MqttServerOptions)[];
+/** Compiles only while SERVER_OPTION_KEYS lists every option. */
+const SERVER_OPTIONS_COMPLETE: Exclude<
+  keyof MqttServerOptions,
+  (typeof SERVER_OPTION_KEYS)[number]
+> extends never
+  ? true
+  : never = true;
+const SERVER_OPTIONS: ReadonlySet<string> = new Set(
+  SERVER_OPTIONS_COMPLETE ? SERVER_OPTION_KEYS : [],
+);
+
+/**
+ * `logger` checked (an object with `warn`, and `info` if any, functions),
+ * its calls made safe: a logger that throws must not take the server down
+ * while it reports a stranger's malformed frame.
+ *
+ * @throws Error naming the option when it is not a logger.
+ */
+function guardedLogger(logger: unknown): MqttServerLogger {
+  const candidate = logger as Partial<MqttServerLogger> | null;
+  if (
+    typeof candidate !== "object" ||
+    candidate === null ||
+    typeof candidate.warn !== "function" ||
+    (candidate.info !== undefined && typeof candidate.info !== "function")
+  ) {
+    throw new Error(
+      `logger must be an object with a warn(message) method (and optionally info), such as console; got ${shownValue(logger)}`,
+    );
+  }
+  const { warn, info } = candidate as MqttServerLogger;
+  const safe: MqttServerLogger = {
+    warn: (message) => {
+      try {
+        warn.call(candidate, message);
+      } catch {
+        // The server goes on; the message is lost with the logger.
+      }
+    },
+  };
+  if (info === undefined) return safe;
+  return {
+    ...safe,
+    info: (message) => {
+      try {
+        info.call(candidate, message);
+      } catch {
+        // As warn.
+      }
+    },
+  };
+}
+
 /**
  * The admission limits of `options` (see MqttServerOptions), validated:
  * a tenth of the slots and of the places to wait (at least one) reserved
@@ -346,12 +438,16 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private fileRegistry: FileRegistry | undefined;
 
   constructor(options: MqttServerOptions) {
+    if (typeof options !== "object" || options === null) {
+      throw new Error("createMqttServer needs options { mqtt, serverId }");
+    }
+    refuseUnknownOptions("createMqttServer", options, SERVER_OPTIONS);
     if (typeof options.serverId !== "string" || options.serverId === "") {
       throw new Error("serverId must be a non-empty string");
     }
     this.serverId = options.serverId;
     this.scheme = new TopicScheme(options.topicPrefix);
-    this.interceptors = options.interceptors ?? [];
+    this.interceptors = optionalFunctions<Interceptor>("interceptors", options.interceptors) ?? [];
     this.maxMessageBytes = positiveInteger(
       "maxMessageBytes",
       options.maxMessageBytes,
@@ -402,20 +498,22 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       RECORD_TTL_MS,
     );
     if (options.shared !== undefined && typeof options.shared !== "boolean") {
+      if (typeof options.shared !== "string") {
+        throw new Error(
+          `shared must be true, false or a share group name, not ${shownValue(options.shared)}`,
+        );
+      }
       if (!/^[A-Za-z0-9_-]+$/.test(options.shared)) {
         throw new Error(
           `shared: share group "${options.shared}" must use only A-Z, a-z, 0-9, "_" and "-"`,
         );
       }
     }
-    if (options.reflection !== undefined && typeof options.reflection !== "boolean") {
-      throw new Error("reflection must be a boolean");
-    }
-    this.reflection = options.reflection ?? true;
+    this.reflection = optionalBoolean("reflection", options.reflection) ?? true;
     this.shareGroup =
       options.shared === true ? encodeTopicSegment(options.serverId) : options.shared || undefined;
     this.shared = this.shareGroup !== undefined;
-    this.logger = options.logger ?? console;
+    this.logger = guardedLogger(options.logger ?? console);
     this.drops = new DropLog(this.logger, `mqrpc server ${quoted(this.serverId)}`);
     // A replica's session is clean: with a persistent one, a broker keeps
     // handing a dead replica its share of new calls (Mosquitto: until the
@@ -539,6 +637,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       };
       this.link.client.on("error", onError);
     });
+    const stopWaitingNote = this.noteBrokerWait();
     try {
       const subscribeAll = async () => {
         for (const filter of this.filters) {
@@ -558,6 +657,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
       await this.link.release();
       throw e;
     } finally {
+      stopWaitingNote();
       if (onError !== undefined) this.link.client.off("error", onError);
     }
   }
@@ -867,6 +967,46 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
    * DISCONNECTED), and ask every call at once for request frames that may
    * have been lost meanwhile instead of waiting for its next progress check.
    */
+  /**
+   * While the start waits for a broker it cannot reach, says so once
+   * (`logger.warn`) and, when it is reached, that too (`logger.info`): a
+   * start never fails for an absent broker (a device may boot before its
+   * network), but it must not wait in silence. Returns the function that
+   * stops listening.
+   */
+  private noteBrokerWait(): () => void {
+    const client = this.link.client;
+    if (client.connected) return () => {};
+    let lastError: string | undefined;
+    let warned = false;
+    const onError = (e: Error) => {
+      lastError = (e as { code?: string }).code ?? e.message;
+    };
+    const onClose = () => {
+      if (warned || this.closing) return;
+      warned = true;
+      this.logger.warn(
+        `mqrpc server ${quoted(this.serverId)}: cannot reach the MQTT broker at ${brokerAddress(client)} (${lastError ?? `no CONNACK within ${client.options.connectTimeout ?? 30_000} ms`}); waiting for it, retrying every ${client.options.reconnectPeriod ?? 1000} ms`,
+      );
+    };
+    const onConnect = () => {
+      if (warned)
+        this.logger.info?.(
+          `mqrpc server ${quoted(this.serverId)}: reached the MQTT broker at ${brokerAddress(client)}`,
+        );
+      stop();
+    };
+    const stop = () => {
+      client.off("error", onError);
+      client.off("close", onClose);
+      client.off("connect", onConnect);
+    };
+    client.on("error", onError);
+    client.on("close", onClose);
+    client.on("connect", onConnect);
+    return stop;
+  }
+
   private readonly reannounce = (): void => {
     this.noteIdHeld();
     if (this.closing !== undefined) return;

@@ -31,7 +31,9 @@ export function positiveInteger(
 ): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < min) {
-    throw new Error(`${name} must be an integer of at least ${min}, got ${value}`);
+    throw new Error(
+      `${name} must be an integer of at least ${min}, got ${typeof value === "string" ? `${JSON.stringify(value)} (a string)` : String(value)}`,
+    );
   }
   return value;
 }
