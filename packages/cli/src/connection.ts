@@ -11,6 +11,7 @@ import { type ConnectionFlags, DEFAULT_MQTT_URL } from "./connection-options.js"
 import { CliError, EXIT_USAGE } from "./exit-codes.js";
 import { usageError } from "./option-errors.js";
 import { hostPort, tlsFailure } from "./tls-failure.js";
+import { checkCaFile, checkCertificateAndKey } from "./tls-files.js";
 
 /** What the connection flags resolve to. */
 export interface BrokerConnection {
@@ -37,7 +38,10 @@ const SCHEMES = new Set(["mqtt:", "tcp:", "ws:", ...TLS_SCHEMES]);
  *   topic prefix the runtime refuses, TLS files without a TLS URL, `--cert`
  *   without `--key`, `--password-file` without `--username`, a client id
  *   the runtime refuses (`--client-id`, or `--username` when it is the
- *   client id); (exit code 1) for a file that cannot be read.
+ *   client id), a `--cacert`, `--cert` or `--key` file that is not what
+ *   the flag asks for (not PEM, an encrypted key, a key that is not the
+ *   certificate's: tls-files.ts); (exit code 1) for a file that cannot be
+ *   read.
  */
 export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
   let parsed: URL;
@@ -104,9 +108,21 @@ export function resolveConnection(flags: ConnectionFlags): BrokerConnection {
     protocolVersion: flags.mqttVersion,
     connectTimeout: flags.connectTimeout,
   };
-  if (flags.cacert !== undefined) options.ca = readOptionFile("--cacert", flags.cacert);
-  if (flags.cert !== undefined) options.cert = readOptionFile("--cert", flags.cert);
-  if (flags.key !== undefined) options.key = readOptionFile("--key", flags.key);
+  if (flags.cacert !== undefined) {
+    const ca = readOptionFile("--cacert", flags.cacert);
+    checkCaFile({ flag: "--cacert", path: flags.cacert, data: ca });
+    options.ca = ca;
+  }
+  if (flags.cert !== undefined && flags.key !== undefined) {
+    const cert = readOptionFile("--cert", flags.cert);
+    const key = readOptionFile("--key", flags.key);
+    checkCertificateAndKey(
+      { flag: "--cert", path: flags.cert, data: cert },
+      { flag: "--key", path: flags.key, data: key },
+    );
+    options.cert = cert;
+    options.key = key;
+  }
   if (flags.insecure === true) options.rejectUnauthorized = false;
   if (flags.username !== undefined) options.username = flags.username;
   if (flags.passwordFile !== undefined) {

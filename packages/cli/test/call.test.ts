@@ -322,22 +322,68 @@ describe.concurrent("mqrpc call", { timeout: 60_000 }, () => {
 
       it("exits 78 for a server that is not online, 76 for a service it does not serve", async (context) => {
         const f = await callFixture(target, context);
-        const nobody = CliProcess.start([
-          "call",
-          ...brokerArgs(target),
-          uniqueServerId("cli-nobody"),
-          `${SERVICE}/EmptyCall`,
-        ]);
-        nobody.endInput();
-        const r = await nobody.exited;
-        expect(r.code).toBe(64 + Code.Unavailable);
-        expect(r.stderr).toMatch(/unavailable: .*has not announced itself/);
+        const nobody = uniqueServerId("cli-nobody");
+        // Without --schema reflection fails first; with it, the call: the same JSON status.
+        const [reflecting, calling] = await Promise.all(
+          [[], ["--schema", "proto"]].map((schema) => {
+            const p = CliProcess.start([
+              "call",
+              ...brokerArgs(target),
+              nobody,
+              `${SERVICE}/EmptyCall`,
+              ...schema,
+            ]);
+            p.endInput();
+            return p.exited;
+          }),
+        );
+        for (const r of [reflecting, calling]) {
+          expect(r?.code).toBe(64 + Code.Unavailable);
+          expect(r?.stdout).toBe("");
+          expect(r?.stderr).toBe(
+            `${JSON.stringify(
+              {
+                code: "unavailable",
+                message: `server "${nobody}" has not announced itself on this broker`,
+              },
+              null,
+              2,
+            )}\n`,
+          );
+        }
         // In the schema (the file of TestService), not served: the server says so.
         const unimplemented = await f.run([
           "mqrpc.interop.v1.UnimplementedService/UnimplementedCall",
         ]);
         expect(unimplemented.code).toBe(64 + Code.Unimplemented);
         expect(JSON.parse(unimplemented.stderr)).toMatchObject({ code: "unimplemented" });
+      });
+
+      it("--max-message-size bounds the call's responses, naming the flag, not the reflection replies", async (context) => {
+        const f = await callFixture(target, context);
+        // The schema by reflection is far over 100 bytes: it still comes in.
+        const small = await f.run([
+          `${SERVICE}/UnaryCall`,
+          "-d",
+          '{"responseSize": 10}',
+          "--max-message-size",
+          "100",
+        ]);
+        expect(small.stderr).toBe("");
+        expect(small.code).toBe(0);
+        expect(small.stdout).toBe('{"payload":{"body":"AAAAAAAAAAAAAA=="}}\n');
+        const big = await f.run([
+          `${SERVICE}/UnaryCall`,
+          "-d",
+          '{"responseSize": 100}',
+          "--max-message-size",
+          "100",
+        ]);
+        expect(big.code).toBe(64 + Code.ResourceExhausted);
+        expect(JSON.parse(big.stderr)).toEqual({
+          code: "resource_exhausted",
+          message: "a message of 104 bytes exceeds --max-message-size (100 bytes)",
+        });
       });
 
       it("shows an upload progress bar on a terminal", async (context) => {

@@ -8,58 +8,9 @@
  * past its checks would wait on it instead of exiting). Good values next
  * to the bad ones do reach it, so the count can tell.
  */
-import { createConnection, createServer, type Socket } from "node:net";
-import { describe, expect, it, type TestContext } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CliProcess, type CliResult } from "./support/cli-process.js";
-
-/** A TCP listener standing in for the broker: it counts the connections it accepts. */
-async function countingBroker(context: TestContext) {
-  const sockets = new Set<Socket>();
-  const waiters = new Set<() => void>();
-  let accepted = 0;
-  const server = createServer((socket) => {
-    accepted++;
-    sockets.add(socket);
-    socket.on("error", () => {});
-    socket.once("close", () => sockets.delete(socket));
-    for (const wake of [...waiters]) wake();
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  context.onTestFinished(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  /** Resolves once `n` connections were accepted in all. */
-  const untilAccepted = (n: number) =>
-    new Promise<void>((resolve) => {
-      const check = () => {
-        if (accepted < n) return;
-        waiters.delete(check);
-        resolve();
-      };
-      waiters.add(check);
-      check();
-    });
-  return {
-    url: `mqtt://127.0.0.1:${port}`,
-    untilAccepted,
-    /**
-     * The connections accepted so far, after every connection made before
-     * this call was accepted: it connects once itself and waits for that
-     * connection (the listener accepts in order), then leaves it out.
-     */
-    async settledCount(): Promise<number> {
-      const before = accepted;
-      const own = createConnection({ host: "127.0.0.1", port });
-      own.on("error", () => {});
-      await new Promise<void>((resolve) => own.once("connect", () => resolve()));
-      await untilAccepted(before + 1);
-      own.destroy();
-      return accepted - 1;
-    },
-  };
-}
+import { countingBroker } from "./support/counting-broker.js";
 
 function run(args: readonly string[]): Promise<CliResult> {
   const p = CliProcess.start(args);

@@ -205,13 +205,14 @@ describe.runIf(runnable)("the connection options against a TLS broker", { timeou
           `${SERVICE}/EmptyCall`,
         ]),
       ]);
+      const message = `the TLS certificate of the MQTT broker at ${tlsOf(serverAuth).url} does not verify (SELF_SIGNED_CERT_IN_CHAIN: self-signed certificate in certificate chain): --cacert does not hold the CA that signed it`;
       for (const r of [list, call]) {
         expect(r.code).toBe(64 + Code.Unavailable);
         expect(r.stdout).toBe("");
-        expect(r.stderr).toBe(
-          `mqrpc: unavailable: the TLS certificate of the MQTT broker at ${tlsOf(serverAuth).url} does not verify (SELF_SIGNED_CERT_IN_CHAIN: self-signed certificate in certificate chain): --cacert does not hold the CA that signed it\n`,
-        );
       }
+      expect(list.stderr).toBe(`mqrpc: unavailable: ${message}\n`);
+      // call prints every status it ends with as JSON.
+      expect(JSON.parse(call.stderr)).toEqual({ code: "unavailable", message });
     });
 
     it("no --cacert: the system CAs do not verify a private CA, exit 78 asking for --cacert", async (context) => {

@@ -52,6 +52,16 @@ describe.concurrent("the mqrpc command line", { timeout: 60_000 }, () => {
     expect(version.stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
   });
 
+  it("list --help says what SINCE shows: the server's time, '-' only for presence without one", async () => {
+    const help = await run("list", "--help");
+    expect(help.code).toBe(0);
+    // Commander wraps the description: compare it as one line.
+    const text = help.stdout.replace(/\s+/g, " ");
+    expect(text).toContain(
+      "and since when, by the server's clock ('-' when the presence carries no time, as a last will does, and it was retained before list started; with --watch, a change seen live without a time shows when list saw it)",
+    );
+  });
+
   it("exits 2 naming the option for a bad command line", async () => {
     const cases: Array<[string[], RegExp]> = [
       [["list", "--bogus"], /unknown option '--bogus'/],

@@ -1,9 +1,11 @@
 /** What `mqrpc call` does (its options: call.ts). */
+import { inspect } from "node:util";
 import {
   type DescMethod,
   fromBinary,
   fromJson,
   type JsonValue,
+  type Registry,
   toBinary,
   toJson,
 } from "@bufbuild/protobuf";
@@ -11,6 +13,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import {
   createMqttTransport,
+  DEFAULT_MAX_MESSAGE_BYTES,
   encodeTopicSegment,
   type MqttTransport,
   type RawStreamResponse,
@@ -33,11 +36,13 @@ import {
   protocolName,
   resolveConnection,
 } from "../connection.js";
+import { debugRequested } from "../error-report.js";
 import { CliError, EXIT_OK, exitCodeForStatus } from "../exit-codes.js";
 import { writeOut } from "../output.js";
 import { obtainSchema } from "../schema/obtain-schema.js";
 import type { Schema } from "../schema/schema.js";
 import { findMethod } from "../schema/schema.js";
+import { needsReflection } from "../schema/schema-options.js";
 import { listenForStop } from "../stop-signal.js";
 import type { CallFlags } from "./call.js";
 
@@ -48,8 +53,10 @@ const REFLECTION_TIMEOUT_MS = 10_000;
  * Connects, gets the schema, runs the call and prints its responses;
  * resolves to the exit code (0, or 64 + the status code).
  *
- * @throws CliError for bad input or an unknown method; ConnectError when
- *   the broker or reflection fails before the call.
+ * Every RPC status it ends with, the call's or one before it (the broker
+ * connection, reflection, `--timeout`), is printed on stderr as JSON.
+ *
+ * @throws CliError for bad input or an unknown method.
  */
 export async function call(
   serverId: string,
@@ -70,21 +77,32 @@ export async function call(
   const setup = timeout === undefined ? stop.signal : AbortSignal.any([stop.signal, timeout]);
   let client: MqttClient | undefined;
   let transport: MqttTransport | undefined;
+  let reflectionTransport: MqttTransport | undefined;
   try {
     client = await connectMqtt(connection, setup);
     verbose?.(
       `* connected to ${connection.url} (${protocolName(connection.protocolVersion)}) as ` +
         `${client.options.clientId} in ${elapsed(started)}`,
     );
-    transport = createMqttTransport({
+    const transportOptions = {
       mqtt: client,
       serverId,
       topicPrefix: connection.topicPrefix,
       ...(flags.waitForServer === true ? { waitForServer: true } : {}),
+    };
+    transport = createMqttTransport({
+      ...transportOptions,
       ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
     });
+    // --max-message-size bounds the call's responses; the reflection
+    // replies (the CLI's own traffic) get at least the default limit: a
+    // small value must not fail the call before it starts. Transports on
+    // one client share its subscriptions, so a second one costs little.
+    if (needsReflection(flags) && (flags.maxMessageSize ?? Infinity) < DEFAULT_MAX_MESSAGE_BYTES) {
+      reflectionTransport = createMqttTransport(transportOptions);
+    }
     const schemaStarted = performance.now();
-    const schema = await obtainSchema(flags, transport, {
+    const schema = await obtainSchema(flags, reflectionTransport ?? transport, {
       timeoutMs: remaining(REFLECTION_TIMEOUT_MS) ?? REFLECTION_TIMEOUT_MS,
       signal: stop.signal,
     });
@@ -113,14 +131,22 @@ export async function call(
     }
     const code = e instanceof ConnectError ? e.code : undefined;
     if (timeout?.aborted === true && (code === Code.Canceled || code === Code.DeadlineExceeded)) {
-      throw new ConnectError(
-        `--timeout of ${flags.timeout} ms passed before the call started`,
-        Code.DeadlineExceeded,
+      return printStatus(
+        new ConnectError(
+          `--timeout of ${flags.timeout} ms passed before the call started`,
+          Code.DeadlineExceeded,
+          undefined,
+          undefined,
+          e,
+        ),
       );
     }
+    // A status before the call (the broker, reflection) is printed as the
+    // call's own would be: a script reads every exit 64 + code the same way.
+    if (e instanceof ConnectError) return printStatus(e);
     throw e;
   } finally {
-    await transport?.close();
+    await Promise.all([transport?.close(), reflectionTransport?.close()]);
     if (client !== undefined) await endMqtt(client);
     stop.dispose();
   }
@@ -233,7 +259,7 @@ async function runCall(plan: CallPlan): Promise<number> {
       received++;
     }
   } catch (e) {
-    failure = ConnectError.from(e);
+    failure = withFlagForLimit(ConnectError.from(e));
   } finally {
     progress?.stop(failure === undefined);
   }
@@ -262,8 +288,31 @@ async function runCall(plan: CallPlan): Promise<number> {
     }
     return EXIT_OK;
   }
-  process.stderr.write(`${JSON.stringify(statusJson(failure, schema.registry), null, 2)}\n`);
-  return exitCodeForStatus(failure.code);
+  return printStatus(failure, schema.registry);
+}
+
+/**
+ * Prints a failed status on stderr as JSON (status-output.ts), with
+ * `MQRPC_DEBUG` the whole error after it; returns the exit code, 64 + code.
+ */
+function printStatus(error: ConnectError, registry?: Registry): number {
+  process.stderr.write(`${JSON.stringify(statusJson(error, registry), null, 2)}\n`);
+  if (debugRequested()) process.stderr.write(`${inspect(error, { depth: 4 })}\n`);
+  return exitCodeForStatus(error.code);
+}
+
+/**
+ * A response over the transport's limit fails with the runtime's words,
+ * `… exceeds the transport's maxMessageBytes (N bytes)`: the user set that
+ * limit (or left it at its default) with --max-message-size, so name the flag.
+ */
+function withFlagForLimit(error: ConnectError): ConnectError {
+  if (error.code !== Code.ResourceExhausted) return error;
+  const message = error.rawMessage.replace("the transport's maxMessageBytes", "--max-message-size");
+  if (message === error.rawMessage) return error;
+  const named = new ConnectError(message, error.code, error.metadata, undefined, error);
+  named.details.push(...error.details);
+  return named;
 }
 
 function elapsed(since: number): string {

@@ -83,7 +83,9 @@ Examples:
 
 Exit status: 0 when the call ends OK (or is stopped with SIGINT/SIGTERM),
 64 + the status code when it fails (65 canceled … 69 not_found … 78 unavailable
-… 80 unauthenticated), 1 for bad input, 2 for a bad command line.`,
+… 80 unauthenticated; the status is printed on stderr as JSON, also when the
+broker or reflection failed before the call), 1 for bad input, 2 for a bad
+command line.`,
     )
     .action(
       runAction(async (serverId: string, method: string, flags: CallFlags) =>

@@ -1,5 +1,6 @@
 /** What `mqrpc ingress` does (its options: ingress.ts). */
 import { readFileSync } from "node:fs";
+import type { TLSSocket } from "node:tls";
 import { createGrpcIngress } from "@mqrpc/gateway";
 import type { InvalidArgumentError } from "commander";
 import type { MqttClient } from "mqtt";
@@ -12,6 +13,7 @@ import { logEvent } from "../output.js";
 import { loadSchemaInputs } from "../schema/schema-files.js";
 import { needsReflection } from "../schema/schema-options.js";
 import { listenForStop, unlessStopped, untilAborted } from "../stop-signal.js";
+import { checkCertificateAndKey } from "../tls-files.js";
 import type { IngressFlags } from "./ingress.js";
 
 /**
@@ -41,10 +43,14 @@ export async function ingress(flags: IngressFlags): Promise<number> {
       throw new CliError(`${flag}: cannot read ${path}: ${(e as Error).message}`);
     }
   };
-  const tls =
-    flags.tlsCert !== undefined && flags.tlsKey !== undefined
-      ? { cert: read("--tls-cert", flags.tlsCert), key: read("--tls-key", flags.tlsKey) }
-      : undefined;
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (flags.tlsCert !== undefined && flags.tlsKey !== undefined) {
+    tls = { cert: read("--tls-cert", flags.tlsCert), key: read("--tls-key", flags.tlsKey) };
+    checkCertificateAndKey(
+      { flag: "--tls-cert", path: flags.tlsCert, data: tls.cert },
+      { flag: "--tls-key", path: flags.tlsKey, data: tls.key },
+    );
+  }
   const schema = needsReflection(flags) ? undefined : await loadSchemaInputs(flags.schema ?? []);
   const stop = listenForStop();
   let client: MqttClient | undefined;
@@ -60,7 +66,7 @@ export async function ingress(flags: IngressFlags): Promise<number> {
         listen,
         reflection: flags.reflection,
         reflectionTimeoutMs: flags.reflectionTimeout,
-        ...(tls !== undefined ? { tls } : {}),
+        ...(tls !== undefined ? { tls, onTlsClientError: tlsFailureLog() } : {}),
         ...(schema !== undefined ? { descriptorSet: schema.registry } : {}),
         ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
       }),
@@ -80,4 +86,47 @@ export async function ingress(flags: IngressFlags): Promise<number> {
     if (client !== undefined) await endMqtt(client);
     stop.dispose();
   }
+}
+
+/** At most one `warn` line per this many ms about failed TLS handshakes. */
+const TLS_FAILURE_LOG_MS = 60_000;
+
+/**
+ * Logs the TLS handshakes with clients that failed on the ingress's side
+ * (cleartext to the TLS port, no protocol version or cipher in common):
+ * the first at once, then at most one line a minute, counting those left
+ * out, so that a client retrying in a loop or a scanner cannot flood the
+ * log. A connection the client closed during the handshake (`ECONNRESET`)
+ * is not logged: a TCP health check or port scan does that, as does a
+ * client that refused the certificate, and that client says why itself.
+ */
+function tlsFailureLog(): (error: Error, socket: TLSSocket) => void {
+  let loggedAt: number | undefined;
+  let unlogged = 0;
+  return (error, socket) => {
+    const { code, reason } = error as { code?: unknown; reason?: unknown };
+    if (code === "ECONNRESET") return;
+    const now = performance.now();
+    if (loggedAt !== undefined && now - loggedAt < TLS_FAILURE_LOG_MS) {
+      unlogged++;
+      return;
+    }
+    const more =
+      loggedAt === undefined
+        ? "; further failures are logged at most once a minute"
+        : unlogged > 0
+          ? `; ${unlogged} more since the last such line`
+          : "";
+    loggedAt = now;
+    unlogged = 0;
+    const address = socket.remoteAddress;
+    const peer =
+      address === undefined
+        ? "a client"
+        : `${address.includes(":") ? `[${address}]` : address}:${socket.remotePort}`;
+    // OpenSSL's reason ("http request") rather than its whole error string.
+    const what = typeof reason === "string" ? reason : error.message;
+    const codeText = typeof code === "string" ? ` (${code})` : "";
+    logEvent("warn", `TLS handshake with ${peer} failed: ${what}${codeText}${more}`);
+  };
 }

@@ -43,7 +43,7 @@ export function ingressCommand(): Command {
     .addOption(
       new Option(
         "--max-message-size <bytes>",
-        "largest request message accepted from a client (e.g. 16MiB)",
+        "largest message forwarded: a client's request, a device's response (e.g. 16MiB)",
       )
         .argParser(parseByteSize)
         .default(undefined, "4MiB"),

@@ -22,8 +22,9 @@ export function listCommand(): Command {
     .summary("list the servers online, from their retained presence (--watch: follow changes)")
     .description(
       "List the servers online now, from their retained presence: server id, state, instances " +
-        "(online/known), and since when (for changes seen while running; presence carries no time, " +
-        "so '-' for what was retained before)",
+        "(online/known), and since when, by the server's clock ('-' when the presence carries no " +
+        "time, as a last will does, and it was retained before list started; with --watch, a " +
+        "change seen live without a time shows when list saw it)",
     )
     .option("-w, --watch", "keep running and print one line per presence change")
     .option("-a, --all", "also list servers that are offline or disconnected")

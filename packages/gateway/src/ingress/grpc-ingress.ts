@@ -17,6 +17,7 @@
  *   `descriptorSet` option; Connect's Node adapter serves them
  *   (connect-forwarder.ts).
  */
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { IncomingHttpHeaders } from "node:http";
 import * as http from "node:http";
@@ -64,7 +65,10 @@ export interface GrpcIngressOptions {
   /**
    * Serve TLS (HTTP/2 negotiated by ALPN `h2`, HTTP/1.1 for gRPC-Web and
    * Connect clients that ask for it) with this key and certificate (PEM),
-   * and any other `node:http2` secure server option. Without it the ingress
+   * and any other `node:http2` secure server option. The key must be the
+   * certificate's: checked at start (an error naming `tls.key`), also for
+   * keys of another type (an EC key with an RSA certificate), which OpenSSL
+   * would take and then fail every handshake with. Without it the ingress
    * speaks cleartext: HTTP/2 with prior knowledge (h2c, what gRPC clients
    * send to `http://` addresses) and HTTP/1.1 on the same port.
    */
@@ -72,6 +76,17 @@ export interface GrpcIngressOptions {
     readonly key: string | Buffer;
     readonly cert: string | Buffer;
   };
+  /**
+   * Called for each TLS connection whose handshake failed, with the error
+   * and the client's socket, as Node's `tlsClientError` event: cleartext
+   * to the TLS port (`ERR_SSL_HTTP_REQUEST`, `ERR_SSL_WRONG_VERSION_NUMBER`),
+   * no protocol version or cipher in common, or a client that closed the
+   * connection during the handshake (`ECONNRESET`: a TCP health check, a
+   * port scan, or a client that does not trust the certificate). The
+   * ingress itself logs nothing; without it such connections are closed
+   * silently.
+   */
+  readonly onTlsClientError?: (error: Error, socket: tls.TLSSocket) => void;
   /** First topic levels of every mqrpc topic; default `mqrpc`. Must match the devices'. */
   readonly topicPrefix?: string;
   /**
@@ -341,7 +356,7 @@ export async function createGrpcIngress(options: GrpcIngressOptions): Promise<Gr
     );
   };
 
-  const server = await listen(settings, options.tls, onRequest, onStream);
+  const server = await listen(settings, options.tls, options.onTlsClientError, onRequest, onStream);
   let closing: Promise<void> | undefined;
   return {
     url: server.url,
@@ -451,6 +466,10 @@ function ingressSettings(options: GrpcIngressOptions): IngressSettings {
   ) {
     throw new Error("tls option: give both key and cert");
   }
+  if (options.tls !== undefined) checkTlsPair(options.tls);
+  if (options.onTlsClientError !== undefined && typeof options.onTlsClientError !== "function") {
+    throw new Error("onTlsClientError option: must be a function");
+  }
   const reflection = options.reflection ?? true;
   const schema =
     options.descriptorSet !== undefined
@@ -467,6 +486,62 @@ function ingressSettings(options: GrpcIngressOptions): IngressSettings {
     maxDevices: positive("maxDevices", options.maxDevices, 10_000),
     maxMessageBytes: positive("maxMessageBytes", options.maxMessageBytes, 4 * 1024 * 1024),
   };
+}
+
+/**
+ * Checks that `tls.key` is the private key of `tls.cert`'s certificate
+ * (the first of the chain), and that OpenSSL takes the options. OpenSSL
+ * keeps keys of different types (RSA, EC) in slots of their own, so an EC
+ * key with an RSA certificate passes its own check and then fails every
+ * handshake; here it is an error naming the option.
+ */
+function checkTlsPair(options: NonNullable<GrpcIngressOptions["tls"]>): void {
+  const pem = (value: unknown) => typeof value === "string" || Buffer.isBuffer(value);
+  // Arrays of keys and certificates (one per key type): left to OpenSSL.
+  if (pem(options.cert) && pem(options.key)) checkKeyOfCertificate(options);
+  try {
+    tls.createSecureContext(options);
+  } catch (e) {
+    throw new Error(`tls option: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+function checkKeyOfCertificate(options: NonNullable<GrpcIngressOptions["tls"]>): void {
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(options.cert);
+  } catch (e) {
+    throw new Error(`tls.cert option: not a PEM certificate (${(e as Error).message})`, {
+      cause: e,
+    });
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(
+      options.passphrase !== undefined
+        ? { key: options.key, passphrase: options.passphrase }
+        : options.key,
+    );
+  } catch (e) {
+    const encrypted =
+      options.passphrase === undefined && /ENCRYPTED/.test(options.key.toString())
+        ? ": it is encrypted, give tls.passphrase"
+        : "";
+    throw new Error(`tls.key option: not a PEM private key${encrypted} (${(e as Error).message})`, {
+      cause: e,
+    });
+  }
+  if (!certificate.checkPrivateKey(key)) {
+    const keyType = key.asymmetricKeyType;
+    const certType = certificate.publicKey.asymmetricKeyType;
+    const types =
+      keyType !== certType
+        ? ` (the key is ${keyType?.toUpperCase() ?? "?"}, the certificate's ${certType?.toUpperCase() ?? "?"})`
+        : "";
+    throw new Error(
+      `tls.key option: not the private key of the tls.cert certificate (${certificate.subject.replaceAll("\n", ", ")})${types}`,
+    );
+  }
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -495,6 +570,7 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 async function listen(
   settings: IngressSettings,
   tlsOptions: GrpcIngressOptions["tls"],
+  onTlsClientError: GrpcIngressOptions["onTlsClientError"],
   onRequest: (req: HttpRequest, res: HttpResponse) => void,
   onStream: (
     stream: http2.ServerHttp2Stream,
@@ -528,11 +604,21 @@ async function listen(
     // http2.createSecureServer does with allowHTTP1 (the default here).
     const http1 = tlsOptions.allowHTTP1 !== false;
     const ALPNProtocols = http1 ? ["h2", "http/1.1"] : ["h2"];
-    server = tls.createServer({ ...tlsOptions, ALPNProtocols }, (socket) => {
+    const secure = tls.createServer({ ...tlsOptions, ALPNProtocols }, (socket) => {
       if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
       else if (http1) h1.emit("connection", socket);
       else socket.destroy();
     });
+    server = secure;
+    if (onTlsClientError !== undefined) {
+      secure.on("tlsClientError", (error, socket) => {
+        try {
+          onTlsClientError(error, socket);
+        } catch {
+          // The application's callback: its failure is not the connection's.
+        }
+      });
+    }
   } else {
     // Cleartext: one port for h2c with prior knowledge and HTTP/1.1, told
     // apart by the first bytes a client sends.
