@@ -49,18 +49,27 @@ export const MqttOptionsSchema: GenMessage<MqttOptions> = /*@__PURE__*/
   messageDesc(file_mqrpc_v1_options, 0);
 
 /**
+ * MQTT settings for every method of the file's services:
+ * `option (mqrpc.v1.file_options) = { batched_stream: true };`
+ *
  * @generated from extension: mqrpc.v1.MqttOptions file_options = 51710;
  */
 export const file_options: GenExtension<FileOptions, MqttOptions> = /*@__PURE__*/
   extDesc(file_mqrpc_v1_options, 0);
 
 /**
+ * MQTT settings for every method of the service, over the file's:
+ * `option (mqrpc.v1.service_options) = { batch_linger_ms: 5 };`
+ *
  * @generated from extension: mqrpc.v1.MqttOptions service_options = 51710;
  */
 export const service_options: GenExtension<ServiceOptions, MqttOptions> = /*@__PURE__*/
   extDesc(file_mqrpc_v1_options, 1);
 
 /**
+ * MQTT settings for this method, over its service's and file's:
+ * `option (mqrpc.v1.method_options) = { batched_stream: false };`
+ *
  * @generated from extension: mqrpc.v1.MqttOptions method_options = 51710;
  */
 export const method_options: GenExtension<MethodOptions, MqttOptions> = /*@__PURE__*/

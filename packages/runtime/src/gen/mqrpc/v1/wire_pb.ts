@@ -699,10 +699,14 @@ export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
   messageDesc(file_mqrpc_v1_wire, 15);
 
 /**
+ * What a presence announcement says of the instance (PROTOCOL.md section 3).
+ *
  * @generated from enum mqrpc.v1.Presence.State
  */
 export enum Presence_State {
   /**
+   * Not set: read as not serving.
+   *
    * @generated from enum value: STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
