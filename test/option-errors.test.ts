@@ -7,6 +7,8 @@
  */
 import { createClient } from "@connectrpc/connect";
 import {
+  checkMqttServerOptions,
+  checkMqttTransportOptions,
   createMqttServer,
   createMqttTransport,
   type MqttServerOptions,
@@ -15,6 +17,12 @@ import {
 } from "@mqrpc/runtime";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
+import {
+  createGrpcGateway,
+  createGrpcIngress,
+  type DeviceTransportOptions,
+  type GrpcGatewayOptions,
+} from "../packages/gateway/src/index.js";
 import { TopicScheme } from "../packages/runtime/src/wire/topic-scheme.js";
 import { freePort } from "./brokers/free-port.js";
 import { forBrokersWhere } from "./brokers/targets.js";
@@ -55,7 +63,58 @@ forBrokersWhere(
             mqtt: { host: "127.0.0.1", protocol: "https" as "mqtt" },
             serverId: "s",
           }),
-        ).toThrow('mqtt option: protocol "https" is not an MQTT one (mqtt, mqtts, ws, wss)');
+        ).toThrow(
+          'mqtt option: protocol "https" is not one MQTT.js connects with (mqtt, mqtts, ws, wss, …)',
+        );
+        // A password in a refused URL never reaches a message.
+        const secret = "https://ops:S3cr3t@127.0.0.1:8883";
+        const error = (() => {
+          try {
+            createMqttTransport({ mqtt: secret, serverId: "s" });
+          } catch (e) {
+            return e as Error;
+          }
+        })();
+        expect(error?.message).toBe(
+          `mqtt option: "https://ops:***@127.0.0.1:8883/" has scheme https:, not an MQTT one; ${SCHEMES}`,
+        );
+        await expect(
+          createGrpcIngress({ mqtt: secret, listen: { host: "127.0.0.1", port: 0 } }),
+        ).rejects.toThrow(/^mqtt option: "https:\/\/ops:\*\*\*@127\.0\.0\.1:8883\/" has scheme/);
+      });
+
+      it("every form MQTT.js connects with passes the check", () => {
+        for (const mqtt of [
+          "mqtt://h:1883",
+          "MQTTS://h:8883",
+          "tcp://h",
+          "ssl://h",
+          "ws://h:80/mqtt?x=1",
+          "wss://h/mqtt",
+          "wxs://h/mqtt",
+          "alis://h/mqtt",
+          "mqtt+unix:///run/mosquitto.sock",
+          "ws+unix:///run/mqtt-ws.sock",
+          "/mqtt",
+          { url: "mqtts://h:8883", protocol: "mqtts:" as "mqtts" },
+          { host: "h", port: 8883, protocol: "mqtts" as const },
+          {
+            host: "h",
+            servers: [
+              { host: "a", port: 1 },
+              { host: "b", port: 2, protocol: "mqtt" as const },
+            ],
+          },
+        ]) {
+          expect(() => checkMqttTransportOptions({ mqtt, serverId: "s" })).not.toThrow();
+          expect(() => checkMqttServerOptions({ mqtt, serverId: "s" })).not.toThrow();
+        }
+        expect(() =>
+          checkMqttTransportOptions({
+            mqtt: { host: "h", servers: [{ host: "a", port: 1, protocol: "https" as "mqtt" }] },
+            serverId: "s",
+          }),
+        ).toThrow('mqtt option: servers[0]: protocol "https" is not one MQTT.js connects with');
       });
 
       it("unknown options and values of the wrong type are refused, naming the option", async () => {
@@ -92,8 +151,36 @@ forBrokersWhere(
         expect(() => transport({ waitForServer: "yes" })).toThrow(
           'waitForServer must be true or false, not "yes"',
         );
+        await expect(
+          createGrpcGateway({
+            mqtt,
+            serverId: "g",
+            // An upstream that is not there: the typo is reported first, not after its start timeout.
+            upstreams: [{ url: "http://127.0.0.1:1" }],
+            upstreamKeepaliveMs: 5,
+          } as GrpcGatewayOptions),
+        ).rejects.toThrow(
+          /^upstreamKeepaliveMs is not an option of createGrpcGateway \(it takes mqtt, serverId, upstreams, /,
+        );
+        await expect(
+          createGrpcGateway({
+            mqtt,
+            serverId: "g",
+            upstreams: [{ url: "http://127.0.0.1:1" }],
+            maxConcurrentCalls: 0,
+          }),
+        ).rejects.toThrow("maxConcurrentCalls must be an integer of at least 1, got 0");
+        await expect(
+          createGrpcIngress({
+            mqtt,
+            transport: { heartbeatMS: 5 } as DeviceTransportOptions,
+          }),
+        ).rejects.toThrow(/^transport option: heartbeatMS is not an option of transport/);
+        await expect(
+          createGrpcIngress({ mqtt, transport: { waitForServer: "yes" as unknown as boolean } }),
+        ).rejects.toThrow('transport option: waitForServer must be true or false, not "yes"');
         expect(() => transport({ interceptors: [1] })).toThrow(
-          "interceptors must be an array of functions, not an array",
+          "interceptors must be an array of functions; interceptors[0] is 1",
         );
       });
 
@@ -156,6 +243,18 @@ forBrokersWhere(
           `warn mqrpc server "${server.serverId}": cannot reach the MQTT broker at mqtt://127.0.0.1:${port} (ECONNREFUSED); waiting for it, retrying every 500 ms`,
           `info mqrpc server "${server.serverId}": reached the MQTT broker at mqtt://127.0.0.1:${port}`,
         ]);
+      });
+
+      it("a server start that cannot reach its broker and will not retry (reconnectPeriod 0) fails, naming it", async () => {
+        const port = await freePort();
+        await expect(
+          createMqttServer({
+            mqtt: { url: `mqtt://127.0.0.1:${port}`, reconnectPeriod: 0 },
+            serverId: uniqueServerId("opt"),
+          }),
+        ).rejects.toThrow(
+          `mqtt option: cannot reach the MQTT broker at mqtt://127.0.0.1:${port} (ECONNREFUSED), and reconnectPeriod is 0: MQTT.js does not retry`,
+        );
       });
     });
   },

@@ -12,7 +12,7 @@
  *   upstream that refuses the request's headers (ENHANCE_YOUR_CALM)
  *   gives RESOURCE_EXHAUSTED.
  */
-import type * as http2 from "node:http2";
+import * as http2 from "node:http2";
 import { constants as http2constants } from "node:http2";
 import * as net from "node:net";
 import { Code, ConnectError, decodeBinaryHeader } from "@connectrpc/connect";
@@ -22,6 +22,7 @@ import { forBrokersWhere } from "../../../test/brokers/targets.js";
 import { FaultProxy } from "../../../test/support/fault-proxy.js";
 import {
   Closer,
+  deferred,
   mqttOptions,
   startTransport,
   uniqueServerId,
@@ -216,6 +217,35 @@ forBrokersWhere(
         expect(bytes(requestFields)).toEqual([[0], [1, 2]]);
         expect(bytes(response.header.get("x-h-bin")?.split(",") ?? [])).toEqual([[0], [1, 2]]);
         expect(bytes(response.trailer.get("x-t-bin")?.split(",") ?? [])).toEqual([[1, 2], [0]]);
+      });
+
+      it("a logger that throws does not take the gateway down when an upstream goes away", async () => {
+        const sockets = new Set<net.Socket>();
+        const server = http2.createServer();
+        server.on("connection", (socket: net.Socket) => sockets.add(socket));
+        server.on("stream", (stream) => answerWith({ "content-type": "application/grpc" })(stream));
+        await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+        const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+        const warned = deferred<string>();
+        const transport = await through(url, {
+          logger: {
+            warn: (message) => {
+              warned.resolve(message);
+              throw new Error("the logger is broken");
+            },
+          },
+        });
+        expect(await callOnce(transport)).toMatchObject({ messages: 1 });
+        // The upstream goes away for good: the gateway warns (and the logger throws).
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          for (const socket of sockets) socket.destroy();
+        });
+        expect(await warned.promise).toMatch(
+          /^gateway: upstream http:\/\/127\.0\.0\.1:\d+ is unreachable/,
+        );
+        const outcome = await callOnce(transport);
+        expect((outcome as ConnectError).code).toBe(Code.Unavailable);
       });
 
       it("refuses bad keepalive options, naming them", async () => {

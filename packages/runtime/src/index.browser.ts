@@ -19,7 +19,11 @@ export type {
 export { AclSyntaxError, parseMosquittoAcl } from "./broker/mosquitto-acl.js";
 export { abortable } from "./client/abortable.js";
 export type { MqttTransport, MqttTransportOptions } from "./client/mqtt-transport.js";
-export { createMqttTransport, waitForServerKey } from "./client/mqtt-transport.js";
+export {
+  checkMqttTransportOptions,
+  createMqttTransport,
+  waitForServerKey,
+} from "./client/mqtt-transport.js";
 export type { RawStreamRequest, RawStreamResponse } from "./client/raw-stream.js";
 export { createMqttClient } from "./link/mqtt-client.js";
 export type { MqttConnectionInput } from "./link/mqtt-link.js";
@@ -40,7 +44,7 @@ export type {
   MqttServerOptions,
   PartialServiceImpl,
 } from "./server/mqtt-server.js";
-export { createMqttServer } from "./server/mqtt-server.js";
+export { checkMqttServerOptions, createMqttServer } from "./server/mqtt-server.js";
 export type {
   MethodKind,
   RawCallContext,

@@ -41,8 +41,14 @@ export function optionalBoolean(name: string, value: unknown): boolean | undefin
 /** @throws Error naming `name` unless `value` is undefined or an array of functions. */
 export function optionalFunctions<T>(name: string, value: unknown): T[] | undefined {
   if (value === undefined) return undefined;
-  if (!Array.isArray(value) || value.some((f) => typeof f !== "function")) {
+  if (!Array.isArray(value)) {
     throw new Error(`${name} must be an array of functions, not ${shownValue(value)}`);
+  }
+  const bad = value.findIndex((f) => typeof f !== "function");
+  if (bad >= 0) {
+    throw new Error(
+      `${name} must be an array of functions; ${name}[${bad}] is ${shownValue(value[bad])}`,
+    );
   }
   return value as T[];
 }

@@ -6,12 +6,12 @@
  * service, with the message bytes untouched.
  */
 import {
+  checkMqttServerOptions,
   createMqttServer,
   DEFAULT_MAX_MESSAGE_BYTES,
   MAX_TIMER_MS,
   type MethodSettings,
   type MqttServer,
-  type MqttServerLogger,
   type MqttServerOptions,
   serveReflection,
 } from "@mqrpc/runtime";
@@ -182,6 +182,42 @@ export interface GrpcGateway {
 
 const DEFAULT_START_TIMEOUT_MS = 10_000;
 
+/** Every option of {@link createGrpcGateway}; others are refused. */
+const GATEWAY_OPTION_KEYS = [
+  "mqtt",
+  "serverId",
+  "upstreams",
+  "reflection",
+  "startTimeoutMs",
+  "upstreamConnectTimeoutMs",
+  "upstreamKeepaliveTimeMs",
+  "upstreamKeepaliveTimeoutMs",
+  "topicPrefix",
+  "maxMessageBytes",
+  "maxPublishBytes",
+  "shared",
+  "maxConcurrentCalls",
+  "maxCallsPerClient",
+  "maxQueuedCalls",
+  "maxQueuedCallsPerClient",
+  "completedCallMemory",
+  "maxReassemblyBytes",
+  "receiveWindow",
+  "shutdownTimeoutMs",
+  "callIdleTimeoutMs",
+  "logger",
+] as const satisfies readonly (keyof GrpcGatewayOptions)[];
+/** Compiles only while GATEWAY_OPTION_KEYS lists every option. */
+const GATEWAY_OPTIONS_COMPLETE: Exclude<
+  keyof GrpcGatewayOptions,
+  (typeof GATEWAY_OPTION_KEYS)[number]
+> extends never
+  ? true
+  : never = true;
+const GATEWAY_OPTIONS: ReadonlySet<string> = new Set(
+  GATEWAY_OPTIONS_COMPLETE ? GATEWAY_OPTION_KEYS : [],
+);
+
 interface UpstreamSetup {
   readonly options: GrpcUpstreamOptions;
   readonly option: string;
@@ -215,6 +251,13 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
   if (typeof options !== "object" || options === null) {
     throw new Error("createGrpcGateway needs options { mqtt, serverId, upstreams }");
   }
+  for (const key of Object.keys(options)) {
+    if (!GATEWAY_OPTIONS.has(key)) {
+      throw new Error(
+        `${key} is not an option of createGrpcGateway (it takes ${[...GATEWAY_OPTIONS].join(", ")})`,
+      );
+    }
+  }
   const {
     upstreams: upstreamOptions,
     reflection,
@@ -234,6 +277,8 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
   if (reflection !== undefined && typeof reflection !== "boolean") {
     throw new Error("reflection must be a boolean");
   }
+  // The server's options are checked now, not after the upstreams are learned.
+  checkMqttServerOptions({ ...serverOptions, reflection: false });
   const maxMessageBytes = serverOptions.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const setups = checkUpstreams(upstreamOptions).map(
     (o, i): UpstreamSetup => ({
@@ -259,7 +304,6 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
     setups.forEach((s, i) => {
       map.add(s.upstream, schemas[i] as UpstreamSchema, s.options.settings);
     });
-    const logger: MqttServerLogger = serverOptions.logger ?? console;
     server = await createMqttServer({
       ...serverOptions,
       reflection: false,
@@ -275,7 +319,7 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
         }
       },
     });
-    const gateway = new GrpcGatewayImpl(server, map, setups, logger, startTimeout);
+    const gateway = new GrpcGatewayImpl(server, map, setups, startTimeout);
     gateway.watchUpstreams();
     return gateway;
   } catch (e) {
@@ -421,7 +465,6 @@ class GrpcGatewayImpl implements GrpcGateway {
     readonly server: MqttServer,
     private readonly map: MethodMap,
     private readonly setups: readonly UpstreamSetup[],
-    private readonly logger: MqttServerLogger,
     private readonly timeoutMs: number,
   ) {
     this.serverId = server.serverId;
@@ -450,13 +493,14 @@ class GrpcGatewayImpl implements GrpcGateway {
       let down = false;
       setup.upstream.watch(
         () => {
-          if (down) this.logger.info?.(`gateway: upstream ${setup.options.url} is reachable again`);
+          if (down)
+            this.server.logger.info?.(`gateway: upstream ${setup.options.url} is reachable again`);
           down = false;
           if (this.isReflected(setup)) void this.relearn(setup).catch(() => {});
         },
         (reason) => {
           down = true;
-          this.logger.warn(
+          this.server.logger.warn(
             `gateway: upstream ${setup.options.url} is unreachable (${reason}): calls to its services fail with UNAVAILABLE; reconnecting`,
           );
         },
@@ -495,13 +539,13 @@ class GrpcGatewayImpl implements GrpcGateway {
           if (this.closing !== undefined) return;
           taken = this.map.replace(setup.upstream, schema);
         } catch (e) {
-          this.logger.warn(
+          this.server.logger.warn(
             `mqrpc gateway "${this.serverId}": ${e instanceof Error ? e.message : String(e)}; keeping its services as they were`,
           );
           throw e;
         }
         if (taken.length > 0) {
-          this.logger.warn(
+          this.server.logger.warn(
             `mqrpc gateway "${this.serverId}": upstream ${setup.upstream.url} now offers ${taken.join(", ")}, served by another upstream already; calls keep going there`,
           );
         }

@@ -26,7 +26,12 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
-import { MAX_TIMER_MS, type MqttConnectionInput, settingsFromDescriptor } from "@mqrpc/runtime";
+import {
+  checkMqttTransportOptions,
+  MAX_TIMER_MS,
+  type MqttConnectionInput,
+  settingsFromDescriptor,
+} from "@mqrpc/runtime";
 import { MAX_HEADER_LIST_PAIRS } from "../http2-header-limits.js";
 import { connectHandler } from "./connect-forwarder.js";
 import {
@@ -450,11 +455,49 @@ interface IngressSettings {
   readonly maxMessageBytes: number;
 }
 
+/**
+ * Checks `mqtt`, `topicPrefix` and `transport` as the device transports
+ * made on first calls will take them, so that a mistake fails the start
+ * rather than every call (and a broker URL's password never reaches an
+ * HTTP client in a call's error).
+ */
+function checkDeviceTransportOptions(options: GrpcIngressOptions): void {
+  if (
+    options.transport !== undefined &&
+    (typeof options.transport !== "object" || options.transport === null)
+  ) {
+    throw new Error("transport option: must be an object of createMqttTransport options");
+  }
+  for (const key of ["mqtt", "serverId", "topicPrefix"]) {
+    if (options.transport !== undefined && key in options.transport) {
+      throw new Error(`transport.${key} option: give it at the top level of the options`);
+    }
+  }
+  try {
+    checkMqttTransportOptions({
+      ...options.transport,
+      mqtt: options.mqtt,
+      serverId: "ingress",
+      ...(options.topicPrefix !== undefined ? { topicPrefix: options.topicPrefix } : {}),
+    });
+  } catch (e) {
+    const message = (e as Error).message;
+    // The runtime names createMqttTransport's options; here they are transport.<name>.
+    throw new Error(
+      message.startsWith("mqtt option:") || message.startsWith("topicPrefix")
+        ? message
+        : `transport option: ${message.replace("createMqttTransport", "transport")}`,
+      { cause: e },
+    );
+  }
+}
+
 /** Validates the options; errors name the option. */
 function ingressSettings(options: GrpcIngressOptions): IngressSettings {
   if (options.mqtt === undefined || options.mqtt === null) {
     throw new Error("mqtt option: give a broker URL, MQTT.js options or an MqttClient");
   }
+  checkDeviceTransportOptions(options);
   const host = options.listen?.host ?? "127.0.0.1";
   const port = options.listen?.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {

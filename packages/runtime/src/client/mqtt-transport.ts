@@ -30,6 +30,7 @@ import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import { DEFAULT_WINDOW } from "../flow/flow-credit.js";
 import type { MessageLimit } from "../flow/frame-receiver.js";
 import { ReassemblyBudget } from "../flow/reassembly-budget.js";
+import { mqttInputProblem } from "../link/broker-url.js";
 import { type MqttConnectionInput, MqttLink } from "../link/mqtt-link.js";
 import { flatString, PresenceBoard, type PresenceWatch } from "../link/presence.js";
 import {
@@ -166,14 +167,7 @@ export const waitForServerKey = createContextKey<boolean | undefined>(undefined,
  * a process calling thousands of devices, one transport each, stays small.
  */
 export function createMqttTransport(options: MqttTransportOptions): MqttTransport {
-  if (typeof options !== "object" || options === null) {
-    throw new Error("createMqttTransport needs options { mqtt, serverId }");
-  }
-  refuseUnknownOptions("createMqttTransport", options, TRANSPORT_OPTIONS);
-  if (typeof options.serverId !== "string" || options.serverId === "") {
-    throw new Error("serverId must be a non-empty string");
-  }
-  const settings = transportSettings(options);
+  const settings = checkedSettings(options);
   const link = MqttLink.acquire(options.mqtt);
   const problem = clientIdProblem(link.clientId);
   if (problem !== undefined) {
@@ -189,6 +183,35 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
     void left.finally(() => link.release());
     throw e;
   }
+}
+
+/** The options' settings, after the checks that need no connection. */
+function checkedSettings(options: MqttTransportOptions): TransportSettings {
+  if (typeof options !== "object" || options === null) {
+    throw new Error("createMqttTransport needs options { mqtt, serverId }");
+  }
+  refuseUnknownOptions("createMqttTransport", options, TRANSPORT_OPTIONS);
+  if (typeof options.serverId !== "string" || options.serverId === "") {
+    throw new Error("serverId must be a non-empty string");
+  }
+  return transportSettings(options);
+}
+
+/**
+ * Checks `options` as {@link createMqttTransport} does, without
+ * connecting: for a package that makes transports later from options it
+ * was given (the gRPC ingress makes one per device on its first call, and
+ * checks its `transport` option at start).
+ *
+ * @throws Error naming the option for an unknown key or a bad value, and
+ *   `mqtt option: …` for a broker URL whose scheme is not an MQTT one.
+ */
+export function checkMqttTransportOptions(options: MqttTransportOptions): void {
+  checkedSettings(options);
+  // Checks the prefix (the scheme throws naming it).
+  new TopicScheme(options.topicPrefix);
+  const problem = mqttInputProblem(options.mqtt);
+  if (problem !== undefined) throw new Error(`mqtt option: ${problem}`);
 }
 
 /** Every option of {@link createMqttTransport}; others are refused. */

@@ -18,6 +18,7 @@ import mqtt, {
 } from "mqtt";
 import { afterThisTurn } from "../flow/event-loop-turn.js";
 import { MIN_PUBLISH_BYTES } from "../wire/limits.js";
+import { mqttInputProblem } from "./broker-url.js";
 import { PublishCoalescer, type PublishFailureListener } from "./publish-coalescer.js";
 import { PacketTooLargeError } from "./publish-error.js";
 
@@ -157,7 +158,8 @@ export class MqttLink {
 
   private constructor(
     readonly client: MqttClient,
-    private readonly owned: boolean,
+    /** Whether mqrpc opened the connection (false for an `MqttClient` given to it). */
+    readonly owned: boolean,
     willInstalled: boolean,
     /** Where the link is registered for sharing (owned links only). */
     private readonly key?: string,
@@ -1185,34 +1187,6 @@ function canonical(value: unknown): unknown {
  * `resume` whether reconnects resume the session (`clean` switched off
  * after the first CONNACK).
  */
-/** URL schemes (and MQTT.js `protocol` values) that reach an MQTT broker. */
-const BROKER_SCHEMES = new Set(["mqtt", "mqtts", "tcp", "tls", "ssl", "ws", "wss"]);
-
-/**
- * @throws Error naming the `mqtt` option for a URL that does not parse or
- *   whose scheme is not an MQTT one (`https://…` would otherwise connect
- *   in plain MQTT, unencrypted, to the port given).
- */
-function checkBrokerUrl(url: unknown, protocol: unknown): void {
-  const schemes = "use mqtt://host:1883, mqtts://host:8883, ws://host/mqtt or wss://host/mqtt";
-  if (url !== undefined) {
-    if (typeof url !== "string") throw configError(`the broker URL must be a string; ${schemes}`);
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw configError(`"${url}" is not a broker URL; ${schemes}`);
-    }
-    const scheme = parsed.protocol.replace(/:$/, "");
-    if (!BROKER_SCHEMES.has(scheme)) {
-      throw configError(`"${url}" has scheme ${scheme}:, not an MQTT one; ${schemes}`);
-    }
-  }
-  if (protocol !== undefined && !BROKER_SCHEMES.has(String(protocol))) {
-    throw configError(`protocol "${String(protocol)}" is not an MQTT one (mqtt, mqtts, ws, wss)`);
-  }
-}
-
 function resolveOptions(
   input: string | (IClientOptions & { readonly url?: string }),
   will: ((clientId: string) => LinkWill) | undefined,
@@ -1221,13 +1195,8 @@ function resolveOptions(
 ): { options: IClientOptions & { url?: string }; stable: boolean; resume: boolean } {
   const options: IClientOptions & { url?: string } =
     typeof input === "string" ? { url: input } : { ...input };
-  if (typeof input === "string" && input.trim() === "") {
-    throw configError("the broker URL is empty");
-  }
-  if (typeof input !== "string" && options.url === undefined && options.host === undefined) {
-    throw configError("give a URL string, options with url or host, or an MqttClient");
-  }
-  checkBrokerUrl(options.url, options.protocol);
+  const problem = mqttInputProblem(input);
+  if (problem !== undefined) throw configError(problem);
   // Identity (SECURITY.md): brokers that bind client ids to accounts
   // (Mosquitto's use_username_as_clientid) make the username the client id,
   // and mqrpc's topics must use the id the broker uses.

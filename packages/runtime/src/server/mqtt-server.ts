@@ -17,6 +17,7 @@ import { DEFAULT_WINDOW } from "../flow/flow-credit.js";
 import type { MessageLimit } from "../flow/frame-receiver.js";
 import { ReassemblyBudget } from "../flow/reassembly-budget.js";
 import { type Presence, Presence_State, PresenceSchema } from "../gen/mqrpc/v1/wire_pb.js";
+import { brokerAddress, mqttInputProblem } from "../link/broker-url.js";
 import { type MqttConnectionInput, MqttLink } from "../link/mqtt-link.js";
 import { encodePresence, newIncarnation } from "../link/presence.js";
 import type { PublishFailureListener } from "../link/publish-coalescer.js";
@@ -191,6 +192,13 @@ export interface MqttServer {
    */
   readonly mqttClient: MqttClient;
   /**
+   * The logger the server reports through (the `logger` option, else
+   * `console`), guarded: a call never throws, whatever the application's
+   * logger does. For packages built on a server (the gateway, the network
+   * bridge) to report in the same place.
+   */
+  readonly logger: MqttServerLogger;
+  /**
    * Registers a service implementation. Methods left out answer
    * UNIMPLEMENTED. `settings` are the generated per-method MQTT settings;
    * for a method they leave out, the settings the generated `*_mqrpc.ts`
@@ -275,15 +283,107 @@ export async function createMqttServer(options: MqttServerOptions): Promise<Mqtt
   return server;
 }
 
-/** `host:port` of the broker a client connects to, for messages. */
-function brokerAddress(client: MqttClient): string {
-  const { protocol, hostname, host, port } = client.options as {
-    protocol?: string;
-    hostname?: string;
-    host?: string;
-    port?: number;
+/** What a server makes of its options, validated (see {@link serverSettings}). */
+interface ServerSettings {
+  readonly serverId: string;
+  readonly topicPrefix: string | undefined;
+  readonly interceptors: Interceptor[];
+  readonly maxMessageBytes: number;
+  readonly maxPublishBytes: number;
+  readonly limits: CallAdmissionLimits;
+  readonly receiveWindow: number;
+  readonly reassemblyBytes: number;
+  readonly callIdleTimeoutMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly completedCallMemory: number;
+  readonly reflection: boolean;
+  readonly shareGroup: string | undefined;
+  readonly logger: MqttServerLogger;
+}
+
+/**
+ * Validates a server's options (all but the connection) and applies
+ * their defaults.
+ *
+ * @throws Error naming the option for an unknown key or a bad value.
+ */
+function serverSettings(options: MqttServerOptions): ServerSettings {
+  if (typeof options !== "object" || options === null) {
+    throw new Error("createMqttServer needs options { mqtt, serverId }");
+  }
+  refuseUnknownOptions("createMqttServer", options, SERVER_OPTIONS);
+  if (typeof options.serverId !== "string" || options.serverId === "") {
+    throw new Error("serverId must be a non-empty string");
+  }
+  // Checks the prefix (the scheme throws naming it).
+  new TopicScheme(options.topicPrefix);
+  const maxMessageBytes = positiveInteger(
+    "maxMessageBytes",
+    options.maxMessageBytes,
+    DEFAULT_MAX_MESSAGE_BYTES,
+  );
+  const reassemblyBytes = positiveInteger(
+    "maxReassemblyBytes",
+    options.maxReassemblyBytes,
+    defaultReassemblyBytes(maxMessageBytes),
+  );
+  if (reassemblyBytes < maxMessageBytes) {
+    throw new Error(
+      `maxReassemblyBytes (${reassemblyBytes}) must be at least maxMessageBytes (${maxMessageBytes})`,
+    );
+  }
+  if (options.shared !== undefined && typeof options.shared !== "boolean") {
+    if (typeof options.shared !== "string") {
+      throw new Error(
+        `shared must be true, false or a share group name, not ${shownValue(options.shared)}`,
+      );
+    }
+    if (!/^[A-Za-z0-9_-]+$/.test(options.shared)) {
+      throw new Error(
+        `shared: share group "${options.shared}" must use only A-Z, a-z, 0-9, "_" and "-"`,
+      );
+    }
+  }
+  return {
+    serverId: options.serverId,
+    topicPrefix: options.topicPrefix,
+    interceptors: optionalFunctions<Interceptor>("interceptors", options.interceptors) ?? [],
+    maxMessageBytes,
+    maxPublishBytes: positiveInteger(
+      "maxPublishBytes",
+      options.maxPublishBytes,
+      DEFAULT_MAX_PUBLISH_BYTES,
+      MIN_PUBLISH_BYTES,
+    ),
+    limits: admissionLimits(options),
+    receiveWindow: positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW),
+    reassemblyBytes,
+    callIdleTimeoutMs: positiveInteger("callIdleTimeoutMs", options.callIdleTimeoutMs, 300_000),
+    shutdownTimeoutMs: positiveInteger("shutdownTimeoutMs", options.shutdownTimeoutMs, 5000, 0),
+    completedCallMemory: positiveInteger(
+      "completedCallMemory",
+      options.completedCallMemory,
+      10_000,
+    ),
+    reflection: optionalBoolean("reflection", options.reflection) ?? true,
+    shareGroup:
+      options.shared === true ? encodeTopicSegment(options.serverId) : options.shared || undefined,
+    logger: guardedLogger(options.logger ?? console),
   };
-  return `${protocol ?? "mqtt"}://${hostname ?? host ?? "localhost"}${port === undefined ? "" : `:${port}`}`;
+}
+
+/**
+ * Checks `options` as {@link createMqttServer} does, without connecting:
+ * for a package that builds a server later, or from options of its own
+ * (the gateway checks its options before it learns its upstreams).
+ *
+ * @throws Error naming the option for an unknown key or a bad value, and
+ *   `mqtt option: …` for a broker URL whose scheme is not an MQTT one.
+ */
+export function checkMqttServerOptions(options: MqttServerOptions): void {
+  serverSettings(options);
+  const problem = mqttInputProblem(options.mqtt);
+  if (problem !== undefined) throw new Error(`mqtt option: ${problem}`);
 }
 
 /** Every option of {@link createMqttServer}; others are refused. */
@@ -413,7 +513,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private readonly shareGroup: string | undefined;
   private readonly scheme: TopicScheme;
   private readonly link: MqttLink;
-  private readonly logger: MqttServerLogger;
+  readonly logger: MqttServerLogger;
 
   get mqttClient(): MqttClient {
     return this.link.client;
@@ -438,82 +538,31 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   private fileRegistry: FileRegistry | undefined;
 
   constructor(options: MqttServerOptions) {
-    if (typeof options !== "object" || options === null) {
-      throw new Error("createMqttServer needs options { mqtt, serverId }");
-    }
-    refuseUnknownOptions("createMqttServer", options, SERVER_OPTIONS);
-    if (typeof options.serverId !== "string" || options.serverId === "") {
-      throw new Error("serverId must be a non-empty string");
-    }
-    this.serverId = options.serverId;
-    this.scheme = new TopicScheme(options.topicPrefix);
-    this.interceptors = optionalFunctions<Interceptor>("interceptors", options.interceptors) ?? [];
-    this.maxMessageBytes = positiveInteger(
-      "maxMessageBytes",
-      options.maxMessageBytes,
-      DEFAULT_MAX_MESSAGE_BYTES,
-    );
+    const settings = serverSettings(options);
+    this.serverId = settings.serverId;
+    this.scheme = new TopicScheme(settings.topicPrefix);
+    this.interceptors = settings.interceptors;
+    this.maxMessageBytes = settings.maxMessageBytes;
     this.maxMessageLimit = {
       bytes: this.maxMessageBytes,
       name: `server "${options.serverId}"'s maxMessageBytes`,
     };
-    this.maxPublishBytes = positiveInteger(
-      "maxPublishBytes",
-      options.maxPublishBytes,
-      DEFAULT_MAX_PUBLISH_BYTES,
-      MIN_PUBLISH_BYTES,
-    );
-    const limits = admissionLimits(options);
-    this.admission = new CallAdmission(limits);
-    this.maxCallsPerCaller = soleCallerCapacity(limits);
-    this.receiveWindow = positiveInteger("receiveWindow", options.receiveWindow, DEFAULT_WINDOW);
-    const reassemblyBytes = positiveInteger(
-      "maxReassemblyBytes",
-      options.maxReassemblyBytes,
-      defaultReassemblyBytes(this.maxMessageBytes),
-    );
-    if (reassemblyBytes < this.maxMessageBytes) {
-      throw new Error(
-        `maxReassemblyBytes (${reassemblyBytes}) must be at least maxMessageBytes (${this.maxMessageBytes})`,
-      );
-    }
+    this.maxPublishBytes = settings.maxPublishBytes;
+    this.admission = new CallAdmission(settings.limits);
+    this.maxCallsPerCaller = soleCallerCapacity(settings.limits);
+    this.receiveWindow = settings.receiveWindow;
     // One caller may hold a quarter of it (at least one whole message).
     this.reassemblyBudget = new ReassemblyBudget(
-      reassemblyBytes,
-      Math.max(Math.floor(reassemblyBytes / 4), this.maxMessageBytes),
+      settings.reassemblyBytes,
+      Math.max(Math.floor(settings.reassemblyBytes / 4), this.maxMessageBytes),
     );
-    this.callIdleTimeoutMs = positiveInteger(
-      "callIdleTimeoutMs",
-      options.callIdleTimeoutMs,
-      300_000,
-    );
-    this.shutdownTimeoutMs = positiveInteger(
-      "shutdownTimeoutMs",
-      options.shutdownTimeoutMs,
-      5000,
-      0,
-    );
-    this.completed = new CompletedCallRecord(
-      positiveInteger("completedCallMemory", options.completedCallMemory, 10_000),
-      RECORD_TTL_MS,
-    );
-    if (options.shared !== undefined && typeof options.shared !== "boolean") {
-      if (typeof options.shared !== "string") {
-        throw new Error(
-          `shared must be true, false or a share group name, not ${shownValue(options.shared)}`,
-        );
-      }
-      if (!/^[A-Za-z0-9_-]+$/.test(options.shared)) {
-        throw new Error(
-          `shared: share group "${options.shared}" must use only A-Z, a-z, 0-9, "_" and "-"`,
-        );
-      }
-    }
-    this.reflection = optionalBoolean("reflection", options.reflection) ?? true;
-    this.shareGroup =
-      options.shared === true ? encodeTopicSegment(options.serverId) : options.shared || undefined;
+    this.callIdleTimeoutMs = settings.callIdleTimeoutMs;
+    this.shutdownTimeoutMs = settings.shutdownTimeoutMs;
+    this.completed = new CompletedCallRecord(settings.completedCallMemory, RECORD_TTL_MS);
+    this.reflection = settings.reflection;
+    this.shareGroup = settings.shareGroup;
     this.shared = this.shareGroup !== undefined;
-    this.logger = guardedLogger(options.logger ?? console);
+    this.logger = settings.logger;
     this.drops = new DropLog(this.logger, `mqrpc server ${quoted(this.serverId)}`);
     // A replica's session is clean: with a persistent one, a broker keeps
     // handing a dead replica its share of new calls (Mosquitto: until the
@@ -622,6 +671,7 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     // certificates refuses every retry too: fail the start rather than wait
     // for a connection forever.
     let onError: ((e: unknown) => void) | undefined;
+    let stopWaitingNote = () => {};
     const refused = new Promise<never>((_resolve, reject) => {
       onError = (e) => {
         if (isLoginRefusal(e)) {
@@ -636,8 +686,8 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
         }
       };
       this.link.client.on("error", onError);
+      stopWaitingNote = this.noteBrokerWait(reject);
     });
-    const stopWaitingNote = this.noteBrokerWait();
     try {
       const subscribeAll = async () => {
         for (const filter of this.filters) {
@@ -963,37 +1013,46 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
   }
 
   /**
-   * The link is back: announce again (the last will may have said
-   * DISCONNECTED), and ask every call at once for request frames that may
-   * have been lost meanwhile instead of waiting for its next progress check.
-   */
-  /**
    * While the start waits for a broker it cannot reach, says so once
    * (`logger.warn`) and, when it is reached, that too (`logger.info`): a
    * start never fails for an absent broker (a device may boot before its
-   * network), but it must not wait in silence. Returns the function that
-   * stops listening.
+   * network), but it must not wait in silence. Not for an `MqttClient` the
+   * application gave, whose connection is the application's to report.
+   * Calls `fail` when the client will not retry (`reconnectPeriod` 0).
+   * Returns the function that stops listening.
    */
-  private noteBrokerWait(): () => void {
+  private noteBrokerWait(fail: (error: Error) => void): () => void {
     const client = this.link.client;
-    if (client.connected) return () => {};
+    if (client.connected || !this.link.owned) return () => {};
     let lastError: string | undefined;
     let warned = false;
+    const where = () => brokerAddress(client.options);
     const onError = (e: Error) => {
       lastError = (e as { code?: string }).code ?? e.message;
     };
     const onClose = () => {
-      if (warned || this.closing) return;
+      if (this.closing) return;
+      const reason = lastError ?? `no CONNACK within ${client.options.connectTimeout ?? 30_000} ms`;
+      if (client.options.reconnectPeriod === 0) {
+        fail(
+          new Error(
+            `mqtt option: cannot reach the MQTT broker at ${where()} (${reason}), and reconnectPeriod is 0: MQTT.js does not retry`,
+          ),
+        );
+        return;
+      }
+      if (warned) return;
       warned = true;
       this.logger.warn(
-        `mqrpc server ${quoted(this.serverId)}: cannot reach the MQTT broker at ${brokerAddress(client)} (${lastError ?? `no CONNACK within ${client.options.connectTimeout ?? 30_000} ms`}); waiting for it, retrying every ${client.options.reconnectPeriod ?? 1000} ms`,
+        `mqrpc server ${quoted(this.serverId)}: cannot reach the MQTT broker at ${where()} (${reason}); waiting for it, retrying every ${client.options.reconnectPeriod ?? 1000} ms`,
       );
     };
     const onConnect = () => {
-      if (warned)
+      if (warned) {
         this.logger.info?.(
-          `mqrpc server ${quoted(this.serverId)}: reached the MQTT broker at ${brokerAddress(client)}`,
+          `mqrpc server ${quoted(this.serverId)}: reached the MQTT broker at ${where()}`,
         );
+      }
       stop();
     };
     const stop = () => {
@@ -1007,6 +1066,11 @@ class MqttServerImpl implements MqttServer, ServerCallHost {
     return stop;
   }
 
+  /**
+   * The link is back: announce again (the last will may have said
+   * DISCONNECTED), and ask every call at once for request frames that may
+   * have been lost meanwhile instead of waiting for its next progress check.
+   */
   private readonly reannounce = (): void => {
     this.noteIdHeld();
     if (this.closing !== undefined) return;
