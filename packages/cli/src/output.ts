@@ -56,6 +56,25 @@ export function logEvent(event: string, details: string): void {
   process.stdout.write(`${new Date().toISOString()} ${event} ${details}\n`);
 }
 
+/**
+ * A logger for the mqrpc servers a command runs (gateway, expose): their
+ * warnings and notices as `warn` and `info` event lines. The runtime's
+ * notes on a broker it cannot reach yet, or has reached, are left out:
+ * the command reports its broker connection itself (the probe at start,
+ * then `broker` lines).
+ */
+export function serverEventLogger(): { warn(message: string): void; info(message: string): void } {
+  const brokerNote = /^mqrpc server "[^"]*": (?:cannot reach|reached) the MQTT broker at /;
+  return {
+    warn: (message) => {
+      if (!brokerNote.test(message)) logEvent("warn", message);
+    },
+    info: (message) => {
+      if (!brokerNote.test(message)) logEvent("info", message);
+    },
+  };
+}
+
 /** A diagnostic line on stderr, prefixed `mqrpc: `. */
 export function warn(message: string): void {
   process.stderr.write(`mqrpc: ${message}\n`);

@@ -16,6 +16,7 @@ import {
   createMqttServer,
   type MqttConnectionInput,
   type MqttServer,
+  type MqttServerLogger,
   type RawCallContext,
   type RawMethod,
 } from "@mqrpc/runtime";
@@ -53,6 +54,13 @@ export interface ListenMqttOptions {
   readonly topicPrefix?: string;
   /** Largest MQTT packet published, in bytes (default 128 KiB). For the server this listener creates. */
   readonly maxPublishBytes?: number;
+  /**
+   * Where the server this listener creates reports what it could not do
+   * and went on without (a broker it cannot reach yet, dropped frames):
+   * `createMqttServer`'s `logger`, default `console`. Not with `server`,
+   * which reports through its own.
+   */
+  readonly logger?: MqttServerLogger;
   /**
    * How long `close()` lets open connections run before it resets them, in
    * ms (default 5000).
@@ -245,6 +253,7 @@ async function acquireHost(options: ListenMqttOptions): Promise<PortTable> {
         ...(options.maxPublishBytes !== undefined
           ? { maxPublishBytes: options.maxPublishBytes }
           : {}),
+        ...(options.logger !== undefined ? { logger: options.logger } : {}),
       });
       const table = new PortTable(server, key);
       table.entry = holder.entry;

@@ -7,7 +7,7 @@ import { resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
 import { flagError } from "../option-errors.js";
 import { parseHostPort } from "../option-parsers.js";
-import { logEvent } from "../output.js";
+import { logEvent, serverEventLogger } from "../output.js";
 import {
   listenForStop,
   takenOverError,
@@ -46,6 +46,7 @@ export async function expose(flags: ExposeFlags): Promise<number> {
         port: flags.port,
         target,
         shutdownTimeoutMs: flags.shutdownTimeout,
+        logger: serverEventLogger(),
       }).catch((e: unknown) => {
         throw flagError(e, {
           serverId: "--server-id",

@@ -4,7 +4,7 @@ import { logBrokerChanges } from "../broker-changes.js";
 import { probeBroker } from "../broker-probe.js";
 import { isPlainTopicLevel, resolveConnection } from "../connection.js";
 import { CliError, EXIT_OK, EXIT_USAGE } from "../exit-codes.js";
-import { logEvent } from "../output.js";
+import { logEvent, serverEventLogger } from "../output.js";
 import {
   listenForStop,
   takenOverError,
@@ -65,10 +65,7 @@ export async function gateway(flags: GatewayFlags): Promise<number> {
         shutdownTimeoutMs: flags.shutdownTimeout,
         ...(flags.shared !== undefined ? { shared: flags.shared } : {}),
         ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),
-        logger: {
-          warn: (message) => logEvent("warn", message),
-          info: (message) => logEvent("info", message),
-        },
+        logger: serverEventLogger(),
       }).catch((e: unknown) => {
         throw gatewayStartError(e, commandLine);
       }),
