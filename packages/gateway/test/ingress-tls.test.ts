@@ -8,6 +8,7 @@
  * for calls.
  */
 import { execFileSync } from "node:child_process";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -89,7 +90,39 @@ describe.runIf(opensslPath() !== undefined)("createGrpcIngress({ tls })", () => 
   it("refuses a tls.cert or tls.key that is not PEM, naming the option", async () => {
     await expect(
       createGrpcIngress({ mqtt: NO_BROKER, tls: { cert: "not a certificate", key: rsaKey } }),
-    ).rejects.toThrow(/^tls\.cert option: not a PEM certificate \(/);
+    ).rejects.toThrow(/^tls\.cert option: not PEM \(a DER certificate\?/);
+    // DER, which X509Certificate takes and Node's TLS does not.
+    await expect(
+      createGrpcIngress({
+        mqtt: NO_BROKER,
+        tls: { cert: new X509Certificate(rsaCert).raw, key: rsaKey },
+      }),
+    ).rejects.toThrow(
+      "tls.cert option: not PEM (a DER certificate? convert it: openssl x509 -inform der -in cert.der -out cert.pem)",
+    );
+    const encrypted = createPrivateKey(rsaKey).export({
+      format: "pem",
+      type: "pkcs8",
+      cipher: "aes-256-cbc",
+      passphrase: "right",
+    });
+    await expect(
+      createGrpcIngress({ mqtt: NO_BROKER, tls: { cert: rsaCert, key: encrypted } }),
+    ).rejects.toThrow(/^tls\.key option: an encrypted private key: give tls\.passphrase \(/);
+    await expect(
+      createGrpcIngress({
+        mqtt: NO_BROKER,
+        tls: { cert: rsaCert, key: encrypted, passphrase: "wrong" },
+      }),
+    ).rejects.toThrow(
+      /^tls\.key option: an encrypted private key that tls\.passphrase does not decrypt \(/,
+    );
+    // And the right passphrase passes the check (the start then fails on the missing broker only later).
+    const ingress = await createGrpcIngress({
+      mqtt: NO_BROKER,
+      tls: { cert: rsaCert, key: encrypted, passphrase: "right" },
+    });
+    await ingress.close();
     await expect(
       createGrpcIngress({ mqtt: NO_BROKER, tls: { cert: rsaCert, key: rsaCert } }),
     ).rejects.toThrow(/^tls\.key option: not a PEM private key \(/);

@@ -550,6 +550,17 @@ function checkTlsPair(options: NonNullable<GrpcIngressOptions["tls"]>): void {
 }
 
 function checkKeyOfCertificate(options: NonNullable<GrpcIngressOptions["tls"]>): void {
+  // Node's TLS takes PEM only; X509Certificate and createPrivateKey take DER too.
+  if (!options.cert.toString("latin1").includes("-----BEGIN")) {
+    throw new Error(
+      "tls.cert option: not PEM (a DER certificate? convert it: openssl x509 -inform der -in cert.der -out cert.pem)",
+    );
+  }
+  if (!options.key.toString("latin1").includes("-----BEGIN")) {
+    throw new Error(
+      "tls.key option: not PEM (a DER key? convert it: openssl pkey -inform der -in key.der -out key.pem)",
+    );
+  }
   let certificate: X509Certificate;
   try {
     certificate = new X509Certificate(options.cert);
@@ -566,13 +577,13 @@ function checkKeyOfCertificate(options: NonNullable<GrpcIngressOptions["tls"]>):
         : options.key,
     );
   } catch (e) {
-    const encrypted =
-      options.passphrase === undefined && /ENCRYPTED/.test(options.key.toString())
-        ? ": it is encrypted, give tls.passphrase"
-        : "";
-    throw new Error(`tls.key option: not a PEM private key${encrypted} (${(e as Error).message})`, {
-      cause: e,
-    });
+    const encrypted = /ENCRYPTED/.test(options.key.toString());
+    const problem = !encrypted
+      ? "not a PEM private key"
+      : options.passphrase === undefined
+        ? "an encrypted private key: give tls.passphrase"
+        : "an encrypted private key that tls.passphrase does not decrypt";
+    throw new Error(`tls.key option: ${problem} (${(e as Error).message})`, { cause: e });
   }
   if (!certificate.checkPrivateKey(key)) {
     const keyType = key.asymmetricKeyType;
