@@ -90,7 +90,7 @@ forBrokersWhere(
             (where === "header" ? header : trailer).set("x-bad-bin", "%%%");
           };
           const expected = new ConnectError(
-            'response header "x-bad-bin" is not valid base64',
+            'response metadata "x-bad-bin" is not valid base64',
             Code.Internal,
           );
           await expect(client.unaryCall({})).rejects.toMatchObject({
@@ -118,7 +118,7 @@ forBrokersWhere(
         expect(error).toBeInstanceOf(ConnectError);
         expect((error as ConnectError).code).toBe(Code.NotFound);
         expect((error as ConnectError).rawMessage).toBe(
-          'no such thing (its metadata was left out: response header "x-bad-bin" is not valid base64)',
+          'no such thing (its metadata was left out: response metadata "x-bad-bin" is not valid base64)',
         );
       });
 

@@ -4,7 +4,9 @@
  * connection, and Node's HTTP/2 server (grpc-js and Connect-node
  * upstreams) closes a connection that resets about 1,000 streams in a
  * burst (rapid-reset protection). The gateway paces its resets
- * (reset-pacer.ts) so that the connection, and the calls on it, live.
+ * (reset-pacer.ts): beyond the budget, new calls go out on a new
+ * connection, and the old one closes (cancelling what is left on it at
+ * once) when its running calls are over (upstream-connection.ts).
  */
 import * as http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -65,15 +67,18 @@ forBrokersWhere(
       it(`${STORM} calls cancelled at once leave another caller's calls on the same upstream connection alive`, async () => {
         let held = 0;
         let cancelled = 0;
+        let closedHeld = 0;
         let sessions = 0;
         const allHeld = deferred<void>();
         const burstSeen = deferred<void>();
+        const allClosed = deferred<void>();
+        const firstSessionClosed = deferred<void>();
         const bystanderArrived = deferred<http2.ServerHttp2Stream>();
         const url = await fakeUpstream(closer, (stream, headers) => {
           const session = stream.session;
           if (session !== undefined && !(session as { counted?: true }).counted) {
             (session as { counted?: true }).counted = true;
-            sessions++;
+            if (++sessions === 1) session.once("close", () => firstSessionClosed.resolve());
           }
           stream.resume();
           const path = headers[":path"];
@@ -91,6 +96,7 @@ forBrokersWhere(
             if (stream.rstCode === http2.constants.NGHTTP2_CANCEL && ++cancelled === 800) {
               burstSeen.resolve();
             }
+            if (++closedHeld === STORM) allClosed.resolve();
           });
           if (++held === STORM) allHeld.resolve();
         });
@@ -118,12 +124,17 @@ forBrokersWhere(
           expect((outcome as ConnectError).code).toBe(Code.Canceled);
         }
         await burstSeen.promise;
-        // A call made after the storm goes out behind every reset the
-        // gateway has sent: had they ended the connection, it would fail.
+        // Cancels beyond the budget waited: new calls go out on a new
+        // connection, and the bystander's call runs on where it was.
         expect(await call(bystanders, "Now")).toBe(1);
+        expect(sessions).toBe(2);
         answer(bystanderStream);
         expect(await bystander).toBe(1);
-        expect(sessions).toBe(1);
+        // With the bystander's call over, the old connection carries only
+        // calls waiting to be cancelled: it closes, which cancels them all.
+        await firstSessionClosed.promise;
+        await allClosed.promise;
+        expect(held).toBe(STORM);
       });
     });
   },

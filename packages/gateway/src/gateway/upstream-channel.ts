@@ -20,7 +20,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
 import { abortable } from "@mqrpc/runtime";
 import { MAX_HEADER_LIST_PAIRS } from "../http2-header-limits.js";
-import { ResetPacer } from "./reset-pacer.js";
+import { UpstreamConnection } from "./upstream-connection.js";
 import type { UpstreamAddress } from "./upstream-url.js";
 
 /**
@@ -160,9 +160,13 @@ export interface UpstreamKeepalive {
 
 /** One upstream's HTTP/2 connection. */
 export class UpstreamChannel {
-  private readonly sessions: Http2SessionManager;
-  /** Cancels go out within the upstream's rapid-reset budget (reset-pacer.ts). */
-  private readonly resets = new ResetPacer(constants.NGHTTP2_CANCEL);
+  /** The connection new calls go out on. */
+  private connection: UpstreamConnection;
+  /** Connections that retired during a burst of cancels and still carry calls (upstream-connection.ts). */
+  private readonly retired = new Set<UpstreamConnection>();
+  /** The connection each stream went out on. */
+  private readonly connectionOf = new WeakMap<ClientHttp2Stream, UpstreamConnection>();
+  private readonly makeSessions: () => Http2SessionManager;
   private closed = false;
   private wake: (() => void) | undefined;
   private onReconnect: (() => void) | undefined;
@@ -183,13 +187,31 @@ export class UpstreamChannel {
       ...tls,
       ...(socketPath !== undefined ? { createConnection: () => net.connect(socketPath) } : {}),
     };
-    this.sessions = new Http2SessionManager(
-      address.authority,
-      keepalive === undefined
-        ? {}
-        : { pingIntervalMs: keepalive.timeMs, pingTimeoutMs: keepalive.timeoutMs },
-      options,
-    );
+    this.makeSessions = () =>
+      new Http2SessionManager(
+        address.authority,
+        keepalive === undefined
+          ? {}
+          : { pingIntervalMs: keepalive.timeMs, pingTimeoutMs: keepalive.timeoutMs },
+        options,
+      );
+    this.connection = this.newConnection();
+  }
+
+  /** The session manager new calls go out on. */
+  private get sessions(): Http2SessionManager {
+    return this.connection.sessions;
+  }
+
+  private newConnection(): UpstreamConnection {
+    return new UpstreamConnection(this.makeSessions(), (retiring) => {
+      if (this.closed || retiring !== this.connection) return;
+      for (const old of this.retired) if (old.isClosed) this.retired.delete(old);
+      this.retired.add(retiring);
+      this.connection = this.newConnection();
+      // The next stream's new connection is the gateway's doing, not news of the upstream.
+      this.session = ANNOUNCED;
+    });
   }
 
   /** The connection's state now. */
@@ -240,6 +262,9 @@ export class UpstreamChannel {
     // a listener (a GOAWAY with an error code destroys the connection) would
     // end the process.
     stream.on("error", () => {});
+    const connection = this.connection;
+    this.connectionOf.set(stream, connection);
+    connection.track(stream);
     if (signal.aborted) {
       this.cancel(stream);
       throw signal.reason;
@@ -269,12 +294,12 @@ export class UpstreamChannel {
    * upstream's rapid-reset budget allows (reset-pacer.ts).
    */
   cancel(stream: ClientHttp2Stream): void {
-    this.resets.reset(stream);
+    (this.connectionOf.get(stream) ?? this.connection).cancel(stream);
   }
 
   /** Tells the session manager a stream read response bytes (keepalive bookkeeping). */
   noteRead(stream: ClientHttp2Stream): void {
-    this.sessions.notifyResponseByteRead(stream);
+    (this.connectionOf.get(stream) ?? this.connection).sessions.notifyResponseByteRead(stream);
   }
 
   /**
@@ -318,7 +343,16 @@ export class UpstreamChannel {
     let backoff = FIRST_BACKOFF_MS;
     let hasBeenReady = false;
     let wasDown = false;
+    let watched = this.connection;
     while (!this.closed) {
+      if (watched !== this.connection) {
+        // Retired for a burst of cancels: the new connection is no news of the upstream.
+        watched = this.connection;
+        if (!wasDown) {
+          const connected = (await this.sessions.connect()) !== "error";
+          if (connected) continue;
+        }
+      }
       const state = this.sessions.state();
       if (state === "open" || state === "idle") {
         guardSession(currentSession(this.sessions), this.answerTimeoutMs);
@@ -366,6 +400,9 @@ export class UpstreamChannel {
     if (this.closed) return;
     this.closed = true;
     this.wake?.();
-    this.sessions.abort(this.unavailable("the gateway closed its connection"));
+    const reason = this.unavailable("the gateway closed its connection");
+    this.connection.abort(reason);
+    for (const retiring of this.retired) retiring.abort(reason);
+    this.retired.clear();
   }
 }

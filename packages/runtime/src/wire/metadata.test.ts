@@ -29,7 +29,7 @@ describe("headersToEntries", () => {
     expect(() => responseHeadersToEntries(headers)).toThrow(
       expect.objectContaining({
         code: 13,
-        rawMessage: 'response header "x-bad-bin" is not valid base64',
+        rawMessage: 'response metadata "x-bad-bin" is not valid base64',
       }),
     );
   });

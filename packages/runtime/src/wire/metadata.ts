@@ -46,7 +46,9 @@ export function responseHeadersToEntries(headers: Headers): MetadataEntry[] {
   try {
     return headersToEntries(headers);
   } catch (e) {
-    throw new ConnectError(`response ${ConnectError.from(e).rawMessage}`, Code.Internal);
+    // Headers or trailers: the caller cannot tell which from here.
+    const problem = ConnectError.from(e).rawMessage.replace(/^header /, "");
+    throw new ConnectError(`response metadata ${problem}`, Code.Internal);
   }
 }
 
