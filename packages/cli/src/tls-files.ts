@@ -58,7 +58,22 @@ function instead(
   if (blocks.length === 0 && wanted === "certificate" && isDerCertificate(file.data)) {
     return `; it is a DER certificate: openssl x509 -inform DER -in ${file.path} -out ${file.path}.pem converts it`;
   }
+  if (blocks.length === 0 && wanted === "key" && isDerKey(file.data)) {
+    return `; it is a DER key: openssl pkey -inform DER -in ${file.path} -out ${file.path}.pem converts it`;
+  }
   return "";
+}
+
+function isDerKey(data: Buffer): boolean {
+  for (const type of ["pkcs8", "pkcs1", "sec1"] as const) {
+    try {
+      createPrivateKey({ key: data, format: "der", type });
+      return true;
+    } catch {
+      // Not this encoding.
+    }
+  }
+  return false;
 }
 
 function isDerCertificate(data: Buffer): boolean {
@@ -135,7 +150,9 @@ export function checkCertificateAndKey(cert: FlagFile, key: FlagFile): void {
     keyBlock.label === "ENCRYPTED PRIVATE KEY" ||
     /^Proc-Type: *4, *ENCRYPTED/m.test(keyBlock.text)
   ) {
-    fail(`${key.flag}: ${key.path} is an encrypted private key; mqrpc takes only unencrypted keys`);
+    fail(
+      `${key.flag}: ${key.path} is an encrypted private key; mqrpc takes only unencrypted keys (openssl pkey -in ${key.path} -out ${key.path}.plain.pem decrypts it; keep that file private)`,
+    );
   }
   let privateKey: KeyObject;
   try {

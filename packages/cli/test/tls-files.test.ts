@@ -39,6 +39,7 @@ describe.runIf(opensslPath() !== undefined)(
       ecKey: "",
       encryptedKey: "",
       derCert: "",
+      derKey: "",
       notPem: "",
     };
 
@@ -79,6 +80,7 @@ describe.runIf(opensslPath() !== undefined)(
         path("enc.key"),
       ]);
       ssl(["x509", "-in", path("rsa.pem"), "-outform", "DER", "-out", path("rsa.der")]);
+      ssl(["pkey", "-in", path("rsa.key"), "-outform", "DER", "-out", path("rsa.key.der")]);
       writeFileSync(path("ext"), "not a certificate\n");
       Object.assign(f, {
         rsaCert: path("rsa.pem"),
@@ -87,6 +89,7 @@ describe.runIf(opensslPath() !== undefined)(
         ecKey: path("ec.key"),
         encryptedKey: path("enc.key"),
         derCert: path("rsa.der"),
+        derKey: path("rsa.key.der"),
         notPem: path("ext"),
       });
     });
@@ -133,7 +136,12 @@ describe.runIf(opensslPath() !== undefined)(
           "--key",
           f.encryptedKey,
         ],
-        `--key: ${f.encryptedKey} is an encrypted private key; mqrpc takes only unencrypted keys`,
+        `--key: ${f.encryptedKey} is an encrypted private key; mqrpc takes only unencrypted keys (openssl pkey -in ${f.encryptedKey} -out ${f.encryptedKey}.plain.pem decrypts it; keep that file private)`,
+      ],
+      [
+        "list --key DER",
+        ["list", "--cert", f.rsaCert, "--key", f.derKey],
+        `--key: ${f.derKey} holds no PEM private key (no "-----BEGIN PRIVATE KEY-----" line; it is a DER key: openssl pkey -inform DER -in ${f.derKey} -out ${f.derKey}.pem converts it)`,
       ],
       [
         "list --cacert not PEM",

@@ -27,7 +27,10 @@ function startCall(timeoutMs: number | undefined) {
     brokerMaxPacketSize: undefined,
     subscriptionsCurrent: true,
     sendFrame: (_topic: string, _callId: number, frame: Uint8Array) => frames.push(frame),
-    publish: () => Promise.resolve(),
+    publish: (_topic: string, frame: Uint8Array) => {
+      frames.push(frame);
+      return Promise.resolve();
+    },
   } as unknown as MqttLink;
   const router = {
     session: 1,
@@ -107,6 +110,9 @@ describe("a client call's deadline", () => {
       await Promise.resolve();
       expect(c.error()?.code).toBe(Code.DeadlineExceeded);
       expect(c.cancels()).toEqual([Code.DeadlineExceeded]);
+      // Said once more a second later (PROTOCOL.md 13), then nothing is left.
+      vi.advanceTimersByTime(1000);
+      expect(c.cancels()).toEqual([Code.DeadlineExceeded, Code.DeadlineExceeded]);
       expect(vi.getTimerCount()).toBe(0);
     });
   }
@@ -117,6 +123,7 @@ describe("a client call's deadline", () => {
     vi.advanceTimersByTime(3 * MAX_TIMER_MS);
     expect(c.call.over).toBe(false);
     c.call.abandon(new ConnectError("done", Code.Canceled));
+    vi.advanceTimersByTime(1000);
     expect(vi.getTimerCount()).toBe(0);
   });
 

@@ -40,6 +40,8 @@ const SILENT_SERVER_INTERVALS = 4;
 
 /** How long a call whose server presence calls gone waits for the server to answer a Ping. */
 const PROBE_MS = 1000;
+/** When a Cancel is sent again, ms after the first (PROTOCOL.md 13). */
+const CANCEL_REPEAT_MS = 1000;
 
 /**
  * The method a call goes to: a descriptor (`DescMethod` fits) or, for a raw
@@ -278,21 +280,32 @@ export class ClientCall implements RoutedCall, FrameOutput, ReceiverSink, Signal
     if (this.finished) return;
     const code = error.code === Code.DeadlineExceeded ? Code.DeadlineExceeded : Code.Canceled;
     const shared = this.init.sharedInstances;
-    if (!this.sender.started) {
-      // Nothing was sent: no server knows of the call.
-    } else if (this.instance === undefined && shared !== undefined) {
-      // Which replica took the call is not known yet: tell each of them.
-      for (const instance of shared()) {
-        const topic = this.requestTopic(instance);
-        this.init.link
-          .publish(
-            topic,
-            encodeFrame({ callId: this.callId, kind: { case: "cancel", value: { code } } }),
-          )
-          .catch(() => {});
+    if (this.sender.started) {
+      // Which replica took the call may not be known yet: then tell each of them.
+      const cancel = encodeFrame({
+        callId: this.callId,
+        kind: { case: "cancel", value: { code } },
+      });
+      const topics =
+        this.instance === undefined && shared !== undefined
+          ? shared().map((instance) => this.requestTopic(instance))
+          : undefined;
+      if (topics === undefined) {
+        // On the call's topic, coalesced with what else goes there this turn.
+        this.publish(cancel);
+      } else {
+        for (const topic of topics) this.init.link.publish(topic, cancel).catch(() => {});
       }
-    } else {
-      this.sender.sendUnsequenced({ case: "cancel", value: { code } });
+      // A broker may drop a burst of QoS 1 messages past a subscriber's queue
+      // limit, and nothing else would tell the server before the heartbeat
+      // silence (PROTOCOL.md 13): say it once more; a second Cancel is ignored.
+      // The timer holds the frame and the topics, not the call.
+      const { link } = this.init;
+      const again = topics ?? [this.topic];
+      const repeat = setTimeout(() => {
+        for (const topic of again) link.publish(topic, cancel).catch(() => {});
+      }, CANCEL_REPEAT_MS);
+      (repeat as { unref?: () => void }).unref?.();
     }
     this.finish(error);
   }
