@@ -76,6 +76,11 @@ export class ResetPacer {
     this.schedule();
   }
 
+  /** Drops `stream` from the queue (it closed): its 'close' listener may not have run yet. */
+  forget(stream: ResettableStream): void {
+    this.waiting.delete(stream);
+  }
+
   private refill(): void {
     const now = this.clock.now();
     const earned = ((now - this.refilledAt) / 1000) * this.budget.perSecond;

@@ -63,4 +63,19 @@ describe("UpstreamConnection", () => {
     expect(aborted).toHaveLength(1);
     expect(c.isClosed).toBe(true);
   });
+
+  it("a waiting cancel whose stream ends by itself does not close the connection under a running call", () => {
+    const { c, aborted, open, cancel } = connection();
+    const burst = DEFAULT_RESET_BUDGET.burst;
+    const running = open(1)[0] as FakeStream;
+    const storm = open(burst + 1);
+    for (const s of storm) cancel(s);
+    // The one cancel that waits: its upstream finishes it meanwhile.
+    const waiting = storm.find((s) => !s.reset) as FakeStream;
+    waiting.end();
+    expect(aborted).toEqual([]);
+    running.end();
+    expect(aborted).toHaveLength(1);
+    expect(c.isClosed).toBe(true);
+  });
 });

@@ -40,6 +40,7 @@ export class UpstreamConnection {
     this.open.add(stream);
     stream.once("close", () => {
       this.open.delete(stream);
+      this.pacer.forget(stream);
       this.closeIfOnlyCancelled();
     });
   }
