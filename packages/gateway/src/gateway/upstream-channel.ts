@@ -237,16 +237,20 @@ export class UpstreamChannel {
     signal: AbortSignal,
   ): Promise<ClientHttp2Stream> {
     if (this.closed) throw this.unavailable("the gateway closed its connection");
-    const state = this.sessions.state();
+    let connection = this.connection;
+    const state = connection.sessions.state();
     if (state !== "open" && state !== "idle") {
-      if ((await abortable(this.sessions.connect(), signal)) === "error") {
-        throw this.unavailable(this.describeFailure(this.sessions.error()));
+      if ((await abortable(connection.sessions.connect(), signal)) === "error") {
+        throw this.unavailable(this.describeFailure(connection.sessions.error()));
       }
     }
     signal.throwIfAborted();
+    if (this.closed) throw this.unavailable("the gateway closed its connection");
+    // Retired and closed meanwhile (a burst of cancels): the new one takes it.
+    if (connection.isClosed) connection = this.connection;
     let stream: ClientHttp2Stream;
     try {
-      stream = await this.sessions.request("POST", path, headers(), {});
+      stream = await connection.sessions.request("POST", path, headers(), {});
     } catch (e) {
       const code = (e as { code?: unknown }).code;
       if (code === "ERR_INVALID_CHAR" || code === "ERR_HTTP2_INVALID_HEADER_VALUE") {
@@ -262,7 +266,6 @@ export class UpstreamChannel {
     // a listener (a GOAWAY with an error code destroys the connection) would
     // end the process.
     stream.on("error", () => {});
-    const connection = this.connection;
     this.connectionOf.set(stream, connection);
     connection.track(stream);
     if (signal.aborted) {
