@@ -59,7 +59,8 @@ const WATCH_INTERVAL_MS = 250;
 const CONNECTIVITY: Record<ReturnType<Http2SessionManager["state"]>, UpstreamConnectivity> = {
   closed: "idle",
   connecting: "connecting",
-  verifying: "connecting",
+  // A keepalive PING on a connection that was quiet: it is up until it fails.
+  verifying: "ready",
   open: "ready",
   idle: "ready",
   error: "transient_failure",
@@ -251,6 +252,16 @@ export class UpstreamChannel {
     let stream: ClientHttp2Stream;
     try {
       stream = await connection.sessions.request("POST", path, headers(), {});
+      if (connection.isClosed && !this.closed) {
+        // It retired and closed while the request waited (for a keepalive
+        // check), and its manager connected again for it: close that too,
+        // and make the call on the connection that replaced it.
+        stream.on("error", () => {});
+        stream.close(constants.NGHTTP2_CANCEL);
+        connection.abortAgain();
+        connection = this.connection;
+        stream = await connection.sessions.request("POST", path, headers(), {});
+      }
     } catch (e) {
       const code = (e as { code?: unknown }).code;
       if (code === "ERR_INVALID_CHAR" || code === "ERR_HTTP2_INVALID_HEADER_VALUE") {
@@ -357,6 +368,12 @@ export class UpstreamChannel {
         }
       }
       const state = this.sessions.state();
+      if (state === "verifying") {
+        // A call's keepalive check of a quiet connection, not a drop: a
+        // failed check shows as closed or error at the next look.
+        await this.sleep(WATCH_INTERVAL_MS);
+        continue;
+      }
       if (state === "open" || state === "idle") {
         guardSession(currentSession(this.sessions), this.answerTimeoutMs);
         if (wasDown && hasBeenReady) {

@@ -63,6 +63,11 @@ export class UpstreamConnection {
     this.sessions.abort(new ConnectError("the call was cancelled", Code.Canceled));
   }
 
+  /** Closes again a retired connection whose manager connected anew after it closed. */
+  abortAgain(): void {
+    this.sessions.abort(new ConnectError("the connection retired", Code.Canceled));
+  }
+
   /** Closes the connection: its calls fail with `reason`. */
   abort(reason: ConnectError): void {
     this.closed = true;
