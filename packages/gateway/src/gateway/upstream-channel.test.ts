@@ -132,4 +132,48 @@ describe("UpstreamChannel", () => {
     }
     expect(uncaught).toEqual([]);
   });
+
+  it("a keepalive check of a quiet connection to a distant upstream is not a reconnect", async () => {
+    const server = await grpcServer();
+    // 200 ms each way: a PING round trip outlasts the watcher's 250 ms look.
+    const delay = net.createServer((client) => {
+      const upstream = net.connect(server.port, "127.0.0.1");
+      const later =
+        (to: net.Socket) =>
+        (chunk: Buffer): void => {
+          setTimeout(() => {
+            if (!to.destroyed) to.write(chunk);
+          }, 200);
+        };
+      client.on("data", later(upstream));
+      upstream.on("data", later(client));
+      const end = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on("close", end);
+      upstream.on("close", end);
+      client.on("error", end);
+      upstream.on("error", end);
+    });
+    delay.listen(0, "127.0.0.1");
+    await once(delay, "listening");
+    closers.push(() => new Promise((resolve) => delay.close(resolve)));
+    const channel = new UpstreamChannel(
+      parseUpstreamUrl(`http://127.0.0.1:${(delay.address() as net.AddressInfo).port}`, "u"),
+      undefined,
+      undefined,
+      { timeMs: 100, timeoutMs: 5_000 },
+    );
+    closers.push(() => channel.close());
+    let reconnects = 0;
+    channel.watch(() => reconnects++);
+    await callOnce(channel);
+    for (let i = 0; i < 3; i++) {
+      // Quiet for longer than the keepalive time: the next call's connection is checked first.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await callOnce(channel);
+    }
+    expect(reconnects).toBe(0);
+  });
 });
