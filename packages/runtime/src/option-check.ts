@@ -15,6 +15,14 @@ export function shownValue(value: unknown): string {
 }
 
 /**
+ * The option names of `T`, from an object that must list each of them
+ * (and nothing else), so that the set cannot fall behind the type.
+ */
+export function optionNames<T>(names: Record<keyof T, true>): ReadonlySet<string> {
+  return new Set(Object.keys(names));
+}
+
+/**
  * @throws Error naming the first key of `options` that is not in `known`
  *   and listing those that are.
  */

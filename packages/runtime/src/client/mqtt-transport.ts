@@ -39,7 +39,12 @@ import {
   sameMethodSettings,
   settingsForCall,
 } from "../method-settings.js";
-import { optionalBoolean, optionalFunctions, refuseUnknownOptions } from "../option-check.js";
+import {
+  optionalBoolean,
+  optionalFunctions,
+  optionNames,
+  refuseUnknownOptions,
+} from "../option-check.js";
 import { DeadlineTimer, deadlineOf, timerSafeTimeout } from "../wire/deadline.js";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -215,31 +220,21 @@ export function checkMqttTransportOptions(options: MqttTransportOptions): void {
 }
 
 /** Every option of {@link createMqttTransport}; others are refused. */
-const TRANSPORT_OPTION_KEYS = [
-  "mqtt",
-  "serverId",
-  "topicPrefix",
-  "interceptors",
-  "maxMessageBytes",
-  "maxPublishBytes",
-  "waitForServer",
-  "presenceTimeoutMs",
-  "maxReassemblyBytes",
-  "receiveWindow",
-  "heartbeatMs",
-  "offlineGraceMs",
-  "connectGraceMs",
-] as const satisfies readonly (keyof MqttTransportOptions)[];
-/** Compiles only while TRANSPORT_OPTION_KEYS lists every option. */
-const TRANSPORT_OPTIONS_COMPLETE: Exclude<
-  keyof MqttTransportOptions,
-  (typeof TRANSPORT_OPTION_KEYS)[number]
-> extends never
-  ? true
-  : never = true;
-const TRANSPORT_OPTIONS: ReadonlySet<string> = new Set(
-  TRANSPORT_OPTIONS_COMPLETE ? TRANSPORT_OPTION_KEYS : [],
-);
+const TRANSPORT_OPTIONS = optionNames<MqttTransportOptions>({
+  mqtt: true,
+  serverId: true,
+  topicPrefix: true,
+  interceptors: true,
+  maxMessageBytes: true,
+  maxPublishBytes: true,
+  waitForServer: true,
+  presenceTimeoutMs: true,
+  maxReassemblyBytes: true,
+  receiveWindow: true,
+  heartbeatMs: true,
+  offlineGraceMs: true,
+  connectGraceMs: true,
+});
 
 /** The default topic prefix, as TopicScheme has it. */
 const DEFAULT_TOPIC_PREFIX = new TopicScheme().prefix;

@@ -32,6 +32,7 @@ import {
 import {
   optionalBoolean,
   optionalFunctions,
+  optionNames,
   refuseUnknownOptions,
   shownValue,
 } from "../option-check.js";
@@ -387,37 +388,27 @@ export function checkMqttServerOptions(options: MqttServerOptions): void {
 }
 
 /** Every option of {@link createMqttServer}; others are refused. */
-const SERVER_OPTION_KEYS = [
-  "mqtt",
-  "serverId",
-  "routes",
-  "topicPrefix",
-  "reflection",
-  "interceptors",
-  "maxMessageBytes",
-  "maxPublishBytes",
-  "shared",
-  "maxConcurrentCalls",
-  "maxCallsPerClient",
-  "maxQueuedCalls",
-  "maxQueuedCallsPerClient",
-  "completedCallMemory",
-  "maxReassemblyBytes",
-  "receiveWindow",
-  "shutdownTimeoutMs",
-  "callIdleTimeoutMs",
-  "logger",
-] as const satisfies readonly (keyof MqttServerOptions)[];
-/** Compiles only while SERVER_OPTION_KEYS lists every option. */
-const SERVER_OPTIONS_COMPLETE: Exclude<
-  keyof MqttServerOptions,
-  (typeof SERVER_OPTION_KEYS)[number]
-> extends never
-  ? true
-  : never = true;
-const SERVER_OPTIONS: ReadonlySet<string> = new Set(
-  SERVER_OPTIONS_COMPLETE ? SERVER_OPTION_KEYS : [],
-);
+const SERVER_OPTIONS = optionNames<MqttServerOptions>({
+  mqtt: true,
+  serverId: true,
+  routes: true,
+  topicPrefix: true,
+  reflection: true,
+  interceptors: true,
+  maxMessageBytes: true,
+  maxPublishBytes: true,
+  shared: true,
+  maxConcurrentCalls: true,
+  maxCallsPerClient: true,
+  maxQueuedCalls: true,
+  maxQueuedCallsPerClient: true,
+  completedCallMemory: true,
+  maxReassemblyBytes: true,
+  receiveWindow: true,
+  shutdownTimeoutMs: true,
+  callIdleTimeoutMs: true,
+  logger: true,
+});
 
 /**
  * `logger` checked (an object with `warn`, and `info` if any, functions),
