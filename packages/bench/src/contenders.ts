@@ -4,6 +4,8 @@
  * @grpc/grpc-js and Connect-node over HTTP/2 loopback, and mqtt-json-rpc.
  * Every one calls the same 32-byte echo (echo-service.ts).
  */
+import * as http2 from "node:http2";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -11,7 +13,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { createMqttTransport } from "@mqrpc/runtime";
 import { connectAsync, type MqttClient } from "mqtt";
 import MqttJsonRpc from "mqtt-json-rpc";
-import { TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
+import { SimpleRequestSchema, TestService } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { ECHO_BYTES, INTEROP_PROTO, PROTO_ROOT } from "./echo-service.js";
 import type { Call, Pair } from "./measure.js";
 import { startPeer } from "./peers.js";
@@ -127,6 +129,61 @@ export async function grpcPair(): Promise<Pair> {
     processes: [{ role: "grpc-server", pid: server.pid }],
     close: async () => {
       caller.close();
+      await server.stop();
+    },
+  };
+}
+
+/**
+ * The upstream hop of the gateway rows alone, for reference: a bare
+ * `node:http2` client (what the gateway's upstream calls are built on, no
+ * gRPC library) sending the same enveloped request to the grpc-js server
+ * and reading its response to the trailers. (b) is at least native mqrpc
+ * plus this hop, whatever the gateway does.
+ */
+export async function http2HopPair(): Promise<Pair> {
+  const server = await startPeer("grpc-server");
+  const session = http2.connect(`http://127.0.0.1:${server.info.port as number}`);
+  await new Promise<void>((resolve, reject) => {
+    session.once("connect", () => resolve());
+    session.once("error", reject);
+  });
+  const message = toBinary(
+    SimpleRequestSchema,
+    create(SimpleRequestSchema, { payload: { body: new Uint8Array(ECHO_BYTES) } }),
+  );
+  const envelope = Buffer.alloc(5 + message.byteLength);
+  envelope.writeUInt32BE(message.byteLength, 1);
+  envelope.set(message, 5);
+  const call: Call = () =>
+    new Promise<void>((resolve, reject) => {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/mqrpc.interop.v1.TestService/UnaryCall",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      let bytes = 0;
+      let status: unknown;
+      stream.on("data", (chunk: Buffer) => {
+        bytes += chunk.byteLength;
+      });
+      stream.once("trailers", (trailers) => {
+        status = trailers["grpc-status"];
+      });
+      stream.once("error", reject);
+      stream.once("close", () =>
+        status === "0" && bytes > 0
+          ? resolve()
+          : reject(new Error(`hop: grpc-status ${String(status)}, ${bytes} bytes`)),
+      );
+      stream.end(envelope);
+    });
+  return {
+    call,
+    processes: [{ role: "grpc-server", pid: server.pid }],
+    close: async () => {
+      session.close();
       await server.stop();
     },
   };

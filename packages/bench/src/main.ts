@@ -23,7 +23,14 @@ import {
   TestService,
 } from "../../../test/gen/mqrpc/interop/v1/test_pb.js";
 import { startBrokers } from "./brokers.js";
-import { connectPair, grpcPair, jsonRpcPair, mqrpcPair, rawPair } from "./contenders.js";
+import {
+  connectPair,
+  grpcPair,
+  http2HopPair,
+  jsonRpcPair,
+  mqrpcPair,
+  rawPair,
+} from "./contenders.js";
 import { ECHO_BYTES, LARGE_BYTES } from "./echo-service.js";
 import { gatewayPair } from "./gateway.js";
 import { ingressPair } from "./ingress.js";
@@ -63,6 +70,7 @@ const CONTENDER_KEYS = [
   "grpc",
   "connect",
   "json",
+  "hop",
   "gateway",
   "ingress",
   "ingress-no-schema",
@@ -122,7 +130,7 @@ function parseCli(args: string[]) {
  * rounds (measure.ts): `unary` selects raw MQTT.js, mqrpc, grpc-js,
  * Connect-node and mqtt-json-rpc; `gateway` issue 13's row (b) and
  * `ingress` its rows (c), each with their references (mqrpc, grpc-js and
- * Connect-node direct). `--contenders=` narrows by key. `shared`: the
+ * Connect-node direct, and the gateway's upstream hop alone). `--contenders=` narrows by key. `shared`: the
  * processes every contender's calls may go through (the broker), whose CPU
  * time per call is counted with the contender's own.
  */
@@ -157,6 +165,13 @@ async function unaryScenarios(
       make: connectPair,
       calls: LATENCY_CALLS,
       when: reference,
+    },
+    {
+      key: "hop",
+      name: CONTENDER.hop,
+      make: http2HopPair,
+      calls: LATENCY_CALLS,
+      when: gateway || ingress,
     },
     // ~44 ms per call (its QoS 2 request and per-call subscriptions): fewer samples.
     { key: "json", name: CONTENDER.json, make: () => jsonRpcPair(url), calls: 40, when: unary },
@@ -366,6 +381,7 @@ async function measureAndReport(): Promise<void> {
   const results: Results = {
     command: "npm run bench",
     date: new Date().toISOString(),
+    cores: cpus().length,
     machine: `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
     brokers: [],
     wire: { requestOverheadBytes: 0, responseOverheadBytes: 0 },

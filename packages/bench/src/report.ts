@@ -10,6 +10,8 @@ export const CONTENDER = {
   grpc: "@grpc/grpc-js (HTTP/2)",
   connect: "Connect-node gRPC (HTTP/2)",
   json: "mqtt-json-rpc",
+  /** Reference for issue 13's rows: the gateway's upstream hop alone. */
+  hop: "node:http2 → grpc-js (the gateway's upstream hop alone)",
   /** Issue 13 (b). */
   gateway: "mqrpc → MQTT → gateway → grpc-js",
   /** Issue 13 (c). */
@@ -60,6 +62,8 @@ export interface Results {
   command: string;
   date: string;
   machine: string;
+  /** CPU cores the run had (the ceiling rows divide by it). */
+  cores?: number;
   durationSeconds?: number;
   brokers: Array<{
     broker: string;
@@ -259,7 +263,42 @@ export function ratios(results: Results): Row[] {
           "reference",
           undefined,
         );
+        if (results.cores !== undefined && grpc !== undefined) {
+          // The processes on the path share the cores, and each runs on one:
+          // no more calls/s than either allows, however the work is spread.
+          const ceiling = Math.min((results.cores * 1e6) / cpu.total, 1e6 / cpu.busiest);
+          push(
+            `calls/s at 64, ceiling of ${path} on ${results.cores} cores (the lesser of cores × 10⁶ / CPU µs per call of all processes and 10⁶ / the busiest's) / (a) grpc-js direct`,
+            ceiling / grpc.callsPerSecond,
+            "reference",
+            undefined,
+          );
+        }
       }
+    }
+    // What the hops of (b) and (c) take measured alone, added up: the p50
+    // those paths cannot go under whatever the gateway and ingress do.
+    const hop = u(CONTENDER.hop);
+    if (mq && hop) {
+      push(
+        "unary p50, the upstream hop alone (node:http2 → grpc-js) / (d) native mqrpc",
+        hop.p50Ms / mq.p50Ms,
+        "reference",
+        undefined,
+      );
+      push(
+        "unary p50, (d) native + the upstream hop, the least (b) can take / (d) native mqrpc",
+        (mq.p50Ms + hop.p50Ms) / mq.p50Ms,
+        "reference",
+        undefined,
+      );
+      if (grpc)
+        push(
+          "unary p50, (a) grpc-js direct + (d) native + the upstream hop, the least (c) can take / (d) native mqrpc",
+          (grpc.p50Ms + mq.p50Ms + hop.p50Ms) / mq.p50Ms,
+          "reference",
+          undefined,
+        );
     }
     const batched = s("mqrpc batched");
     const unbatched = s("mqrpc unbatched");
@@ -523,7 +562,15 @@ the grpc-js server of the grpc-js row, and (c) a grpc-js client →
 given the schema (unary calls travel as mqrpc unary calls) and without it
 (as bidi streams); each hop in a process of its own. Targets: (b) p50 ≤
 1.5 × and (c) p50 ≤ 2.5 × (d) native mqrpc, (b) and (c) calls/s ≥ (a) the
-direct HTTP/2 calls, shown against grpc-js and Connect-node.
+direct HTTP/2 calls, shown against grpc-js and Connect-node. Two kinds of
+reference rows say what those targets can be on the machine of the run.
+The floor: the gateway's upstream hop measured alone (a bare
+\`node:http2\` client, no gRPC library, calling that grpc-js server, in
+the same rounds); (b) makes the MQTT round trip of (d) and this hop, so its
+p50 is at least their sum, and (c) adds (a)'s grpc-js round trip to the
+ingress. The ceiling: the processes of a path share the machine's cores,
+so its calls/s cannot pass the lesser of cores × 10⁶ / its CPU µs per call
+of all processes and 10⁶ / those of its busiest process.
 CPU per call: in the throughput rounds, the CPU time (user + system, every
 thread; \`/proc/<pid>/stat\`, \`process.cpuUsage()\` for the measuring
 process) each process of a unary contender spent, divided by the calls
