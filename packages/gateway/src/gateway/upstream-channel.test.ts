@@ -1,7 +1,8 @@
 import { once } from "node:events";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { UpstreamChannel } from "./upstream-channel.js";
 import { parseUpstreamUrl } from "./upstream-url.js";
 
@@ -16,6 +17,9 @@ async function grpcServer() {
   const server = http2.createServer();
   server.on("session", (s) => sessions.push(s));
   server.on("stream", (stream) => {
+    // A client closing its connection with an error code (CANCEL) sends a
+    // GOAWAY its open streams emit as 'error'.
+    stream.on("error", () => {});
     stream.respond(
       { ":status": 200, "content-type": "application/grpc" },
       { waitForTrailers: true },
@@ -37,6 +41,45 @@ function channelTo(url: string): UpstreamChannel {
   const channel = new UpstreamChannel(parseUpstreamUrl(url, "u"), undefined);
   closers.push(() => channel.close());
   return channel;
+}
+
+/**
+ * A TCP proxy to `port` that passes bytes on at once, until `hold()`: from
+ * then on, what the server sends on the connections open at that moment is
+ * kept from the client (a PING's ACK among it). Counts the connections it took.
+ */
+async function holdingProxy(port: number) {
+  const open = new Set<{ held: boolean }>();
+  let accepted = 0;
+  const proxy = net.createServer((client) => {
+    accepted++;
+    const pair = { held: false };
+    open.add(pair);
+    const upstream = net.connect(port, "127.0.0.1");
+    client.on("data", (chunk) => upstream.write(chunk));
+    upstream.on("data", (chunk) => {
+      if (!pair.held && !client.destroyed) client.write(chunk);
+    });
+    const end = () => {
+      open.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      socket.on("close", end);
+      socket.on("error", end);
+    }
+  });
+  proxy.listen(0, "127.0.0.1");
+  await once(proxy, "listening");
+  closers.push(() => new Promise((resolve) => proxy.close(resolve)));
+  return {
+    port: (proxy.address() as net.AddressInfo).port,
+    accepted: () => accepted,
+    hold: () => {
+      for (const pair of open) pair.held = true;
+    },
+  };
 }
 
 const HEADERS = () => ({ "content-type": "application/grpc", te: "trailers" });
@@ -175,5 +218,109 @@ describe("UpstreamChannel", () => {
       await callOnce(channel);
     }
     expect(reconnects).toBe(0);
+  });
+
+  it("a call whose keepalive check outlives its connection retiring goes out on the new connection, leaking none", async () => {
+    const server = await grpcServer();
+    const proxy = await holdingProxy(server.port);
+    const timeMs = 100;
+    const channel = new UpstreamChannel(
+      parseUpstreamUrl(`http://127.0.0.1:${proxy.port}`, "u"),
+      undefined,
+      undefined,
+      { timeMs, timeoutMs: 5_000 },
+    );
+    closers.push(() => channel.close());
+    // One more call than the burst of cancels the connection allows: the
+    // last cancel has to wait, and the connection retires.
+    const running = await Promise.all(
+      Array.from({ length: 801 }, () =>
+        channel.request("/s.S/M", HEADERS, new AbortController().signal),
+      ),
+    );
+    await Promise.all(running.map((stream) => once(stream, "response")));
+    // The server's answers stop (the next PING's ACK among them), and the
+    // connection goes quiet for longer than the keepalive time.
+    // (Nothing but the server's bytes marks it alive: a wait is what it takes.)
+    proxy.hold();
+    await new Promise((resolve) => setTimeout(resolve, 3 * timeMs));
+    // The call waits in Connect's manager for the ACK of its keepalive PING
+    // (sent before request() returns: the connection's state was "open").
+    let asked = 0;
+    const request = channel.request(
+      "/s.S/M",
+      () => {
+        asked++;
+        return HEADERS();
+      },
+      new AbortController().signal,
+    );
+    expect(asked).toBe(1);
+    // Meanwhile the connection retires and, once its calls are cancelled, closes.
+    for (const stream of running) channel.cancel(stream);
+    const stream = await request;
+    const session = stream.session as http2.ClientHttp2Session;
+    stream.end();
+    stream.resume();
+    await once(stream, "close");
+    const next = await callOnce(channel);
+    // The race took place: the closed connection's manager connected again
+    // for the waiting call (the first connection, that one, the new one).
+    await vi.waitFor(() => expect(proxy.accepted()).toBe(3));
+    // The upstream is left with one connection, the one new calls take, and
+    // the call went out on it: none left open on the closed connection's manager.
+    const live = () => server.sessions.filter((s) => !s.closed && !s.destroyed).length;
+    await vi.waitFor(() => expect(live()).toBe(1));
+    expect(next === session).toBe(true);
+    channel.close();
+    await vi.waitFor(() => expect(live()).toBe(0));
+  });
+  /**
+   * A channel with keepalive whose connection, once a call made it, goes
+   * quiet for longer than the keepalive time while the server's bytes (the
+   * next PING's ACK among them) are held back: the next request waits in
+   * Connect's manager for a PING that is never acknowledged.
+   */
+  async function waitingForKeepaliveCheck() {
+    const server = await grpcServer();
+    const proxy = await holdingProxy(server.port);
+    const timeMs = 100;
+    const channel = new UpstreamChannel(
+      parseUpstreamUrl(`http://127.0.0.1:${proxy.port}`, "u"),
+      undefined,
+      undefined,
+      { timeMs, timeoutMs: 60_000 },
+    );
+    closers.push(() => channel.close());
+    await callOnce(channel);
+    proxy.hold();
+    // (Nothing but the server's bytes marks it alive: a wait is what it takes.)
+    await new Promise((resolve) => setTimeout(resolve, 3 * timeMs));
+    const live = () => server.sessions.filter((s) => !s.closed && !s.destroyed).length;
+    return { channel, live };
+  }
+
+  it("a call waiting for a keepalive check when the gateway closes fails UNAVAILABLE, leaving no connection", async () => {
+    const { channel, live } = await waitingForKeepaliveCheck();
+    const request = channel.request("/s.S/M", HEADERS, new AbortController().signal);
+    channel.close();
+    const error = await request.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.Unavailable);
+    expect((error as ConnectError).rawMessage).toMatch(/the gateway closed its connection/);
+    await vi.waitFor(() => expect(live()).toBe(0));
+  });
+
+  it("a caller that gives up during a keepalive check stops waiting at once", async () => {
+    const { channel } = await waitingForKeepaliveCheck();
+    const abort = new AbortController();
+    const request = channel.request("/s.S/M", HEADERS, abort.signal);
+    const reason = new ConnectError("gave up", Code.Canceled);
+    abort.abort(reason);
+    // Without the signal honoured, this waits for the PING timeout (60 s).
+    await expect(request).rejects.toBe(reason);
   });
 });

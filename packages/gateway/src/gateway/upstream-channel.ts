@@ -138,6 +138,14 @@ function currentSession(manager: Http2SessionManager): Http2Session | undefined 
 /** Marks a new connection the watcher has told of already. */
 const ANNOUNCED = Symbol("announced");
 
+const ignore = (): void => {};
+
+/** Closes a stream nobody will use (CANCEL), its errors ignored. */
+function dropStream(stream: ClientHttp2Stream): void {
+  stream.on("error", ignore);
+  stream.close(constants.NGHTTP2_CANCEL);
+}
+
 /** A connection failure's words, without Connect's `[code]` prefix. */
 function describeError(e: unknown): string {
   if (e instanceof ConnectError) return e.rawMessage;
@@ -249,20 +257,33 @@ export class UpstreamChannel {
     if (this.closed) throw this.unavailable("the gateway closed its connection");
     // Retired and closed meanwhile (a burst of cancels): the new one takes it.
     if (connection.isClosed) connection = this.connection;
-    let stream: ClientHttp2Stream;
+    let stream: ClientHttp2Stream | undefined;
     try {
-      stream = await connection.sessions.request("POST", path, headers(), {});
-      if (connection.isClosed && !this.closed) {
-        // It retired and closed while the request waited (for a keepalive
-        // check), and its manager connected again for it: close that too,
-        // and make the call on the connection that replaced it.
-        stream.on("error", () => {});
-        stream.close(constants.NGHTTP2_CANCEL);
-        connection.abortAgain();
+      while (stream === undefined) {
+        // The wait can be long (a keepalive check of a quiet connection):
+        // a caller that gives up meanwhile stops waiting, and the stream
+        // made for it later is closed unused.
+        const pending = connection.sessions.request("POST", path, headers(), {});
+        const madeOn = connection;
+        const candidate = await abortable(pending, signal).catch((e: unknown) => {
+          if (signal.aborted) pending.then(dropStream, ignore);
+          throw e;
+        });
+        if (!madeOn.isClosed) {
+          stream = candidate;
+          break;
+        }
+        // The connection closed while the request waited (it retired during
+        // a burst of cancels, or the gateway closed), and its manager
+        // connected again for it: close that too, and make the call on the
+        // connection that replaced it, if any.
+        dropStream(candidate);
+        madeOn.abortAgain();
+        if (this.closed) break;
         connection = this.connection;
-        stream = await connection.sessions.request("POST", path, headers(), {});
       }
     } catch (e) {
+      if (signal.aborted && e === signal.reason) throw e;
       const code = (e as { code?: unknown }).code;
       if (code === "ERR_INVALID_CHAR" || code === "ERR_HTTP2_INVALID_HEADER_VALUE") {
         throw new ConnectError(
@@ -272,11 +293,12 @@ export class UpstreamChannel {
       }
       throw this.unavailable(this.describeFailure(e));
     }
+    if (stream === undefined) throw this.unavailable("the gateway closed its connection");
     // A stream's failure reaches its call through 'close' and its state; one
     // the caller gave up on has nobody else listening, and an 'error' without
     // a listener (a GOAWAY with an error code destroys the connection) would
     // end the process.
-    stream.on("error", () => {});
+    stream.on("error", ignore);
     this.connectionOf.set(stream, connection);
     connection.track(stream);
     if (signal.aborted) {
