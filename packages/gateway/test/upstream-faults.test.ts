@@ -154,6 +154,23 @@ forBrokersWhere(
         expect(await callOnce(transport)).toMatchObject({ messages: 1 });
       });
 
+      it("keepalive: a time below gRPC clients' 10 s minimum is taken, with a warning at start", async () => {
+        const direct = await upstream(closer, answerWith({ "content-type": "application/grpc" }));
+        const warnings = (upstreamKeepaliveTimeMs: number) => {
+          const said: string[] = [];
+          const logger = { warn: (m: string) => said.push(m) };
+          return { said, options: { upstreamKeepaliveTimeMs, logger } };
+        };
+        const low = warnings(50);
+        expect(await callOnce(await through(direct, low.options))).toMatchObject({ messages: 1 });
+        expect(low.said.filter((m) => m.includes("upstreamKeepaliveTimeMs"))).toEqual([
+          "gateway: upstreamKeepaliveTimeMs is 50 ms, below the 10 s gRPC clients use at least; gRPC servers in C-core (Python, C++), Go and Java permit one PING per 5 min unless configured and answer more with a GOAWAY too_many_pings, which fails the calls on the connection",
+        ]);
+        const enough = warnings(10_000);
+        await through(direct, enough.options);
+        expect(enough.said.filter((m) => m.includes("upstreamKeepaliveTimeMs"))).toEqual([]);
+      });
+
       it("keepalive: an upstream that refuses the PINGs (GOAWAY too_many_pings) gives a message that says to raise the time", async () => {
         const direct = await upstream(closer, (stream) => {
           // As gRPC servers do on a third PING within their permitted interval.

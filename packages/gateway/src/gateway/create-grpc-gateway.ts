@@ -113,7 +113,9 @@ export interface GrpcGatewayOptions
    * `grpc.http2.min_ping_interval_without_data_ms`): they answer with a
    * GOAWAY `too_many_pings`, which fails the calls open on that
    * connection, after which the gateway doubles its interval. Set it at or
-   * above what the upstream permits.
+   * above what the upstream permits. Below 10000 (the least gRPC-Go and
+   * gRPC-Java clients use) the gateway warns at start through the server's
+   * `logger`, and uses it.
    */
   readonly upstreamKeepaliveTimeMs?: number;
   /**
@@ -311,6 +313,11 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
         }
       },
     });
+    if (keepalive !== undefined && keepalive.timeMs < MIN_GRPC_KEEPALIVE_TIME_MS) {
+      server.logger.warn(
+        `gateway: upstreamKeepaliveTimeMs is ${keepalive.timeMs} ms, below the ${MIN_GRPC_KEEPALIVE_TIME_MS / 1000} s gRPC clients use at least; gRPC servers in C-core (Python, C++), Go and Java permit one PING per 5 min unless configured and answer more with a GOAWAY too_many_pings, which fails the calls on the connection`,
+      );
+    }
     const gateway = new GrpcGatewayImpl(server, map, setups, startTimeout);
     gateway.watchUpstreams();
     return gateway;
@@ -320,6 +327,13 @@ export async function createGrpcGateway(options: GrpcGatewayOptions): Promise<Gr
     throw e;
   }
 }
+
+/**
+ * The least keepalive time gRPC clients use (gRPC-Go and gRPC-Java raise a
+ * lower setting to it): the gateway takes less, for upstreams configured to
+ * permit it, and says so at start.
+ */
+const MIN_GRPC_KEEPALIVE_TIME_MS = 10_000;
 
 /** A timeout option's value: `fallback` when unset, else a positive number of ms a timer can wait. */
 function checkTimeout(option: string, value: number | undefined, fallback: number): number {
