@@ -182,6 +182,16 @@ const REFUSED: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
     ["ingress", "--reflection-timeout", "1000h"],
     badOption("--reflection-timeout <duration>", "1000h", TOO_LONG),
   ],
+  [
+    "ingress --keepalive-time 1000h",
+    ["ingress", "--keepalive-time", "1000h"],
+    badOption("--keepalive-time <duration>", "1000h", TOO_LONG),
+  ],
+  [
+    "ingress --keepalive-timeout 1000h",
+    ["ingress", "--keepalive-timeout", "1000h"],
+    badOption("--keepalive-timeout <duration>", "1000h", TOO_LONG),
+  ],
   ["call with an empty server id", ["call", "", "a.B/C"], EMPTY_SERVER_ID],
   ["call --username a.b", ["call", "d", "a.B/C", "--username", "a.b"], USERNAME_ID],
   ["call --client-id a.b", ["call", "d", "a.B/C", "--client-id", "a.b"], CLIENT_ID],

@@ -10,11 +10,14 @@
  *   not a bare 404;
  * - 300 request headers reach the upstream;
  * - a response message over the ingress's `maxMessageBytes` is refused
- *   naming that option.
+ *   naming that option;
+ * - keepalive: a client gone silent mid-call has the call cancelled at the
+ *   upstream; a quiet call of a live client is pinged and completes.
  */
 import * as http2 from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
 import { forBrokersWhere } from "../../../test/brokers/targets.js";
+import { FaultProxy } from "../../../test/support/fault-proxy.js";
 import { Closer, mqttOptions, uniqueServerId } from "../../../test/support/rpc-fixture.js";
 import {
   createGrpcGateway,
@@ -173,6 +176,95 @@ forBrokersWhere(
         const status = { ...grpcJson.headers, ...grpcJson.trailers };
         expect(status["grpc-status"]).toBe("12");
         expect(decodeURIComponent(String(status["grpc-message"]))).toBe(why);
+      });
+
+      /** A server stream to `serverId` from a raw HTTP/2 client connected to `url`. */
+      function openStream(url: string, serverId: string) {
+        const session = closer.add(http2.connect(url), (s) => s.destroy());
+        session.on("error", () => {});
+        const stream = session.request({
+          ":method": "POST",
+          ":path": `/${SERVICE}/Stream`,
+          "content-type": "application/grpc",
+          te: "trailers",
+          "mqrpc-server-id": serverId,
+        });
+        stream.on("error", () => {});
+        stream.end(envelope(new Uint8Array([8, 1])));
+        return { session, stream };
+      }
+
+      it("keepalive: a client gone silent mid-call has its call cancelled at the upstream", async () => {
+        let running: () => void = () => {};
+        const started = new Promise<void>((resolve) => {
+          running = resolve;
+        });
+        let cancelled: () => void = () => {};
+        const ended = new Promise<void>((resolve) => {
+          cancelled = resolve;
+        });
+        const upstream = await fakeUpstream(closer, (stream) => {
+          stream.once("close", () => cancelled());
+          stream.respond({ ":status": 200, "content-type": "application/grpc" });
+          stream.write(envelope(new Uint8Array([8, 1])));
+          running();
+          // Then nothing, for as long as the call is open.
+        });
+        const { serverId, ingress } = await path(upstream, {
+          keepaliveTimeMs: 100,
+          keepaliveTimeoutMs: 200,
+        });
+        const proxy = closer.add(await FaultProxy.start(ingress.url), (p) => p.close());
+        const { stream } = openStream(`http://127.0.0.1:${proxy.port}`, serverId);
+        await started;
+        await new Promise((resolve) => stream.once("data", resolve));
+        // The client's host goes silent: no FIN, no RST_STREAM, no PING ACK.
+        proxy.stall();
+        // Without keepalive this waits for ever (the call has no deadline).
+        await ended;
+      });
+
+      it("keepalive: a quiet call of a live client is pinged and completes", async () => {
+        let answerAfterPings: () => void = () => {};
+        const upstream = await fakeUpstream(closer, (stream) => {
+          stream.respond(
+            { ":status": 200, "content-type": "application/grpc" },
+            { waitForTrailers: true },
+          );
+          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+          stream.resume();
+          // Answers once the ingress has pinged the client three times.
+          let pings = 0;
+          answerAfterPings = () => {
+            if (++pings === 3) stream.end(envelope(new Uint8Array([8, 2])));
+          };
+        });
+        const { serverId, ingress } = await path(upstream, {
+          keepaliveTimeMs: 50,
+          keepaliveTimeoutMs: 5_000,
+        });
+        const { session, stream } = openStream(ingress.url, serverId);
+        session.on("ping", () => answerAfterPings());
+        const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve) => {
+          stream.on("trailers", resolve);
+          stream.resume();
+        });
+        expect(trailers["grpc-status"]).toBe("0");
+      });
+
+      it("keepalive options are checked, naming them", async () => {
+        for (const [options, message] of [
+          [{ keepaliveTimeMs: 0 }, "keepaliveTimeMs option: 0 is not a positive integer"],
+          [{ keepaliveTimeoutMs: 1.5 }, "keepaliveTimeoutMs option: 1.5 is not a positive integer"],
+          [
+            { keepaliveTimeMs: 2 ** 31 },
+            "keepaliveTimeMs option: 2147483648 ms is longer than a timer waits (2147483647 ms)",
+          ],
+        ] as const) {
+          await expect(
+            createGrpcIngress({ mqtt: mqttOptions(target), ...options }),
+          ).rejects.toThrow(message);
+        }
       });
 
       it("a response message over the ingress's maxMessageBytes is RESOURCE_EXHAUSTED naming it", async () => {

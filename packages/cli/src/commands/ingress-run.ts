@@ -66,6 +66,8 @@ export async function ingress(flags: IngressFlags): Promise<number> {
         listen,
         reflection: flags.reflection,
         reflectionTimeoutMs: flags.reflectionTimeout,
+        keepaliveTimeMs: flags.keepaliveTime,
+        keepaliveTimeoutMs: flags.keepaliveTimeout,
         ...(tls !== undefined ? { tls, onTlsClientError: tlsFailureLog() } : {}),
         ...(schema !== undefined ? { descriptorSet: schema.registry } : {}),
         ...(flags.maxMessageSize !== undefined ? { maxMessageBytes: flags.maxMessageSize } : {}),

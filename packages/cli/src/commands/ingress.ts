@@ -17,6 +17,8 @@ export interface IngressFlags extends ConnectionFlags, SchemaFileFlags {
   readonly reflection: boolean;
   readonly reflectionTimeout: number;
   readonly maxMessageSize?: number;
+  readonly keepaliveTime: number;
+  readonly keepaliveTimeout: number;
 }
 
 /** The `ingress` command. */
@@ -47,6 +49,22 @@ export function ingressCommand(): Command {
       )
         .argParser(parseByteSize)
         .default(undefined, "4MiB"),
+    )
+    .addOption(
+      new Option(
+        "--keepalive-time <duration>",
+        "PING each HTTP/2 client this often; one that does not answer within --keepalive-timeout is disconnected and its calls cancelled",
+      )
+        .argParser(parseDuration)
+        .default(2 * 60 * 60 * 1000, "2h"),
+    )
+    .addOption(
+      new Option(
+        "--keepalive-timeout <duration>",
+        "how long a client has to answer a keepalive PING",
+      )
+        .argParser(parseDuration)
+        .default(20_000, "20s"),
     );
   addSchemaFileOption(command);
   addConnectionOptions(command);

@@ -17,6 +17,7 @@
  *   `descriptorSet` option; Connect's Node adapter serves them
  *   (connect-forwarder.ts).
  */
+
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import type { IncomingHttpHeaders } from "node:http";
@@ -56,6 +57,7 @@ import {
   writeErrorResponse,
 } from "./ingress-protocol.js";
 import { http2Exchange, httpExchange, type RawExchange } from "./raw-exchange.js";
+import { keepSessionAlive, type SessionKeepaliveTiming } from "./session-keepalive.js";
 
 /** Options of {@link createGrpcIngress}. */
 export interface GrpcIngressOptions {
@@ -135,6 +137,20 @@ export interface GrpcIngressOptions {
    * applies to requests.
    */
   readonly maxMessageBytes?: number;
+  /**
+   * HTTP/2 keepalive to clients, gRPC servers' "keepalive time" (gRFC A8),
+   * in ms; default 7200000 (2 hours, as gRPC C-core servers). Each HTTP/2
+   * client connection is sent a PING this often; one not acknowledged
+   * within {@link keepaliveTimeoutMs} closes the connection, which cancels
+   * its calls at the devices. Without it, the calls of a client whose host
+   * or network went silent without closing the connection would run on
+   * (streams without a deadline, for ever). gRPC clients answer PINGs from
+   * servers at any rate. HTTP/1.1 connections (gRPC-Web, Connect) have no
+   * PING: their calls end with the TCP connection.
+   */
+  readonly keepaliveTimeMs?: number;
+  /** How long a client has to acknowledge a keepalive PING, in ms; default 20000 (gRPC's). */
+  readonly keepaliveTimeoutMs?: number;
 }
 
 /** A running ingress. */
@@ -453,6 +469,7 @@ interface IngressSettings {
   readonly deviceIdleMs: number;
   readonly maxDevices: number;
   readonly maxMessageBytes: number;
+  readonly keepalive: SessionKeepaliveTiming;
 }
 
 /**
@@ -528,6 +545,10 @@ function ingressSettings(options: GrpcIngressOptions): IngressSettings {
     deviceIdleMs: positive("deviceIdleMs", options.deviceIdleMs, 60_000),
     maxDevices: positive("maxDevices", options.maxDevices, 10_000),
     maxMessageBytes: positive("maxMessageBytes", options.maxMessageBytes, 4 * 1024 * 1024),
+    keepalive: {
+      timeMs: timerMs("keepaliveTimeMs", options.keepaliveTimeMs, 2 * 60 * 60 * 1000),
+      timeoutMs: timerMs("keepaliveTimeoutMs", options.keepaliveTimeoutMs, 20_000),
+    },
   };
 }
 
@@ -598,6 +619,15 @@ function checkKeyOfCertificate(options: NonNullable<GrpcIngressOptions["tls"]>):
   }
 }
 
+/** A positive whole number of ms a timer can wait, or `fallback`. */
+function timerMs(name: string, value: number | undefined, fallback: number): number {
+  const ms = positive(name, value, fallback);
+  if (ms > MAX_TIMER_MS) {
+    throw new Error(`${name} option: ${ms} ms is longer than a timer waits (${MAX_TIMER_MS} ms)`);
+  }
+  return ms;
+}
+
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value <= 0) {
@@ -650,7 +680,10 @@ async function listen(
     if (!onStream(stream, headers, rawHeaders))
       compat.emit("stream", stream, headers, flags, rawHeaders);
   });
-  h2.on("session", (session) => track(sessions, session));
+  h2.on("session", (session) => {
+    track(sessions, session);
+    keepSessionAlive(session, settings.keepalive);
+  });
   const h1 = http.createServer(onRequest as http.RequestListener);
   let server: net.Server;
   if (tlsOptions !== undefined) {
