@@ -10,7 +10,10 @@
  *   trailers-only answer without a body still counts;
  * - many metadata entries: 300 response headers reach the caller; an
  *   upstream that refuses the request's headers (ENHANCE_YOUR_CALM)
- *   gives RESOURCE_EXHAUSTED.
+ *   gives RESOURCE_EXHAUSTED;
+ * - deadlines: a call past its deadline is left to the upstream (told it by
+ *   `grpc-timeout`) to end, and reset only if it is still open a grace
+ *   later.
  */
 import * as http2 from "node:http2";
 import { constants as http2constants } from "node:http2";
@@ -36,11 +39,13 @@ const SERVICE = "faults.v1.Svc";
 async function callOnce(
   transport: MqttTransport,
   header?: HeadersInit,
+  timeoutMs?: number,
 ): Promise<{ messages: number; header: Headers } | ConnectError> {
   try {
     const response = await transport.rawStream({
       service: SERVICE,
       method: "M",
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
       message: (async function* () {
         yield new Uint8Array([8, 1]);
       })(),
@@ -98,6 +103,50 @@ forBrokersWhere(
         expect((outcome as ConnectError).rawMessage).toBe(
           `upstream ${url}: no HTTP/2 answer within 300 ms of connecting: is a gRPC server listening there?`,
         );
+      });
+
+      /**
+       * An upstream whose calls never answer, but end by themselves
+       * (DEADLINE_EXCEEDED in trailers) `lateMs` after their `grpc-timeout`
+       * when `lateMs` is given; resolves each call's stream once it closed,
+       * with how (`rstCode`: NGHTTP2_CANCEL when the gateway reset it).
+       */
+      async function deadlineUpstream(lateMs: number | undefined) {
+        const closed = deferred<{ rstCode: number | undefined }>();
+        const url = await upstream(closer, (stream, headers) => {
+          stream.on("error", () => {});
+          stream.once("close", () => closed.resolve({ rstCode: stream.rstCode }));
+          stream.respond(
+            { ":status": 200, "content-type": "application/grpc" },
+            { waitForTrailers: true },
+          );
+          stream.resume();
+          if (lateMs === undefined) return;
+          const timeout = Number.parseInt(String(headers["grpc-timeout"]), 10);
+          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "4" }));
+          setTimeout(() => stream.end(), timeout + lateMs);
+        });
+        return { url, closed: closed.promise };
+      }
+
+      it("deadline: a call past it is left to the upstream that was told it, with no reset", async () => {
+        // The upstream ends the call 200 ms after the deadline, within the
+        // gateway's grace: resetting it meanwhile raced the upstream's own
+        // end (which crashed Node's HTTP/2 in storms).
+        const { url, closed } = await deadlineUpstream(200);
+        const transport = await through(url);
+        const outcome = await callOnce(transport, undefined, 300);
+        expect(outcome).toBeInstanceOf(ConnectError);
+        expect((outcome as ConnectError).code).toBe(Code.DeadlineExceeded);
+        expect((await closed).rstCode).toBe(http2constants.NGHTTP2_NO_ERROR);
+      });
+
+      it("deadline: a call the upstream does not end is reset once the grace is over", async () => {
+        const { url, closed } = await deadlineUpstream(undefined);
+        const transport = await through(url);
+        const outcome = await callOnce(transport, undefined, 300);
+        expect((outcome as ConnectError).code).toBe(Code.DeadlineExceeded);
+        expect((await closed).rstCode).toBe(http2constants.NGHTTP2_CANCEL);
       });
 
       it("keepalive: an upstream that goes silent mid-call fails it UNAVAILABLE; the next call works", async () => {

@@ -226,8 +226,9 @@ interface UpstreamSetup {
  *
  * Each call goes to the upstream serving its service, as one HTTP/2 gRPC
  * call: the caller's remaining deadline becomes the upstream's
- * `grpc-timeout`; a Cancel, a caller that vanished, and the deadline
- * cancel the upstream call (RST_STREAM CANCEL); request metadata goes
+ * `grpc-timeout`; a Cancel and a caller that vanished cancel the upstream
+ * call (RST_STREAM CANCEL), and so does the deadline, 1 s after it passed,
+ * when the upstream has not ended the call itself; request metadata goes
  * upstream and response headers and trailers come back (`-bin` included;
  * pseudo-headers, `grpc-*` and connection headers are not copied); status
  * code, message and details (`grpc-status-details-bin`) arrive intact.
