@@ -82,6 +82,23 @@ async function holdingProxy(port: number) {
   };
 }
 
+/** A channel to `port` with keepalive PINGs every `timeMs`, closed in teardown. */
+function keepaliveChannel(port: number, timeMs: number, timeoutMs: number): UpstreamChannel {
+  const channel = new UpstreamChannel(
+    parseUpstreamUrl(`http://127.0.0.1:${port}`, "u"),
+    undefined,
+    undefined,
+    { timeMs, timeoutMs },
+  );
+  closers.push(() => channel.close());
+  return channel;
+}
+
+/** The server's sessions still open. */
+function liveSessions(sessions: readonly http2.ServerHttp2Session[]): number {
+  return sessions.filter((s) => !s.closed && !s.destroyed).length;
+}
+
 const HEADERS = () => ({ "content-type": "application/grpc", te: "trailers" });
 
 async function callOnce(channel: UpstreamChannel) {
@@ -224,13 +241,7 @@ describe("UpstreamChannel", () => {
     const server = await grpcServer();
     const proxy = await holdingProxy(server.port);
     const timeMs = 100;
-    const channel = new UpstreamChannel(
-      parseUpstreamUrl(`http://127.0.0.1:${proxy.port}`, "u"),
-      undefined,
-      undefined,
-      { timeMs, timeoutMs: 5_000 },
-    );
-    closers.push(() => channel.close());
+    const channel = keepaliveChannel(proxy.port, timeMs, 5_000);
     // One more call than the burst of cancels the connection allows: the
     // last cancel has to wait, and the connection retires.
     const running = await Promise.all(
@@ -269,12 +280,13 @@ describe("UpstreamChannel", () => {
     await vi.waitFor(() => expect(proxy.accepted()).toBe(3));
     // The upstream is left with one connection, the one new calls take, and
     // the call went out on it: none left open on the closed connection's manager.
-    const live = () => server.sessions.filter((s) => !s.closed && !s.destroyed).length;
+    const live = () => liveSessions(server.sessions);
     await vi.waitFor(() => expect(live()).toBe(1));
     expect(next === session).toBe(true);
     channel.close();
     await vi.waitFor(() => expect(live()).toBe(0));
   });
+
   /**
    * A channel with keepalive whose connection, once a call made it, goes
    * quiet for longer than the keepalive time while the server's bytes (the
@@ -285,19 +297,12 @@ describe("UpstreamChannel", () => {
     const server = await grpcServer();
     const proxy = await holdingProxy(server.port);
     const timeMs = 100;
-    const channel = new UpstreamChannel(
-      parseUpstreamUrl(`http://127.0.0.1:${proxy.port}`, "u"),
-      undefined,
-      undefined,
-      { timeMs, timeoutMs: 60_000 },
-    );
-    closers.push(() => channel.close());
+    const channel = keepaliveChannel(proxy.port, timeMs, 60_000);
     await callOnce(channel);
     proxy.hold();
     // (Nothing but the server's bytes marks it alive: a wait is what it takes.)
     await new Promise((resolve) => setTimeout(resolve, 3 * timeMs));
-    const live = () => server.sessions.filter((s) => !s.closed && !s.destroyed).length;
-    return { channel, live };
+    return { channel, live: () => liveSessions(server.sessions) };
   }
 
   it("a call waiting for a keepalive check when the gateway closes fails UNAVAILABLE, leaving no connection", async () => {

@@ -264,12 +264,11 @@ export class UpstreamChannel {
         // a caller that gives up meanwhile stops waiting, and the stream
         // made for it later is closed unused.
         const pending = connection.sessions.request("POST", path, headers(), {});
-        const madeOn = connection;
         const candidate = await abortable(pending, signal).catch((e: unknown) => {
           if (signal.aborted) pending.then(dropStream, ignore);
           throw e;
         });
-        if (!madeOn.isClosed) {
+        if (!connection.isClosed) {
           stream = candidate;
           break;
         }
@@ -278,7 +277,7 @@ export class UpstreamChannel {
         // connected again for it: close that too, and make the call on the
         // connection that replaced it, if any.
         dropStream(candidate);
-        madeOn.abortAgain();
+        connection.abortAgain();
         if (this.closed) break;
         connection = this.connection;
       }
