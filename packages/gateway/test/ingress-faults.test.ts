@@ -215,13 +215,20 @@ forBrokersWhere(
           keepaliveTimeoutMs: 200,
         });
         const proxy = closer.add(await FaultProxy.start(ingress.url), (p) => p.close());
-        const { stream } = openStream(`http://127.0.0.1:${proxy.port}`, serverId);
+        const { session, stream } = openStream(`http://127.0.0.1:${proxy.port}`, serverId);
         await started;
         await new Promise((resolve) => stream.once("data", resolve));
         // The client's host goes silent: no FIN, no RST_STREAM, no PING ACK.
         proxy.stall();
         // Without keepalive this waits for ever (the call has no deadline).
         await ended;
+        // When its network is back, the client learns its connection was
+        // dropped (NO_ERROR: UNAVAILABLE to gRPC clients), not an internal error.
+        const goaway = new Promise<number>((resolve) =>
+          session.once("goaway", (code: number) => resolve(code)),
+        );
+        proxy.resume();
+        expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
       });
 
       it("keepalive: a quiet call of a live client is pinged and completes", async () => {

@@ -1,8 +1,9 @@
 /**
  * Server-side HTTP/2 keepalive for the ingress's client connections, as
  * gRPC servers do it (gRFC A8; C-core's `GRPC_ARG_KEEPALIVE_TIME_MS` and
- * `GRPC_ARG_KEEPALIVE_TIMEOUT_MS`): every `timeMs` the session is sent a
- * PING, and one not acknowledged within `timeoutMs` destroys it.
+ * `GRPC_ARG_KEEPALIVE_TIMEOUT_MS`): `timeMs` after the session's start and
+ * after each acknowledged PING it is sent another, and one not
+ * acknowledged within `timeoutMs` destroys it.
  *
  * A client whose host or network went silent without closing its TCP
  * connection (power loss, a NAT or firewall that dropped the flow) sends no
@@ -44,13 +45,10 @@ export function keepSessionAlive(session: Http2Session, timing: SessionKeepalive
       schedule(ping, timing.timeMs);
       return;
     }
-    schedule(() => {
-      session.destroy(
-        new Error(
-          `no answer to a keepalive PING within ${timing.timeoutMs} ms: the client is gone`,
-        ),
-      );
-    }, timing.timeoutMs);
+    // Without an error: the GOAWAY says NO_ERROR, so a client whose
+    // network comes back sees its calls end UNAVAILABLE (a dropped
+    // connection, which gRPC retries), not INTERNAL (a server bug).
+    schedule(() => session.destroy(), timing.timeoutMs);
   };
   schedule(ping, timing.timeMs);
   session.once("close", () => clearTimeout(timer));
